@@ -1,0 +1,318 @@
+//! Executors: run one [`CheckedSql`] inside a read-only envelope and stream rows.
+//!
+//! Every executor takes a [`CheckedSql`], never a `&str`, so no SQL reaches a
+//! database without passing the [`Guard`](crate::Guard). Rows travel as
+//! [`RowBatch`]es over a bounded channel: a slow reader slows the query down
+//! instead of growing memory.
+
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::{CheckedSql, Dialect, Schema};
+
+/// A boxed, sendable future, so that [`Executor`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The sending half of the channel an executor streams a result into.
+pub type RowSender = mpsc::Sender<RowBatch>;
+
+/// A piece of a streamed result: the columns once, first, then rows in chunks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowBatch {
+    /// The result's columns; always the first batch.
+    Columns(Vec<ColumnMeta>),
+    /// A chunk of rows, each a value per column.
+    Rows(Vec<Vec<Value>>),
+}
+
+/// Name and database type of one result column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnMeta {
+    /// The column's name in the result.
+    pub name: String,
+    /// The database's name for its type (`int4`, `numeric`, `text`, ...).
+    pub type_name: String,
+}
+
+/// Bounds on one query run, on top of the row limit in its [`CheckedSql`].
+#[derive(Clone, Debug)]
+pub struct RunLimits {
+    /// Stop after this many rows (the smaller of this and the query's own limit wins).
+    pub max_rows: u64,
+    /// Stop once the rows sent add up to about this many bytes of JSON.
+    pub max_bytes: u64,
+    /// Cancel the query when it runs longer than this.
+    pub timeout: Duration,
+    /// Give up waiting for a lock after this long.
+    pub lock_timeout: Duration,
+    /// Rows per [`RowBatch::Rows`] chunk.
+    pub batch_rows: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        RunLimits {
+            max_rows: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(2),
+            batch_rows: 500,
+        }
+    }
+}
+
+/// How a streamed run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Rows sent.
+    pub row_count: u64,
+    /// Whether rows were left out because a row or byte cap was reached.
+    pub truncated: bool,
+    /// Approximate JSON bytes of the rows sent.
+    pub bytes: u64,
+    /// Wall time from the start of the run to its end.
+    pub elapsed: Duration,
+}
+
+/// A whole result collected in memory; see [`Executor::query`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryResult {
+    /// The result's columns.
+    pub columns: Vec<ColumnMeta>,
+    /// The rows, each a value per column.
+    pub rows: Vec<Vec<Value>>,
+    /// How the run ended.
+    pub summary: RunSummary,
+}
+
+/// What [`Executor::discover`] reads besides the structure.
+#[derive(Clone, Debug, Default)]
+pub struct DiscoverOptions {
+    /// Up to this many frequent values per text column (0 for none). PostgreSQL
+    /// takes them from the planner statistics, so tables never analysed have none.
+    pub sample_values: usize,
+}
+
+/// The closed set of reasons an executor fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExecErrorCode {
+    /// The database URL is malformed or names an unsupported database.
+    InvalidUrl,
+    /// The database could not be reached or the connection broke.
+    DatabaseUnavailable,
+    /// The database rejected the query (syntax, unknown name, type error, ...).
+    QueryFailed,
+    /// The query ran past its deadline and was cancelled.
+    Timeout,
+    /// The role lacks a privilege the query needs.
+    PermissionDenied,
+    /// The receiver of the rows went away before the query finished.
+    ReceiverClosed,
+    /// A bug or an unexpected state; the message says what.
+    Internal,
+}
+
+impl ExecErrorCode {
+    /// The stable snake_case code shared with the wire protocol and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecErrorCode::InvalidUrl => "invalid_database_url",
+            ExecErrorCode::DatabaseUnavailable => "database_unavailable",
+            ExecErrorCode::QueryFailed => "query_failed",
+            ExecErrorCode::Timeout => "query_timeout",
+            ExecErrorCode::PermissionDenied => "permission_denied",
+            ExecErrorCode::ReceiverClosed => "receiver_closed",
+            ExecErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ExecErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An executor failure: a code for programs and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ExecError {
+    /// What went wrong, from a closed set.
+    pub code: ExecErrorCode,
+    /// A human-readable explanation; never contains credentials.
+    pub message: String,
+    /// The database's own error code (PostgreSQL SQLSTATE), when it gave one.
+    pub sqlstate: Option<String>,
+}
+
+impl ExecError {
+    /// An error with a code and message and no SQLSTATE.
+    pub fn new(code: ExecErrorCode, message: impl Into<String>) -> Self {
+        ExecError { code, message: message.into(), sqlstate: None }
+    }
+}
+
+/// A database that runs checked queries and describes itself.
+pub trait Executor: Send + Sync + fmt::Debug {
+    /// The SQL dialect this executor speaks.
+    fn dialect(&self) -> Dialect;
+
+    /// Reads the schema: every table and view the connection may select from,
+    /// outside the system schemas.
+    fn discover<'a>(&'a self, options: &'a DiscoverOptions) -> BoxFuture<'a, Result<Schema, ExecError>>;
+
+    /// Runs `query` read-only and streams its result into `rows`: one
+    /// [`RowBatch::Columns`], then [`RowBatch::Rows`] chunks. Always rolls back.
+    fn run<'a>(
+        &'a self,
+        query: &'a CheckedSql,
+        limits: &'a RunLimits,
+        rows: RowSender,
+    ) -> BoxFuture<'a, Result<RunSummary, ExecError>>;
+
+    /// Runs `query` like [`Executor::run`] and collects the whole result.
+    fn query<'a>(
+        &'a self,
+        query: &'a CheckedSql,
+        limits: &'a RunLimits,
+    ) -> BoxFuture<'a, Result<QueryResult, ExecError>> {
+        Box::pin(async move {
+            let (tx, mut rx) = mpsc::channel(4);
+            let collect = async {
+                let mut columns = Vec::new();
+                let mut all = Vec::new();
+                while let Some(batch) = rx.recv().await {
+                    match batch {
+                        RowBatch::Columns(c) => columns = c,
+                        RowBatch::Rows(mut r) => all.append(&mut r),
+                    }
+                }
+                (columns, all)
+            };
+            let (summary, (columns, rows)) = tokio::join!(self.run(query, limits, tx), collect);
+            Ok(QueryResult { columns, rows, summary: summary? })
+        })
+    }
+}
+
+/// A parsed database URL: `postgres://...`, `postgresql://...`, `sqlite:PATH`
+/// or `sqlite://PATH`.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseUrl {
+    /// A PostgreSQL connection string, kept whole for the driver.
+    Postgres(String),
+    /// The path of a SQLite database file.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    /// Parses a database URL, saying what is wrong without echoing secrets.
+    pub fn parse(url: &str) -> Result<Self, ExecError> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(ExecError::new(ExecErrorCode::InvalidUrl, "sqlite URL has no path"));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        Err(ExecError::new(
+            ExecErrorCode::InvalidUrl,
+            format!(
+                "unsupported database URL scheme `{scheme}` (expected postgres://, postgresql:// or sqlite:)"
+            ),
+        ))
+    }
+
+    /// The dialect of the database the URL names.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            DatabaseUrl::Postgres(_) => Dialect::Postgres,
+            DatabaseUrl::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    // Never print a password: show only what identifies the database.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Postgres(_) => f.write_str("DatabaseUrl::Postgres(..)"),
+            DatabaseUrl::Sqlite(p) => write!(f, "DatabaseUrl::Sqlite({})", p.display()),
+        }
+    }
+}
+
+/// Opens an executor for a database URL.
+pub async fn connect(url: &str) -> Result<Box<dyn Executor>, ExecError> {
+    match DatabaseUrl::parse(url)? {
+        #[cfg(feature = "postgres")]
+        DatabaseUrl::Postgres(conn) => Ok(Box::new(postgres::PostgresExecutor::connect(&conn).await?)),
+        #[cfg(feature = "sqlite")]
+        DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteExecutor::open(&path)?)),
+        #[allow(unreachable_patterns)]
+        other => Err(ExecError::new(
+            ExecErrorCode::InvalidUrl,
+            format!("support for {} is not compiled in (enable its cargo feature)", other.dialect()),
+        )),
+    }
+}
+
+/// Approximate size of a value once serialized as JSON, for the byte cap.
+pub(crate) fn json_size(value: &Value) -> u64 {
+    match value {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() as u64 + 2,
+        Value::Array(a) => 2 + a.iter().map(|v| json_size(v) + 1).sum::<u64>(),
+        Value::Object(o) => 2 + o.iter().map(|(k, v)| k.len() as u64 + 4 + json_size(v)).sum::<u64>(),
+    }
+}
+
+/// Tracks the row and byte caps while a result streams; shared by all executors.
+#[derive(Debug)]
+pub(crate) struct Caps {
+    max_rows: u64,
+    max_bytes: u64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Caps {
+    pub(crate) fn new(query: &CheckedSql, limits: &RunLimits) -> Self {
+        let max_rows = query.row_limit().map_or(limits.max_rows, |l| l.min(limits.max_rows));
+        Caps { max_rows, max_bytes: limits.max_bytes, rows: 0, bytes: 0 }
+    }
+
+    /// Accounts one row; `false` means the row must not be sent and the result is truncated.
+    pub(crate) fn admit(&mut self, row: &[Value]) -> bool {
+        if self.rows >= self.max_rows {
+            return false;
+        }
+        let size: u64 = row.iter().map(json_size).sum::<u64>() + 2;
+        if self.bytes + size > self.max_bytes {
+            return false;
+        }
+        self.rows += 1;
+        self.bytes += size;
+        true
+    }
+}

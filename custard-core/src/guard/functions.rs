@@ -1,0 +1,1 @@
+//! Function allow-lists per dialect.

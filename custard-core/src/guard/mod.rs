@@ -1,0 +1,316 @@
+//! The read-only SQL guard: layer 1 of Custard's four read-only layers.
+//!
+//! SQL is parsed with `sqlparser` (with a recursion limit) and the whole AST is
+//! walked: only a single query is accepted, with no data-modifying CTE, no
+//! `SELECT INTO`, no locking clause, only allow-listed functions and no system
+//! catalogs. With a [`Schema`], unknown tables and columns are rejected with
+//! suggestions. The row limit is enforced by wrapping the query.
+
+mod functions;
+mod names;
+mod policy;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::{Dialect, Schema};
+
+pub(crate) use names::NameIndex;
+
+/// The closed set of reasons the guard rejects SQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionCode {
+    /// The input holds no statement.
+    Empty,
+    /// The input is longer than the guard accepts.
+    TooLong,
+    /// The parser could not read the input (or it nests too deeply).
+    ParseError,
+    /// More than one statement.
+    MultipleStatements,
+    /// A statement that is not a query (`INSERT`, `SET`, `COPY`, `EXPLAIN`, ...).
+    NotAQuery,
+    /// A query that writes: a data-modifying CTE or `SELECT INTO`.
+    DataModifying,
+    /// A locking clause such as `FOR UPDATE`.
+    Locking,
+    /// A function outside the dialect's allow-list.
+    FunctionNotAllowed,
+    /// A system catalog (`pg_catalog`, `information_schema`, `pg_*`, `sqlite_*`).
+    SystemCatalog,
+    /// A table the policy does not allow.
+    TableNotAllowed,
+    /// A table that is not in the known schema.
+    UnknownTable,
+    /// A column that is not in any table the query uses.
+    UnknownColumn,
+    /// Syntax the guard does not support, rejected to fail closed.
+    Unsupported,
+}
+
+impl RejectionCode {
+    /// The stable snake_case code shared with the wire protocol and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionCode::Empty => "empty_sql",
+            RejectionCode::TooLong => "sql_too_long",
+            RejectionCode::ParseError => "sql_parse_error",
+            RejectionCode::MultipleStatements => "multiple_statements",
+            RejectionCode::NotAQuery => "not_a_query",
+            RejectionCode::DataModifying => "data_modifying",
+            RejectionCode::Locking => "locking_clause",
+            RejectionCode::FunctionNotAllowed => "function_not_allowed",
+            RejectionCode::SystemCatalog => "system_catalog",
+            RejectionCode::TableNotAllowed => "table_not_allowed",
+            RejectionCode::UnknownTable => "unknown_table",
+            RejectionCode::UnknownColumn => "unknown_column",
+            RejectionCode::Unsupported => "unsupported_sql",
+        }
+    }
+}
+
+impl fmt::Display for RejectionCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the guard refused a piece of SQL.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    /// What kind of problem it is.
+    pub code: RejectionCode,
+    /// A sentence naming the offending construct, fit to show a user or an LLM.
+    pub message: String,
+    /// Close real names, for unknown tables and columns.
+    pub suggestions: Vec<String>,
+}
+
+impl Rejection {
+    pub(crate) fn new(code: RejectionCode, message: impl Into<String>) -> Self {
+        Rejection { code, message: message.into(), suggestions: Vec::new() }
+    }
+}
+
+/// SQL that passed the guard: the only input an executor accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedSql {
+    sql: String,
+    dialect: Dialect,
+    row_limit: Option<u64>,
+    tables: Vec<String>,
+}
+
+impl CheckedSql {
+    /// The SQL to run: the parsed query printed back, wrapped in a row limit when needed.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The dialect the SQL was checked for.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The most rows the caller should deliver. The SQL itself asks for one row
+    /// more, so an executor can tell a truncated result from a complete one.
+    pub fn row_limit(&self) -> Option<u64> {
+        self.row_limit
+    }
+
+    /// The tables and views the query reads, as written (CTEs excluded), deduplicated.
+    pub fn tables(&self) -> &[String] {
+        &self.tables
+    }
+}
+
+impl fmt::Display for CheckedSql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.sql)
+    }
+}
+
+/// An invalid guard configuration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardConfigError {
+    /// `max_rows` was zero.
+    #[error("max_rows must be at least 1")]
+    ZeroMaxRows,
+    /// The schema given is for another dialect than the guard's.
+    #[error("the schema is for {schema} but the guard checks {guard} SQL")]
+    DialectMismatch {
+        /// The guard's dialect.
+        guard: Dialect,
+        /// The schema's dialect.
+        schema: Dialect,
+    },
+    /// An allowed table was not written as `schema.table`.
+    #[error("allowed table `{0}` must be written as schema.table")]
+    UnqualifiedAllowedTable(String),
+}
+
+/// Checks SQL against the read-only policy; cheap to clone and share.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    inner: Arc<GuardInner>,
+}
+
+#[derive(Debug)]
+struct GuardInner {
+    dialect: Dialect,
+    max_rows: Option<u64>,
+    max_sql_bytes: usize,
+    recursion_limit: usize,
+    names: Option<NameIndex>,
+    search_path: Vec<String>,
+    allowed_schemas: Option<HashSet<String>>,
+    allowed_tables: Option<HashSet<(String, String)>>,
+}
+
+/// Configures a [`Guard`]; see [`Guard::builder`].
+#[derive(Clone, Debug)]
+pub struct GuardBuilder {
+    dialect: Dialect,
+    max_rows: Option<u64>,
+    max_sql_bytes: usize,
+    recursion_limit: usize,
+    schema: Option<Schema>,
+    search_path: Option<Vec<String>>,
+    allowed_schemas: Option<Vec<String>>,
+    allowed_tables: Option<Vec<String>>,
+}
+
+impl Guard {
+    /// Starts configuring a guard for `dialect`: 1,000 rows, 256 KiB of SQL, no
+    /// identifier check, every non-system schema allowed.
+    pub fn builder(dialect: Dialect) -> GuardBuilder {
+        GuardBuilder {
+            dialect,
+            max_rows: Some(1000),
+            max_sql_bytes: 256 * 1024,
+            recursion_limit: 64,
+            schema: None,
+            search_path: None,
+            allowed_schemas: None,
+            allowed_tables: None,
+        }
+    }
+
+    /// The dialect this guard checks.
+    pub fn dialect(&self) -> Dialect {
+        self.inner.dialect
+    }
+
+    /// Checks `sql` and returns it ready to run, or says why not.
+    pub fn check(&self, sql: &str) -> Result<CheckedSql, Rejection> {
+        policy::check(&self.inner, sql)
+    }
+}
+
+impl GuardBuilder {
+    /// The most rows a query may return; the guard wraps queries that could return more.
+    pub fn max_rows(mut self, rows: u64) -> Self {
+        self.max_rows = Some(rows);
+        self
+    }
+
+    /// Leaves row counts alone (for exports that stream every row).
+    pub fn unlimited_rows(mut self) -> Self {
+        self.max_rows = None;
+        self
+    }
+
+    /// Rejects SQL longer than this many bytes before parsing it.
+    pub fn max_sql_bytes(mut self, bytes: usize) -> Self {
+        self.max_sql_bytes = bytes;
+        self
+    }
+
+    /// How deeply expressions and subqueries may nest.
+    pub fn recursion_limit(mut self, depth: usize) -> Self {
+        self.recursion_limit = depth;
+        self
+    }
+
+    /// Checks table and column names against `schema`.
+    pub fn schema(mut self, schema: Schema) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// The schemas unqualified table names resolve in (default: `public`, or `main` in SQLite).
+    pub fn search_path<I, S>(mut self, schemas: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.search_path = Some(schemas.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Allows only tables in these schemas.
+    pub fn allow_schemas<I, S>(mut self, schemas: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_schemas = Some(schemas.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Allows only these tables, each written `schema.table`.
+    pub fn allow_tables<I, S>(mut self, tables: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_tables = Some(tables.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Validates the configuration and builds the guard.
+    pub fn build(self) -> Result<Guard, GuardConfigError> {
+        if self.max_rows == Some(0) {
+            return Err(GuardConfigError::ZeroMaxRows);
+        }
+        if let Some(schema) = &self.schema {
+            if schema.dialect != self.dialect {
+                return Err(GuardConfigError::DialectMismatch {
+                    guard: self.dialect,
+                    schema: schema.dialect,
+                });
+            }
+        }
+        let allowed_tables = match self.allowed_tables {
+            None => None,
+            Some(list) => Some(
+                list.into_iter()
+                    .map(|t| match t.split_once('.') {
+                        Some((s, n)) if !s.is_empty() && !n.is_empty() => {
+                            Ok((s.to_owned(), n.to_owned()))
+                        }
+                        _ => Err(GuardConfigError::UnqualifiedAllowedTable(t)),
+                    })
+                    .collect::<Result<HashSet<_>, _>>()?,
+            ),
+        };
+        let search_path =
+            self.search_path.unwrap_or_else(|| vec![self.dialect.default_schema().to_owned()]);
+        Ok(Guard {
+            inner: Arc::new(GuardInner {
+                dialect: self.dialect,
+                max_rows: self.max_rows,
+                max_sql_bytes: self.max_sql_bytes,
+                recursion_limit: self.recursion_limit,
+                names: self.schema.as_ref().map(NameIndex::new),
+                search_path,
+                allowed_schemas: self.allowed_schemas.map(|s| s.into_iter().collect()),
+                allowed_tables,
+            }),
+        })
+    }
+}

@@ -1,0 +1,41 @@
+//! Custard's SDK: everything needed to turn database access into safe, read-only
+//! answers, with no opinion about how the host talks to users.
+//!
+//! - [`Schema`] and friends model a database's tables, columns and keys; the
+//!   `postgres` and `sqlite` features add discovery through an [`Executor`].
+//! - [`Guard`] parses SQL and accepts only read-only queries, returning a
+//!   [`CheckedSql`] that is the only thing an executor will run.
+//! - [`wire`] holds the versioned messages between the agent and the server.
+//!
+//! The default feature set does no IO at all.
+//!
+//! ```
+//! use custard_core::{Dialect, Guard};
+//!
+//! let guard = Guard::builder(Dialect::Postgres).max_rows(100).build()?;
+//! let checked = guard.check("SELECT name FROM users ORDER BY name")?;
+//! assert!(checked.sql().ends_with("LIMIT 101"));
+//! assert!(guard.check("DELETE FROM users").is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod dialect;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod exec;
+mod guard;
+mod schema;
+pub mod wire;
+
+pub use dialect::{Dialect, UnknownDialect};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use exec::{
+    BoxFuture, ColumnMeta, DatabaseUrl, DiscoverOptions, ExecError, ExecErrorCode, Executor,
+    QueryResult, RowBatch, RowSender, RunLimits, RunSummary, connect,
+};
+#[cfg(feature = "postgres")]
+pub use exec::postgres::PostgresExecutor;
+#[cfg(feature = "sqlite")]
+pub use exec::sqlite::SqliteExecutor;
+pub use guard::{CheckedSql, Guard, GuardBuilder, GuardConfigError, Rejection, RejectionCode};
+pub use schema::{Column, DdlOptions, ForeignKey, Schema, Table, TableKind};

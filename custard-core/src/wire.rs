@@ -1,0 +1,1 @@
+//! The versioned messages between agent and server (JSON text frames).

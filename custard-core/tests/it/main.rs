@@ -1,0 +1,5 @@
+//! Integration tests of custard-core against real databases.
+
+mod pg_discover;
+mod pg_exec;
+mod sqlite;
