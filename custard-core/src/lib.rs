@@ -28,14 +28,14 @@ mod schema;
 pub mod wire;
 
 pub use dialect::{Dialect, UnknownDialect};
+#[cfg(feature = "postgres")]
+pub use exec::postgres::PostgresExecutor;
+#[cfg(feature = "sqlite")]
+pub use exec::sqlite::SqliteExecutor;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use exec::{
     BoxFuture, ColumnMeta, DatabaseUrl, DiscoverOptions, ExecError, ExecErrorCode, Executor,
     QueryResult, RowBatch, RowSender, RunLimits, RunSummary, connect,
 };
-#[cfg(feature = "postgres")]
-pub use exec::postgres::PostgresExecutor;
-#[cfg(feature = "sqlite")]
-pub use exec::sqlite::SqliteExecutor;
 pub use guard::{CheckedSql, Guard, GuardBuilder, GuardConfigError, Rejection, RejectionCode};
 pub use schema::{Column, DdlOptions, ForeignKey, Schema, Table, TableKind};

@@ -88,7 +88,9 @@ impl ScratchDb {
             SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"; CREATE DATABASE \"{name}\""))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{name}\"; CREATE DATABASE \"{name}\""
+            ))
             .await
             .unwrap_or_else(|e| panic!("creating scratch database {name}: {e}"));
         let url = url_with_database(&test_database_url(), &name);
@@ -110,7 +112,9 @@ impl Drop for ScratchDb {
                 return;
             };
             rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&test_database_url(), NoTls).await {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&test_database_url(), NoTls).await
+                {
                     tokio::spawn(conn);
                     let _ = client
                         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))

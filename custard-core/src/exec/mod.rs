@@ -171,7 +171,10 @@ pub trait Executor: Send + Sync + fmt::Debug {
 
     /// Reads the schema: every table and view the connection may select from,
     /// outside the system schemas.
-    fn discover<'a>(&'a self, options: &'a DiscoverOptions) -> BoxFuture<'a, Result<Schema, ExecError>>;
+    fn discover<'a>(
+        &'a self,
+        options: &'a DiscoverOptions,
+    ) -> BoxFuture<'a, Result<Schema, ExecError>>;
 
     /// Runs `query` read-only and streams its result into `rows`: one
     /// [`RowBatch::Columns`], then [`RowBatch::Rows`] chunks. Always rolls back.
@@ -264,13 +267,18 @@ impl fmt::Debug for DatabaseUrl {
 pub async fn connect(url: &str) -> Result<Box<dyn Executor>, ExecError> {
     match DatabaseUrl::parse(url)? {
         #[cfg(feature = "postgres")]
-        DatabaseUrl::Postgres(conn) => Ok(Box::new(postgres::PostgresExecutor::connect(&conn).await?)),
+        DatabaseUrl::Postgres(conn) => {
+            Ok(Box::new(postgres::PostgresExecutor::connect(&conn).await?))
+        }
         #[cfg(feature = "sqlite")]
         DatabaseUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteExecutor::open(&path)?)),
         #[allow(unreachable_patterns)]
         other => Err(ExecError::new(
             ExecErrorCode::InvalidUrl,
-            format!("support for {} is not compiled in (enable its cargo feature)", other.dialect()),
+            format!(
+                "support for {} is not compiled in (enable its cargo feature)",
+                other.dialect()
+            ),
         )),
     }
 }
@@ -283,7 +291,9 @@ pub(crate) fn json_size(value: &Value) -> u64 {
         Value::Number(_) => 12,
         Value::String(s) => s.len() as u64 + 2,
         Value::Array(a) => 2 + a.iter().map(|v| json_size(v) + 1).sum::<u64>(),
-        Value::Object(o) => 2 + o.iter().map(|(k, v)| k.len() as u64 + 4 + json_size(v)).sum::<u64>(),
+        Value::Object(o) => {
+            2 + o.iter().map(|(k, v)| k.len() as u64 + 4 + json_size(v)).sum::<u64>()
+        }
     }
 }
 

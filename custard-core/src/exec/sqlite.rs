@@ -1,6 +1,9 @@
 //! SQLite executor (stub).
 
-use super::{BoxFuture, DiscoverOptions, ExecError, ExecErrorCode, Executor, RowSender, RunLimits, RunSummary};
+use super::{
+    BoxFuture, DiscoverOptions, ExecError, ExecErrorCode, Executor, RowSender, RunLimits,
+    RunSummary,
+};
 use crate::{CheckedSql, Dialect, Schema};
 
 /// Runs checked queries on SQLite.
@@ -21,7 +24,12 @@ impl Executor for SqliteExecutor {
     fn discover<'a>(&'a self, _o: &'a DiscoverOptions) -> BoxFuture<'a, Result<Schema, ExecError>> {
         Box::pin(async { Err(ExecError::new(ExecErrorCode::Internal, "not yet")) })
     }
-    fn run<'a>(&'a self, _q: &'a CheckedSql, _l: &'a RunLimits, _r: RowSender) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
+    fn run<'a>(
+        &'a self,
+        _q: &'a CheckedSql,
+        _l: &'a RunLimits,
+        _r: RowSender,
+    ) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
         Box::pin(async { Err(ExecError::new(ExecErrorCode::Internal, "not yet")) })
     }
 }

@@ -2,4 +2,8 @@
 use crate::Schema;
 #[derive(Debug)]
 pub(crate) struct NameIndex;
-impl NameIndex { pub(crate) fn new(_s: &Schema) -> Self { NameIndex } }
+impl NameIndex {
+    pub(crate) fn new(_s: &Schema) -> Self {
+        NameIndex
+    }
+}

@@ -73,10 +73,8 @@ fn render_table(out: &mut String, dialect: Dialect, table: &Table, options: &Ddl
         } else if !col.nullable {
             line.push_str(" NOT NULL");
         }
-        if let Some(fk) = table
-            .foreign_keys
-            .iter()
-            .find(|fk| fk.columns.len() == 1 && fk.columns[0] == col.name)
+        if let Some(fk) =
+            table.foreign_keys.iter().find(|fk| fk.columns.len() == 1 && fk.columns[0] == col.name)
         {
             let _ = write!(
                 line,
@@ -148,11 +146,7 @@ pub(crate) fn ident(dialect: Dialect, name: &str) -> String {
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !is_reserved(name);
     let plain = plain || (dialect == Dialect::Sqlite && is_plain_sqlite(name));
-    if plain {
-        name.to_owned()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
+    if plain { name.to_owned() } else { format!("\"{}\"", name.replace('"', "\"\"")) }
 }
 
 fn is_plain_sqlite(name: &str) -> bool {
@@ -165,13 +159,68 @@ fn is_plain_sqlite(name: &str) -> bool {
 fn is_reserved(word: &str) -> bool {
     // The words a column is most often named after that SQL reserves.
     const RESERVED: &[&str] = &[
-        "all", "and", "any", "array", "as", "asc", "both", "case", "cast", "check", "collate",
-        "column", "constraint", "create", "current_date", "current_time", "current_timestamp",
-        "current_user", "default", "desc", "distinct", "do", "else", "end", "except", "false",
-        "fetch", "for", "foreign", "from", "grant", "group", "having", "in", "into", "is", "join",
-        "leading", "limit", "not", "null", "offset", "on", "only", "or", "order", "primary",
-        "references", "select", "table", "then", "to", "trailing", "true", "union", "unique",
-        "user", "using", "when", "where", "window", "with",
+        "all",
+        "and",
+        "any",
+        "array",
+        "as",
+        "asc",
+        "both",
+        "case",
+        "cast",
+        "check",
+        "collate",
+        "column",
+        "constraint",
+        "create",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "current_user",
+        "default",
+        "desc",
+        "distinct",
+        "do",
+        "else",
+        "end",
+        "except",
+        "false",
+        "fetch",
+        "for",
+        "foreign",
+        "from",
+        "grant",
+        "group",
+        "having",
+        "in",
+        "into",
+        "is",
+        "join",
+        "leading",
+        "limit",
+        "not",
+        "null",
+        "offset",
+        "on",
+        "only",
+        "or",
+        "order",
+        "primary",
+        "references",
+        "select",
+        "table",
+        "then",
+        "to",
+        "trailing",
+        "true",
+        "union",
+        "unique",
+        "user",
+        "using",
+        "when",
+        "where",
+        "window",
+        "with",
     ];
     RESERVED.contains(&word)
 }
