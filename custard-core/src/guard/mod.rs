@@ -125,6 +125,12 @@ impl CheckedSql {
     pub fn tables(&self) -> &[String] {
         &self.tables
     }
+
+    /// Builds a `CheckedSql` without the guard, for executor unit tests only.
+    #[cfg(test)]
+    pub(crate) fn for_test(sql: &str, dialect: Dialect, row_limit: Option<u64>) -> Self {
+        CheckedSql { sql: sql.to_owned(), dialect, row_limit, tables: Vec::new() }
+    }
 }
 
 impl fmt::Display for CheckedSql {
@@ -314,3 +320,6 @@ impl GuardBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,688 @@
-use super::{CheckedSql, GuardInner, Rejection, RejectionCode};
+//! The read-only policy: parse, walk every node, then resolve names.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, Function, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query,
+    Select, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Value, Visit, Visitor,
+};
+use sqlparser::dialect::{PostgreSqlDialect, SQLiteDialect};
+use sqlparser::parser::{Parser, ParserError};
+
+use super::names::{NameIndex, TableId, catalog_key, closest, fold};
+use super::{CheckedSql, GuardInner, Rejection, RejectionCode, functions};
+use crate::Dialect;
+
+/// The alias given to the wrapped query when the guard adds a row limit.
+const WRAP_ALIAS: &str = "custard_result";
+
 pub(super) fn check(g: &GuardInner, sql: &str) -> Result<CheckedSql, Rejection> {
-    let _ = g;
-    Err(Rejection::new(RejectionCode::Unsupported, format!("not yet: {sql}")))
+    if sql.len() > g.max_sql_bytes {
+        return Err(Rejection::new(
+            RejectionCode::TooLong,
+            format!("SQL is {} bytes long; the limit is {} bytes", sql.len(), g.max_sql_bytes),
+        ));
+    }
+    let mut statements = parse(g, sql)?;
+    let statement = match statements.len() {
+        0 => return Err(Rejection::new(RejectionCode::Empty, "no SQL statement was given")),
+        1 => statements.remove(0),
+        n => {
+            return Err(Rejection::new(
+                RejectionCode::MultipleStatements,
+                format!("exactly one statement may run, but {n} were given"),
+            ));
+        }
+    };
+    let query = match statement {
+        Statement::Query(query) => query,
+        other => return Err(statement_rejection(&other)),
+    };
+    let mut walker = Walker::new(g);
+    if let ControlFlow::Break(rejection) = query.visit(&mut walker) {
+        return Err(rejection);
+    }
+    let tables = walker.resolve()?;
+    let (sql, row_limit) = limit(g.max_rows, &query);
+    Ok(CheckedSql { sql, dialect: g.dialect, row_limit, tables })
+}
+
+fn parse(g: &GuardInner, sql: &str) -> Result<Vec<Statement>, Rejection> {
+    let run = || -> Result<Vec<Statement>, ParserError> {
+        let parser = match g.dialect {
+            Dialect::Postgres => Parser::new(&PostgreSqlDialect {}),
+            Dialect::Sqlite => Parser::new(&SQLiteDialect {}),
+        };
+        parser.with_recursion_limit(g.recursion_limit).try_with_sql(sql)?.parse_statements()
+    };
+    // The parser is not supposed to panic; if it ever does, fail closed with an error.
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(statements)) => Ok(statements),
+        Ok(Err(ParserError::RecursionLimitExceeded)) => Err(Rejection::new(
+            RejectionCode::ParseError,
+            format!("SQL nests more than {} levels deep", g.recursion_limit),
+        )),
+        Ok(Err(ParserError::TokenizerError(m) | ParserError::ParserError(m))) => {
+            Err(Rejection::new(RejectionCode::ParseError, format!("could not parse SQL: {m}")))
+        }
+        Err(_) => Err(Rejection::new(RejectionCode::ParseError, "could not parse SQL")),
+    }
+}
+
+/// The rejection for a statement that is not a plain query.
+fn statement_rejection(statement: &Statement) -> Rejection {
+    let keyword = statement.to_string();
+    let keyword: Vec<&str> = keyword.split_whitespace().take(2).collect();
+    let keyword = keyword.join(" ").to_uppercase();
+    match statement {
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_) => Rejection::new(
+            RejectionCode::DataModifying,
+            format!("`{keyword}` modifies data; only read-only queries may run"),
+        ),
+        _ => Rejection::new(
+            RejectionCode::NotAQuery,
+            format!(
+                "`{keyword}` is not a query; only SELECT, WITH, VALUES and TABLE statements may run"
+            ),
+        ),
+    }
+}
+
+/// A table named in a FROM clause (or `TABLE name`), as written.
+#[derive(Debug)]
+struct RelationRef {
+    schema: Option<Ident>,
+    name: Ident,
+    alias: Option<Ident>,
+}
+
+/// Walks the whole AST: stops at the first policy violation and collects the
+/// names used, to be resolved against the schema once the walk is complete.
+struct Walker<'g> {
+    g: &'g GuardInner,
+    ctes: HashSet<String>,
+    relations: Vec<RelationRef>,
+    /// Aliases of derived tables, CTE references and table functions.
+    opaque_qualifiers: HashSet<String>,
+    /// Names a query may use without a table column behind them: select-list
+    /// aliases, alias column lists, CTE columns and function result names.
+    output_names: HashSet<String>,
+    column_refs: Vec<Vec<Ident>>,
+}
+
+impl<'g> Walker<'g> {
+    fn new(g: &'g GuardInner) -> Self {
+        Walker {
+            g,
+            ctes: HashSet::new(),
+            relations: Vec::new(),
+            opaque_qualifiers: HashSet::new(),
+            output_names: HashSet::new(),
+            column_refs: Vec::new(),
+        }
+    }
+
+    fn fold(&self, ident: &Ident) -> String {
+        fold(self.g.dialect, ident)
+    }
+
+    fn unsupported(what: &str) -> ControlFlow<Rejection> {
+        ControlFlow::Break(Rejection::new(
+            RejectionCode::Unsupported,
+            format!("{what} is not supported in read-only queries"),
+        ))
+    }
+
+    fn add_alias(&mut self, alias: Option<&TableAlias>) {
+        if let Some(alias) = alias {
+            let name = self.fold(&alias.name);
+            self.opaque_qualifiers.insert(name);
+            for column in &alias.columns {
+                let name = self.fold(&column.name);
+                self.output_names.insert(name);
+            }
+        }
+    }
+
+    /// Checks a function name against the allow-list; `pg_catalog.` is the only qualifier allowed.
+    fn check_function_name(&mut self, name: &ObjectName) -> ControlFlow<Rejection> {
+        let parts = idents(name);
+        let Some(parts) = parts else { return Self::unsupported("a computed function name") };
+        let allowed_qualifier = match parts.as_slice() {
+            [_] => true,
+            [schema, _] => self.g.dialect == Dialect::Postgres && self.fold(schema) == "pg_catalog",
+            _ => false,
+        };
+        let Some(last) = parts.last() else { return Self::unsupported("an empty function name") };
+        let base = self.fold(last);
+        if allowed_qualifier && functions::is_allowed(self.g.dialect, &base) {
+            // PostgreSQL names an unaliased function column after the function.
+            self.output_names.insert(base);
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(Rejection::new(
+                RejectionCode::FunctionNotAllowed,
+                format!("function `{name}` is not allowed in read-only queries"),
+            ))
+        }
+    }
+
+    fn check_function(&mut self, f: &Function) -> ControlFlow<Rejection> {
+        if !matches!(f.parameters, FunctionArguments::None) {
+            return Self::unsupported("a parameterised function");
+        }
+        self.check_function_name(&f.name)
+    }
+
+    fn record_relation(
+        &mut self,
+        name: &ObjectName,
+        alias: Option<&TableAlias>,
+    ) -> ControlFlow<Rejection> {
+        let Some(parts) = idents(name) else { return Self::unsupported("a computed table name") };
+        let (schema, table) = match parts.as_slice() {
+            [t] => (None, (*t).clone()),
+            [s, t] => (Some((*s).clone()), (*t).clone()),
+            _ => return Self::unsupported(&format!("the cross-database reference `{name}`")),
+        };
+        if schema.is_none() && self.ctes.contains(&self.fold(&table)) {
+            let q = alias.map_or_else(|| self.fold(&table), |a| self.fold(&a.name));
+            self.opaque_qualifiers.insert(q);
+            self.add_alias(alias);
+            return ControlFlow::Continue(());
+        }
+        if self.is_system_relation(schema.as_ref(), &table) {
+            return ControlFlow::Break(Rejection::new(
+                RejectionCode::SystemCatalog,
+                format!("system catalog `{name}` may not be read"),
+            ));
+        }
+        if let Some(alias) = alias {
+            for column in &alias.columns {
+                let name = self.fold(&column.name);
+                self.output_names.insert(name);
+            }
+        }
+        self.relations.push(RelationRef {
+            schema,
+            name: table,
+            alias: alias.map(|a| a.name.clone()),
+        });
+        ControlFlow::Continue(())
+    }
+
+    fn is_system_relation(&self, schema: Option<&Ident>, table: &Ident) -> bool {
+        let table = self.fold(table).to_lowercase();
+        let schema = schema.map(|s| self.fold(s).to_lowercase());
+        match self.g.dialect {
+            Dialect::Postgres => {
+                table.starts_with("pg_")
+                    || schema.is_some_and(|s| {
+                        s == "pg_catalog" || s == "information_schema" || s.starts_with("pg_")
+                    })
+            }
+            Dialect::Sqlite => table.starts_with("sqlite_") || table.starts_with("pragma_"),
+        }
+    }
+
+    /// Resolves relations and columns; returns the tables read, as `schema.table`.
+    fn resolve(self) -> Result<Vec<String>, Rejection> {
+        let d = self.g.dialect;
+        let mut tables = Vec::new();
+        let mut resolved: Vec<(Option<TableId>, &RelationRef)> = Vec::new();
+        for rel in &self.relations {
+            let name = self.fold(&rel.name);
+            let (schema, id) = match (&self.g.names, &rel.schema) {
+                (Some(index), Some(schema)) => {
+                    let schema = self.fold(schema);
+                    let id = index
+                        .table(&schema, &name)
+                        .ok_or_else(|| unknown_table(index, rel, &name))?;
+                    (schema, Some(id))
+                }
+                (Some(index), None) => {
+                    let id = index
+                        .resolve_unqualified(&self.g.search_path, &name)
+                        .ok_or_else(|| unknown_table(index, rel, &name))?;
+                    (catalog_key(d, &index.get(id).schema), Some(id))
+                }
+                (None, Some(schema)) => (self.fold(schema), None),
+                (None, None) => (catalog_key(d, &self.g.search_path[0]), None),
+            };
+            self.check_allowed(&schema, &name, rel)?;
+            let shown = format!("{schema}.{name}");
+            if !tables.contains(&shown) {
+                tables.push(shown);
+            }
+            resolved.push((id, rel));
+        }
+        if let Some(index) = &self.g.names {
+            self.check_columns(index, &resolved)?;
+        }
+        Ok(tables)
+    }
+
+    fn check_allowed(&self, schema: &str, name: &str, rel: &RelationRef) -> Result<(), Rejection> {
+        let d = self.g.dialect;
+        let schema_ok = self
+            .g
+            .allowed_schemas
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|s| catalog_key(d, s) == schema));
+        let table_ok = self.g.allowed_tables.as_ref().is_none_or(|allowed| {
+            allowed.iter().any(|(s, t)| catalog_key(d, s) == schema && catalog_key(d, t) == name)
+        });
+        if schema_ok && table_ok {
+            Ok(())
+        } else {
+            let written = match &rel.schema {
+                Some(s) => format!("{s}.{}", rel.name),
+                None => rel.name.to_string(),
+            };
+            Err(Rejection::new(
+                RejectionCode::TableNotAllowed,
+                format!("table `{written}` is not allowed by this connection's policy"),
+            ))
+        }
+    }
+
+    fn check_columns(
+        &self,
+        index: &NameIndex,
+        resolved: &[(Option<TableId>, &RelationRef)],
+    ) -> Result<(), Rejection> {
+        let mut qualifiers: HashMap<String, Option<TableId>> = HashMap::new();
+        for q in &self.opaque_qualifiers {
+            qualifiers.insert(q.clone(), None);
+        }
+        let ids: Vec<TableId> = resolved.iter().filter_map(|(id, _)| *id).collect();
+        for (id, rel) in resolved {
+            let key = rel.alias.as_ref().unwrap_or(&rel.name);
+            qualifiers.entry(self.fold(key)).or_insert(*id);
+        }
+        let known = |column: &str| {
+            self.output_names.contains(column) || ids.iter().any(|&id| index.has_column(id, column))
+        };
+        for parts in &self.column_refs {
+            match parts.as_slice() {
+                [column] => {
+                    let c = self.fold(column);
+                    if !known(&c) && !qualifiers.contains_key(&c) {
+                        return Err(unknown_column(index, &ids, column, None));
+                    }
+                }
+                [qualifier, column] => {
+                    let c = self.fold(column);
+                    match qualifiers.get(&self.fold(qualifier)) {
+                        Some(Some(id)) if !index.has_column(*id, &c) => {
+                            return Err(unknown_column(index, &[*id], column, Some(qualifier)));
+                        }
+                        Some(None) if !known(&c) => {
+                            return Err(unknown_column(index, &ids, column, Some(qualifier)));
+                        }
+                        Some(_) => {}
+                        None => {
+                            let mut suggestions: Vec<String> = qualifiers.keys().cloned().collect();
+                            suggestions.sort();
+                            let suggestions = closest(
+                                &qualifier.value,
+                                suggestions.into_iter().map(|s| (s.clone(), s)),
+                            );
+                            return Err(Rejection {
+                                code: RejectionCode::UnknownTable,
+                                message: format!(
+                                    "`{qualifier}` in `{qualifier}.{column}` is not a table or alias of this query{}",
+                                    did_you_mean(&suggestions)
+                                ),
+                                suggestions,
+                            });
+                        }
+                    }
+                }
+                [schema, table, column] => {
+                    let (s, t, c) = (self.fold(schema), self.fold(table), self.fold(column));
+                    match index.table(&s, &t) {
+                        Some(id) if ids.contains(&id) => {
+                            if !index.has_column(id, &c) {
+                                return Err(unknown_column(index, &[id], column, Some(table)));
+                            }
+                        }
+                        _ => {
+                            return Err(Rejection::new(
+                                RejectionCode::UnknownTable,
+                                format!(
+                                    "`{schema}.{table}` in `{schema}.{table}.{column}` is not a table of this query"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn did_you_mean(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; did you mean {}?",
+            suggestions.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+fn unknown_table(index: &NameIndex, rel: &RelationRef, folded: &str) -> Rejection {
+    // A table that exists in another schema is the most useful hint of all.
+    let mut suggestions: Vec<String> =
+        index.tables_named(folded).into_iter().map(|id| index.display(id)).collect();
+    if suggestions.is_empty() {
+        suggestions = index.suggest_tables(&rel.name.value);
+    }
+    let written = match &rel.schema {
+        Some(s) => format!("{s}.{}", rel.name),
+        None => rel.name.to_string(),
+    };
+    Rejection {
+        code: RejectionCode::UnknownTable,
+        message: format!("table `{written}` does not exist{}", did_you_mean(&suggestions)),
+        suggestions,
+    }
+}
+
+fn unknown_column(
+    index: &NameIndex,
+    tables: &[TableId],
+    column: &Ident,
+    qualifier: Option<&Ident>,
+) -> Rejection {
+    let suggestions = index.suggest_columns(tables, &column.value);
+    let written = match qualifier {
+        Some(q) => format!("{q}.{column}"),
+        None => column.to_string(),
+    };
+    let place = match tables {
+        [one] => format!("table `{}`", index.display(*one)),
+        _ => "the tables of this query".to_owned(),
+    };
+    Rejection {
+        code: RejectionCode::UnknownColumn,
+        message: format!(
+            "column `{written}` does not exist in {place}{}",
+            did_you_mean(&suggestions)
+        ),
+        suggestions,
+    }
+}
+
+/// The identifier parts of a name, or `None` when a part is computed.
+fn idents(name: &ObjectName) -> Option<Vec<&Ident>> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Visitor for Walker<'_> {
+    type Break = Rejection;
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<Rejection> {
+        // The walk starts at the query, so any statement met is nested inside it.
+        match statement {
+            Statement::Query(_) => ControlFlow::Continue(()),
+            Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_) => ControlFlow::Break(Rejection::new(
+                RejectionCode::DataModifying,
+                "a data-modifying statement inside a query (for example in a WITH clause) is not allowed",
+            )),
+            other => ControlFlow::Break(statement_rejection(other)),
+        }
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Rejection> {
+        if let Some(lock) = query.locks.first() {
+            return ControlFlow::Break(Rejection::new(
+                RejectionCode::Locking,
+                format!("the locking clause `{lock}` is not allowed in read-only queries"),
+            ));
+        }
+        if query.for_clause.is_some() {
+            return Self::unsupported("a FOR XML/JSON clause");
+        }
+        if query.settings.is_some()
+            || query.format_clause.is_some()
+            || !query.pipe_operators.is_empty()
+        {
+            return Self::unsupported("this query clause");
+        }
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                let name = self.fold(&cte.alias.name);
+                self.ctes.insert(name);
+                for column in &cte.alias.columns {
+                    let name = self.fold(&column.name);
+                    self.output_names.insert(name);
+                }
+            }
+        }
+        self.check_set_expr(&query.body)
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<Rejection> {
+        if let Some(into) = &select.into {
+            return ControlFlow::Break(Rejection::new(
+                RejectionCode::DataModifying,
+                format!("`{into}` creates a table; only read-only queries may run"),
+            ));
+        }
+        if select.top.is_some()
+            || !select.lateral_views.is_empty()
+            || select.prewhere.is_some()
+            || !select.connect_by.is_empty()
+            || !select.cluster_by.is_empty()
+            || !select.distribute_by.is_empty()
+            || !select.sort_by.is_empty()
+            || select.qualify.is_some()
+            || select.value_table_mode.is_some()
+        {
+            return Self::unsupported("a clause from another SQL dialect");
+        }
+        for item in &select.projection {
+            match item {
+                SelectItem::ExprWithAlias { alias, .. } => {
+                    let name = self.fold(alias);
+                    self.output_names.insert(name);
+                }
+                SelectItem::ExprWithAliases { aliases, .. } => {
+                    for alias in aliases {
+                        let name = self.fold(alias);
+                        self.output_names.insert(name);
+                    }
+                }
+                _ => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<Rejection> {
+        match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args,
+                with_hints,
+                version,
+                partitions,
+                json_path,
+                index_directives,
+                ..
+            } => {
+                if !with_hints.is_empty()
+                    || version.is_some()
+                    || !partitions.is_empty()
+                    || json_path.is_some()
+                    || !index_directives.is_empty()
+                {
+                    return Self::unsupported("a table hint from another SQL dialect");
+                }
+                match args {
+                    Some(args) => {
+                        if args.settings.is_some() {
+                            return Self::unsupported("table function settings");
+                        }
+                        self.check_function_name(name)?;
+                        self.add_alias(alias.as_ref());
+                        ControlFlow::Continue(())
+                    }
+                    None => self.record_relation(name, alias.as_ref()),
+                }
+            }
+            TableFactor::Function { name, alias, .. } => {
+                self.check_function_name(name)?;
+                self.add_alias(alias.as_ref());
+                ControlFlow::Continue(())
+            }
+            TableFactor::Derived { alias, .. } | TableFactor::UNNEST { alias, .. } => {
+                self.add_alias(alias.as_ref());
+                ControlFlow::Continue(())
+            }
+            TableFactor::NestedJoin { alias, .. } => {
+                self.add_alias(alias.as_ref());
+                ControlFlow::Continue(())
+            }
+            _ => Self::unsupported("this kind of FROM item"),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Rejection> {
+        match expr {
+            Expr::Identifier(ident) => {
+                self.column_refs.push(vec![ident.clone()]);
+                ControlFlow::Continue(())
+            }
+            Expr::CompoundIdentifier(parts) => {
+                self.column_refs.push(parts.clone());
+                ControlFlow::Continue(())
+            }
+            Expr::Function(f) => self.check_function(f),
+            Expr::BinaryOp { op: BinaryOperator::PGCustomBinaryOperator(_), .. } => {
+                ControlFlow::Break(Rejection::new(
+                    RejectionCode::FunctionNotAllowed,
+                    "OPERATOR(...) calls are not allowed in read-only queries",
+                ))
+            }
+            Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => {
+                Self::unsupported("a query parameter placeholder")
+            }
+            Expr::CompoundFieldAccess { .. }
+            | Expr::JsonAccess { .. }
+            | Expr::IsFalse(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsTrue(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNull(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsUnknown(_)
+            | Expr::IsNotUnknown(_)
+            | Expr::IsDistinctFrom(..)
+            | Expr::IsNotDistinctFrom(..)
+            | Expr::IsNormalized { .. }
+            | Expr::In { .. }
+            | Expr::Between { .. }
+            | Expr::BinaryOp { .. }
+            | Expr::Like { .. }
+            | Expr::ILike { .. }
+            | Expr::SimilarTo { .. }
+            | Expr::AnyOp { .. }
+            | Expr::AllOp { .. }
+            | Expr::UnaryOp { .. }
+            | Expr::Cast { .. }
+            | Expr::AtTimeZone { .. }
+            | Expr::Extract { .. }
+            | Expr::Ceil { .. }
+            | Expr::Floor { .. }
+            | Expr::Position { .. }
+            | Expr::Substring { .. }
+            | Expr::Trim { .. }
+            | Expr::Overlay { .. }
+            | Expr::Collate { .. }
+            | Expr::Nested(_)
+            | Expr::Value(_)
+            | Expr::TypedString(_)
+            | Expr::Case { .. }
+            | Expr::Exists { .. }
+            | Expr::Subquery(_)
+            | Expr::GroupingSets(_)
+            | Expr::Cube(_)
+            | Expr::Rollup(_)
+            | Expr::Tuple(_)
+            | Expr::Array(_)
+            | Expr::Interval(_)
+            | Expr::Wildcard(_)
+            | Expr::QualifiedWildcard(..) => ControlFlow::Continue(()),
+            _ => Self::unsupported("this kind of expression"),
+        }
+    }
+}
+
+impl Walker<'_> {
+    /// Looks through a query body for `TABLE name`, which names a relation
+    /// outside any FROM clause.
+    fn check_set_expr(&mut self, body: &SetExpr) -> ControlFlow<Rejection> {
+        match body {
+            SetExpr::SetOperation { left, right, .. } => {
+                self.check_set_expr(left)?;
+                self.check_set_expr(right)
+            }
+            SetExpr::Table(table) => {
+                let Some(name) = &table.table_name else {
+                    return Self::unsupported("TABLE without a name");
+                };
+                let parts: Vec<Ident> =
+                    table.schema_name.iter().chain(std::iter::once(name)).cloned().collect();
+                self.record_relation(&ObjectName::from(parts), None)
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// Prints the checked query, wrapped in a row limit unless its own literal
+/// `LIMIT` is already within bounds. Returns the SQL and the row limit.
+fn limit(max_rows: Option<u64>, query: &Query) -> (String, Option<u64>) {
+    let Some(max) = max_rows else { return (query.to_string(), None) };
+    if query.fetch.is_none() && literal_limit(query).is_some_and(|n| n <= max) {
+        return (query.to_string(), Some(max));
+    }
+    // One row more than allowed, so the executor can tell that rows were left out.
+    (format!("SELECT * FROM ({query}) AS {WRAP_ALIAS} LIMIT {}", max.saturating_add(1)), Some(max))
+}
+
+fn literal_limit(query: &Query) -> Option<u64> {
+    use sqlparser::ast::LimitClause;
+    match &query.limit_clause {
+        Some(LimitClause::LimitOffset { limit: Some(Expr::Value(v)), limit_by, .. })
+            if limit_by.is_empty() =>
+        {
+            match &v.value {
+                Value::Number(n, _) => n.parse().ok(),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }

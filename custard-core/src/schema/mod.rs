@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::Dialect;
 
 pub use ddl::DdlOptions;
+pub(crate) use ddl::ident as ddl_ident;
 
 /// Everything Custard knows about one database: its tables and views.
 #[derive(Clone, Debug, PartialEq)]

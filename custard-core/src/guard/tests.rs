@@ -1,0 +1,324 @@
+//! Data-driven tests of the guard: one `check` helper per concern, one line per case.
+
+use super::*;
+use crate::{Column, Table, TableKind};
+
+fn pg() -> Guard {
+    Guard::builder(Dialect::Postgres).build().expect("default guard")
+}
+
+#[track_caller]
+fn check_ok(guard: &Guard, sql: &str) -> CheckedSql {
+    match guard.check(sql) {
+        Ok(c) => c,
+        Err(r) => panic!("expected {sql:?} to pass, got {}: {}", r.code, r.message),
+    }
+}
+
+#[track_caller]
+fn check_rejected(guard: &Guard, sql: &str, code: RejectionCode) -> Rejection {
+    match guard.check(sql) {
+        Ok(c) => {
+            panic!("expected {sql:?} to be rejected with {code}, but it passed as {}", c.sql())
+        }
+        Err(r) => {
+            assert_eq!(r.code, code, "{sql:?}: {}", r.message);
+            r
+        }
+    }
+}
+
+fn corpus(path: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/security");
+    let text = std::fs::read_to_string(dir.join(path)).expect("shared security corpus");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            (
+                v["id"].as_str().unwrap_or_default().to_owned(),
+                v["sql"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn attack_corpus_is_rejected() {
+    let guard = pg();
+    for (id, sql) in corpus("attacks.jsonl") {
+        assert!(guard.check(&sql).is_err(), "attack {id} passed: {sql}");
+    }
+}
+
+#[test]
+fn legit_corpus_is_accepted() {
+    let guard = pg();
+    for (id, sql) in corpus("legit.jsonl") {
+        if let Err(r) = guard.check(&sql) {
+            panic!("legit {id} rejected ({}): {} -- {sql}", r.code, r.message);
+        }
+    }
+}
+
+#[test]
+fn rejection_codes() {
+    use RejectionCode::*;
+    let g = pg();
+    let cases: &[(&str, RejectionCode)] = &[
+        ("", Empty),
+        ("   -- only a comment", Empty),
+        ("SELEC 1", ParseError),
+        ("SELECT 1; SELECT 2", MultipleStatements),
+        ("DELETE FROM t", DataModifying),
+        ("INSERT INTO t VALUES (1)", DataModifying),
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", DataModifying),
+        ("SELECT * INTO x FROM t", DataModifying),
+        ("SELECT * FROM t FOR UPDATE", Locking),
+        ("SELECT * FROM t FOR NO KEY UPDATE", ParseError),
+        ("SET search_path = evil", NotAQuery),
+        ("EXPLAIN SELECT 1", NotAQuery),
+        ("EXPLAIN ANALYZE SELECT 1", NotAQuery),
+        ("SHOW search_path", NotAQuery),
+        ("SELECT pg_sleep(1)", FunctionNotAllowed),
+        ("SELECT PG_SLEEP(1)", FunctionNotAllowed),
+        ("SELECT public.lower('x')", FunctionNotAllowed),
+        ("SELECT x FROM t WHERE lower(x) = (SELECT current_setting('a'))", FunctionNotAllowed),
+        ("SELECT x FROM t ORDER BY pg_sleep(1)", FunctionNotAllowed),
+        ("SELECT x FROM t LIMIT (SELECT pg_sleep(1))::int", FunctionNotAllowed),
+        ("SELECT * FROM t JOIN u ON pg_sleep(1) IS NULL", FunctionNotAllowed),
+        ("SELECT sum(x) OVER (ORDER BY pg_sleep(1)) FROM t", FunctionNotAllowed),
+        ("VALUES (pg_sleep(1))", FunctionNotAllowed),
+        ("SELECT * FROM t, LATERAL (SELECT pg_sleep(1)) s", FunctionNotAllowed),
+        ("SELECT * FROM t, LATERAL pg_sleep(1)", FunctionNotAllowed),
+        ("SELECT count(*) FILTER (WHERE pg_sleep(1) IS NULL) FROM t", FunctionNotAllowed),
+        ("SELECT 1 OPERATOR(public.+) 2", FunctionNotAllowed),
+        ("SELECT * FROM pg_catalog.pg_class", SystemCatalog),
+        ("SELECT * FROM information_schema.tables", SystemCatalog),
+        ("SELECT * FROM pg_roles", SystemCatalog),
+        ("SELECT * FROM \"pg_authid\"", SystemCatalog),
+        ("SELECT * FROM other_db.public.t", Unsupported),
+        ("SELECT $1", Unsupported),
+    ];
+    for (sql, code) in cases {
+        check_rejected(&g, sql, *code);
+    }
+}
+
+#[test]
+fn accepted_queries() {
+    let g = pg();
+    let cases = [
+        "SELECT 1",
+        "select count(*) from orders where status = 'delete'",
+        "WITH pg_settings AS (SELECT 1 AS x) SELECT x FROM pg_settings",
+        "SELECT pg_catalog.lower('A')",
+        "SELECT * FROM sales.orders o JOIN sales.customers c ON c.id = o.customer_id",
+        "SELECT * FROM unnest(ARRAY[1, 2]) AS u(x)",
+        "SELECT * FROM generate_series(1, 3) WITH ORDINALITY AS g(n, i)",
+        "SELECT current_date, CURRENT_TIMESTAMP, now()",
+        "SELECT x FROM t TABLESAMPLE SYSTEM (10)",
+        "SELECT a FROM t GROUP BY ROLLUP (a)",
+        "SELECT (x).f FROM t",
+        "SELECT arr[1] FROM t",
+    ];
+    for sql in cases {
+        check_ok(&g, sql);
+    }
+}
+
+#[test]
+fn row_limit_wraps_unless_already_bounded() {
+    let g = Guard::builder(Dialect::Postgres).max_rows(100).build().expect("guard");
+    let cases = [
+        ("SELECT a FROM t", "SELECT * FROM (SELECT a FROM t) AS custard_result LIMIT 101"),
+        ("SELECT a FROM t LIMIT 5", "SELECT a FROM t LIMIT 5"),
+        ("SELECT a FROM t LIMIT 100", "SELECT a FROM t LIMIT 100"),
+        (
+            "SELECT a FROM t LIMIT 500",
+            "SELECT * FROM (SELECT a FROM t LIMIT 500) AS custard_result LIMIT 101",
+        ),
+        (
+            "SELECT a FROM t LIMIT ALL",
+            "SELECT * FROM (SELECT a FROM t) AS custard_result LIMIT 101",
+        ),
+        (
+            "SELECT a FROM t OFFSET 5",
+            "SELECT * FROM (SELECT a FROM t OFFSET 5) AS custard_result LIMIT 101",
+        ),
+        (
+            "SELECT a FROM t FETCH FIRST 5 ROWS ONLY",
+            "SELECT * FROM (SELECT a FROM t FETCH FIRST 5 ROWS ONLY) AS custard_result LIMIT 101",
+        ),
+        ("VALUES (1), (2)", "SELECT * FROM (VALUES (1), (2)) AS custard_result LIMIT 101"),
+        ("SELECT 1 UNION SELECT 2 LIMIT 3", "SELECT 1 UNION SELECT 2 LIMIT 3"),
+    ];
+    for (sql, want) in cases {
+        let checked = check_ok(&g, sql);
+        assert_eq!(checked.sql(), want, "{sql}");
+        assert_eq!(checked.row_limit(), Some(100));
+    }
+    let unlimited = Guard::builder(Dialect::Postgres).unlimited_rows().build().expect("guard");
+    assert_eq!(check_ok(&unlimited, "SELECT a FROM t").sql(), "SELECT a FROM t");
+    assert_eq!(check_ok(&unlimited, "SELECT a FROM t").row_limit(), None);
+}
+
+#[test]
+fn hostile_input_gets_an_error_not_a_panic() {
+    let g = pg();
+    let deep_parens = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+    let deep_subqueries = format!("{}SELECT 1{}", "SELECT * FROM (".repeat(500), ") s".repeat(500));
+    let deep_not = format!("SELECT {}true", "NOT ".repeat(5000));
+    let long_in = format!("SELECT 1 WHERE 1 IN ({})", vec!["1"; 20_000].join(","));
+    let cases = [
+        deep_parens,
+        deep_subqueries,
+        deep_not,
+        "SELECT '".to_owned(),
+        "SELECT \"".to_owned(),
+        "/*".to_owned(),
+        "SELECT $$".to_owned(),
+        "\u{0}\u{1}\u{fffd}".to_owned(),
+        ";;;;".to_owned(),
+        "SELECT * FROM (((((".to_owned(),
+        "x".repeat(300 * 1024),
+    ];
+    for sql in &cases {
+        assert!(g.check(sql).is_err(), "{:.60}", sql);
+    }
+    // Large but legitimate input is accepted when within the size limit.
+    check_ok(&g, &long_in);
+}
+
+fn shop_schema() -> Schema {
+    let col = |name: &str, ty: &str| Column {
+        name: name.to_owned(),
+        data_type: ty.to_owned(),
+        nullable: true,
+        default: None,
+        comment: None,
+        sample_values: Vec::new(),
+    };
+    let table = |schema: &str, name: &str, cols: Vec<Column>| Table {
+        schema: schema.to_owned(),
+        name: name.to_owned(),
+        kind: TableKind::Table,
+        comment: None,
+        columns: cols,
+        primary_key: Vec::new(),
+        foreign_keys: Vec::new(),
+        row_estimate: None,
+    };
+    Schema {
+        dialect: Dialect::Postgres,
+        tables: vec![
+            table(
+                "public",
+                "customers",
+                vec![col("id", "integer"), col("name", "text"), col("email", "text")],
+            ),
+            table(
+                "public",
+                "orders",
+                vec![
+                    col("id", "integer"),
+                    col("customer_id", "integer"),
+                    col("total", "numeric"),
+                    col("created_at", "timestamp"),
+                ],
+            ),
+            table(
+                "sales",
+                "invoices",
+                vec![col("id", "integer"), col("order_id", "integer"), col("amount", "numeric")],
+            ),
+            table("public", "CamelCase", vec![col("Id", "integer")]),
+        ],
+    }
+}
+
+#[test]
+fn identifier_check() {
+    let g = Guard::builder(Dialect::Postgres).schema(shop_schema()).build().expect("guard");
+    let ok = [
+        "SELECT name FROM customers",
+        "SELECT c.name, o.total FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "SELECT customers.name FROM customers",
+        "SELECT public.customers.name FROM public.customers",
+        "SELECT NAME FROM CUSTOMERS",
+        "SELECT amount FROM sales.invoices",
+        "SELECT \"Id\" FROM \"CamelCase\"",
+        "SELECT total AS t FROM orders ORDER BY t",
+        "SELECT n FROM (SELECT name AS n FROM customers) s",
+        "SELECT s.n FROM (SELECT name AS n FROM customers) s",
+        "SELECT x.a FROM (SELECT 1) AS x(a)",
+        "WITH big AS (SELECT customer_id, sum(total) AS spent FROM orders GROUP BY 1) SELECT c.name, b.spent FROM big b JOIN customers c ON c.id = b.customer_id",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT n FROM r",
+        "SELECT count FROM (SELECT count(*) FROM orders) s",
+        "SELECT g FROM generate_series(1, 3) AS g",
+        "SELECT c FROM customers c",
+        "SELECT name FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id)",
+        "SELECT date_trunc('month', created_at) AS m, sum(total) FROM orders GROUP BY m",
+    ];
+    for sql in ok {
+        check_ok(&g, sql);
+    }
+    let bad: &[(&str, RejectionCode, &str)] = &[
+        ("SELECT * FROM customer", RejectionCode::UnknownTable, "customers"),
+        ("SELECT * FROM invoices", RejectionCode::UnknownTable, "sales.invoices"),
+        ("SELECT * FROM sales.orders", RejectionCode::UnknownTable, "orders"),
+        ("SELECT nmae FROM customers", RejectionCode::UnknownColumn, "name"),
+        ("SELECT c.emial FROM customers c", RejectionCode::UnknownColumn, "email"),
+        ("SELECT o.name FROM orders o JOIN customers c ON true", RejectionCode::UnknownColumn, ""),
+        ("SELECT x.name FROM customers c", RejectionCode::UnknownTable, ""),
+        ("SELECT Id FROM \"CamelCase\"", RejectionCode::UnknownColumn, "\"Id\""),
+        ("SELECT * FROM CamelCase", RejectionCode::UnknownTable, "\"CamelCase\""),
+    ];
+    for (sql, code, suggestion) in bad {
+        let r = check_rejected(&g, sql, *code);
+        if !suggestion.is_empty() {
+            assert!(
+                r.suggestions.iter().any(|s| s == suggestion),
+                "{sql}: {:?} lacks {suggestion}",
+                r.suggestions
+            );
+            assert!(r.message.contains(suggestion), "{sql}: {}", r.message);
+        }
+    }
+    assert_eq!(
+        check_ok(&g, "SELECT 1 FROM orders JOIN sales.invoices ON true").tables(),
+        ["public.orders", "sales.invoices"]
+    );
+}
+
+#[test]
+fn table_policy() {
+    let g = Guard::builder(Dialect::Postgres)
+        .allow_schemas(["public"])
+        .allow_tables(["public.orders", "public.customers"])
+        .build()
+        .expect("guard");
+    check_ok(&g, "SELECT * FROM orders JOIN customers ON true");
+    check_rejected(&g, "SELECT * FROM secrets", RejectionCode::TableNotAllowed);
+    check_rejected(&g, "SELECT * FROM hr.salaries", RejectionCode::TableNotAllowed);
+    check_rejected(
+        &g,
+        "SELECT * FROM orders WHERE id IN (SELECT id FROM secrets)",
+        RejectionCode::TableNotAllowed,
+    );
+    assert!(matches!(
+        Guard::builder(Dialect::Postgres).allow_tables(["orders"]).build(),
+        Err(GuardConfigError::UnqualifiedAllowedTable(_))
+    ));
+}
+
+#[test]
+fn sqlite_dialect() {
+    let g = Guard::builder(Dialect::Sqlite).build().expect("guard");
+    check_ok(&g, "SELECT strftime('%Y', created_at), ifnull(a, 0) FROM t");
+    check_rejected(&g, "SELECT * FROM sqlite_master", RejectionCode::SystemCatalog);
+    check_rejected(&g, "SELECT load_extension('x')", RejectionCode::FunctionNotAllowed);
+    check_rejected(&g, "ATTACH DATABASE 'x.db' AS x", RejectionCode::NotAQuery);
+    check_rejected(&g, "PRAGMA writable_schema = 1", RejectionCode::NotAQuery);
+    check_rejected(&g, "SELECT * FROM pragma_table_info('t')", RejectionCode::FunctionNotAllowed);
+}
