@@ -87,12 +87,15 @@ impl ScratchDb {
             std::process::id(),
             SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{name}\"; CREATE DATABASE \"{name}\""
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("creating scratch database {name}: {e}"));
+        // Separate calls: CREATE DATABASE cannot run inside the implicit transaction of a batch.
+        for sql in
+            [format!("DROP DATABASE IF EXISTS \"{name}\""), format!("CREATE DATABASE \"{name}\"")]
+        {
+            admin
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("creating scratch database {name}: {e:?}"));
+        }
         let url = url_with_database(&test_database_url(), &name);
         ScratchDb { name, url }
     }
@@ -152,7 +155,7 @@ pub async fn defog_database(db: &str) -> String {
     let admin = connect(&test_database_url()).await;
     // Serialise loaders across test processes.
     admin
-        .batch_execute("SELECT pg_advisory_lock(7_277_002)")
+        .batch_execute("SELECT pg_advisory_lock(7277002)")
         .await
         .expect("taking the defog load lock");
     let exists = admin
@@ -165,12 +168,12 @@ pub async fn defog_database(db: &str) -> String {
         let dump = std::fs::read_to_string(&dump_path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", dump_path.display()));
         let loading = format!("{db}__loading");
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{loading}\" WITH (FORCE); CREATE DATABASE \"{loading}\""
-            ))
-            .await
-            .expect("creating the load database");
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{loading}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{loading}\""),
+        ] {
+            admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("creating {loading}: {e:?}"));
+        }
         {
             let client = connect(&url_with_database(&test_database_url(), &loading)).await;
             client
@@ -185,7 +188,7 @@ pub async fn defog_database(db: &str) -> String {
             .expect("renaming the loaded database");
     }
     admin
-        .batch_execute("SELECT pg_advisory_unlock(7_277_002)")
+        .batch_execute("SELECT pg_advisory_unlock(7277002)")
         .await
         .expect("releasing the defog load lock");
     url_with_database(&test_database_url(), db)
