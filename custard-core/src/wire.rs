@@ -1,1 +1,0 @@
-//! The versioned messages between agent and server (JSON text frames).
