@@ -2,7 +2,7 @@
 //! answers, with no opinion about how the host talks to users.
 //!
 //! - [`Schema`] and friends model a database's tables, columns and keys; the
-//!   `postgres` and `sqlite` features add discovery through an [`Executor`].
+//!   `postgres` and `sqlite` features add discovery through an `Executor`.
 //! - [`Guard`] parses SQL and accepts only read-only queries, returning a
 //!   [`CheckedSql`] that is the only thing an executor will run.
 //! - [`wire`] holds the versioned messages between the agent and the server.

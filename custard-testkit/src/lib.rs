@@ -38,6 +38,14 @@ pub fn url_with_database(url: &str, dbname: &str) -> String {
     }
 }
 
+/// `url` with its user (and password) replaced by `user`, without a password.
+pub fn url_with_user(url: &str, user: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[scheme_end..];
+    let host_start = rest.find('@').map_or(0, |at| at + 1);
+    format!("{}{user}@{}", &url[..scheme_end], &rest[host_start..])
+}
+
 /// Connects to `url`, panicking with a clear message when PostgreSQL is missing.
 pub async fn connect(url: &str) -> Client {
     match tokio_postgres::connect(url, NoTls).await {
@@ -219,6 +227,12 @@ mod tests {
         for (url, db, want) in cases {
             assert_eq!(url_with_database(url, db), want, "{url}");
         }
+    }
+
+    #[test]
+    fn url_with_user_replaces_credentials() {
+        assert_eq!(url_with_user("postgres://u:p@h:1/db", "r"), "postgres://r@h:1/db");
+        assert_eq!(url_with_user("postgres://h/db", "r"), "postgres://r@h/db");
     }
 
     #[test]

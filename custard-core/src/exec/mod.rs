@@ -6,9 +6,15 @@
 //! instead of growing memory.
 
 #[cfg(feature = "postgres")]
+pub(crate) mod pg_discover;
+#[cfg(feature = "postgres")]
+pub(crate) mod pg_value;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_discover;
 
 use std::fmt;
 use std::future::Future;
@@ -326,3 +332,6 @@ impl Caps {
         true
     }
 }
+
+#[cfg(all(test, feature = "postgres"))]
+mod layer2_tests;

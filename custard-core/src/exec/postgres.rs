@@ -1,35 +1,257 @@
-//! PostgreSQL executor (envelope being written).
+//! The PostgreSQL executor: layer 2 of the read-only design.
+//!
+//! Each run takes a pooled connection and, inside `START TRANSACTION READ ONLY`
+//! with `statement_timeout`, `lock_timeout` and
+//! `idle_in_transaction_session_timeout` set locally, prepares the checked SQL
+//! with the extended protocol (one statement per Parse), then pulls rows from a
+//! portal in batches so the row and byte caps stop the work early. The
+//! transaction always rolls back. A client-side deadline sends a cancel request
+//! and throws the connection away.
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Transaction};
 
 use super::{
-    BoxFuture, DiscoverOptions, ExecError, ExecErrorCode, Executor, RowSender, RunLimits,
-    RunSummary,
+    BoxFuture, Caps, ColumnMeta, DiscoverOptions, ExecError, ExecErrorCode, Executor, RowBatch,
+    RowSender, RunLimits, RunSummary, pg_discover, pg_value,
 };
 use crate::{CheckedSql, Dialect, Schema};
 
-/// Runs checked queries on PostgreSQL.
-#[derive(Debug)]
-pub struct PostgresExecutor;
+/// How long discovery's catalog queries may run.
+const DISCOVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra time past `statement_timeout` before the client gives up on the server.
+const CLIENT_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs checked queries on PostgreSQL through a small connection pool.
+#[derive(Clone)]
+pub struct PostgresExecutor {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresExecutor {
+    // The pool's config holds the password; show only its size.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresExecutor").field("pool_size", &self.pool.status().max_size).finish()
+    }
+}
 
 impl PostgresExecutor {
-    /// Connects to `url`.
-    pub async fn connect(_url: &str) -> Result<Self, ExecError> {
-        Err(ExecError::new(ExecErrorCode::Internal, "not yet"))
+    /// Connects to `url` with a pool of four connections and checks that the
+    /// database answers.
+    pub async fn connect(url: &str) -> Result<Self, ExecError> {
+        let executor = Self::new(url, 4)?;
+        drop(executor.pool.get().await.map_err(pool_error)?);
+        Ok(executor)
     }
+
+    /// Prepares a pool of up to `pool_size` connections to `url`; nothing
+    /// connects until the first query, so a database that is down now may be
+    /// up by then.
+    pub fn new(url: &str, pool_size: usize) -> Result<Self, ExecError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            ExecError::new(ExecErrorCode::InvalidUrl, format!("invalid PostgreSQL URL: {e}"))
+        })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| {
+                ExecError::new(ExecErrorCode::Internal, format!("building the pool: {e}"))
+            })?;
+        Ok(PostgresExecutor { pool })
+    }
+
+    async fn run_inner(
+        &self,
+        query: &CheckedSql,
+        limits: &RunLimits,
+        rows: RowSender,
+    ) -> Result<RunSummary, ExecError> {
+        let started = Instant::now();
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let cancel = client.cancel_token();
+        let deadline = limits.timeout + CLIENT_GRACE;
+        let outcome = {
+            let pg: &mut tokio_postgres::Client = &mut client;
+            tokio::time::timeout(deadline, stream(pg, query, limits, rows)).await
+        };
+        match outcome {
+            Ok(result) => {
+                // Advisory locks are the one session state a rollback keeps; never
+                // hand a connection holding one to the next query.
+                if client.batch_execute("SELECT pg_advisory_unlock_all()").await.is_err() {
+                    drop(deadpool_postgres::Object::take(client));
+                }
+                let (row_count, bytes, truncated) = result?;
+                Ok(RunSummary { row_count, truncated, bytes, elapsed: started.elapsed() })
+            }
+            Err(_) => {
+                // The server missed its own timeout: cancel, and never reuse this connection.
+                let _ = cancel.cancel_query(NoTls).await;
+                drop(deadpool_postgres::Object::take(client));
+                Err(timeout_error(limits.timeout))
+            }
+        }
+    }
+}
+
+/// Runs the envelope on one connection; returns (rows, bytes, truncated).
+async fn stream(
+    client: &mut tokio_postgres::Client,
+    query: &CheckedSql,
+    limits: &RunLimits,
+    rows: RowSender,
+) -> Result<(u64, u64, bool), ExecError> {
+    let txn = client.build_transaction().read_only(true).start().await.map_err(db_error)?;
+    set_local_timeouts(&txn, limits.timeout, limits.lock_timeout).await?;
+    // prepare() is a Parse message: PostgreSQL refuses more than one statement in it.
+    let statement = txn.prepare(query.sql()).await.map_err(db_error)?;
+    let columns = statement
+        .columns()
+        .iter()
+        .map(|c| ColumnMeta {
+            name: c.name().to_owned(),
+            type_name: pg_value::type_name(c.type_()),
+        })
+        .collect();
+    rows.send(RowBatch::Columns(columns)).await.map_err(|_| receiver_closed())?;
+    let portal = txn.bind(&statement, &[]).await.map_err(db_error)?;
+    let mut caps = Caps::new(query, limits);
+    let batch_size = i32::try_from(limits.batch_rows.max(1)).unwrap_or(i32::MAX);
+    let mut truncated = false;
+    'fetch: loop {
+        let fetched = txn.query_portal(&portal, batch_size).await.map_err(db_error)?;
+        let exhausted = fetched.len() < limits.batch_rows.max(1);
+        let mut batch = Vec::with_capacity(fetched.len());
+        for row in &fetched {
+            let values = pg_value::row_values(row)?;
+            if !caps.admit(&values) {
+                truncated = true;
+                if !batch.is_empty() {
+                    rows.send(RowBatch::Rows(batch)).await.map_err(|_| receiver_closed())?;
+                }
+                break 'fetch;
+            }
+            batch.push(values);
+        }
+        if !batch.is_empty() {
+            rows.send(RowBatch::Rows(batch)).await.map_err(|_| receiver_closed())?;
+        }
+        if exhausted {
+            break;
+        }
+    }
+    txn.rollback().await.map_err(db_error)?;
+    Ok((caps.rows, caps.bytes, truncated))
+}
+
+async fn set_local_timeouts(
+    txn: &Transaction<'_>,
+    statement: Duration,
+    lock: Duration,
+) -> Result<(), ExecError> {
+    // Integers we format ourselves: nothing from the query reaches this string.
+    let statement_ms = statement.as_millis().max(1);
+    let lock_ms = lock.as_millis().max(1);
+    txn.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {statement_ms}; \
+         SET LOCAL lock_timeout = {lock_ms}; \
+         SET LOCAL idle_in_transaction_session_timeout = {statement_ms}"
+    ))
+    .await
+    .map_err(db_error)
 }
 
 impl Executor for PostgresExecutor {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
-    fn discover<'a>(&'a self, _o: &'a DiscoverOptions) -> BoxFuture<'a, Result<Schema, ExecError>> {
-        Box::pin(async { Err(ExecError::new(ExecErrorCode::Internal, "not yet")) })
+
+    fn discover<'a>(
+        &'a self,
+        options: &'a DiscoverOptions,
+    ) -> BoxFuture<'a, Result<Schema, ExecError>> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            let pg: &mut tokio_postgres::Client = &mut client;
+            let txn = pg.build_transaction().read_only(true).start().await.map_err(db_error)?;
+            set_local_timeouts(&txn, DISCOVER_TIMEOUT, Duration::from_secs(5)).await?;
+            let schema = pg_discover::discover(&txn, options).await.map_err(db_error)?;
+            txn.rollback().await.map_err(db_error)?;
+            Ok(schema)
+        })
     }
+
     fn run<'a>(
         &'a self,
-        _q: &'a CheckedSql,
-        _l: &'a RunLimits,
-        _r: RowSender,
+        query: &'a CheckedSql,
+        limits: &'a RunLimits,
+        rows: RowSender,
     ) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
-        Box::pin(async { Err(ExecError::new(ExecErrorCode::Internal, "not yet")) })
+        Box::pin(async move {
+            if query.dialect() != Dialect::Postgres {
+                return Err(ExecError::new(
+                    ExecErrorCode::Internal,
+                    format!("a query checked for {} cannot run on PostgreSQL", query.dialect()),
+                ));
+            }
+            self.run_inner(query, limits, rows).await
+        })
     }
+}
+
+fn receiver_closed() -> ExecError {
+    ExecError::new(ExecErrorCode::ReceiverClosed, "the receiver of the rows went away")
+}
+
+fn timeout_error(limit: Duration) -> ExecError {
+    ExecError::new(
+        ExecErrorCode::Timeout,
+        format!("the query ran longer than {} ms and was cancelled", limit.as_millis()),
+    )
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> ExecError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => db_error(e),
+        other => ExecError::new(
+            ExecErrorCode::DatabaseUnavailable,
+            format!("could not get a database connection: {other}"),
+        ),
+    }
+}
+
+/// Maps a driver error to the closed set of codes, keeping PostgreSQL's SQLSTATE.
+fn db_error(e: tokio_postgres::Error) -> ExecError {
+    let Some(db) = e.as_db_error() else {
+        return ExecError::new(
+            ExecErrorCode::DatabaseUnavailable,
+            format!("database connection failed: {e}"),
+        );
+    };
+    let code = match *db.code() {
+        SqlState::QUERY_CANCELED => ExecErrorCode::Timeout,
+        SqlState::INSUFFICIENT_PRIVILEGE => ExecErrorCode::PermissionDenied,
+        SqlState::ADMIN_SHUTDOWN
+        | SqlState::CRASH_SHUTDOWN
+        | SqlState::CANNOT_CONNECT_NOW
+        | SqlState::TOO_MANY_CONNECTIONS
+        | SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT => ExecErrorCode::DatabaseUnavailable,
+        _ => ExecErrorCode::QueryFailed,
+    };
+    let mut message = db.message().to_owned();
+    if let Some(hint) = db.hint() {
+        message.push_str(&format!(" (hint: {hint})"));
+    }
+    ExecError { code, message, sqlstate: Some(db.code().code().to_owned()) }
 }

@@ -126,8 +126,9 @@ impl CheckedSql {
         &self.tables
     }
 
-    /// Builds a `CheckedSql` without the guard, for executor unit tests only.
-    #[cfg(test)]
+    /// Builds a `CheckedSql` without the guard, for executor unit tests only
+    /// (the layer-2 test runs attacks with the guard switched off).
+    #[cfg(all(test, any(feature = "postgres", feature = "sqlite")))]
     pub(crate) fn for_test(sql: &str, dialect: Dialect, row_limit: Option<u64>) -> Self {
         CheckedSql { sql: sql.to_owned(), dialect, row_limit, tables: Vec::new() }
     }
@@ -283,13 +284,11 @@ impl GuardBuilder {
         if self.max_rows == Some(0) {
             return Err(GuardConfigError::ZeroMaxRows);
         }
-        if let Some(schema) = &self.schema {
-            if schema.dialect != self.dialect {
-                return Err(GuardConfigError::DialectMismatch {
-                    guard: self.dialect,
-                    schema: schema.dialect,
-                });
-            }
+        if let Some(schema) = self.schema.as_ref().filter(|s| s.dialect != self.dialect) {
+            return Err(GuardConfigError::DialectMismatch {
+                guard: self.dialect,
+                schema: schema.dialect,
+            });
         }
         let allowed_tables = match self.allowed_tables {
             None => None,

@@ -47,15 +47,11 @@ fn render_table(out: &mut String, dialect: Dialect, table: &Table, options: &Ddl
         TableKind::Foreign => "FOREIGN TABLE",
     };
     let mut header_notes = Vec::new();
-    if options.comments {
-        if let Some(c) = table.comment.as_deref().filter(|c| !c.is_empty()) {
-            header_notes.push(one_line(c));
-        }
+    if let Some(c) = table.comment.as_deref().filter(|c| options.comments && !c.is_empty()) {
+        header_notes.push(one_line(c));
     }
-    if options.row_estimates {
-        if let Some(n) = table.row_estimate.filter(|n| *n >= 0) {
-            header_notes.push(format!("~{n} rows"));
-        }
+    if let Some(n) = table.row_estimate.filter(|n| options.row_estimates && *n >= 0) {
+        header_notes.push(format!("~{n} rows"));
     }
     if !header_notes.is_empty() {
         let _ = writeln!(out, "-- {}", header_notes.join("; "));
@@ -84,10 +80,8 @@ fn render_table(out: &mut String, dialect: Dialect, table: &Table, options: &Ddl
             );
         }
         let mut notes = Vec::new();
-        if options.comments {
-            if let Some(c) = col.comment.as_deref().filter(|c| !c.is_empty()) {
-                notes.push(one_line(c));
-            }
+        if let Some(c) = col.comment.as_deref().filter(|c| options.comments && !c.is_empty()) {
+            notes.push(one_line(c));
         }
         if options.sample_values > 0 && !col.sample_values.is_empty() {
             let samples: Vec<String> = col

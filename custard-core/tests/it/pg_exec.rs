@@ -1,1 +1,159 @@
-//! Placeholder.
+//! The PostgreSQL executor through the public API: caps, streaming, deadlines, errors.
+
+use std::time::{Duration, Instant};
+
+use custard_core::{
+    Dialect, ExecErrorCode, Executor, Guard, PostgresExecutor, RowBatch, RunLimits,
+};
+use custard_testkit::ScratchDb;
+use serde_json::json;
+
+async fn numbers_db() -> (ScratchDb, PostgresExecutor) {
+    let db = ScratchDb::create("pg_exec").await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE n (i int PRIMARY KEY, label text); \
+             INSERT INTO n SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g",
+        )
+        .await
+        .expect("setup");
+    let executor = PostgresExecutor::connect(&db.url).await.expect("connect");
+    (db, executor)
+}
+
+fn guard(max_rows: u64) -> Guard {
+    Guard::builder(Dialect::Postgres).max_rows(max_rows).build().expect("guard")
+}
+
+#[tokio::test]
+async fn row_caps_truncate_and_say_so() {
+    let (_db, ex) = numbers_db().await;
+    let limits = RunLimits::default();
+    // (guard rows, executor rows, SQL, rows expected, truncated expected)
+    let cases = [
+        (100, 10_000, "SELECT i FROM n ORDER BY i", 100, true),
+        (10_000, 10_000, "SELECT i FROM n ORDER BY i", 5000, false),
+        (100, 10_000, "SELECT i FROM n ORDER BY i LIMIT 7", 7, false),
+        (100, 100, "SELECT i FROM n ORDER BY i LIMIT 100", 100, false),
+        (10_000, 250, "SELECT i FROM n ORDER BY i", 250, true),
+    ];
+    for (guard_rows, max_rows, sql, rows, truncated) in cases {
+        let checked = guard(guard_rows).check(sql).expect("checked");
+        let limits = RunLimits { max_rows, ..limits.clone() };
+        let result = ex.query(&checked, &limits).await.expect("runs");
+        assert_eq!(result.rows.len() as u64, rows, "{sql}");
+        assert_eq!(result.summary.row_count, rows);
+        assert_eq!(
+            result.summary.truncated, truncated,
+            "{sql} guard {guard_rows} executor {max_rows}"
+        );
+        assert_eq!(result.rows.first(), Some(&vec![json!(1)]), "order is kept through the wrapper");
+    }
+}
+
+#[tokio::test]
+async fn byte_cap_stops_early() {
+    let (_db, ex) = numbers_db().await;
+    let checked = guard(10_000).check("SELECT label FROM n ORDER BY i").expect("checked");
+    let limits = RunLimits { max_bytes: 10_000, ..RunLimits::default() };
+    let result = ex.query(&checked, &limits).await.expect("runs");
+    assert!(result.summary.truncated);
+    assert!(result.summary.bytes <= 10_000, "{}", result.summary.bytes);
+    assert!(
+        (90..=100).contains(&result.rows.len()),
+        "{} rows of ~104 bytes fit in 10 kB",
+        result.rows.len()
+    );
+}
+
+#[tokio::test]
+async fn rows_stream_in_batches_after_the_columns() {
+    let (_db, ex) = numbers_db().await;
+    let checked = guard(10_000).check("SELECT i, label FROM n ORDER BY i").expect("checked");
+    let limits = RunLimits { batch_rows: 1000, ..RunLimits::default() };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let collect = async {
+        let mut batches = Vec::new();
+        while let Some(b) = rx.recv().await {
+            batches.push(b);
+        }
+        batches
+    };
+    let (summary, batches) = tokio::join!(ex.run(&checked, &limits, tx), collect);
+    let summary = summary.expect("runs");
+    assert_eq!(summary.row_count, 5000);
+    let RowBatch::Columns(columns) = &batches[0] else { panic!("columns come first") };
+    let names: Vec<(&str, &str)> =
+        columns.iter().map(|c| (c.name.as_str(), c.type_name.as_str())).collect();
+    assert_eq!(names, [("i", "int4"), ("label", "text")]);
+    let sizes: Vec<usize> = batches[1..]
+        .iter()
+        .map(|b| match b {
+            RowBatch::Rows(r) => r.len(),
+            RowBatch::Columns(_) => panic!("columns only once"),
+        })
+        .collect();
+    assert_eq!(sizes, [1000; 5]);
+}
+
+#[tokio::test]
+async fn a_slow_query_is_cancelled_at_its_deadline() {
+    let (_db, ex) = numbers_db().await;
+    // A heavy but allowed query: a large self cross join counted.
+    let checked = guard(10).check("SELECT count(*) FROM n a, n b, n c").expect("checked");
+    let limits = RunLimits { timeout: Duration::from_millis(300), ..RunLimits::default() };
+    let started = Instant::now();
+    let err = ex.query(&checked, &limits).await.expect_err("times out");
+    assert_eq!(err.code, ExecErrorCode::Timeout, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The executor still works afterwards.
+    let ok = guard(10).check("SELECT 1 AS one").expect("checked");
+    assert_eq!(ex.query(&ok, &RunLimits::default()).await.expect("runs").rows, [vec![json!(1)]]);
+}
+
+#[tokio::test]
+async fn a_departed_receiver_ends_the_run() {
+    let (_db, ex) = numbers_db().await;
+    let checked = guard(10_000).check("SELECT i FROM n").expect("checked");
+    let limits = RunLimits { batch_rows: 10, ..RunLimits::default() };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    drop(rx);
+    let err = ex.run(&checked, &limits, tx).await.expect_err("nobody listens");
+    assert_eq!(err.code, ExecErrorCode::ReceiverClosed);
+}
+
+#[tokio::test]
+async fn errors_carry_a_code_and_the_sqlstate() {
+    let (_db, ex) = numbers_db().await;
+    let checked =
+        guard(10).check("SELECT nope FROM n").expect("no schema given, so the guard lets it by");
+    let err = ex.query(&checked, &RunLimits::default()).await.expect_err("unknown column");
+    assert_eq!(err.code, ExecErrorCode::QueryFailed);
+    assert_eq!(err.sqlstate.as_deref(), Some("42703"));
+    assert!(err.message.contains("nope"), "{}", err.message);
+
+    let sqlite =
+        Guard::builder(Dialect::Sqlite).build().expect("guard").check("SELECT 1").expect("checked");
+    let err = ex.query(&sqlite, &RunLimits::default()).await.expect_err("wrong dialect");
+    assert_eq!(err.code, ExecErrorCode::Internal);
+}
+
+#[tokio::test]
+async fn unreachable_and_malformed_databases_are_explained() {
+    // Port 1 on loopback: nothing listens there.
+    let err = PostgresExecutor::connect("postgres://postgres:secret@127.0.0.1:1/x")
+        .await
+        .expect_err("down");
+    assert_eq!(err.code, ExecErrorCode::DatabaseUnavailable);
+    assert!(!err.message.contains("secret"), "the password must not leak: {}", err.message);
+    let err = PostgresExecutor::connect("postgres://h:notaport/x").await.expect_err("bad url");
+    assert_eq!(err.code, ExecErrorCode::InvalidUrl);
+    let err = custard_core::connect("mysql://x").await.expect_err("unsupported");
+    assert_eq!(err.code, ExecErrorCode::InvalidUrl);
+    // A pool made while the database is down connects later, on first use.
+    let lazy = PostgresExecutor::new("postgres://postgres@127.0.0.1:1/x", 2).expect("built lazily");
+    let checked = guard(10).check("SELECT 1").expect("checked");
+    let err = lazy.query(&checked, &RunLimits::default()).await.expect_err("still down");
+    assert_eq!(err.code, ExecErrorCode::DatabaseUnavailable);
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, docs and every test, against a real
+# PostgreSQL (started or installed by scripts/ensure-postgres.sh when needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "PostgreSQL"
+scripts/ensure-postgres.sh
+
+if [ ! -d ../shared/security ] && [ -z "${CUSTARD_SHARED_DIR:-}" ]; then
+  echo "test.sh: the shared data folder ../shared is missing (or set CUSTARD_SHARED_DIR)" >&2
+  exit 1
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (-D warnings)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+step "cargo doc (-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
+
+step "cargo test"
+cargo test --workspace --all-features --locked
