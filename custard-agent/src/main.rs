@@ -40,6 +40,13 @@ struct DiscoverArgs {
 }
 
 fn main() -> ExitCode {
+    // A `.env` file fills in only what the environment leaves unset: CLI > env > .env.
+    if let Err(e) =
+        dotenvy::dotenv().map(drop).or_else(|e| if e.not_found() { Ok(()) } else { Err(e) })
+    {
+        eprintln!("error: reading .env: {e}");
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUSTARD_LOG")

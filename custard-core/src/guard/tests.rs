@@ -322,3 +322,28 @@ fn sqlite_dialect() {
     check_rejected(&g, "PRAGMA writable_schema = 1", RejectionCode::NotAQuery);
     check_rejected(&g, "SELECT * FROM pragma_table_info('t')", RejectionCode::FunctionNotAllowed);
 }
+
+/// What runs is the checked AST printed back, so printing must be stable:
+/// checking the output again yields the same SQL (parse -> print -> parse -> print).
+#[test]
+fn printed_sql_round_trips() {
+    let g = Guard::builder(Dialect::Postgres).unlimited_rows().build().expect("guard");
+    let mut cases: Vec<String> = corpus("legit.jsonl").into_iter().map(|(_, sql)| sql).collect();
+    cases.extend(
+        [
+            r"SELECT 'it''s', E'a\'b\\c', $$dollar ' quoted$$, $tag$ -- not a comment $tag$",
+            r#"SELECT "we""ird", "Mixed Case" FROM "odd table""name""#,
+            "SELECT U&'\\0041' AS a, B'101', X'ff', 1e10, .5, 1_0",
+            "SELECT 'a' || 'b' COLLATE \"C\", x IS DISTINCT FROM y, x::int[], ARRAY[[1, 2], [3, 4]]",
+            "SELECT * FROM t WHERE a = ANY (SELECT b FROM u) AND c NOT BETWEEN 1 AND 2 AND d !~ 'x'",
+            "SELECT count(*) OVER (PARTITION BY a ORDER BY b ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM t",
+            "SELECT 1 /* comment ; DELETE FROM t */ + 2 -- trailing ; DROP TABLE t",
+        ]
+        .map(str::to_owned),
+    );
+    for sql in cases {
+        let once = check_ok(&g, &sql);
+        let twice = check_ok(&g, once.sql());
+        assert_eq!(once.sql(), twice.sql(), "printing is not stable for {sql}");
+    }
+}

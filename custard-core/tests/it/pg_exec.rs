@@ -157,3 +157,42 @@ async fn unreachable_and_malformed_databases_are_explained() {
     let err = lazy.query(&checked, &RunLimits::default()).await.expect_err("still down");
     assert_eq!(err.code, ExecErrorCode::DatabaseUnavailable);
 }
+
+/// The executor runs the guard's printed AST, not the input text: for tricky
+/// literals and comments both must mean the same to PostgreSQL.
+#[tokio::test]
+async fn checked_sql_means_what_the_input_meant() {
+    let (db, ex) = numbers_db().await;
+    let direct = db.client().await;
+    let cases = [
+        r"SELECT 'it''s' AS a, E'a\'b\\c' AS b, $$dollar ' quoted$$ AS c, $t$ -- no comment $t$ AS d",
+        r"SELECT 'a\' AS backslash_is_literal",
+        "SELECT 1 /* ; DELETE FROM n */ + 2 AS three -- ; DROP TABLE n",
+        "SELECT U&'\\0041' AS u, B'101'::text AS bits, 1e3::int AS e, 0.5 AS half",
+        "SELECT count(*) AS c FROM n WHERE label LIKE 'x%' ESCAPE '!' AND i BETWEEN 2 AND 40",
+        "SELECT string_agg(i::text, ',' ORDER BY i DESC) AS s FROM n WHERE i < 5",
+    ];
+    for sql in cases {
+        let checked = guard(10).check(sql).expect("checked");
+        let via_guard = ex.query(&checked, &RunLimits::default()).await.expect("runs");
+        let raw = direct.simple_query(sql).await.expect("direct");
+        let raw_row = raw
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .expect("a row");
+        let raw_values: Vec<Option<&str>> = (0..raw_row.len()).map(|i| raw_row.get(i)).collect();
+        let guarded: Vec<Option<String>> = via_guard.rows[0]
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            })
+            .collect();
+        let guarded: Vec<Option<&str>> = guarded.iter().map(|v| v.as_deref()).collect();
+        assert_eq!(guarded, raw_values, "{sql} became {}", checked.sql());
+    }
+}
