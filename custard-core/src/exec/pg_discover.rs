@@ -591,6 +591,7 @@ mod tests {
                  GRANT USAGE ON SCHEMA sales TO {r};
                  GRANT SELECT ON public.customers, public.event_notes, sales.order_lines TO {r};
                  GRANT SELECT (region, order_no) ON sales.orders TO {r};
+                 -- SELECT without USAGE on the schema is no use: hr.salaries stays hidden.
                  CREATE SCHEMA hr;
                  CREATE TABLE hr.salaries (amount numeric);
                  GRANT SELECT ON hr.salaries TO {r};",

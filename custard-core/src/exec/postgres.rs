@@ -184,7 +184,14 @@ impl Executor for PostgresExecutor {
         Box::pin(async move {
             let mut client = self.pool.get().await.map_err(pool_error)?;
             let pg: &mut tokio_postgres::Client = &mut client;
-            let txn = pg.build_transaction().read_only(true).start().await.map_err(db_error)?;
+            // One snapshot for every catalog query, so they agree on which relations exist.
+            let txn = pg
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(db_error)?;
             set_local_timeouts(&txn, DISCOVER_TIMEOUT, Duration::from_secs(5)).await?;
             let schema = pg_discover::discover(&txn, options).await.map_err(db_error)?;
             txn.rollback().await.map_err(db_error)?;
