@@ -289,6 +289,18 @@ pub async fn connect(url: &str) -> Result<Box<dyn Executor>, ExecError> {
     }
 }
 
+/// Refuses a query checked for another dialect than the executor speaks.
+pub(crate) fn ensure_dialect(query: &CheckedSql, dialect: Dialect) -> Result<(), ExecError> {
+    if query.dialect() == dialect {
+        Ok(())
+    } else {
+        Err(ExecError::new(
+            ExecErrorCode::Internal,
+            format!("a query checked for {} cannot run on {dialect}", query.dialect()),
+        ))
+    }
+}
+
 /// Approximate size of a value once serialized as JSON, for the byte cap.
 pub(crate) fn json_size(value: &Value) -> u64 {
     match value {

@@ -206,12 +206,7 @@ impl Executor for PostgresExecutor {
         rows: RowSender,
     ) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
         Box::pin(async move {
-            if query.dialect() != Dialect::Postgres {
-                return Err(ExecError::new(
-                    ExecErrorCode::Internal,
-                    format!("a query checked for {} cannot run on PostgreSQL", query.dialect()),
-                ));
-            }
+            super::ensure_dialect(query, Dialect::Postgres)?;
             self.run_inner(query, limits, rows).await
         })
     }

@@ -142,6 +142,7 @@ impl Executor for SqliteExecutor {
         rows: RowSender,
     ) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
         Box::pin(async move {
+            super::ensure_dialect(query, Dialect::Sqlite)?;
             let started = Instant::now();
             let deadline = deadline_after(limits.timeout);
             let conn = self.checkout().await?;
