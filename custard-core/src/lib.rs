@@ -24,8 +24,15 @@ mod dialect;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod exec;
 mod guard;
+pub mod llm;
+mod prompt;
+mod retrieve;
 mod schema;
+mod text;
 pub mod wire;
+
+/// A boxed, sendable future, so that traits with async methods stay object safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 pub use dialect::{Dialect, UnknownDialect};
 #[cfg(feature = "postgres")]
@@ -34,8 +41,11 @@ pub use exec::postgres::PostgresExecutor;
 pub use exec::sqlite::SqliteExecutor;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use exec::{
-    BoxFuture, ColumnMeta, DatabaseUrl, DiscoverOptions, ExecError, ExecErrorCode, Executor,
+    ColumnMeta, DatabaseUrl, DiscoverOptions, ExecError, ExecErrorCode, Executor,
     QueryResult, RowBatch, RowSender, RunLimits, RunSummary, connect,
 };
 pub use guard::{CheckedSql, Guard, GuardBuilder, GuardConfigError, Rejection, RejectionCode};
+pub use prompt::{ChatMessage, Example, Feedback, PromptBuilder, Role, Turn};
+pub use retrieve::{RetrieveOptions, Retrieved, SchemaIndex};
 pub use schema::{Column, DdlOptions, ForeignKey, Schema, Table, TableKind};
+pub use text::{estimate_tokens, stem, words};

@@ -17,18 +17,14 @@ pub(crate) mod sqlite;
 mod sqlite_discover;
 
 use std::fmt;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::{CheckedSql, Dialect, Schema};
+use crate::{BoxFuture, CheckedSql, Dialect, Schema};
 
-/// A boxed, sendable future, so that [`Executor`] can be used as a trait object.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The sending half of the channel an executor streams a result into.
 pub type RowSender = mpsc::Sender<RowBatch>;
