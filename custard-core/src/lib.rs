@@ -41,8 +41,8 @@ pub use exec::postgres::PostgresExecutor;
 pub use exec::sqlite::SqliteExecutor;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use exec::{
-    ColumnMeta, DatabaseUrl, DiscoverOptions, ExecError, ExecErrorCode, Executor,
-    QueryResult, RowBatch, RowSender, RunLimits, RunSummary, connect,
+    ColumnMeta, DatabaseUrl, DiscoverOptions, ExecError, ExecErrorCode, Executor, QueryResult,
+    RowBatch, RowSender, RunLimits, RunSummary, connect,
 };
 pub use guard::{CheckedSql, Guard, GuardBuilder, GuardConfigError, Rejection, RejectionCode};
 pub use prompt::{ChatMessage, Example, Feedback, PromptBuilder, Role, Turn};

@@ -223,7 +223,11 @@ mod tests {
     use super::*;
 
     fn render(messages: &[ChatMessage]) -> String {
-        messages.iter().map(|m| format!("[{}]\n{}\n", m.role.as_str(), m.content)).collect::<Vec<_>>().join("\n")
+        messages
+            .iter()
+            .map(|m| format!("[{}]\n{}\n", m.role.as_str(), m.content))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     const DDL: &str = "-- customers who bought something\nCREATE TABLE customers (\n  id integer PRIMARY KEY,\n  name text NOT NULL\n);\n\nCREATE TABLE sales.orders (\n  id integer PRIMARY KEY,\n  customer_id integer REFERENCES customers(id),\n  total numeric(10,2),\n  created_at timestamp -- when the order was placed\n);";
@@ -239,10 +243,16 @@ mod tests {
 
     #[test]
     fn follow_up_with_examples_sqlite() {
-        let examples = [Example { question: "How many customers?".into(), sql: "SELECT count(*) FROM customers".into() }];
+        let examples = [Example {
+            question: "How many customers?".into(),
+            sql: "SELECT count(*) FROM customers".into(),
+        }];
         let history = [Turn {
             question: "Revenue this year?".into(),
-            sql: Some("SELECT sum(total) FROM orders WHERE created_at >= date('now', 'start of year')".into()),
+            sql: Some(
+                "SELECT sum(total) FROM orders WHERE created_at >= date('now', 'start of year')"
+                    .into(),
+            ),
             answer: Some("Revenue this year is 1,234.50.".into()),
         }];
         let m = PromptBuilder::new(Dialect::Sqlite, "and last year?")
@@ -259,7 +269,10 @@ mod tests {
             reply: "```sql\nSELECT nmae FROM customers\n```".into(),
             error: "column `nmae` does not exist in table `customers`; did you mean `name`?".into(),
         }];
-        let m = PromptBuilder::new(Dialect::Postgres, "List customer names").schema_ddl(DDL).feedback(&feedback).build();
+        let m = PromptBuilder::new(Dialect::Postgres, "List customer names")
+            .schema_ddl(DDL)
+            .feedback(&feedback)
+            .build();
         insta::assert_snapshot!(render(&m));
     }
 

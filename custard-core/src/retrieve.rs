@@ -23,7 +23,12 @@ pub struct RetrieveOptions {
 
 impl Default for RetrieveOptions {
     fn default() -> Self {
-        RetrieveOptions { token_budget: 2000, max_tables: 12, context: Vec::new(), ddl: DdlOptions::default() }
+        RetrieveOptions {
+            token_budget: 2000,
+            max_tables: 12,
+            context: Vec::new(),
+            ddl: DdlOptions::default(),
+        }
     }
 }
 
@@ -56,7 +61,12 @@ impl SchemaIndex {
         let ddl = self.schema.to_ddl(&options.ddl);
         Retrieved {
             schema: self.schema.clone(),
-            scores: self.schema.tables.iter().map(|t| (format!("{}.{}", t.schema, t.name), 0.0)).collect(),
+            scores: self
+                .schema
+                .tables
+                .iter()
+                .map(|t| (format!("{}.{}", t.schema, t.name), 0.0))
+                .collect(),
             estimated_tokens: crate::text::estimate_tokens(&ddl),
             ddl,
         }

@@ -25,7 +25,6 @@ use tokio::sync::mpsc;
 
 use crate::{BoxFuture, CheckedSql, Dialect, Schema};
 
-
 /// The sending half of the channel an executor streams a result into.
 pub type RowSender = mpsc::Sender<RowBatch>;
 
