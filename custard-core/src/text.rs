@@ -80,6 +80,12 @@ const STOP_WORDS: &[&str] = &[
     "you", "your",
 ];
 
+/// A cheap estimate of how many model tokens `text` takes (about four
+/// characters a token for English and SQL), used for prompt budgets.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,10 +110,4 @@ mod tests {
             assert_eq!(words(text), *want, "{text}");
         }
     }
-}
-
-/// A cheap estimate of how many model tokens `text` takes (about four
-/// characters a token for English and SQL), used for prompt budgets.
-pub fn estimate_tokens(text: &str) -> usize {
-    text.chars().count().div_ceil(4)
 }
