@@ -4,6 +4,11 @@
 //! PostgreSQL is required: when it does not answer, every helper here panics
 //! with a message naming what is missing, so a database test never passes
 //! without having run.
+//!
+//! [`fake_openai`] is an OpenAI-compatible chat server on 127.0.0.1 with
+//! scripted replies, for testing LLM clients without a network or a key.
+
+pub mod fake_openai;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
