@@ -20,8 +20,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod ask;
 mod dialect;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod exec;
 mod guard;
 pub mod llm;
@@ -34,12 +34,15 @@ pub mod wire;
 /// A boxed, sendable future, so that traits with async methods stay object safe.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+pub use ask::{
+    Answer, AskError, AskOptions, AskPipeline, Attempt, AttemptFailure, AttemptStage, ChartKind,
+    ChartSpec, Timings,
+};
 pub use dialect::{Dialect, UnknownDialect};
 #[cfg(feature = "postgres")]
 pub use exec::postgres::PostgresExecutor;
 #[cfg(feature = "sqlite")]
 pub use exec::sqlite::SqliteExecutor;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use exec::{
     ColumnMeta, DatabaseUrl, DiscoverOptions, ExecError, ExecErrorCode, Executor, QueryResult,
     RowBatch, RowSender, RunLimits, RunSummary, connect,

@@ -285,6 +285,7 @@ pub async fn connect(url: &str) -> Result<Box<dyn Executor>, ExecError> {
 }
 
 /// Refuses a query checked for another dialect than the executor speaks.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn ensure_dialect(query: &CheckedSql, dialect: Dialect) -> Result<(), ExecError> {
     if query.dialect() == dialect {
         Ok(())
@@ -297,6 +298,7 @@ pub(crate) fn ensure_dialect(query: &CheckedSql, dialect: Dialect) -> Result<(),
 }
 
 /// Approximate size of a value once serialized as JSON, for the byte cap.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn json_size(value: &Value) -> u64 {
     match value {
         Value::Null => 4,
@@ -311,6 +313,7 @@ pub(crate) fn json_size(value: &Value) -> u64 {
 }
 
 /// Tracks the row and byte caps while a result streams; shared by all executors.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[derive(Debug)]
 pub(crate) struct Caps {
     max_rows: u64,
@@ -319,6 +322,7 @@ pub(crate) struct Caps {
     pub(crate) bytes: u64,
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl Caps {
     pub(crate) fn new(query: &CheckedSql, limits: &RunLimits) -> Self {
         let max_rows = query.row_limit().map_or(limits.max_rows, |l| l.min(limits.max_rows));

@@ -1,0 +1,142 @@
+//! Chart suggestions: declarative specs chosen by rules from a result's shape.
+//! No generated code is ever executed; a client draws the spec.
+
+use crate::ColumnMeta;
+
+/// The kind of chart a result suits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChartKind {
+    /// A measure over time.
+    Line,
+    /// A measure per category.
+    Bar,
+}
+
+impl ChartKind {
+    /// The lowercase name used on the wire and in the UI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChartKind::Line => "line",
+            ChartKind::Bar => "bar",
+        }
+    }
+}
+
+/// A chart to draw: which column goes along x and which measures go up y.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChartSpec {
+    /// Line or bar.
+    pub kind: ChartKind,
+    /// The column along the x axis.
+    pub x: String,
+    /// The measure columns drawn against x.
+    pub y: Vec<String>,
+}
+
+/// The most categories a bar chart stays readable with.
+const MAX_BARS: usize = 50;
+
+/// Picks a chart for a result: a time column and a measure make a line, a
+/// category and a measure make bars, anything else none.
+pub(crate) fn suggest(columns: &[ColumnMeta], rows: usize) -> Option<ChartSpec> {
+    if rows < 2 || columns.len() < 2 {
+        return None;
+    }
+    let time = columns.iter().position(is_time);
+    let measures: Vec<usize> =
+        (0..columns.len()).filter(|&i| Some(i) != time && is_measure(&columns[i])).collect();
+    if measures.is_empty() {
+        return None;
+    }
+    let y = |skip: usize| -> Vec<String> {
+        measures.iter().filter(|&&i| i != skip).map(|&i| columns[i].name.clone()).collect()
+    };
+    if let Some(t) = time {
+        return Some(ChartSpec { kind: ChartKind::Line, x: columns[t].name.clone(), y: y(t) });
+    }
+    let category = columns.iter().position(is_category)?;
+    (rows <= MAX_BARS).then(|| ChartSpec {
+        kind: ChartKind::Bar,
+        x: columns[category].name.clone(),
+        y: y(category),
+    })
+}
+
+fn type_of(c: &ColumnMeta) -> String {
+    c.type_name.to_ascii_lowercase()
+}
+
+fn is_time(c: &ColumnMeta) -> bool {
+    let t = type_of(c);
+    let name = c.name.to_ascii_lowercase();
+    t.starts_with("date")
+        || t.starts_with("timestamp")
+        || (is_integer(&t) && matches!(name.as_str(), "year" | "month" | "yr" | "week" | "quarter"))
+}
+
+fn is_integer(t: &str) -> bool {
+    matches!(t, "int2" | "int4" | "int8" | "integer" | "bigint" | "smallint")
+}
+
+fn is_measure(c: &ColumnMeta) -> bool {
+    let t = type_of(c);
+    let numeric = is_integer(&t)
+        || t.starts_with("numeric")
+        || t.starts_with("decimal")
+        || matches!(t.as_str(), "float4" | "float8" | "real" | "double precision" | "money");
+    // Identifiers are numbers but not measures.
+    let name = c.name.to_ascii_lowercase();
+    numeric && !(name == "id" || name.ends_with("_id") || (name.ends_with("id") && name.len() <= 6))
+}
+
+fn is_category(c: &ColumnMeta) -> bool {
+    !is_time(c) && !is_measure(c) && !matches!(type_of(c).as_str(), "json" | "jsonb" | "bytea")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(spec: &[(&str, &str)]) -> Vec<ColumnMeta> {
+        spec.iter().map(|(n, t)| ColumnMeta { name: (*n).into(), type_name: (*t).into() }).collect()
+    }
+
+    type Case<'a> = (&'a [(&'a str, &'a str)], usize, Option<ChartSpec>);
+
+    #[test]
+    fn chart_rules() {
+        let line = |x: &str, y: &[&str]| {
+            Some(ChartSpec {
+                kind: ChartKind::Line,
+                x: x.into(),
+                y: y.iter().map(|s| (*s).into()).collect(),
+            })
+        };
+        let bar = |x: &str, y: &[&str]| {
+            Some(ChartSpec {
+                kind: ChartKind::Bar,
+                x: x.into(),
+                y: y.iter().map(|s| (*s).into()).collect(),
+            })
+        };
+        let cases: &[Case] = &[
+            (&[("month", "timestamp"), ("revenue", "numeric")], 12, line("month", &["revenue"])),
+            (
+                &[("day", "date"), ("orders", "int8"), ("revenue", "numeric")],
+                30,
+                line("day", &["orders", "revenue"]),
+            ),
+            (&[("year", "int4"), ("n", "int8")], 5, line("year", &["n"])),
+            (&[("city", "text"), ("customers", "int8")], 7, bar("city", &["customers"])),
+            (&[("city", "varchar"), ("customers", "int8")], 500, None),
+            (&[("city", "text"), ("customers", "int8")], 1, None),
+            (&[("name", "text"), ("email", "text")], 10, None),
+            (&[("count", "int8")], 1, None),
+            (&[("customer_id", "int4"), ("name", "text")], 10, None),
+        ];
+        for (columns, rows, want) in cases {
+            assert_eq!(suggest(&cols(columns), *rows), *want, "{columns:?} x {rows}");
+        }
+    }
+}

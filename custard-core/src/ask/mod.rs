@@ -1,0 +1,436 @@
+//! The ask pipeline: retrieve -> prompt -> generate -> guard -> execute, with
+//! bounded repair (the guard's rejection or the database's error is fed back
+//! to the model), then an answer built from the result.
+//!
+//! The executor is a trait object, so the same pipeline runs over a direct
+//! database connection (SDK use) and over an agent (server use).
+
+mod answer_text;
+mod chart;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::llm::{GenerationRequest, LanguageModel, LlmError};
+use crate::{
+    ChatMessage, ColumnMeta, Example, ExecError, ExecErrorCode, Executor, Feedback, Guard,
+    GuardConfigError, PromptBuilder, RejectionCode, RetrieveOptions, Role, RunLimits, Schema,
+    SchemaIndex, Turn,
+};
+
+pub use chart::{ChartKind, ChartSpec};
+
+/// Settings of an [`AskPipeline`].
+#[derive(Clone, Debug)]
+pub struct AskOptions {
+    /// How many times a failed attempt is fed back for a new one (default 2).
+    pub max_repairs: usize,
+    /// The most rows an answer carries; the guard wraps queries to this limit.
+    pub max_rows: u64,
+    /// Bounds on each query run (timeout, bytes, ...).
+    pub limits: RunLimits,
+    /// How much schema goes into the prompt.
+    pub retrieve: RetrieveOptions,
+    /// Business instructions for this database, added to the prompt.
+    pub instructions: Option<String>,
+    /// Question/SQL examples shown to the model.
+    pub examples: Vec<Example>,
+    /// Ask the model for a one-paragraph summary instead of the rule-built text.
+    pub model_summary: bool,
+}
+
+impl Default for AskOptions {
+    fn default() -> Self {
+        AskOptions {
+            max_repairs: 2,
+            max_rows: 1000,
+            limits: RunLimits::default(),
+            retrieve: RetrieveOptions::default(),
+            instructions: None,
+            examples: Vec::new(),
+            model_summary: false,
+        }
+    }
+}
+
+/// Time spent in each step of one question, summed over attempts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Ranking the schema.
+    pub retrieve: Duration,
+    /// Building prompts.
+    pub prompt: Duration,
+    /// Waiting for the model.
+    pub generate: Duration,
+    /// Checking SQL.
+    pub guard: Duration,
+    /// Running SQL.
+    pub execute: Duration,
+    /// Writing the answer text.
+    pub answer: Duration,
+    /// The whole question.
+    pub total: Duration,
+}
+
+/// Where an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttemptStage {
+    /// The model's reply held no SQL.
+    NoSql,
+    /// The guard rejected the SQL.
+    Guard,
+    /// The database rejected the SQL.
+    Database,
+}
+
+/// One try at writing SQL for the question.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// The model's reply.
+    pub reply: String,
+    /// The SQL found in it.
+    pub sql: Option<String>,
+    /// What went wrong, or `None` for the attempt that answered.
+    pub failure: Option<AttemptFailure>,
+}
+
+/// Why an attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// The step that failed.
+    pub stage: AttemptStage,
+    /// The stable code: a guard rejection code or an executor error code.
+    pub code: String,
+    /// The message fed back to the model.
+    pub message: String,
+}
+
+/// The answer to a question.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// A plain-language answer built from the whole result.
+    pub text: String,
+    /// The SQL that ran, as checked by the guard.
+    pub sql: String,
+    /// The result's columns and types.
+    pub columns: Vec<ColumnMeta>,
+    /// The rows, capped at [`AskOptions::max_rows`].
+    pub rows: Vec<Vec<Value>>,
+    /// Whether rows were left out by a cap.
+    pub truncated: bool,
+    /// A chart for the result, when its shape suits one.
+    pub chart: Option<ChartSpec>,
+    /// Which engine wrote the SQL: `"offline"` or a model name.
+    pub engine: String,
+    /// Every attempt, the answering one last.
+    pub attempts: Vec<Attempt>,
+    /// Time per step.
+    pub timings: Timings,
+}
+
+/// Why a question got no answer.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AskError {
+    /// The model failed or declined (the offline engine abstains this way).
+    #[error("{0}")]
+    Model(LlmError),
+    /// The model said the schema cannot answer the question.
+    #[error("the question cannot be answered from this database: {reason}")]
+    CannotAnswer {
+        /// The model's reason.
+        reason: String,
+    },
+    /// Every attempt failed the guard or the database.
+    #[error("no valid query after {} attempts; last error: {}", attempts.len(), last_failure(attempts))]
+    NoValidQuery {
+        /// Every attempt, in order.
+        attempts: Vec<Attempt>,
+    },
+    /// The database could not run a query for reasons a new query won't fix.
+    #[error("{0}")]
+    Execution(ExecError),
+}
+
+impl AskError {
+    /// The stable snake_case code shared with the API.
+    pub fn code(&self) -> &str {
+        match self {
+            AskError::Model(e) => e.code.as_str(),
+            AskError::CannotAnswer { .. } => "cannot_answer",
+            AskError::NoValidQuery { .. } => "no_valid_query",
+            AskError::Execution(e) => e.code.as_str(),
+        }
+    }
+}
+
+fn last_failure(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .rev()
+        .find_map(|a| a.failure.as_ref().map(|f| f.message.clone()))
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+/// Answers questions about one database with one model.
+///
+/// Built once per connection (the schema is indexed at build time) and shared.
+pub struct AskPipeline {
+    index: SchemaIndex,
+    guard: Guard,
+    model: Arc<dyn LanguageModel>,
+    executor: Arc<dyn Executor>,
+    options: AskOptions,
+}
+
+impl fmt::Debug for AskPipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AskPipeline")
+            .field("tables", &self.index.schema().tables.len())
+            .field("model", &self.model.name())
+            .field("executor", &self.executor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AskPipeline {
+    /// A pipeline over `schema` that writes SQL with `model` and runs it on `executor`.
+    pub fn new(
+        schema: Schema,
+        model: Arc<dyn LanguageModel>,
+        executor: Arc<dyn Executor>,
+        options: AskOptions,
+    ) -> Result<Self, GuardConfigError> {
+        let guard = Guard::builder(schema.dialect)
+            .max_rows(options.max_rows)
+            .schema(schema.clone())
+            .build()?;
+        Ok(AskPipeline { index: SchemaIndex::new(schema), guard, model, executor, options })
+    }
+
+    /// The schema questions are answered from.
+    pub fn schema(&self) -> &Schema {
+        self.index.schema()
+    }
+
+    /// The name of the engine that writes SQL.
+    pub fn engine(&self) -> String {
+        self.model.name()
+    }
+
+    /// Answers `question`; `history` holds earlier turns of the conversation.
+    pub async fn ask(&self, question: &str, history: &[Turn]) -> Result<Answer, AskError> {
+        let started = Instant::now();
+        let mut timings = Timings::default();
+        let dialect = self.index.schema().dialect;
+
+        let t = Instant::now();
+        let mut retrieve = self.options.retrieve.clone();
+        retrieve.context.extend(history.iter().map(|turn| turn.question.clone()));
+        let retrieved = self.index.retrieve(question, &retrieve);
+        timings.retrieve = t.elapsed();
+
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut feedback: Vec<Feedback> = Vec::new();
+        let tries = if self.model.can_repair() { self.options.max_repairs + 1 } else { 1 };
+        for _ in 0..tries {
+            let t = Instant::now();
+            let mut builder = PromptBuilder::new(dialect, question)
+                .schema_ddl(&retrieved.ddl)
+                .examples(&self.options.examples)
+                .history(history)
+                .feedback(&feedback);
+            if let Some(instructions) = &self.options.instructions {
+                builder = builder.instructions(instructions);
+            }
+            let messages = builder.build();
+            timings.prompt += t.elapsed();
+
+            let t = Instant::now();
+            let request = GenerationRequest {
+                messages: &messages,
+                question,
+                schema: &retrieved.schema,
+                history,
+                dialect,
+            };
+            let generation = self.model.generate(&request).await;
+            timings.generate += t.elapsed();
+            let generation = generation.map_err(AskError::Model)?;
+
+            let Some(sql) = generation.sql.clone() else {
+                if let Some(reason) = cannot_answer_reason(&generation.text) {
+                    return Err(AskError::CannotAnswer { reason });
+                }
+                let failure = AttemptFailure {
+                    stage: AttemptStage::NoSql,
+                    code: "no_sql".to_owned(),
+                    message: "the reply held no SQL query; reply with one query in a ```sql block"
+                        .to_owned(),
+                };
+                record(&mut attempts, &mut feedback, generation.text, None, failure);
+                continue;
+            };
+
+            let t = Instant::now();
+            let checked = self.guard.check(&sql);
+            timings.guard += t.elapsed();
+            let checked = match checked {
+                Ok(c) => c,
+                Err(rejection) => {
+                    let failure = AttemptFailure {
+                        stage: AttemptStage::Guard,
+                        code: rejection.code.as_str().to_owned(),
+                        message: guard_feedback(rejection.code, &rejection.message),
+                    };
+                    record(&mut attempts, &mut feedback, generation.text, Some(sql), failure);
+                    continue;
+                }
+            };
+
+            let t = Instant::now();
+            let result = self.executor.query(&checked, &self.options.limits).await;
+            timings.execute += t.elapsed();
+            let result = match result {
+                Ok(r) => r,
+                Err(e) if repairable(&e) => {
+                    let failure = AttemptFailure {
+                        stage: AttemptStage::Database,
+                        code: e.code.as_str().to_owned(),
+                        message: format!("the database said: {}", e.message),
+                    };
+                    record(&mut attempts, &mut feedback, generation.text, Some(sql), failure);
+                    continue;
+                }
+                Err(e) => return Err(AskError::Execution(e)),
+            };
+
+            attempts.push(Attempt { reply: generation.text, sql: Some(sql), failure: None });
+            let t = Instant::now();
+            let text = match self.options.model_summary {
+                true => self.summarize(question, &checked, &result.columns, &result.rows).await,
+                false => None,
+            }
+            .unwrap_or_else(|| {
+                answer_text::describe(&result.columns, &result.rows, result.summary.truncated)
+            });
+            let chart = chart::suggest(&result.columns, result.rows.len());
+            timings.answer = t.elapsed();
+            timings.total = started.elapsed();
+            return Ok(Answer {
+                text,
+                sql: checked.sql().to_owned(),
+                columns: result.columns,
+                rows: result.rows,
+                truncated: result.summary.truncated,
+                chart,
+                engine: self.model.name(),
+                attempts,
+                timings,
+            });
+        }
+        Err(AskError::NoValidQuery { attempts })
+    }
+
+    /// A model-written summary of the result, or `None` to fall back to the rule-built text.
+    async fn summarize(
+        &self,
+        question: &str,
+        checked: &crate::CheckedSql,
+        columns: &[ColumnMeta],
+        rows: &[Vec<Value>],
+    ) -> Option<String> {
+        let header: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        let mut table = header.join(" | ");
+        for row in rows.iter().take(20) {
+            let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            table.push('\n');
+            table.push_str(&cells.join(" | "));
+        }
+        let messages = [
+            ChatMessage::new(
+                Role::System,
+                "Answer the question in one or two plain sentences using only the numbers in the result. \
+                 Do not write SQL.",
+            ),
+            ChatMessage::new(
+                Role::User,
+                format!(
+                    "Question: {question}\nSQL: {checked}\nResult ({} rows):\n{table}",
+                    rows.len()
+                ),
+            ),
+        ];
+        let request = GenerationRequest {
+            messages: &messages,
+            question,
+            schema: self.index.schema(),
+            history: &[],
+            dialect: self.index.schema().dialect,
+        };
+        let reply = self.model.generate(&request).await.ok()?;
+        let text = reply.text.trim();
+        (!text.is_empty()).then(|| text.to_owned())
+    }
+}
+
+fn record(
+    attempts: &mut Vec<Attempt>,
+    feedback: &mut Vec<Feedback>,
+    reply: String,
+    sql: Option<String>,
+    failure: AttemptFailure,
+) {
+    feedback.push(Feedback { reply: reply.clone(), error: failure.message.clone() });
+    attempts.push(Attempt { reply, sql, failure: Some(failure) });
+}
+
+/// The guard's message, with a nudge for the rejections a model can fix.
+fn guard_feedback(code: RejectionCode, message: &str) -> String {
+    match code {
+        RejectionCode::UnknownTable | RejectionCode::UnknownColumn => {
+            format!("{message}. Use only tables and columns from the schema.")
+        }
+        RejectionCode::FunctionNotAllowed => format!("{message}. Use standard SQL functions only."),
+        _ => format!("{message}."),
+    }
+}
+
+/// Database errors that a different query may avoid.
+fn repairable(e: &ExecError) -> bool {
+    matches!(e.code, ExecErrorCode::QueryFailed | ExecErrorCode::PermissionDenied)
+}
+
+/// The reason of a reply like `-- cannot answer: there is no price column`.
+fn cannot_answer_reason(text: &str) -> Option<String> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("```"))?;
+    let rest = line.strip_prefix("--")?.trim();
+    let lower = rest.to_ascii_lowercase();
+    let reason = lower
+        .strip_prefix("cannot answer")
+        .map(|_| rest["cannot answer".len()..].trim_start_matches([':', ' ']))?;
+    Some(if reason.is_empty() { "no reason given".to_owned() } else { reason.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cannot_answer_replies() {
+        let cases = [
+            ("-- cannot answer: there is no price column", Some("there is no price column")),
+            ("```sql\n-- Cannot answer: no data\n```", Some("no data")),
+            ("-- cannot answer", Some("no reason given")),
+            ("SELECT 1", None),
+            ("-- top customers\nSELECT 1", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(cannot_answer_reason(text).as_deref(), want, "{text}");
+        }
+    }
+}
