@@ -43,7 +43,13 @@ async fn main() -> anyhow::Result<()> {
     let header: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
     println!("{}", header.join(" | "));
     for row in answer.rows.iter().take(20) {
-        let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
         println!("{}", cells.join(" | "));
     }
     if answer.truncated || answer.rows.len() > 20 {
