@@ -81,9 +81,16 @@ impl PostgresExecutor {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let cancel = client.cancel_token();
         let deadline = limits.timeout + CLIENT_GRACE;
+        // Dropping the receiver is how a caller cancels: watch for it while the query runs.
+        let watcher = rows.clone();
         let outcome = {
             let pg: &mut tokio_postgres::Client = &mut client;
-            tokio::time::timeout(deadline, stream(pg, query, limits, rows)).await
+            tokio::select! {
+                result = tokio::time::timeout(deadline, stream(pg, query, limits, rows)) => {
+                    result.map_err(|_| timeout_error(limits.timeout))
+                }
+                () = watcher.closed() => Err(receiver_closed()),
+            }
         };
         match outcome {
             Ok(result) => {
@@ -95,11 +102,12 @@ impl PostgresExecutor {
                 let (row_count, bytes, truncated) = result?;
                 Ok(RunSummary { row_count, truncated, bytes, elapsed: started.elapsed() })
             }
-            Err(_) => {
-                // The server missed its own timeout: cancel, and never reuse this connection.
+            Err(e) => {
+                // Missed deadline or cancelled by the caller: stop the server's work,
+                // and never reuse this connection.
                 let _ = cancel.cancel_query(NoTls).await;
                 drop(deadpool_postgres::Object::take(client));
-                Err(timeout_error(limits.timeout))
+                Err(e)
             }
         }
     }

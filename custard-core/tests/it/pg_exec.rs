@@ -196,3 +196,38 @@ async fn checked_sql_means_what_the_input_meant() {
         assert_eq!(guarded, raw_values, "{sql} became {}", checked.sql());
     }
 }
+
+/// A caller cancels by dropping the receiver: the query stops in PostgreSQL too.
+#[tokio::test]
+async fn dropping_the_receiver_cancels_the_query_in_postgres() {
+    let (db, ex) = numbers_db().await;
+    let checked = guard(10).check("SELECT count(*) FROM n a, n b, n c").expect("checked");
+    let limits = RunLimits { timeout: Duration::from_secs(60), ..RunLimits::default() };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let started = Instant::now();
+    let run = ex.run(&checked, &limits, tx);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(rx);
+    };
+    let (result, ()) = tokio::join!(run, cancel);
+    assert_eq!(result.expect_err("cancelled").code, ExecErrorCode::ReceiverClosed);
+    assert!(started.elapsed() < Duration::from_secs(10), "cancelled promptly, not at the deadline");
+    let admin = db.client().await;
+    let mut still_running = 1;
+    for _ in 0..50 {
+        still_running = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%n a, n b, n c%' AND state = 'active' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get::<_, i64>(0);
+        if still_running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(still_running, 0, "the query kept running in PostgreSQL");
+}
