@@ -1,9 +1,10 @@
 //! `custard-agent`: runs next to the customer's database and is the last line
 //! that decides what SQL runs there.
 //!
-//! This release has the operator tools: `check-sql` (what the guard would let
-//! through) and `discover` (what schema would leave the network). Serving the
-//! server over WebSocket comes with the next release.
+//! `run` (the default) keeps a session with the server and answers its
+//! requests; `check-sql` shows what the guard would let through; `discover`
+//! shows what schema would leave the network; `health` is for container
+//! health checks.
 
 mod check_sql;
 
@@ -11,18 +12,31 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use custard_agent::config::RunArgs;
 use custard_core::{DiscoverOptions, wire::SchemaReport};
+use tokio_util::sync::CancellationToken;
 
 /// Custard's connector agent.
-#[derive(Debug, Parser)]
-#[command(name = "custard-agent", version, about)]
+#[derive(Parser)]
+#[command(name = "custard-agent", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand the agent runs, configured by these flags or their variables.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
+    /// Connects to the server and runs its read-only queries (the default).
+    Run(RunArgs),
+    /// Exits 0 when the running agent is connected to the server (for container health checks).
+    Health {
+        /// The file the running agent writes its state to.
+        #[arg(long, env = "CUSTARD_HEALTH_FILE", default_value = "/tmp/custard-agent.health")]
+        health_file: std::path::PathBuf,
+    },
     /// Reads JSON lines with a "sql" field from stdin and writes one verdict line per input.
     CheckSql(check_sql::Args),
     /// Prints the schema exactly as the agent would send it to the server.
@@ -65,8 +79,11 @@ fn main() -> ExitCode {
         };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::CheckSql(args) => check_sql::run(args).await,
-            Command::Discover(args) => discover(args).await,
+            None => run(cli.run).await,
+            Some(Command::Run(args)) => run(args).await,
+            Some(Command::Health { health_file }) => health(&health_file),
+            Some(Command::CheckSql(args)) => check_sql::run(args).await,
+            Some(Command::Discover(args)) => discover(args).await,
         }
     });
     match result {
@@ -75,6 +92,50 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.resolve(|name| std::env::var(name).ok())?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight queries");
+        on_signal.cancel();
+    });
+    custard_agent::run(config, shutdown).await
+}
+
+/// SIGTERM (container stop) or Ctrl-C.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Healthy when the agent recorded a connected state in the last two minutes.
+fn health(path: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut parts = text.split_whitespace();
+    let (state, at) =
+        (parts.next().unwrap_or_default(), parts.next().and_then(|t| t.parse::<u64>().ok()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match at {
+        Some(at) if state == "connected" && now.saturating_sub(at) <= 120 => Ok(()),
+        _ => anyhow::bail!("the agent is not connected to the server ({})", text.trim()),
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod check_sql;
 mod discover;
+mod run;
+mod startup;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,0 +1,83 @@
+//! The agent's life: open the database, check the role, read the schema, then
+//! keep a session with the server, reconnecting with backoff, until shutdown.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use custard_core::{DatabaseUrl, DiscoverOptions, Executor, PostgresExecutor, SqliteExecutor};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::session::{self, SessionEnd};
+use crate::state::AgentState;
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_backoff(config, shutdown, Backoff::new()).await
+}
+
+/// [`run`] with custom reconnect delays (tests use short ones).
+pub async fn run_with_backoff(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+    mut backoff: Backoff,
+) -> anyhow::Result<()> {
+    let executor = open(&config)?;
+    let state = Arc::new(AgentState::new(config, executor).context("the agent's table policy")?);
+    match state.refresh_schema(&DiscoverOptions { sample_values: state.config.sample_values }).await
+    {
+        Ok(schema) => {
+            let names: Vec<String> =
+                schema.tables.iter().take(20).map(|t| format!("{}.{}", t.schema, t.name)).collect();
+            tracing::info!(
+                tables = schema.tables.len(),
+                fingerprint = %schema.fingerprint(),
+                "sharing this schema with the server: {}{}",
+                names.join(", "),
+                if schema.tables.len() > 20 { ", ..." } else { "" }
+            );
+        }
+        // The agent still connects: the server learns the database is down from `error` replies.
+        Err(e) => tracing::warn!(
+            code = e.code.as_str(),
+            "the database is not available yet: {}",
+            e.message
+        ),
+    }
+    tracing::info!(protocol = session::protocol_version(), server = %state.config.server_url, "starting");
+    loop {
+        let end = session::serve(&state, &shutdown).await;
+        let delay = match end {
+            SessionEnd::Shutdown => break,
+            SessionEnd::Refused(reason) => {
+                tracing::error!("{reason}");
+                backoff.next_delay()
+            }
+            SessionEnd::Lost { connected_for, reason } => {
+                tracing::warn!(connected_secs = connected_for.as_secs(), "disconnected: {reason}");
+                backoff.connection_ended(connected_for);
+                backoff.next_delay()
+            }
+        };
+        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting after a delay");
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The executor for the configured database; PostgreSQL connects lazily so a
+/// database that is down now is picked up when it comes back.
+fn open(config: &AgentConfig) -> anyhow::Result<Arc<dyn Executor>> {
+    Ok(match DatabaseUrl::parse(&config.database_url)? {
+        DatabaseUrl::Postgres(url) => {
+            Arc::new(PostgresExecutor::new(&url, config.max_concurrency)?)
+        }
+        DatabaseUrl::Sqlite(path) => Arc::new(SqliteExecutor::open(&path)?),
+        _ => anyhow::bail!("unsupported database URL"),
+    })
+}

@@ -1,0 +1,11 @@
+//! The Custard agent as a library: the `run` loop that keeps a WebSocket
+//! session with the server and answers its requests with read-only SQL, so the
+//! binary and the tests drive the same code.
+
+mod agent;
+pub mod backoff;
+pub mod config;
+mod session;
+mod state;
+
+pub use agent::{run, run_with_backoff};

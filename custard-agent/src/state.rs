@@ -1,0 +1,101 @@
+//! What the agent knows between sessions: its configuration, the database,
+//! and the schema with the guard built from it.
+
+use std::sync::{Arc, RwLock};
+
+use custard_core::{DiscoverOptions, ExecError, Executor, Guard, GuardConfigError, Schema};
+
+use crate::config::AgentConfig;
+
+/// The schema the agent shares and the guard that checks queries against it.
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    /// The fingerprint of the policy-filtered schema, once it could be read.
+    pub(crate) fingerprint: Option<String>,
+    /// The agent's own guard: policy always, identifiers when the schema is known.
+    pub(crate) guard: Guard,
+}
+
+/// Shared by the sessions and their tasks.
+#[derive(Debug)]
+pub(crate) struct AgentState {
+    pub(crate) config: AgentConfig,
+    pub(crate) executor: Arc<dyn Executor>,
+    catalog: RwLock<Arc<Catalog>>,
+}
+
+impl AgentState {
+    pub(crate) fn new(
+        config: AgentConfig,
+        executor: Arc<dyn Executor>,
+    ) -> Result<Self, GuardConfigError> {
+        let guard = build_guard(&config, executor.dialect(), None)?;
+        let catalog = Catalog { fingerprint: None, guard };
+        Ok(AgentState { config, executor, catalog: RwLock::new(Arc::new(catalog)) })
+    }
+
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the schema, keeps what the policy allows, and rebuilds the guard with it.
+    pub(crate) async fn refresh_schema(
+        &self,
+        options: &DiscoverOptions,
+    ) -> Result<Schema, ExecError> {
+        let discovered = self.executor.discover(options).await?;
+        let visible = visible(&self.config, discovered);
+        let guard =
+            build_guard(&self.config, visible.dialect, Some(visible.clone())).map_err(|e| {
+                ExecError::new(
+                    custard_core::ExecErrorCode::Internal,
+                    format!("building the guard: {e}"),
+                )
+            })?;
+        let catalog = Catalog { fingerprint: Some(visible.fingerprint()), guard };
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+        Ok(visible)
+    }
+
+    /// Records whether the agent is connected, for `custard-agent health`.
+    pub(crate) fn set_health(&self, connected: bool) {
+        if let Some(path) = &self.config.health_file {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let state = if connected { "connected" } else { "disconnected" };
+            let _ = std::fs::write(path, format!("{state} {secs}\n"));
+        }
+    }
+}
+
+fn build_guard(
+    config: &AgentConfig,
+    dialect: custard_core::Dialect,
+    schema: Option<Schema>,
+) -> Result<Guard, GuardConfigError> {
+    let mut builder = Guard::builder(dialect).max_rows(config.max_rows);
+    if let Some(schemas) = &config.allowed_schemas {
+        builder = builder.allow_schemas(schemas.clone());
+    }
+    if let Some(tables) = &config.allowed_tables {
+        builder = builder.allow_tables(tables.clone());
+    }
+    if let Some(schema) = schema {
+        builder = builder.schema(schema);
+    }
+    builder.build()
+}
+
+/// The tables the agent's policy lets it share; the server cannot widen this.
+fn visible(config: &AgentConfig, mut schema: Schema) -> Schema {
+    schema.tables.retain(|t| {
+        let schema_ok =
+            config.allowed_schemas.as_ref().is_none_or(|s| s.iter().any(|s| s == &t.schema));
+        let table_ok = config.allowed_tables.as_ref().is_none_or(|list| {
+            list.iter().any(|q| q.split_once('.') == Some((t.schema.as_str(), t.name.as_str())))
+        });
+        schema_ok && table_ok
+    });
+    schema
+}

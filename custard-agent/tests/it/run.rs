@@ -1,0 +1,413 @@
+//! The agent's `run` loop against an in-test WebSocket server that speaks the
+//! protocol, with a real PostgreSQL behind the agent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use custard_agent::backoff::Backoff;
+use custard_agent::config::AgentConfig;
+use custard_core::wire::{Cancel, Discover, Frame, Message, Run, Welcome, WireLimits};
+use custard_testkit::ScratchDb;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "custard_test_key";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A fake Custard server: accepts agents whose key is `KEY`, hands each
+/// accepted connection to the test, and counts every attempt.
+struct FakeServer {
+    url: String,
+    attempts: Arc<AtomicUsize>,
+    connections: mpsc::Receiver<ServerSide>,
+}
+
+struct ServerSide {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl FakeServer {
+    async fn start() -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("ws://{}/api/v1/connections/ws/c1", listener.local_addr().expect("addr"));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (tx, connections) = mpsc::channel(16);
+        let counter = attempts.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check_key).await {
+                        let _ = tx.send(ServerSide { ws }).await;
+                    }
+                });
+            }
+        });
+        FakeServer { url, attempts, connections }
+    }
+
+    /// The next agent that connects, after hello/welcome.
+    async fn agent(&mut self) -> ServerSide {
+        let mut side = tokio::time::timeout(WAIT, self.connections.recv())
+            .await
+            .expect("an agent connects")
+            .expect("server");
+        let hello = side.recv().await;
+        assert!(matches!(hello.message, Message::Hello(_)), "{hello:?}");
+        let welcome = Welcome {
+            connection_id: "c1".into(),
+            heartbeat_interval_ms: 15_000,
+            limits: WireLimits {
+                max_rows: 10_000,
+                max_bytes: 1 << 26,
+                timeout_ms: 30_000,
+                max_concurrency: 4,
+            },
+        };
+        side.send(Frame::new(hello.id, Message::Welcome(welcome))).await;
+        side
+    }
+}
+
+/// Accepts only agents that send `Authorization: Bearer KEY`.
+// tungstenite's callback type fixes the error type, however large it is.
+#[allow(clippy::result_large_err)]
+fn check_key(request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+    let auth = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+    if auth == Some(&format!("Bearer {KEY}")) {
+        Ok(response)
+    } else {
+        let mut refusal = ErrorResponse::new(Some("invalid API key".into()));
+        *refusal.status_mut() = StatusCode::UNAUTHORIZED;
+        Err(refusal)
+    }
+}
+
+impl ServerSide {
+    async fn send(&mut self, frame: Frame) {
+        self.ws.send(WsMessage::text(frame.encode())).await.expect("send");
+    }
+
+    async fn recv(&mut self) -> Frame {
+        loop {
+            let message =
+                tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
+            match message {
+                Some(Ok(WsMessage::Text(t))) => {
+                    return Frame::decode(t.as_str()).expect("a valid frame");
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// Frames for request `id` up to its `done` or `error`.
+    async fn reply_to(&mut self, id: &str) -> Vec<Message> {
+        let mut out = Vec::new();
+        loop {
+            let frame = self.recv().await;
+            assert_eq!(frame.id, id, "replies carry the request id");
+            let last = matches!(
+                frame.message,
+                Message::Done(_) | Message::Error(_) | Message::Schema(_) | Message::Pong
+            );
+            out.push(frame.message);
+            if last {
+                return out;
+            }
+        }
+    }
+
+    async fn run(&mut self, id: &str, sql: &str, timeout_ms: u64) {
+        let run = Run { sql: sql.into(), max_rows: 100_000, timeout_ms };
+        self.send(Frame::new(id, Message::Run(run))).await;
+    }
+}
+
+fn config(server_url: &str, database_url: &str, max_concurrency: usize) -> AgentConfig {
+    AgentConfig {
+        server_url: server_url.into(),
+        api_key: KEY.into(),
+        database_url: database_url.into(),
+        max_concurrency,
+        max_rows: 100_000,
+        max_bytes: 1 << 28,
+        query_timeout: Duration::from_secs(30),
+        allowed_schemas: None,
+        allowed_tables: None,
+        sample_values: 0,
+        allow_privileged_role: true,
+        shutdown_grace: Duration::from_secs(2),
+        health_file: None,
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn start(config: AgentConfig) -> Running {
+    let stop = CancellationToken::new();
+    let backoff = Backoff::with(
+        Duration::from_millis(100),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    let task = tokio::spawn(custard_agent::run_with_backoff(config, stop.clone(), backoff));
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the agent stops")
+            .expect("task")
+            .expect("clean exit");
+    }
+}
+
+async fn numbers() -> ScratchDb {
+    let db = ScratchDb::create("agent_run").await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE n (i int PRIMARY KEY); INSERT INTO n SELECT generate_series(1, 3000)",
+        )
+        .await
+        .expect("setup");
+    db
+}
+
+/// A legitimate query that takes many seconds (the guard rejects pg_sleep).
+const SLOW: &str = "SELECT count(*) FROM generate_series(1, 300000000) AS g";
+
+async fn active_slow_queries(db: &ScratchDb) -> i64 {
+    let client = db.client().await;
+    let mut n = 0;
+    for _ in 0..50 {
+        n = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%300000000%' AND state = 'active' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n
+}
+
+fn error_code(messages: &[Message]) -> String {
+    match messages.last() {
+        Some(Message::Error(e)) => e.code.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_streaming_and_the_agents_own_guard() {
+    let db = numbers().await;
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &db.url, 4));
+    let mut side = server.agent().await;
+
+    side.send(Frame::new("d1", Message::Discover(Discover { sample_values: 5 }))).await;
+    let reply = side.reply_to("d1").await;
+    let Some(Message::Schema(report)) = reply.last() else { panic!("{reply:?}") };
+    let schema = report.clone().into_schema().expect("valid schema");
+    assert_eq!(schema.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["n"]);
+
+    side.run("q1", "SELECT i FROM n ORDER BY i", 10_000).await;
+    let reply = side.reply_to("q1").await;
+    assert!(matches!(reply.first(), Some(Message::Columns(c)) if c.columns[0].name == "i"));
+    let chunks: Vec<usize> = reply
+        .iter()
+        .filter_map(|m| if let Message::Rows(r) = m { Some(r.rows.len()) } else { None })
+        .collect();
+    assert!(chunks.len() >= 2, "rows arrive in chunks: {chunks:?}");
+    assert_eq!(chunks.iter().sum::<usize>(), 3000);
+    assert!(matches!(reply.last(), Some(Message::Done(d)) if d.row_count == 3000 && !d.truncated));
+
+    // The server is not trusted: the agent checks every query again.
+    let rejected = [
+        ("r1", "DELETE FROM n", "data_modifying"),
+        ("r2", "SELECT pg_sleep(1)", "function_not_allowed"),
+        ("r3", "SELECT * FROM secrets", "unknown_table"),
+        ("r4", "SELECT 1; DROP TABLE n", "multiple_statements"),
+    ];
+    for (id, sql, code) in rejected {
+        side.run(id, sql, 10_000).await;
+        assert_eq!(error_code(&side.reply_to(id).await), code, "{sql}");
+    }
+    side.send(Frame::new("p1", Message::Ping)).await;
+    assert_eq!(side.reply_to("p1").await, [Message::Pong]);
+    side.ws
+        .send(WsMessage::text("{\"v\":1,\"type\":\"teleport\",\"id\":\"x1\"}"))
+        .await
+        .expect("send");
+    assert_eq!(error_code(&side.reply_to("x1").await), "unknown_message_type");
+    let count: i64 =
+        db.client().await.query_one("SELECT count(*) FROM n", &[]).await.expect("count").get(0);
+    assert_eq!(count, 3000);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_cancellation_and_busy() {
+    let db = numbers().await;
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &db.url, 1));
+    let mut side = server.agent().await;
+
+    let started = Instant::now();
+    side.run("slow1", SLOW, 500).await;
+    assert_eq!(error_code(&side.reply_to("slow1").await), "query_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5), "the deadline is kept");
+    assert_eq!(active_slow_queries(&db).await, 0, "the deadline cancels the query in PostgreSQL");
+
+    side.run("slow2", SLOW, 60_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    side.run("extra", "SELECT 1", 10_000).await;
+    let busy = loop {
+        let frame = side.recv().await;
+        if frame.id == "extra" {
+            break frame;
+        }
+        assert!(matches!(frame.message, Message::Columns(_)), "slow2 is still running: {frame:?}");
+    };
+    assert!(matches!(&busy.message, Message::Error(e) if e.code == "busy"), "{busy:?}");
+    let started = Instant::now();
+    side.send(Frame::new("c1", Message::Cancel(Cancel { target: "slow2".into() }))).await;
+    assert_eq!(error_code(&side.reply_to("slow2").await), "canceled");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(active_slow_queries(&db).await, 0, "cancel stops the query in PostgreSQL");
+    side.run("after", "SELECT 1 AS one", 10_000).await;
+    assert!(
+        matches!(side.reply_to("after").await.last(), Some(Message::Done(_))),
+        "the slot is free again"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused_and_the_agent_backs_off() {
+    let db = numbers().await;
+    let server = FakeServer::start().await;
+    let mut wrong = config(&server.url, &db.url, 1);
+    wrong.api_key = "custard_wrong".into();
+    let agent = start(wrong);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let attempts = server.attempts.load(Ordering::SeqCst);
+    // Backoff from 100 ms to 200 ms with full jitter allows at most ~40 tries in 1.5 s; a spinning agent makes thousands.
+    assert!((2..=40).contains(&attempts), "{attempts} connection attempts in 1.5 s");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reconnects_after_the_server_goes_away() {
+    let db = numbers().await;
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &db.url, 2));
+    let side = server.agent().await;
+    drop(side);
+    let mut again = server.agent().await;
+    again.run("q", "SELECT count(*) AS n FROM n", 10_000).await;
+    assert!(matches!(again.reply_to("q").await.last(), Some(Message::Done(d)) if d.row_count == 1));
+    agent.stop().await;
+}
+
+/// A TCP proxy in front of PostgreSQL that can be switched off, cutting every
+/// connection, and on again.
+struct Switch {
+    url: String,
+    up: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+async fn switch_to(db: &ScratchDb) -> Switch {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let url = db.url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    assert_ne!(url, db.url, "the test database URL points at 127.0.0.1:5432");
+    let up = Arc::new(AtomicBool::new(true));
+    let (cut, cuts) = tokio::sync::watch::channel(0u64);
+    let flag = up.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !flag.load(Ordering::SeqCst) {
+                continue;
+            }
+            let mut cuts = cuts.clone();
+            // Only cuts after this connection was made end it.
+            cuts.borrow_and_update();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await else { return };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cuts.changed() => {}
+                }
+            });
+        }
+    });
+    Switch { url, up, cut }
+}
+
+impl Switch {
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_and_back() {
+    let db = numbers().await;
+    let switch = switch_to(&db).await;
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &switch.url, 2));
+    let mut side = server.agent().await;
+    side.run("before", "SELECT count(*) AS n FROM n", 10_000).await;
+    assert!(matches!(side.reply_to("before").await.last(), Some(Message::Done(_))));
+
+    switch.set(false);
+    side.run("down", "SELECT count(*) AS n FROM n", 10_000).await;
+    assert_eq!(error_code(&side.reply_to("down").await), "database_unavailable");
+    side.send(Frame::new("p", Message::Ping)).await;
+    assert_eq!(
+        side.reply_to("p").await,
+        [Message::Pong],
+        "the agent stays connected to the server"
+    );
+
+    switch.set(true);
+    let mut answered = false;
+    for i in 0..20 {
+        let id = format!("back{i}");
+        side.run(&id, "SELECT count(*) AS n FROM n", 10_000).await;
+        if matches!(side.reply_to(&id).await.last(), Some(Message::Done(_))) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(answered, "queries work again once the database is back");
+    agent.stop().await;
+}
