@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::session::{self, SessionEnd};
+use crate::startup;
 use crate::state::AgentState;
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -24,6 +25,9 @@ pub async fn run_with_backoff(
     mut backoff: Backoff,
 ) -> anyhow::Result<()> {
     let executor = open(&config)?;
+    if let DatabaseUrl::Postgres(url) = DatabaseUrl::parse(&config.database_url)? {
+        check_role(&url, &config).await?;
+    }
     let state = Arc::new(AgentState::new(config, executor).context("the agent's table policy")?);
     match state.refresh_schema(&DiscoverOptions { sample_values: state.config.sample_values }).await
     {
@@ -68,6 +72,31 @@ pub async fn run_with_backoff(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Layer 3: refuses a superuser or a member of a dangerous predefined role
+/// unless explicitly allowed, printing the SQL for a proper read-only role.
+async fn check_role(url: &str, config: &AgentConfig) -> anyhow::Result<()> {
+    match startup::check_role(url).await {
+        Ok(report) if report.is_privileged() && !config.allow_privileged_role => {
+            let database =
+                url.rsplit('/').next().and_then(|d| d.split('?').next()).unwrap_or("your_database");
+            let schemas =
+                config.allowed_schemas.clone().unwrap_or_else(|| vec!["public".to_owned()]);
+            let sql = startup::read_only_role_sql("custard_reader", database, &schemas);
+            anyhow::bail!("{}", startup::refusal_message(&report, &sql))
+        }
+        Ok(report) if report.is_privileged() => {
+            tracing::warn!(user = %report.user, "running with a privileged database role (--allow-privileged-role)");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        // A database that is down now is no reason to stay away from the server.
+        Err(e) => {
+            tracing::warn!("could not check the database role yet: {e}");
+            Ok(())
+        }
+    }
 }
 
 /// The executor for the configured database; PostgreSQL connects lazily so a

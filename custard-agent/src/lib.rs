@@ -6,6 +6,7 @@ mod agent;
 pub mod backoff;
 pub mod config;
 mod session;
+mod startup;
 mod state;
 
 pub use agent::{run, run_with_backoff};

@@ -228,7 +228,8 @@ pub(crate) fn read_only_role_sql(role: &str, database: &str, schemas: &[String])
          -- Choose a strong password for PASSWORD below, or remove PASSWORD '...' and set it\n\
          -- afterwards with \\password {r} in psql, which keeps it out of the server logs.\n\
          -- NOINHERIT: the role gets its grants directly, not from other roles (so it does\n\
-         -- not use pg_read_all_data), and a membership granted later gives it nothing.\n\
+         -- not use pg_read_all_data), and a role granted to it later lends it nothing\n\
+         -- without SET ROLE, which the agent never runs.\n\
          CREATE ROLE {r} LOGIN PASSWORD '<choose one>'\n  \
          NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;\n\
          GRANT CONNECT ON DATABASE {db} TO {r};\n"

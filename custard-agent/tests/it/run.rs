@@ -411,3 +411,19 @@ async fn database_down_and_back() {
     assert!(answered, "queries work again once the database is back");
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superuser_is_refused_with_the_sql_for_a_read_only_role() {
+    let db = numbers().await;
+    let server = FakeServer::start().await;
+    let mut privileged = config(&server.url, &db.url, 1);
+    privileged.allow_privileged_role = false;
+    let stop = CancellationToken::new();
+    let result =
+        tokio::time::timeout(WAIT, custard_agent::run(privileged, stop)).await.expect("returns");
+    let message = result.expect_err("refused").to_string();
+    assert!(message.contains("superuser"), "{message}");
+    assert!(message.contains("CREATE ROLE \"custard_reader\""), "{message}");
+    assert!(message.contains("--allow-privileged-role"), "{message}");
+    assert_eq!(server.attempts.load(Ordering::SeqCst), 0, "it never connected to the server");
+}
