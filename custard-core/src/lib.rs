@@ -36,7 +36,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 
 pub use ask::{
     Answer, AskError, AskOptions, AskPipeline, Attempt, AttemptFailure, AttemptStage, ChartKind,
-    ChartSpec, Timings,
+    ChartSpec, MAX_HISTORY_TURNS, MAX_QUESTION_BYTES, Timings,
 };
 pub use dialect::{Dialect, UnknownDialect};
 #[cfg(feature = "postgres")]

@@ -49,17 +49,16 @@ pub(crate) fn suggest(columns: &[ColumnMeta], rows: usize) -> Option<ChartSpec> 
     if measures.is_empty() {
         return None;
     }
-    let y = |skip: usize| -> Vec<String> {
-        measures.iter().filter(|&&i| i != skip).map(|&i| columns[i].name.clone()).collect()
-    };
+    // Measures exclude the time column, and a category is never a measure.
+    let y: Vec<String> = measures.iter().map(|&i| columns[i].name.clone()).collect();
     if let Some(t) = time {
-        return Some(ChartSpec { kind: ChartKind::Line, x: columns[t].name.clone(), y: y(t) });
+        return Some(ChartSpec { kind: ChartKind::Line, x: columns[t].name.clone(), y });
     }
     let category = columns.iter().position(is_category)?;
     (rows <= MAX_BARS).then(|| ChartSpec {
         kind: ChartKind::Bar,
         x: columns[category].name.clone(),
-        y: y(category),
+        y,
     })
 }
 

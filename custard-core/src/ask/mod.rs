@@ -132,10 +132,20 @@ pub struct Answer {
     pub timings: Timings,
 }
 
+/// The longest question accepted, in bytes; longer input is refused before any work.
+pub const MAX_QUESTION_BYTES: usize = 8 * 1024;
+/// The most earlier turns of a conversation given to the model.
+pub const MAX_HISTORY_TURNS: usize = 10;
+/// The most repairs a pipeline makes, whatever its options say.
+const MAX_REPAIRS: usize = 5;
+
 /// Why a question got no answer.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AskError {
+    /// The question is empty or too long.
+    #[error("{0}")]
+    InvalidQuestion(String),
     /// The model failed or declined (the offline engine abstains this way).
     #[error("{0}")]
     Model(LlmError),
@@ -160,6 +170,7 @@ impl AskError {
     /// The stable snake_case code shared with the API.
     pub fn code(&self) -> &str {
         match self {
+            AskError::InvalidQuestion(_) => "invalid_question",
             AskError::Model(e) => e.code.as_str(),
             AskError::CannotAnswer { .. } => "cannot_answer",
             AskError::NoValidQuery { .. } => "no_valid_query",
@@ -225,6 +236,19 @@ impl AskPipeline {
     /// Answers `question`; `history` holds earlier turns of the conversation.
     pub async fn ask(&self, question: &str, history: &[Turn]) -> Result<Answer, AskError> {
         let started = Instant::now();
+        if question.trim().is_empty() {
+            return Err(AskError::InvalidQuestion("the question is empty".into()));
+        }
+        if question.len() > MAX_QUESTION_BYTES {
+            return Err(AskError::InvalidQuestion(format!(
+                "the question is {} bytes long; the limit is {MAX_QUESTION_BYTES}",
+                question.len()
+            )));
+        }
+        let history = &history[history.len().saturating_sub(MAX_HISTORY_TURNS)..];
+        let history: Vec<Turn> =
+            history.iter().filter(|t| t.question.len() <= MAX_QUESTION_BYTES).cloned().collect();
+        let history = history.as_slice();
         let mut timings = Timings::default();
         let dialect = self.index.schema().dialect;
 
@@ -236,7 +260,8 @@ impl AskPipeline {
 
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut feedback: Vec<Feedback> = Vec::new();
-        let tries = if self.model.can_repair() { self.options.max_repairs + 1 } else { 1 };
+        let tries =
+            if self.model.can_repair() { self.options.max_repairs.min(MAX_REPAIRS) + 1 } else { 1 };
         for _ in 0..tries {
             let t = Instant::now();
             let mut builder = PromptBuilder::new(dialect, question)
@@ -311,7 +336,8 @@ impl AskPipeline {
 
             attempts.push(Attempt { reply: generation.text, sql: Some(sql), failure: None });
             let t = Instant::now();
-            let text = match self.options.model_summary {
+            // A rule-based engine writes SQL, not prose: it cannot summarise.
+            let text = match self.options.model_summary && self.model.can_repair() {
                 true => self.summarize(question, &checked, &result.columns, &result.rows).await,
                 false => None,
             }
@@ -385,7 +411,12 @@ fn record(
     sql: Option<String>,
     failure: AttemptFailure,
 ) {
-    feedback.push(Feedback { reply: reply.clone(), error: failure.message.clone() });
+    // Feed back the SQL, not the whole reply: reasoning and prose only grow the prompt.
+    let shown = match &sql {
+        Some(sql) => format!("```sql\n{sql}\n```"),
+        None => reply.chars().take(2000).collect(),
+    };
+    feedback.push(Feedback { reply: shown, error: failure.message.clone() });
     attempts.push(Attempt { reply, sql, failure: Some(failure) });
 }
 
@@ -405,15 +436,19 @@ fn repairable(e: &ExecError) -> bool {
     matches!(e.code, ExecErrorCode::QueryFailed | ExecErrorCode::PermissionDenied)
 }
 
-/// The reason of a reply like `-- cannot answer: there is no price column`.
+/// The reason of a reply like `-- cannot answer: there is no price column`,
+/// on any line after the model's reasoning (`<think>...</think>`).
 fn cannot_answer_reason(text: &str) -> Option<String> {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("```"))?;
-    let rest = line.strip_prefix("--")?.trim();
-    let lower = rest.to_ascii_lowercase();
-    let reason = lower
-        .strip_prefix("cannot answer")
-        .map(|_| rest["cannot answer".len()..].trim_start_matches([':', ' ']))?;
-    Some(if reason.is_empty() { "no reason given".to_owned() } else { reason.to_owned() })
+    let visible = text.rsplit_once("</think>").map_or(text, |(_, after)| after);
+    visible.lines().map(str::trim).find_map(|line| {
+        let rest = line.strip_prefix("--")?.trim();
+        let marker = "cannot answer";
+        if !rest.get(..marker.len())?.eq_ignore_ascii_case(marker) {
+            return None;
+        }
+        let reason = rest[marker.len()..].trim_start_matches([':', ' ']).trim();
+        Some(if reason.is_empty() { "no reason given".to_owned() } else { reason.to_owned() })
+    })
 }
 
 #[cfg(test)]
@@ -428,6 +463,13 @@ mod tests {
             ("-- cannot answer", Some("no reason given")),
             ("SELECT 1", None),
             ("-- top customers\nSELECT 1", None),
+            (
+                "<think>no table for that</think>\n-- cannot answer: no product table",
+                Some("no product table"),
+            ),
+            ("I checked the schema.\n-- cannot answer: no product table", Some("no product table")),
+            ("-- Cannot Answer: é", Some("é")),
+            ("-- é", None),
         ];
         for (text, want) in cases {
             assert_eq!(cannot_answer_reason(text).as_deref(), want, "{text}");

@@ -29,6 +29,9 @@ use secrecy::SecretString;
 use super::{Generation, GenerationRequest, LanguageModel, LlmError, LlmErrorCode, extract_sql};
 use crate::{BoxFuture, ChatMessage, Role};
 
+/// The longest streamed reply read; a query never needs more.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
 /// Settings of an OpenAI-compatible endpoint; check them with [`OpenAiModel::new`].
 ///
 /// - **OpenAI**: the defaults plus `model` and `api_key`.
@@ -331,6 +334,13 @@ impl OpenAiModel {
                     text.push_str(choice.delta.content.as_deref().unwrap_or_default());
                     refusal.push_str(choice.delta.refusal.as_deref().unwrap_or_default());
                     finish = choice.finish_reason.or(finish);
+                }
+                // A reply no SQL needs; stop before it grows without bound.
+                if text.len() + refusal.len() > MAX_REPLY_BYTES {
+                    return Err(Failure::fatal(
+                        LlmErrorCode::BadResponse,
+                        format!("the LLM reply grew past {MAX_REPLY_BYTES} bytes"),
+                    ));
                 }
             }
             if !saw_choice {

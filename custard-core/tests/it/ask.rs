@@ -164,26 +164,37 @@ async fn a_write_statement_from_the_model_is_never_executed() {
         "SELECT 1; DROP TABLE customers",
         "UPDATE customers SET name = 'x'",
     ];
-    let server = FakeOpenAi::start(writes.iter().map(|w| fenced(w)).collect::<Vec<_>>()).await;
+    // Each question gets three attempts (one and two repairs): the first three
+    // writes for the first question, the fourth three times for the second.
+    let script: Vec<Behaviour> =
+        writes[..3].iter().chain([&writes[3]; 3]).map(|w| fenced(w)).collect();
+    let server = FakeOpenAi::start(script).await;
     let pipeline = shop.pipeline(model(&server, false)).await;
     for _ in 0..2 {
-        let err = pipeline.ask("Remove every customer", &[]).await;
-        assert!(err.is_err(), "a write must not answer: {err:?}");
-        if server.request_count() >= writes.len() {
-            break;
+        let err =
+            pipeline.ask("Remove every customer", &[]).await.expect_err("a write must not answer");
+        let AskError::NoValidQuery { attempts } = &err else { panic!("{err:?}") };
+        assert_eq!(attempts.len(), 3);
+        for attempt in attempts {
+            let failure = attempt.failure.as_ref().expect("failed");
+            assert_eq!(
+                failure.stage,
+                AttemptStage::Guard,
+                "stopped by the guard, before the database: {failure:?}"
+            );
         }
     }
+    assert_eq!(server.request_count(), 6);
     assert_eq!(shop.customer_count().await, 3, "nothing was deleted");
-    assert!(
-        shop.db
-            .client()
-            .await
-            .query_one("SELECT count(*) FROM customers WHERE name = 'x'", &[])
-            .await
-            .expect("q")
-            .get::<_, i64>(0)
-            == 0
-    );
+    let renamed: i64 = shop
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM customers WHERE name = 'x'", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(renamed, 0);
 }
 
 #[tokio::test]

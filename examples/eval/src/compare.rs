@@ -2,35 +2,45 @@
 //!
 //! Row order is ignored unless the gold query orders its rows; extra generated
 //! columns are ignored (each gold column must match a distinct generated
-//! column, and the rows must then agree on those columns). Numbers compare
-//! after rounding to 6 decimals, whatever their JSON type.
-
-use std::collections::HashMap;
+//! column, and the rows must then agree on those columns). Integers compare
+//! exactly and other numbers to 6 significant digits, whatever their JSON type;
+//! NULL, booleans and strings stay distinct.
 
 use serde_json::Value;
 
-/// One cell in a form where equal values compare equal.
+/// One cell in a form where equal values compare equal. Types stay apart
+/// (NULL is not the string "null"); integers compare exactly; other numbers
+/// after rounding to 6 significant digits.
 fn normalize(v: &Value) -> String {
     match v {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => number(n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => match s.parse::<f64>() {
-            Ok(f) if looks_numeric(s) => number(f),
-            _ => s.trim_end().to_owned(),
+        Value::Null => "Z".to_owned(),
+        Value::Bool(b) => format!("B:{b}"),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => format!("N:{i}"),
+            (None, Some(u)) => format!("N:{u}"),
+            _ => number(n.as_f64().unwrap_or(f64::NAN)),
         },
-        other => other.to_string(),
+        // Exact numerics arrive as strings: compare them as numbers.
+        Value::String(s) if looks_numeric(s) => match s.parse::<i64>() {
+            Ok(i) => format!("N:{i}"),
+            Err(_) => s.parse::<f64>().map_or_else(|_| format!("S:{s}"), number),
+        },
+        Value::String(s) => format!("S:{}", s.trim_end()),
+        other => format!("J:{other}"),
     }
 }
 
 fn looks_numeric(s: &str) -> bool {
     !s.is_empty()
+        && s.chars().any(|c| c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
 }
 
 fn number(f: f64) -> String {
-    let rounded = (f * 1e6).round() / 1e6;
-    if rounded == 0.0 { "0".to_owned() } else { format!("{rounded}") }
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        return format!("N:{}", f as i64);
+    }
+    format!("N:{f:.6e}")
 }
 
 fn column(rows: &[Vec<String>], i: usize) -> Vec<&str> {
@@ -57,22 +67,46 @@ pub(crate) fn results_match(generated: &[Vec<Value>], gold: &[Vec<Value>], order
     if g_cols < w_cols {
         return false;
     }
-    // Map each gold column to an unused generated column with the same values.
-    let mut used = vec![false; g_cols];
+    // Candidate generated columns per gold column: the same values, as a multiset.
+    let g_sorted: Vec<Vec<&str>> = (0..g_cols).map(|k| sorted(&column(&g, k))).collect();
+    let candidates: Vec<Vec<usize>> = (0..w_cols)
+        .map(|j| {
+            let target = sorted(&column(&want, j));
+            (0..g_cols).filter(|&k| g_sorted[k] == target).collect()
+        })
+        .collect();
     let mut mapping = Vec::with_capacity(w_cols);
-    let g_sorted: HashMap<usize, Vec<&str>> =
-        (0..g_cols).map(|k| (k, sorted(&column(&g, k)))).collect();
-    for j in 0..w_cols {
-        let target = sorted(&column(&want, j));
-        let Some(k) = (0..g_cols).find(|&k| !used[k] && g_sorted[&k] == target) else {
-            return false;
-        };
+    assign(&candidates, &mut vec![false; g_cols], &mut mapping, &|mapping: &[usize]| {
+        let projected: Vec<Vec<&str>> =
+            g.iter().map(|r| mapping.iter().map(|&k| r[k].as_str()).collect()).collect();
+        let want: Vec<Vec<&str>> =
+            want.iter().map(|r| r.iter().map(String::as_str).collect()).collect();
+        if ordered { projected == want } else { sorted(&projected) == sorted(&want) }
+    })
+}
+
+/// Tries every assignment of distinct generated columns to the gold columns
+/// (backtracking: results have few columns) until `accept` takes one.
+fn assign(
+    candidates: &[Vec<usize>],
+    used: &mut Vec<bool>,
+    mapping: &mut Vec<usize>,
+    accept: &dyn Fn(&[usize]) -> bool,
+) -> bool {
+    let Some(options) = candidates.get(mapping.len()) else { return accept(mapping) };
+    for &k in options {
+        if used[k] {
+            continue;
+        }
         used[k] = true;
         mapping.push(k);
+        if assign(candidates, used, mapping, accept) {
+            return true;
+        }
+        mapping.pop();
+        used[k] = false;
     }
-    let projected: Vec<Vec<String>> =
-        g.iter().map(|r| mapping.iter().map(|&k| r[k].clone()).collect()).collect();
-    if ordered { projected == want } else { sorted(&projected) == sorted(&want) }
+    false
 }
 
 #[cfg(test)]
@@ -90,11 +124,17 @@ mod tests {
             (json!([["a", 1, "x"], ["b", 2, "y"]]), json!([[1], [2]]), false, true),
             (json!([[1], [2]]), json!([[1, "a"], [2, "b"]]), false, false),
             (json!([["1.50"]]), json!([[1.5]]), false, true),
-            (json!([[0.3333333333]]), json!([["0.333333"]]), false, true),
+            (json!([[0.3333333333]]), json!([["0.3333333"]]), false, true),
             (json!([[1, 2], [2, 1]]), json!([[1, 1], [2, 2]]), false, false),
             (json!([]), json!([]), false, true),
             (json!([[1]]), json!([]), false, false),
             (json!([[null]]), json!([[null]]), false, true),
+            (json!([[1, 2, 1], [2, 1, 2]]), json!([[1, 1], [2, 2]]), false, true),
+            (json!([[null]]), json!([["null"]]), false, false),
+            (json!([[true]]), json!([["true"]]), false, false),
+            (json!([[9007199254740993_i64]]), json!([[9007199254740992_i64]]), false, false),
+            (json!([[1e-7]]), json!([[4e-7]]), false, false),
+            (json!([["12.50"]]), json!([[12.5]]), false, true),
         ];
         for (g, w, ordered, want) in cases {
             let rows = |v: &Value| -> Vec<Vec<Value>> {

@@ -212,34 +212,34 @@ async fn execution(
         let outcome = pipeline.ask(&q.question, &[]).await;
         let latency_ms = t.elapsed().as_secs_f64() * 1000.0;
         let gold = gold_results(schema, executor.as_ref(), &q.gold, &limits).await;
-        let result = match outcome {
+        let (answered, sql, error, correct) = match outcome {
+            _ if gold.is_empty() => (
+                false,
+                None,
+                Some("no reference query could run (harness failure)".to_owned()),
+                false,
+            ),
+            Ok(answer) if answer.truncated => {
+                (true, Some(answer.sql), Some("the answer was cut off".to_owned()), false)
+            }
             Ok(answer) => {
                 let correct = gold
                     .iter()
                     .any(|(rows, ordered)| compare::results_match(&answer.rows, rows, *ordered));
-                QuestionResult {
-                    id: q.id.clone(),
-                    db: q.db.clone(),
-                    category: q.category.clone(),
-                    answered: true,
-                    correct,
-                    retrieved_all_gold_tables: retrieved_all,
-                    sql: Some(answer.sql),
-                    error: None,
-                    latency_ms,
-                }
+                (true, Some(answer.sql), None, correct)
             }
-            Err(e) => QuestionResult {
-                id: q.id.clone(),
-                db: q.db.clone(),
-                category: q.category.clone(),
-                answered: false,
-                correct: false,
-                retrieved_all_gold_tables: retrieved_all,
-                sql: None,
-                error: Some(format!("{}: {e}", e.code())),
-                latency_ms,
-            },
+            Err(e) => (false, None, Some(format!("{}: {e}", e.code())), false),
+        };
+        let result = QuestionResult {
+            id: q.id.clone(),
+            db: q.db.clone(),
+            category: q.category.clone(),
+            answered,
+            correct,
+            retrieved_all_gold_tables: retrieved_all,
+            sql,
+            error,
+            latency_ms,
         };
         results.push(result);
         if (i + 1) % 20 == 0 || i + 1 == questions.len() {
@@ -271,7 +271,10 @@ async fn gold_results(
     let mut out = Vec::new();
     for sql in gold {
         let Ok(checked) = guard.check(sql) else { continue };
-        if let Ok(result) = executor.query(&checked, limits).await {
+        // A cut-off reference result is not comparable.
+        if let Some(result) =
+            executor.query(&checked, limits).await.ok().filter(|r| !r.summary.truncated)
+        {
             out.push((result.rows, has_order_by(sql)));
         }
     }
@@ -439,10 +442,21 @@ fn apply_descriptions(schema: &mut Schema, path: &Path) {
     }
 }
 
+/// `url` with the database name (the last path segment) replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let host_end = base.find("://").map_or(0, |i| i + 3);
+    let prefix = base[host_end..].find('/').map_or(base, |i| &base[..host_end + i]);
+    match query {
+        Some(q) => format!("{prefix}/{db}?{q}"),
+        None => format!("{prefix}/{db}"),
+    }
+}
+
 /// Creates database `db` from `<db>.sql` when it does not exist (loaded under a
 /// temporary name and renamed when complete).
 async fn load_dump(url: &str, db: &str, dir: &Path) -> anyhow::Result<()> {
-    let admin_url = url.replace(&format!("/{db}"), "/postgres");
+    let admin_url = with_database(url, "postgres");
     let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
         .await
         .context("connecting as admin")?;
@@ -454,11 +468,8 @@ async fn load_dump(url: &str, db: &str, dir: &Path) -> anyhow::Result<()> {
     let loading = format!("{db}__loading");
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{loading}\"")).await?;
     admin.batch_execute(&format!("CREATE DATABASE \"{loading}\"")).await?;
-    let (client, conn) = tokio_postgres::connect(
-        &admin_url.replace("/postgres", &format!("/{loading}")),
-        tokio_postgres::NoTls,
-    )
-    .await?;
+    let (client, conn) =
+        tokio_postgres::connect(&with_database(url, &loading), tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     client.batch_execute(&dump).await.with_context(|| format!("loading {db}.sql"))?;
     client.batch_execute("ANALYZE").await?;
