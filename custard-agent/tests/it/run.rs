@@ -427,3 +427,65 @@ async fn a_superuser_is_refused_with_the_sql_for_a_read_only_role() {
     assert!(message.contains("--allow-privileged-role"), "{message}");
     assert_eq!(server.attempts.load(Ordering::SeqCst), 0, "it never connected to the server");
 }
+
+/// On shutdown the agent stops taking work but lets a running query finish
+/// within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_queries_finish() {
+    let db = numbers().await;
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &db.url, 2));
+    let mut side = server.agent().await;
+    side.run("last", "SELECT count(*) AS n FROM generate_series(1, 5000000) AS g", 30_000).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    agent.stop.cancel();
+    let reply = side.reply_to("last").await;
+    assert!(matches!(reply.last(), Some(Message::Done(d)) if d.row_count == 1), "{reply:?}");
+    tokio::time::timeout(WAIT, agent.task)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("clean exit");
+}
+
+/// The binary turns SIGTERM into that same clean shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_binary_cleanly() {
+    let db = numbers().await;
+    let mut server = FakeServer::start().await;
+    let health =
+        std::env::temp_dir().join(format!("custard-agent-test-{}.health", std::process::id()));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_custard-agent"))
+        .env("CUSTARD_SERVER_URL", &server.url)
+        .env("CUSTARD_API_KEY", KEY)
+        .env("CUSTARD_DATABASE_URL", &db.url)
+        .env("CUSTARD_ALLOW_PRIVILEGED_ROLE", "true")
+        .env("CUSTARD_HEALTH_FILE", &health)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the agent");
+    let mut side = server.agent().await;
+    side.send(Frame::new("p", Message::Ping)).await;
+    assert_eq!(side.reply_to("p").await, [Message::Pong]);
+    let healthy = std::process::Command::new(env!("CARGO_BIN_EXE_custard-agent"))
+        .args(["health", "--health-file"])
+        .arg(&health)
+        .status()
+        .expect("health");
+    assert!(healthy.success(), "a connected agent is healthy");
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("status");
+    assert!(status.success(), "clean exit: {status:?}");
+    let unhealthy = std::process::Command::new(env!("CARGO_BIN_EXE_custard-agent"))
+        .args(["health", "--health-file"])
+        .arg(&health)
+        .output()
+        .expect("health");
+    assert!(!unhealthy.status.success(), "a stopped agent is not healthy");
+    let _ = std::fs::remove_file(&health);
+}
