@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// Only these tables may be read or shared, as schema.table (comma-separated).
     #[arg(long, env = "CUSTARD_ALLOWED_TABLES", value_delimiter = ',')]
     pub allowed_tables: Option<Vec<String>>,
+    /// Columns no query may read and the schema never shows, as schema.table.column (comma-separated).
+    #[arg(long, env = "CUSTARD_MASKED_COLUMNS", value_delimiter = ',')]
+    pub masked_columns: Option<Vec<String>>,
     /// Frequent values shared per text column in the schema (0 shares none).
     #[arg(long, env = "CUSTARD_SAMPLE_VALUES", default_value_t = 0)]
     pub sample_values: usize,
@@ -81,6 +84,8 @@ pub struct AgentConfig {
     pub allowed_schemas: Option<Vec<String>>,
     /// Tables that may be read, as schema.table.
     pub allowed_tables: Option<Vec<String>>,
+    /// Columns that are never read or shared, as schema.table.column.
+    pub masked_columns: Vec<String>,
     /// Sample values shared per text column.
     pub sample_values: usize,
     /// Whether a privileged database role is accepted.
@@ -101,6 +106,7 @@ impl fmt::Debug for AgentConfig {
             .field("query_timeout", &self.query_timeout)
             .field("allowed_schemas", &self.allowed_schemas)
             .field("allowed_tables", &self.allowed_tables)
+            .field("masked_columns", &self.masked_columns)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +162,7 @@ impl RunArgs {
             query_timeout: Duration::from_secs(self.query_timeout_secs.max(1)),
             allowed_schemas: self.allowed_schemas.clone(),
             allowed_tables: self.allowed_tables.clone(),
+            masked_columns: self.masked_columns.clone().unwrap_or_default(),
             sample_values: self.sample_values,
             allow_privileged_role: self.allow_privileged_role,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),

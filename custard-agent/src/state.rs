@@ -43,18 +43,18 @@ impl AgentState {
         &self,
         options: &DiscoverOptions,
     ) -> Result<Schema, ExecError> {
-        let discovered = self.executor.discover(options).await?;
-        let visible = visible(&self.config, discovered);
-        let guard =
-            build_guard(&self.config, visible.dialect, Some(visible.clone())).map_err(|e| {
-                ExecError::new(
-                    custard_core::ExecErrorCode::Internal,
-                    format!("building the guard: {e}"),
-                )
-            })?;
-        let catalog = Catalog { fingerprint: Some(visible.fingerprint()), guard };
+        let allowed = allowed_tables(&self.config, self.executor.discover(options).await?);
+        // The guard sees masked columns (to refuse them); the server never does.
+        let shared = without_masked_columns(&self.config, allowed.clone());
+        let guard = build_guard(&self.config, allowed.dialect, Some(allowed)).map_err(|e| {
+            ExecError::new(
+                custard_core::ExecErrorCode::Internal,
+                format!("building the guard: {e}"),
+            )
+        })?;
+        let catalog = Catalog { fingerprint: Some(shared.fingerprint()), guard };
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
-        Ok(visible)
+        Ok(shared)
     }
 
     /// Records whether the agent is connected, for `custard-agent health`.
@@ -84,11 +84,11 @@ fn build_guard(
     if let Some(schema) = schema {
         builder = builder.schema(schema);
     }
-    builder.build()
+    builder.mask_columns(config.masked_columns.clone()).build()
 }
 
-/// The tables the agent's policy lets it share; the server cannot widen this.
-fn visible(config: &AgentConfig, mut schema: Schema) -> Schema {
+/// The tables the agent's policy lets it read; the server cannot widen this.
+fn allowed_tables(config: &AgentConfig, mut schema: Schema) -> Schema {
     schema.tables.retain(|t| {
         let schema_ok =
             config.allowed_schemas.as_ref().is_none_or(|s| s.iter().any(|s| s == &t.schema));
@@ -97,5 +97,28 @@ fn visible(config: &AgentConfig, mut schema: Schema) -> Schema {
         });
         schema_ok && table_ok
     });
+    schema
+}
+
+/// The schema without masked columns, nor keys that name them.
+fn without_masked_columns(config: &AgentConfig, mut schema: Schema) -> Schema {
+    for table in &mut schema.tables {
+        let is_masked = |column: &str| {
+            config
+                .masked_columns
+                .iter()
+                .any(|m| *m == format!("{}.{}.{}", table.schema, table.name, column))
+        };
+        let masked: Vec<String> =
+            table.columns.iter().filter(|c| is_masked(&c.name)).map(|c| c.name.clone()).collect();
+        if masked.is_empty() {
+            continue;
+        }
+        table.columns.retain(|c| !masked.contains(&c.name));
+        if table.primary_key.iter().any(|c| masked.contains(c)) {
+            table.primary_key.clear();
+        }
+        table.foreign_keys.retain(|fk| !fk.columns.iter().any(|c| masked.contains(c)));
+    }
     schema
 }

@@ -144,6 +144,7 @@ fn config(server_url: &str, database_url: &str, max_concurrency: usize) -> Agent
         query_timeout: Duration::from_secs(30),
         allowed_schemas: None,
         allowed_tables: None,
+        masked_columns: Vec::new(),
         sample_values: 0,
         allow_privileged_role: true,
         shutdown_grace: Duration::from_secs(2),
@@ -488,4 +489,35 @@ async fn sigterm_stops_the_binary_cleanly() {
         .expect("health");
     assert!(!unhealthy.status.success(), "a stopped agent is not healthy");
     let _ = std::fs::remove_file(&health);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_columns_are_neither_shared_nor_read() {
+    let db = ScratchDb::create("agent_mask").await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE people (id int PRIMARY KEY, name text, salary numeric); INSERT INTO people VALUES (1, 'Ada', 100)")
+        .await
+        .expect("setup");
+    let mut server = FakeServer::start().await;
+    let mut masked = config(&server.url, &db.url, 2);
+    masked.masked_columns = vec!["public.people.salary".into()];
+    let agent = start(masked);
+    let mut side = server.agent().await;
+    side.send(Frame::new("d", Message::Discover(Discover { sample_values: 0 }))).await;
+    let Some(Message::Schema(report)) = side.reply_to("d").await.pop() else { panic!("schema") };
+    let columns: Vec<String> =
+        report.schema.tables[0].columns.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(columns, ["id", "name"], "the masked column is not shared");
+    for (id, sql) in [
+        ("m1", "SELECT salary FROM people"),
+        ("m2", "SELECT * FROM people"),
+        ("m3", "SELECT name FROM people ORDER BY salary"),
+    ] {
+        side.run(id, sql, 10_000).await;
+        assert_eq!(error_code(&side.reply_to(id).await), "masked_column", "{sql}");
+    }
+    side.run("ok", "SELECT id, name FROM people", 10_000).await;
+    assert!(matches!(side.reply_to("ok").await.last(), Some(Message::Done(d)) if d.row_count == 1));
+    agent.stop().await;
 }

@@ -46,6 +46,8 @@ pub enum RejectionCode {
     UnknownTable,
     /// A column that is not in any table the query uses.
     UnknownColumn,
+    /// A column the policy masks (by name, `*`, whole-row or join by name).
+    ColumnMasked,
     /// Syntax the guard does not support, rejected to fail closed.
     Unsupported,
 }
@@ -66,6 +68,7 @@ impl RejectionCode {
             RejectionCode::TableNotAllowed => "table_not_allowed",
             RejectionCode::UnknownTable => "unknown_table",
             RejectionCode::UnknownColumn => "unknown_column",
+            RejectionCode::ColumnMasked => "masked_column",
             RejectionCode::Unsupported => "unsupported_sql",
         }
     }
@@ -158,6 +161,9 @@ pub enum GuardConfigError {
     /// An allowed table was not written as `schema.table`.
     #[error("allowed table `{0}` must be written as schema.table")]
     UnqualifiedAllowedTable(String),
+    /// A masked column was not written as `schema.table.column`.
+    #[error("masked column `{0}` must be written as schema.table.column")]
+    UnqualifiedMaskedColumn(String),
 }
 
 /// Checks SQL against the read-only policy; cheap to clone and share.
@@ -176,6 +182,8 @@ struct GuardInner {
     search_path: Vec<String>,
     allowed_schemas: Option<HashSet<String>>,
     allowed_tables: Option<HashSet<(String, String)>>,
+    /// (schema, table, column), each as the catalog spells it.
+    masked_columns: HashSet<(String, String, String)>,
 }
 
 /// Configures a [`Guard`]; see [`Guard::builder`].
@@ -189,6 +197,7 @@ pub struct GuardBuilder {
     search_path: Option<Vec<String>>,
     allowed_schemas: Option<Vec<String>>,
     allowed_tables: Option<Vec<String>>,
+    masked_columns: Vec<String>,
 }
 
 impl Guard {
@@ -204,6 +213,7 @@ impl Guard {
             search_path: None,
             allowed_schemas: None,
             allowed_tables: None,
+            masked_columns: Vec::new(),
         }
     }
 
@@ -279,6 +289,17 @@ impl GuardBuilder {
         self
     }
 
+    /// Masks these columns, each written `schema.table.column`: no query may
+    /// read them, by name or through `*`. Needs [`GuardBuilder::schema`].
+    pub fn mask_columns<I, S>(mut self, columns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.masked_columns.extend(columns.into_iter().map(Into::into));
+        self
+    }
+
     /// Validates the configuration and builds the guard.
     pub fn build(self) -> Result<Guard, GuardConfigError> {
         if self.max_rows == Some(0) {
@@ -303,6 +324,21 @@ impl GuardBuilder {
                     .collect::<Result<HashSet<_>, _>>()?,
             ),
         };
+        let masked_columns = self
+            .masked_columns
+            .into_iter()
+            .map(|c| {
+                let parts: Vec<&str> = c.splitn(3, '.').collect();
+                match parts.as_slice() {
+                    [s, t, col] if !s.is_empty() && !t.is_empty() && !col.is_empty() => Ok((
+                        names::catalog_key(self.dialect, s),
+                        names::catalog_key(self.dialect, t),
+                        names::catalog_key(self.dialect, col),
+                    )),
+                    _ => Err(GuardConfigError::UnqualifiedMaskedColumn(c.clone())),
+                }
+            })
+            .collect::<Result<HashSet<_>, _>>()?;
         let search_path =
             self.search_path.unwrap_or_else(|| vec![self.dialect.default_schema().to_owned()]);
         Ok(Guard {
@@ -315,6 +351,7 @@ impl GuardBuilder {
                 search_path,
                 allowed_schemas: self.allowed_schemas.map(|s| s.into_iter().collect()),
                 allowed_tables,
+                masked_columns,
             }),
         })
     }

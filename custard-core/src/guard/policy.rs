@@ -5,8 +5,9 @@ use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, Function, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query,
-    Select, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Value, Visit, Visitor,
+    BinaryOperator, Expr, Function, FunctionArguments, Ident, JoinConstraint, JoinOperator,
+    ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
+    SetExpr, Statement, TableAlias, TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::dialect::{PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::{Parser, ParserError};
@@ -113,6 +114,10 @@ struct Walker<'g> {
     /// aliases, alias column lists, CTE columns and function result names.
     output_names: HashSet<String>,
     column_refs: Vec<Vec<Ident>>,
+    /// `*` (None) and `t.*` (Some(t)) select items.
+    wildcards: Vec<Option<Ident>>,
+    /// Whether a NATURAL join matches columns by name.
+    natural_join: bool,
 }
 
 impl<'g> Walker<'g> {
@@ -124,6 +129,8 @@ impl<'g> Walker<'g> {
             opaque_qualifiers: HashSet::new(),
             output_names: HashSet::new(),
             column_refs: Vec::new(),
+            wildcards: Vec::new(),
+            natural_join: false,
         }
     }
 
@@ -263,6 +270,15 @@ impl<'g> Walker<'g> {
         }
         if let Some(index) = &self.g.names {
             self.check_columns(index, &resolved)?;
+            if !self.g.masked_columns.is_empty() {
+                self.check_masks(index, &resolved)?;
+            }
+        } else if !self.g.masked_columns.is_empty() {
+            // Masks name columns of tables; without the schema they cannot be enforced.
+            return Err(Rejection::new(
+                RejectionCode::ColumnMasked,
+                "the agent masks columns but could not read the schema yet, so no query can run",
+            ));
         }
         Ok(tables)
     }
@@ -291,20 +307,106 @@ impl<'g> Walker<'g> {
         }
     }
 
+    /// Names that qualify columns in this query: real tables (by alias or
+    /// name) and opaque ones (CTEs, derived tables, functions).
+    fn qualifiers(
+        &self,
+        resolved: &[(Option<TableId>, &RelationRef)],
+    ) -> HashMap<String, Option<TableId>> {
+        let mut qualifiers: HashMap<String, Option<TableId>> = HashMap::new();
+        for q in &self.opaque_qualifiers {
+            qualifiers.insert(q.clone(), None);
+        }
+        for (id, rel) in resolved {
+            let key = rel.alias.as_ref().unwrap_or(&rel.name);
+            qualifiers.entry(self.fold(key)).or_insert(*id);
+        }
+        qualifiers
+    }
+
+    /// Rejects any way of reading a masked column: by name, through `*` or
+    /// `t.*`, as a whole-row reference, or through USING / NATURAL joins.
+    fn check_masks(
+        &self,
+        index: &NameIndex,
+        resolved: &[(Option<TableId>, &RelationRef)],
+    ) -> Result<(), Rejection> {
+        let masks = &self.g.masked_columns;
+        let d = self.g.dialect;
+        let masked = |id: TableId, column: &str| {
+            let t = index.get(id);
+            masks.contains(&(catalog_key(d, &t.schema), catalog_key(d, &t.name), column.to_owned()))
+        };
+        let has_masks = |id: TableId| {
+            index.get(id).columns.iter().any(|c| masked(id, &catalog_key(d, &c.name)))
+        };
+        let refusal = |what: String| {
+            Rejection::new(
+                RejectionCode::ColumnMasked,
+                format!("{what}; the agent's policy masks it"),
+            )
+        };
+        let qualifiers = self.qualifiers(resolved);
+        let ids: Vec<TableId> = resolved.iter().filter_map(|(id, _)| *id).collect();
+        let whole_table = |id: TableId| {
+            refusal(format!(
+                "table `{}` has masked columns, so list the columns you need instead of all of them",
+                index.display(id)
+            ))
+        };
+        if let Some(&id) = ids.iter().find(|&&id| has_masks(id))
+            && (self.natural_join || self.wildcards.iter().any(Option::is_none))
+        {
+            return Err(whole_table(id));
+        }
+        for q in self.wildcards.iter().flatten() {
+            if let Some(Some(id)) = qualifiers.get(&self.fold(q))
+                && has_masks(*id)
+            {
+                return Err(whole_table(*id));
+            }
+        }
+        for parts in &self.column_refs {
+            let (tables, column): (Vec<TableId>, &Ident) = match parts.as_slice() {
+                [column] => {
+                    if let Some(Some(id)) = qualifiers.get(&self.fold(column))
+                        && has_masks(*id)
+                    {
+                        return Err(whole_table(*id));
+                    }
+                    (ids.clone(), column)
+                }
+                [qualifier, column] => match qualifiers.get(&self.fold(qualifier)) {
+                    Some(Some(id)) => (vec![*id], column),
+                    _ => continue,
+                },
+                [schema, table, column] => match index.table(&self.fold(schema), &self.fold(table))
+                {
+                    Some(id) => (vec![id], column),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let c = self.fold(column);
+            if let Some(id) =
+                tables.into_iter().find(|&id| index.has_column(id, &c) && masked(id, &c))
+            {
+                return Err(refusal(format!(
+                    "column `{column}` of table `{}` may not be read",
+                    index.display(id)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn check_columns(
         &self,
         index: &NameIndex,
         resolved: &[(Option<TableId>, &RelationRef)],
     ) -> Result<(), Rejection> {
-        let mut qualifiers: HashMap<String, Option<TableId>> = HashMap::new();
-        for q in &self.opaque_qualifiers {
-            qualifiers.insert(q.clone(), None);
-        }
+        let qualifiers = self.qualifiers(resolved);
         let ids: Vec<TableId> = resolved.iter().filter_map(|(id, _)| *id).collect();
-        for (id, rel) in resolved {
-            let key = rel.alias.as_ref().unwrap_or(&rel.name);
-            qualifiers.entry(self.fold(key)).or_insert(*id);
-        }
         let known = |column: &str| {
             self.output_names.contains(column) || ids.iter().any(|&id| index.has_column(id, column))
         };
@@ -423,6 +525,27 @@ fn unknown_column(
     }
 }
 
+/// The constraint of the usual join operators.
+fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+    match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c) => Some(c),
+        _ => None,
+    }
+}
+
 /// The identifier parts of a name, or `None` when a part is computed.
 fn idents(name: &ObjectName) -> Option<Vec<&Ident>> {
     name.0
@@ -500,8 +623,28 @@ impl Visitor for Walker<'_> {
         {
             return Self::unsupported("a clause from another SQL dialect");
         }
+        for join in select.from.iter().flat_map(|t| &t.joins) {
+            match join_constraint(&join.join_operator) {
+                Some(JoinConstraint::Using(columns) | JoinConstraint::UsingAlias(columns, _)) => {
+                    for column in
+                        columns.iter().filter_map(|c| idents(c)?.last().map(|i| (*i).clone()))
+                    {
+                        self.column_refs.push(vec![column]);
+                    }
+                }
+                Some(JoinConstraint::Natural) => self.natural_join = true,
+                _ => {}
+            }
+        }
         for item in &select.projection {
             match item {
+                SelectItem::Wildcard(_) => self.wildcards.push(None),
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(name),
+                    _,
+                ) => {
+                    self.wildcards.push(idents(name).and_then(|p| p.last().map(|i| (*i).clone())));
+                }
                 SelectItem::ExprWithAlias { alias, .. } => {
                     let name = self.fold(alias);
                     self.output_names.insert(name);

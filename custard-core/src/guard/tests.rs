@@ -347,3 +347,50 @@ fn printed_sql_round_trips() {
         assert_eq!(once.sql(), twice.sql(), "printing is not stable for {sql}");
     }
 }
+
+#[test]
+fn masked_columns_cannot_be_read_any_way() {
+    let g = Guard::builder(Dialect::Postgres)
+        .schema(shop_schema())
+        .mask_columns(["public.customers.email"])
+        .build()
+        .expect("guard");
+    let ok = [
+        "SELECT id, name FROM customers",
+        "SELECT c.name, o.total FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "SELECT * FROM orders",
+        "SELECT o.* FROM orders o JOIN customers c ON c.id = o.customer_id",
+        "SELECT count(*) FROM customers",
+    ];
+    for sql in ok {
+        check_ok(&g, sql);
+    }
+    let masked = [
+        "SELECT email FROM customers",
+        "SELECT c.email FROM customers c",
+        "SELECT public.customers.email FROM public.customers",
+        "SELECT * FROM customers",
+        "SELECT c.* FROM customers c",
+        "SELECT * FROM orders JOIN customers ON true",
+        "SELECT customers FROM customers",
+        "SELECT row_to_json(c) FROM customers c",
+        "SELECT x FROM (SELECT email AS x FROM customers) s",
+        "SELECT id FROM customers WHERE email LIKE '%@example.com'",
+        "SELECT count(*) FROM customers GROUP BY lower(email)",
+        "SELECT 1 FROM customers JOIN customers c2 USING (email)",
+        "SELECT 1 FROM customers NATURAL JOIN customers",
+    ];
+    for sql in masked {
+        let r = check_rejected(&g, sql, RejectionCode::ColumnMasked);
+        assert!(r.message.contains("masks"), "{sql}: {}", r.message);
+    }
+    let without_schema = Guard::builder(Dialect::Postgres)
+        .mask_columns(["public.customers.email"])
+        .build()
+        .expect("guard");
+    check_rejected(&without_schema, "SELECT id FROM customers", RejectionCode::ColumnMasked);
+    assert!(matches!(
+        Guard::builder(Dialect::Postgres).mask_columns(["customers.email"]).build(),
+        Err(GuardConfigError::UnqualifiedMaskedColumn(_))
+    ));
+}
