@@ -27,6 +27,7 @@ struct FakeServer {
     url: String,
     attempts: Arc<AtomicUsize>,
     connections: mpsc::Receiver<ServerSide>,
+    listening: tokio::task::JoinHandle<()>,
 }
 
 struct ServerSide {
@@ -35,12 +36,21 @@ struct ServerSide {
 
 impl FakeServer {
     async fn start() -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_at("127.0.0.1:0").await
+    }
+
+    /// Stops listening; connections already made stay with the test.
+    fn go_away(&self) {
+        self.listening.abort();
+    }
+
+    async fn start_at(addr: &str) -> FakeServer {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let url = format!("ws://{}/api/v1/connections/ws/c1", listener.local_addr().expect("addr"));
         let attempts = Arc::new(AtomicUsize::new(0));
         let (tx, connections) = mpsc::channel(16);
         let counter = attempts.clone();
-        tokio::spawn(async move {
+        let listening = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let tx = tx.clone();
@@ -51,7 +61,7 @@ impl FakeServer {
                 });
             }
         });
-        FakeServer { url, attempts, connections }
+        FakeServer { url, attempts, connections, listening }
     }
 
     /// The next agent that connects, after hello/welcome.
@@ -327,6 +337,13 @@ async fn the_agent_reconnects_after_the_server_goes_away() {
     let agent = start(config(&server.url, &db.url, 2));
     let side = server.agent().await;
     drop(side);
+    let again = server.agent().await;
+    // Now the whole server goes away for a while and comes back on the same address.
+    server.go_away();
+    drop(again);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let addr = server.url.trim_start_matches("ws://").split('/').next().expect("addr").to_owned();
+    let mut server = FakeServer::start_at(&addr).await;
     let mut again = server.agent().await;
     again.run("q", "SELECT count(*) AS n FROM n", 10_000).await;
     assert!(matches!(again.reply_to("q").await.last(), Some(Message::Done(d)) if d.row_count == 1));
