@@ -1,21 +1,22 @@
-//! `custard-server`: the hosted platform (REST API, agent hub, accounts, web UI).
-//!
-//! Only the foundation exists so far: this binary says so and exits. The
-//! platform is built on `custard-core` in the accounts and platform issues.
+//! `custard-server`: parses configuration, sets up logging and serves.
 
 use clap::Parser;
+use custard_server::config::ServerConfig;
 
-/// Custard's hosted platform.
-#[derive(Debug, Parser)]
-#[command(name = "custard-server", version, about)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    Cli::parse();
-    eprintln!(
-        "custard-server {}: the hosted platform is not built yet; \
-         use `custard-agent check-sql` and `custard-agent discover` meanwhile",
-        env!("CARGO_PKG_VERSION")
-    );
-    Ok(())
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // A `.env` file fills in only what the environment leaves unset: CLI > env > .env.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        anyhow::bail!("reading .env: {e}");
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = ServerConfig::parse();
+    custard_server::run(config).await
 }

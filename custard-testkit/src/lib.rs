@@ -7,8 +7,12 @@
 //!
 //! [`fake_openai`] is an OpenAI-compatible chat server on 127.0.0.1 with
 //! scripted replies, for testing LLM clients without a network or a key.
+//!
+//! [`smtp_sink`] is an SMTP server on 127.0.0.1 that records the messages it
+//! receives, for testing mail sent through a real SMTP client.
 
 pub mod fake_openai;
+pub mod smtp_sink;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,15 @@
+//! The hosted platform as a library: `app(state)` builds the whole HTTP API so
+//! tests drive it in process, and `run` serves it.
+
+pub mod auth;
+pub mod config;
+mod error;
+pub mod extract;
+pub mod mail;
+pub mod rate_limit;
+mod routes;
+pub mod secrets;
+pub mod store;
+
+pub use error::{AppError, ErrorCode};
+pub use routes::{AppState, app, run};

@@ -1,0 +1,83 @@
+//! Versioned schema migrations for the SQLite store.
+//!
+//! Each migration runs once, in version order, inside its own transaction together
+//! with its row in `schema_migrations`. A database that records a version newer than
+//! the newest one here was written by a newer binary and is refused.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::StoreError;
+use super::sqlite::{db_error, to_millis};
+
+/// One schema change, shipped inside the binary.
+#[derive(Debug)]
+pub(super) struct Migration {
+    /// Strictly increasing from 1, without gaps; the file name starts with it.
+    pub(super) version: i64,
+    /// Short name, recorded for people reading `schema_migrations`.
+    pub(super) name: &'static str,
+    /// The SQL; no `BEGIN`/`COMMIT`, the runner owns the transaction.
+    pub(super) sql: &'static str,
+}
+
+/// Every migration, oldest first.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "accounts",
+    sql: include_str!("../../migrations/0001_accounts.sql"),
+}];
+
+/// The newest version this binary knows.
+pub(super) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Brings the database up to [`latest_version`], refusing a newer database.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at INTEGER NOT NULL
+         ) STRICT",
+    )
+    .map_err(db_error)?;
+    let known = latest_version();
+    for migration in MIGRATIONS {
+        // IMMEDIATE takes the write lock first, so two processes opening one file
+        // at once apply each migration exactly once.
+        let tx =
+            conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+        let found: i64 = tx
+            .query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .map_err(db_error)?;
+        if found > known {
+            return Err(StoreError::SchemaTooNew { found, known });
+        }
+        let applied = tx
+            .query_row(
+                "SELECT 1 FROM schema_migrations WHERE version = ?1",
+                [migration.version],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(db_error)?
+            .is_some();
+        if applied {
+            continue;
+        }
+        tx.execute_batch(migration.sql).map_err(|e| {
+            StoreError::Internal(format!(
+                "migration {} ({}) failed: {e}",
+                migration.version, migration.name
+            ))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.name, to_millis(chrono::Utc::now())],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+    }
+    Ok(())
+}

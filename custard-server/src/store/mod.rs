@@ -1,0 +1,571 @@
+//! The store: users, organisations, memberships, sessions and one-time tokens
+//! behind one object-safe [`Store`] trait.
+//!
+//! [`SqliteStore`] (a file in the data dir) is the embedded default; a PostgreSQL
+//! implementation of the same trait comes with scale-out. Domain types here are
+//! plain Rust: no serde, no SQL types; wire types live with the API.
+//!
+//! Invariants every implementation keeps:
+//! - tenancy: each organisation-scoped operation takes the organisation id and
+//!   answers [`StoreError::NotFound`] for rows of any other organisation;
+//! - emails are stored trimmed and lowercase, so they are unique case-insensitively;
+//! - one-time token secrets are never stored, only their SHA-256 hex
+//!   (`auth::hash_secret`), and consuming a token is atomic: of two concurrent
+//!   consumes exactly one wins;
+//! - an organisation always keeps at least one owner ([`StoreError::LastOwner`]);
+//! - a successful write is durable before its future resolves.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use custard_core::BoxFuture;
+
+mod migrations;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use sqlite::SqliteStore;
+
+/// Persistent state of the platform; handlers hold it as `Arc<dyn Store>`.
+///
+/// Times are UTC; implementations keep millisecond precision. Write operations
+/// take the current time from the store's clock, except where a caller-supplied
+/// `now` decides validity (token expiry), so tests can move time.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Checks that the store answers a trivial query (for `/status`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Creates a user without an organisation; a taken email is a [`ConflictKind::Email`].
+    fn create_user(&self, user: NewUser) -> BoxFuture<'_, Result<User, StoreError>>;
+
+    /// Creates a user, a new organisation named `org_name` and the user's owner
+    /// membership in one transaction: all three exist afterwards, or none.
+    fn create_user_with_org(
+        &self,
+        user: NewUser,
+        org_name: String,
+    ) -> BoxFuture<'_, Result<SignUp, StoreError>>;
+
+    /// The user with this id.
+    fn get_user<'a>(&'a self, id: &'a UserId) -> BoxFuture<'a, Result<User, StoreError>>;
+
+    /// The user with this email, compared case-insensitively.
+    fn get_user_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<User, StoreError>>;
+
+    /// Replaces the user's names and returns the updated user.
+    fn update_profile<'a>(
+        &'a self,
+        id: &'a UserId,
+        profile: ProfileUpdate,
+    ) -> BoxFuture<'a, Result<User, StoreError>>;
+
+    /// Replaces the user's password hash (sessions are left alone; see [`Store::reset_password`]).
+    fn set_password_hash<'a>(
+        &'a self,
+        id: &'a UserId,
+        password_hash: String,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Marks the user's email as verified (keeps the first verification time).
+    fn mark_email_verified<'a>(&'a self, id: &'a UserId)
+    -> BoxFuture<'a, Result<User, StoreError>>;
+
+    /// The organisation with this id.
+    fn get_organization<'a>(
+        &'a self,
+        org: &'a OrgId,
+    ) -> BoxFuture<'a, Result<Organization, StoreError>>;
+
+    /// Every organisation the user belongs to with the membership, oldest first.
+    fn organizations_of_user<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Vec<(Organization, Membership)>, StoreError>>;
+
+    /// The members of the organisation, oldest first; NotFound for an unknown organisation.
+    fn list_members<'a>(&'a self, org: &'a OrgId)
+    -> BoxFuture<'a, Result<Vec<Member>, StoreError>>;
+
+    /// The user's membership in this organisation; NotFound when not a member.
+    fn get_membership<'a>(
+        &'a self,
+        org: &'a OrgId,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Membership, StoreError>>;
+
+    /// Changes a member's role; demoting the last owner is [`StoreError::LastOwner`].
+    fn set_role<'a>(
+        &'a self,
+        org: &'a OrgId,
+        user: &'a UserId,
+        role: Role,
+    ) -> BoxFuture<'a, Result<Membership, StoreError>>;
+
+    /// Removes a member; removing the last owner is [`StoreError::LastOwner`].
+    fn remove_member<'a>(
+        &'a self,
+        org: &'a OrgId,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Starts a session for the user, valid until `expires_at` unless revoked.
+    fn create_session<'a>(
+        &'a self,
+        user: &'a UserId,
+        expires_at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Session, StoreError>>;
+
+    /// The session with this id, active or not (see [`Session::is_active`]).
+    fn get_session<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session, StoreError>>;
+
+    /// Revokes one session; revoking it again is not an error.
+    fn revoke_session<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Revokes every unrevoked session of the user and returns how many.
+    fn revoke_user_sessions<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Stores a one-time token (only the SHA-256 hex of its secret, `auth::hash_secret`).
+    fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<OneTimeToken, StoreError>>;
+
+    /// Marks the token used and returns it, only if it is of this kind, unused and
+    /// unexpired at `now`; otherwise NotFound. Atomic: one of concurrent calls wins.
+    fn consume_token<'a>(
+        &'a self,
+        kind: TokenKind,
+        token_hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<OneTimeToken, StoreError>>;
+
+    /// Consumes an email-verification token and marks its user verified, in one transaction.
+    fn verify_email<'a>(
+        &'a self,
+        token_hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<User, StoreError>>;
+
+    /// Consumes a password-reset token, sets the new hash and revokes every
+    /// session of the user, in one transaction.
+    fn reset_password<'a>(
+        &'a self,
+        token_hash: &'a str,
+        password_hash: String,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<User, StoreError>>;
+
+    /// Consumes an invitation and makes the existing user a member with the invited role.
+    ///
+    /// The invitation must have been sent to the user's email (else NotFound); an
+    /// existing member gets [`ConflictKind::Membership`]. On error the token stays unused.
+    fn accept_invitation<'a>(
+        &'a self,
+        token_hash: &'a str,
+        user: &'a UserId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Membership, StoreError>>;
+
+    /// Signs up through an invitation: consumes it, creates the user (verified,
+    /// since the link reached the invited email) and the membership, in one transaction.
+    ///
+    /// The user's email must be the invited one (else NotFound).
+    fn create_user_from_invitation<'a>(
+        &'a self,
+        user: NewUser,
+        token_hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<SignUp, StoreError>>;
+}
+
+/// Why a store operation failed; messages never contain secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such row, or it belongs to another organisation, or a token is used or expired.
+    #[error("not found")]
+    NotFound,
+    /// The write would break a uniqueness rule (the API answers 409).
+    #[error("conflict: {0}")]
+    Conflict(ConflictKind),
+    /// The change would leave an organisation without an owner.
+    #[error("an organization must keep at least one owner")]
+    LastOwner,
+    /// The database was migrated by a newer binary; this one refuses to touch it.
+    #[error("database schema version {found} is newer than this binary knows ({known})")]
+    SchemaTooNew {
+        /// The newest migration recorded in the database.
+        found: i64,
+        /// The newest migration this binary ships.
+        known: i64,
+    },
+    /// The database cannot be reached or is busy; retrying later may help.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or a broken invariant.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+/// Which uniqueness rule a [`StoreError::Conflict`] hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// A user with this email exists.
+    Email,
+    /// The user is already a member of the organisation.
+    Membership,
+}
+
+impl fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConflictKind::Email => "email already registered",
+            ConflictKind::Membership => "already a member of the organization",
+        })
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh id: 128 bits from a CSPRNG, hex.
+            pub(crate) fn random() -> Self {
+                $name(hex::encode(rand::random::<[u8; 16]>()))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                $name(id)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies a user.
+    UserId
+);
+id_type!(
+    /// Identifies an organisation (the tenant).
+    OrgId
+);
+id_type!(
+    /// Identifies a session; JWTs carry it so logout and reset can revoke them.
+    SessionId
+);
+id_type!(
+    /// Identifies a one-time token row (never its secret).
+    TokenId
+);
+
+/// A member's role in an organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Full control, including other owners.
+    Owner,
+    /// Manages members and resources.
+    Admin,
+    /// Uses the organisation's resources.
+    Member,
+}
+
+impl Role {
+    /// The stable lowercase name (`owner`, `admin`, `member`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    /// The role with this stable name.
+    pub fn parse(name: &str) -> Option<Role> {
+        [Role::Owner, Role::Admin, Role::Member].into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+/// What a one-time token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// Proves the user owns the email (link in the sign-up email).
+    EmailVerification,
+    /// Lets the user set a new password.
+    PasswordReset,
+    /// Lets the invited email join an organisation.
+    Invitation,
+}
+
+impl TokenKind {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::EmailVerification => "email_verification",
+            TokenKind::PasswordReset => "password_reset",
+            TokenKind::Invitation => "invitation",
+        }
+    }
+
+    /// The kind with this stable name.
+    pub fn parse(name: &str) -> Option<TokenKind> {
+        [TokenKind::EmailVerification, TokenKind::PasswordReset, TokenKind::Invitation]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+/// A user account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user's id.
+    pub id: UserId,
+    /// Trimmed, lowercase email.
+    pub email: String,
+    /// The PHC string of the password hash.
+    pub password_hash: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// When the email was verified, if it was.
+    pub email_verified_at: Option<DateTime<Utc>>,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+    /// When the account last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl User {
+    /// Whether the user has verified the email.
+    pub fn is_verified(&self) -> bool {
+        self.email_verified_at.is_some()
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The password hash stays out of logs.
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("email_verified_at", &self.email_verified_at)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user to create; the store normalizes the email.
+#[derive(Clone)]
+pub struct NewUser {
+    /// Email as typed; stored trimmed and lowercase.
+    pub email: String,
+    /// The PHC string of the password hash.
+    pub password_hash: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+}
+
+impl fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The password hash stays out of logs.
+        f.debug_struct("NewUser")
+            .field("email", &self.email)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The editable part of a user's profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileUpdate {
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+}
+
+/// An organisation: the tenant that owns resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organization {
+    /// The organisation's id.
+    pub id: OrgId,
+    /// Display name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user's membership in an organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The organisation.
+    pub org_id: OrgId,
+    /// The member.
+    pub user_id: UserId,
+    /// The member's role.
+    pub role: Role,
+    /// When the user joined.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A member as listed to the organisation: the membership with the user's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The member.
+    pub user_id: UserId,
+    /// The member's email.
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// The member's role.
+    pub role: Role,
+    /// When the user joined.
+    pub joined_at: DateTime<Utc>,
+}
+
+/// What a sign-up created: the user, the organisation and the membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignUp {
+    /// The new user.
+    pub user: User,
+    /// The organisation the user now belongs to.
+    pub organization: Organization,
+    /// The user's membership in it.
+    pub membership: Membership,
+}
+
+/// A login session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The session's id.
+    pub id: SessionId,
+    /// The user it belongs to.
+    pub user_id: UserId,
+    /// When it started.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Session {
+    /// Whether the session is neither revoked nor expired at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+/// A one-time token to store; built by one constructor per kind.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    kind: TokenKind,
+    token_hash: String,
+    user_id: Option<UserId>,
+    email: String,
+    org_id: Option<OrgId>,
+    role: Option<Role>,
+    expires_at: DateTime<Utc>,
+}
+
+impl NewToken {
+    /// A token that verifies `user`'s email.
+    pub fn email_verification(user: &User, token_hash: String, expires_at: DateTime<Utc>) -> Self {
+        Self::for_user(TokenKind::EmailVerification, user, token_hash, expires_at)
+    }
+
+    /// A token that lets `user` set a new password.
+    pub fn password_reset(user: &User, token_hash: String, expires_at: DateTime<Utc>) -> Self {
+        Self::for_user(TokenKind::PasswordReset, user, token_hash, expires_at)
+    }
+
+    /// A token that lets `email` join `org` with `role`.
+    pub fn invitation(
+        org: &OrgId,
+        email: &str,
+        role: Role,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+    ) -> Self {
+        NewToken {
+            kind: TokenKind::Invitation,
+            token_hash,
+            user_id: None,
+            email: normalize_email(email),
+            org_id: Some(org.clone()),
+            role: Some(role),
+            expires_at,
+        }
+    }
+
+    fn for_user(
+        kind: TokenKind,
+        user: &User,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+    ) -> Self {
+        NewToken {
+            kind,
+            token_hash,
+            user_id: Some(user.id.clone()),
+            email: user.email.clone(),
+            org_id: None,
+            role: None,
+            expires_at,
+        }
+    }
+}
+
+/// A stored one-time token (without its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeToken {
+    /// The row's id.
+    pub id: TokenId,
+    /// What it is for.
+    pub kind: TokenKind,
+    /// The user it was issued to (none for invitations).
+    pub user_id: Option<UserId>,
+    /// The email it was sent to.
+    pub email: String,
+    /// The inviting organisation (invitations only).
+    pub org_id: Option<OrgId>,
+    /// The invited role (invitations only).
+    pub role: Option<Role>,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+    /// When it was used, if it was.
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// The stored form of an email: trimmed and lowercase.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
