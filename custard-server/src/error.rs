@@ -17,6 +17,8 @@ pub enum ErrorCode {
     Validation,
     /// No valid credentials or token.
     Unauthorized,
+    /// A one-time token (verification, reset, invitation) is unknown, used or expired.
+    InvalidToken,
     /// The account's email is not verified yet.
     EmailNotVerified,
     /// Authenticated, but not allowed.
@@ -52,6 +54,7 @@ impl ErrorCode {
             ErrorCode::InvalidJson => ("invalid_json", StatusCode::BAD_REQUEST),
             ErrorCode::Validation => ("validation_error", StatusCode::UNPROCESSABLE_ENTITY),
             ErrorCode::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            ErrorCode::InvalidToken => ("invalid_token", StatusCode::BAD_REQUEST),
             ErrorCode::EmailNotVerified => ("email_not_verified", StatusCode::FORBIDDEN),
             ErrorCode::Forbidden => ("forbidden", StatusCode::FORBIDDEN),
             ErrorCode::NotFound => ("not_found", StatusCode::NOT_FOUND),

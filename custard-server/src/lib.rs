@@ -1,6 +1,7 @@
 //! The hosted platform as a library: `app(state)` builds the whole HTTP API so
 //! tests drive it in process, and `run` serves it.
 
+mod accounts;
 pub mod auth;
 pub mod config;
 mod error;

@@ -1,15 +1,21 @@
 //! The router: every endpoint, the shared state, and serving it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::accounts;
+use crate::auth::JwtSecret;
 use crate::config::ServerConfig;
 use crate::error::{AppError, ErrorCode};
+use crate::mail::Mailer;
+use crate::rate_limit::{AttemptLimiter, Limits};
+use crate::store::{SqliteStore, Store};
 
 /// The most bytes a request body may have.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -21,20 +27,61 @@ pub struct AppState {
 }
 
 #[derive(Debug)]
-struct Inner {
-    config: ServerConfig,
-    started: Instant,
+pub(crate) struct Inner {
+    pub(crate) config: ServerConfig,
+    pub(crate) started: Instant,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) mailer: Mailer,
+    pub(crate) jwt: JwtSecret,
+    pub(crate) access_lifetime: Duration,
+    pub(crate) login_limiter: AttemptLimiter,
+    pub(crate) signup_limiter: AttemptLimiter,
+    pub(crate) forgot_limiter: AttemptLimiter,
 }
 
 impl AppState {
-    /// State for `config`.
-    pub fn new(config: ServerConfig) -> Self {
-        AppState { inner: Arc::new(Inner { config, started: Instant::now() }) }
+    /// Opens everything `config` names: the data dir, the SQLite store, the JWT
+    /// secret and the mailer.
+    pub fn open(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::open_with_limits(config, Limits::default())
+    }
+
+    /// [`AppState::open`] with custom rate limits (tests use small ones).
+    pub fn open_with_limits(config: ServerConfig, limits: Limits) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+        let store =
+            SqliteStore::open(&config.data_dir.join("custard.db")).context("opening the store")?;
+        let jwt = crate::secrets::jwt_secret(&config.data_dir, config.jwt_secret.as_deref())?;
+        let mailer = Mailer::from_settings(
+            config.smtp_url.as_deref(),
+            &config.data_dir,
+            crate::mail::DEFAULT_FROM,
+        )?;
+        tracing::info!(mail = %mailer.describe(), "email");
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                started: Instant::now(),
+                store: Arc::new(store),
+                mailer,
+                jwt,
+                access_lifetime: crate::auth::DEFAULT_ACCESS_LIFETIME,
+                login_limiter: AttemptLimiter::new(limits),
+                signup_limiter: AttemptLimiter::new(limits),
+                forgot_limiter: AttemptLimiter::new(limits),
+            }),
+        })
     }
 
     /// The configuration the server runs with.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 }
 
@@ -43,6 +90,25 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
+        .route("/api/v1/auth/signup", post(accounts::signup))
+        .route(
+            "/api/v1/auth/verify-email",
+            post(accounts::verify_email_post).get(accounts::verify_email_get),
+        )
+        .route("/api/v1/auth/login", post(accounts::login))
+        .route("/api/v1/auth/logout", post(accounts::logout))
+        .route("/api/v1/auth/forgot-password", post(accounts::forgot_password))
+        .route("/api/v1/auth/reset-password", post(accounts::reset_password))
+        .route("/api/v1/auth/profile", get(accounts::profile).put(accounts::update_profile))
+        .route("/api/v1/auth/change-password", post(accounts::change_password))
+        .route("/api/v1/auth/accept-invitation", post(accounts::accept_invitation))
+        .route("/api/v1/org", get(accounts::organization))
+        .route("/api/v1/org/members", get(accounts::members))
+        .route("/api/v1/org/invitations", post(accounts::invite))
+        .route(
+            "/api/v1/org/members/{id}",
+            patch(accounts::change_role).delete(accounts::remove_member),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -51,11 +117,14 @@ pub fn app(state: AppState) -> Router {
 /// Serves the API on the configured address until Ctrl-C or SIGTERM.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let bind = config.bind;
-    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let state = AppState::open(config)?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("listening on {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, "custard-server listening");
-    axum::serve(listener, app(AppState::new(config)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Client addresses feed the per-IP rate limits.
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 
@@ -81,9 +150,14 @@ async fn health() -> Json<Value> {
 
 /// Readiness and version; nothing about any tenant.
 async fn status(State(state): State<AppState>) -> Json<Value> {
+    let store = match state.inner.store.ping().await {
+        Ok(()) => "ok",
+        Err(_) => "unavailable",
+    };
     Json(json!({
-        "status": "ok",
+        "status": if store == "ok" { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
+        "store": store,
         "uptime_secs": state.inner.started.elapsed().as_secs(),
     }))
 }

@@ -1,0 +1,574 @@
+//! Accounts: sign-up with email verification, login and sessions, password
+//! reset, profile, and the organisation's members and invitations.
+//!
+//! Tenancy lives in the [`CurrentUser`] extractor and the store: every
+//! organisation-scoped call takes the caller's organisation id, and rows of
+//! other organisations answer 404.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use chrono::{Duration as Span, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{self, AccessClaims};
+use crate::error::{AppError, ErrorCode};
+use crate::extract::{ApiJson, ClientIp};
+use crate::mail;
+use crate::routes::AppState;
+use crate::store::{
+    NewToken, NewUser, OrgId, ProfileUpdate, Role, SessionId, StoreError, User, UserId,
+};
+
+const VERIFICATION_VALID: Span = Span::hours(24);
+const RESET_VALID: Span = Span::hours(1);
+const INVITATION_VALID: Span = Span::days(7);
+const MAX_NAME_CHARS: usize = 100;
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => AppError::new(ErrorCode::NotFound, "not found"),
+            StoreError::Conflict(_) => AppError::new(ErrorCode::Conflict, "it already exists"),
+            StoreError::LastOwner => {
+                AppError::new(ErrorCode::Validation, "an organisation must keep at least one owner")
+            }
+            StoreError::Unavailable(_) => {
+                AppError::new(ErrorCode::Unavailable, "the store is unavailable; try again")
+            }
+            other => AppError::internal(other),
+        }
+    }
+}
+
+/// The signed-in user, their session and the organisation the token is for.
+#[derive(Debug)]
+pub(crate) struct CurrentUser {
+    user: User,
+    session: SessionId,
+    org: OrgId,
+    role: Role,
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized =
+            || AppError::new(ErrorCode::Unauthorized, "sign in: a valid bearer token is required");
+        let header =
+            parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or_else(unauthorized)?;
+        let inner = state.inner();
+        let claims = auth::decode_access(token.trim(), &inner.jwt).map_err(|_| unauthorized())?;
+        let session = inner
+            .store
+            .get_session(&SessionId::from(claims.sid.clone()))
+            .await
+            .map_err(|_| unauthorized())?;
+        if !session.is_active(Utc::now()) || session.user_id.as_str() != claims.sub {
+            return Err(unauthorized());
+        }
+        let user = inner.store.get_user(&session.user_id).await.map_err(|_| unauthorized())?;
+        let org = OrgId::from(claims.org.clone());
+        let membership =
+            inner.store.get_membership(&org, &user.id).await.map_err(|_| unauthorized())?;
+        Ok(CurrentUser { user, session: session.id, org, role: membership.role })
+    }
+}
+
+impl CurrentUser {
+    fn require_admin(&self) -> Result<(), AppError> {
+        match self.role {
+            Role::Owner | Role::Admin => Ok(()),
+            _ => Err(AppError::new(ErrorCode::Forbidden, "only owners and admins may do this")),
+        }
+    }
+}
+
+fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id.as_str(),
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email_verified": user.email_verified_at.is_some(),
+        "created_at": user.created_at.to_rfc3339(),
+    })
+}
+
+fn validate_email(email: &str) -> Result<String, AppError> {
+    let email = email.trim();
+    let shaped = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if shaped {
+        Ok(email.to_owned())
+    } else {
+        Err(AppError::new(ErrorCode::Validation, "email is not a valid address"))
+    }
+}
+
+fn validate_name(field: &str, value: &str) -> Result<String, AppError> {
+    let value = value.trim();
+    if value.is_empty()
+        || value.chars().count() > MAX_NAME_CHARS
+        || value.chars().any(char::is_control)
+    {
+        return Err(AppError::new(
+            ErrorCode::Validation,
+            format!("{field} must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn check_password(password: &str, email: &str, names: &[&str]) -> Result<(), AppError> {
+    auth::check_password_policy(password, email, names).map_err(|problem| {
+        AppError::new(
+            ErrorCode::Validation,
+            format!("password rejected: {}", problem.code().replace('_', " ")),
+        )
+    })
+}
+
+/// Hashes on a blocking thread: argon2id takes tens of milliseconds of CPU.
+async fn hash(password: String) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
+}
+
+async fn verify(password: String, stored: Option<String>) -> Result<bool, AppError> {
+    tokio::task::spawn_blocking(move || match stored {
+        Some(hash) => auth::verify_password(&password, &hash).unwrap_or(false),
+        None => {
+            // Unknown account: spend the same time, so timing does not tell.
+            auth::dummy_verify(&password);
+            false
+        }
+    })
+    .await
+    .map_err(AppError::internal)
+}
+
+/// Issues a one-time token of `kind`, stores its hash and returns the secret.
+async fn issue_token(
+    state: &AppState,
+    token: impl FnOnce(String) -> NewToken,
+) -> Result<String, AppError> {
+    let secret = auth::new_secret();
+    state.inner().store.create_token(token(auth::hash_secret(&secret))).await?;
+    Ok(secret)
+}
+
+async fn send(state: &AppState, message: mail::Message) {
+    // A failed email must not undo the account; the user can ask again.
+    if let Err(e) = state.inner().mailer.send(&message).await {
+        tracing::error!(error = %e, to = %message.to, "sending email failed");
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SignupRequest {
+    email: String,
+    password: String,
+    first_name: String,
+    last_name: String,
+    organization_name: Option<String>,
+    invitation_token: Option<String>,
+}
+
+pub(crate) async fn signup(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(request): ApiJson<SignupRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let inner = state.inner();
+    inner.signup_limiter.check(ip, Some(&request.email))?;
+    let email = validate_email(&request.email)?;
+    let first_name = validate_name("first_name", &request.first_name)?;
+    let last_name = validate_name("last_name", &request.last_name)?;
+    check_password(&request.password, &email, &[&first_name, &last_name])?;
+    let new_user = NewUser {
+        email: email.clone(),
+        password_hash: hash(request.password).await?,
+        first_name: first_name.clone(),
+        last_name,
+    };
+    if let Some(token) = request.invitation_token.filter(|t| !t.trim().is_empty()) {
+        let signed = inner
+            .store
+            .create_user_from_invitation(new_user, &auth::hash_secret(token.trim()), Utc::now())
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => AppError::new(
+                    ErrorCode::InvalidToken,
+                    "the invitation is unknown, used or expired",
+                ),
+                other => other.into(),
+            })?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({"user": user_json(&signed.user), "verification_sent": false})),
+        ));
+    }
+    let org_name = match request.organization_name.filter(|n| !n.trim().is_empty()) {
+        Some(name) => validate_name("organization_name", &name)?,
+        None => format!("{first_name}'s organisation"),
+    };
+    let signed =
+        inner.store.create_user_with_org(new_user, org_name).await.map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                AppError::new(ErrorCode::Conflict, "an account with this email already exists")
+            }
+            other => other.into(),
+        })?;
+    let user = signed.user;
+    let secret = issue_token(&state, |h| {
+        NewToken::email_verification(&user, h, Utc::now() + VERIFICATION_VALID)
+    })
+    .await?;
+    send(&state, mail::verification_email(&inner.config.public_url, &user.email, &secret)).await;
+    Ok((StatusCode::CREATED, Json(json!({"user": user_json(&user), "verification_sent": true}))))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TokenRequest {
+    token: String,
+}
+
+async fn verify_token(state: &AppState, token: &str) -> Result<Json<Value>, AppError> {
+    let user = state
+        .inner()
+        .store
+        .verify_email(&auth::hash_secret(token.trim()), Utc::now())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => AppError::new(
+                ErrorCode::InvalidToken,
+                "the verification link is unknown, used or expired",
+            ),
+            other => other.into(),
+        })?;
+    Ok(Json(json!({"verified": true, "user": user_json(&user)})))
+}
+
+pub(crate) async fn verify_email_post(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<Json<Value>, AppError> {
+    verify_token(&state, &request.token).await
+}
+
+pub(crate) async fn verify_email_get(
+    State(state): State<AppState>,
+    Query(request): Query<TokenRequest>,
+) -> Result<Json<Value>, AppError> {
+    verify_token(&state, &request.token).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> Result<Json<Value>, AppError> {
+    let inner = state.inner();
+    inner.login_limiter.check(ip, Some(&request.email))?;
+    let found = match inner.store.get_user_by_email(&request.email).await {
+        Ok(user) => Some(user),
+        Err(StoreError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let ok = verify(request.password, found.as_ref().map(|u| u.password_hash.clone())).await?;
+    let user = match found {
+        Some(user) if ok => user,
+        _ => return Err(AppError::new(ErrorCode::Unauthorized, "wrong email or password")),
+    };
+    if user.email_verified_at.is_none() {
+        return Err(AppError::new(
+            ErrorCode::EmailNotVerified,
+            "verify your email first: follow the link we sent",
+        ));
+    }
+    let orgs = inner.store.organizations_of_user(&user.id).await?;
+    let Some((org, _)) = orgs.first() else {
+        return Err(AppError::new(ErrorCode::Forbidden, "this account belongs to no organisation"));
+    };
+    let lifetime = inner.access_lifetime;
+    let session = inner
+        .store
+        .create_session(
+            &user.id,
+            Utc::now() + Span::from_std(lifetime).map_err(AppError::internal)?,
+        )
+        .await?;
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    let claims =
+        AccessClaims::new(user.id.as_str(), session.id.as_str(), org.id.as_str(), now, lifetime);
+    let token = auth::encode_access(&claims, &inner.jwt).map_err(AppError::internal)?;
+    Ok(Json(json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": lifetime.as_secs(),
+        "user": user_json(&user),
+    })))
+}
+
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<StatusCode, AppError> {
+    state.inner().store.revoke_session(&current.session).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ForgotRequest {
+    email: String,
+}
+
+pub(crate) async fn forgot_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(request): ApiJson<ForgotRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let inner = state.inner();
+    inner.forgot_limiter.check(ip, Some(&request.email))?;
+    // The same answer whether or not the account exists.
+    if let Ok(user) = inner.store.get_user_by_email(&request.email).await {
+        let secret =
+            issue_token(&state, |h| NewToken::password_reset(&user, h, Utc::now() + RESET_VALID))
+                .await?;
+        send(&state, mail::password_reset_email(&inner.config.public_url, &user.email, &secret))
+            .await;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "if an account exists for this email, a reset link is on its way"})),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ResetRequest {
+    token: String,
+    new_password: String,
+}
+
+pub(crate) async fn reset_password(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ResetRequest>,
+) -> Result<Json<Value>, AppError> {
+    check_password(&request.new_password, "", &[])?;
+    let password_hash = hash(request.new_password).await?;
+    let user = state
+        .inner()
+        .store
+        .reset_password(&auth::hash_secret(request.token.trim()), password_hash, Utc::now())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => {
+                AppError::new(ErrorCode::InvalidToken, "the reset link is unknown, used or expired")
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(json!({"reset": true, "user": user_json(&user)})))
+}
+
+pub(crate) async fn profile(current: CurrentUser) -> Json<Value> {
+    Json(
+        json!({"user": user_json(&current.user), "organization_id": current.org.as_str(), "role": current.role.as_str()}),
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ProfileRequest {
+    first_name: Option<String>,
+    last_name: Option<String>,
+}
+
+pub(crate) async fn update_profile(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiJson(request): ApiJson<ProfileRequest>,
+) -> Result<Json<Value>, AppError> {
+    let first_name = validate_name(
+        "first_name",
+        request.first_name.as_deref().unwrap_or(&current.user.first_name),
+    )?;
+    let last_name = validate_name(
+        "last_name",
+        request.last_name.as_deref().unwrap_or(&current.user.last_name),
+    )?;
+    let user = state
+        .inner()
+        .store
+        .update_profile(&current.user.id, ProfileUpdate { first_name, last_name })
+        .await?;
+    Ok(Json(json!({"user": user_json(&user)})))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiJson(request): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode, AppError> {
+    if !verify(request.current_password, Some(current.user.password_hash.clone())).await? {
+        return Err(AppError::new(ErrorCode::Unauthorized, "the current password is wrong"));
+    }
+    let user = &current.user;
+    check_password(&request.new_password, &user.email, &[&user.first_name, &user.last_name])?;
+    let password_hash = hash(request.new_password).await?;
+    state.inner().store.set_password_hash(&user.id, password_hash).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn accept_invitation(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<Json<Value>, AppError> {
+    let membership = state
+        .inner()
+        .store
+        .accept_invitation(&auth::hash_secret(request.token.trim()), &current.user.id, Utc::now())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => AppError::new(
+                ErrorCode::InvalidToken,
+                "the invitation is unknown, used, expired or for another email",
+            ),
+            other => other.into(),
+        })?;
+    Ok(Json(
+        json!({"organization_id": membership.org_id.as_str(), "role": membership.role.as_str()}),
+    ))
+}
+
+pub(crate) async fn organization(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<Json<Value>, AppError> {
+    let org = state.inner().store.get_organization(&current.org).await?;
+    Ok(Json(
+        json!({"id": org.id.as_str(), "name": org.name, "role": current.role.as_str(), "created_at": org.created_at.to_rfc3339()}),
+    ))
+}
+
+pub(crate) async fn members(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<Json<Value>, AppError> {
+    let members = state.inner().store.list_members(&current.org).await?;
+    let members: Vec<Value> = members
+        .iter()
+        .map(|m| json!({"id": m.user_id.as_str(), "email": m.email, "first_name": m.first_name, "last_name": m.last_name, "role": m.role.as_str(), "joined_at": m.joined_at.to_rfc3339()}))
+        .collect();
+    Ok(Json(json!({"members": members})))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InviteRequest {
+    email: String,
+    role: String,
+}
+
+fn parse_role(role: &str) -> Result<Role, AppError> {
+    Role::parse(role)
+        .ok_or_else(|| AppError::new(ErrorCode::Validation, "role must be owner, admin or member"))
+}
+
+pub(crate) async fn invite(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiJson(request): ApiJson<InviteRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    current.require_admin()?;
+    let email = validate_email(&request.email)?;
+    let role = parse_role(&request.role)?;
+    if role == Role::Owner && current.role != Role::Owner {
+        return Err(AppError::new(ErrorCode::Forbidden, "only owners may invite owners"));
+    }
+    let org = state.inner().store.get_organization(&current.org).await?;
+    let secret = issue_token(&state, |h| {
+        NewToken::invitation(&current.org, &email, role, h, Utc::now() + INVITATION_VALID)
+    })
+    .await?;
+    let inviter = format!("{} {}", current.user.first_name, current.user.last_name);
+    send(
+        &state,
+        mail::invitation_email(
+            &state.inner().config.public_url,
+            &email,
+            &secret,
+            &org.name,
+            &inviter,
+        ),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(json!({"email": email, "role": role.as_str(), "sent": true}))))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RoleRequest {
+    role: String,
+}
+
+pub(crate) async fn change_role(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<RoleRequest>,
+) -> Result<Json<Value>, AppError> {
+    current.require_admin()?;
+    let role = parse_role(&request.role)?;
+    let target = UserId::from(id);
+    let existing = state.inner().store.get_membership(&current.org, &target).await?;
+    if (role == Role::Owner || existing.role == Role::Owner) && current.role != Role::Owner {
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "only owners may grant or take the owner role",
+        ));
+    }
+    let membership = state.inner().store.set_role(&current.org, &target, role).await?;
+    Ok(Json(json!({"id": membership.user_id.as_str(), "role": membership.role.as_str()})))
+}
+
+pub(crate) async fn remove_member(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    current.require_admin()?;
+    let target = UserId::from(id);
+    let existing = state.inner().store.get_membership(&current.org, &target).await?;
+    if existing.role == Role::Owner && current.role != Role::Owner {
+        return Err(AppError::new(ErrorCode::Forbidden, "only owners may remove an owner"));
+    }
+    state.inner().store.remove_member(&current.org, &target).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
