@@ -353,13 +353,21 @@ pub(crate) async fn forgot_password(
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let inner = state.inner();
     inner.forgot_limiter.check(ip, Some(&request.email))?;
-    // The same answer whether or not the account exists.
+    // The same answer whether or not the account exists, and no email round
+    // trip in the response time: the token and the email happen in the background.
     if let Ok(user) = inner.store.get_user_by_email(&request.email).await {
-        let secret =
-            issue_token(&state, |h| NewToken::password_reset(&user, h, Utc::now() + RESET_VALID))
-                .await?;
-        send(&state, mail::password_reset_email(&inner.config.public_url, &user.email, &secret))
-            .await;
+        let state = state.clone();
+        tokio::spawn(async move {
+            let token = |h| NewToken::password_reset(&user, h, Utc::now() + RESET_VALID);
+            match issue_token(&state, token).await {
+                Ok(secret) => {
+                    let public_url = &state.inner().config.public_url;
+                    send(&state, mail::password_reset_email(public_url, &user.email, &secret))
+                        .await;
+                }
+                Err(e) => tracing::error!(error = %e, "issuing a reset token failed"),
+            }
+        });
     }
     Ok((
         StatusCode::ACCEPTED,
