@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use custard_core::{Column, Dialect, Guard, Schema, Table, TableKind};
+use custard_core::{Column, Dialect, Guard, Schema, Table};
 
 fn gold_queries() -> Vec<String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,25 +26,8 @@ fn gold_queries() -> Vec<String> {
 /// A schema holding every table and column the gold queries of `academic` use,
 /// so the identifier check does real lookups.
 fn academic_schema() -> Schema {
-    let table = |name: &str, cols: &[&str]| Table {
-        schema: "public".into(),
-        name: name.into(),
-        kind: TableKind::Table,
-        comment: None,
-        columns: cols
-            .iter()
-            .map(|c| Column {
-                name: (*c).into(),
-                data_type: "text".into(),
-                nullable: true,
-                default: None,
-                comment: None,
-                sample_values: Vec::new(),
-            })
-            .collect(),
-        primary_key: Vec::new(),
-        foreign_keys: Vec::new(),
-        row_estimate: None,
+    let table = |name: &str, cols: &[&str]| {
+        Table::new("public", name, cols.iter().map(|c| Column::new(*c, "text")).collect())
     };
     Schema {
         dialect: Dialect::Postgres,

@@ -1,7 +1,7 @@
 //! Data-driven tests of the guard: one `check` helper per concern, one line per case.
 
 use super::*;
-use crate::{Column, Table, TableKind};
+use crate::{Column, Table};
 
 fn pg() -> Guard {
     Guard::builder(Dialect::Postgres).build().expect("default guard")
@@ -191,24 +191,8 @@ fn hostile_input_gets_an_error_not_a_panic() {
 }
 
 fn shop_schema() -> Schema {
-    let col = |name: &str, ty: &str| Column {
-        name: name.to_owned(),
-        data_type: ty.to_owned(),
-        nullable: true,
-        default: None,
-        comment: None,
-        sample_values: Vec::new(),
-    };
-    let table = |schema: &str, name: &str, cols: Vec<Column>| Table {
-        schema: schema.to_owned(),
-        name: name.to_owned(),
-        kind: TableKind::Table,
-        comment: None,
-        columns: cols,
-        primary_key: Vec::new(),
-        foreign_keys: Vec::new(),
-        row_estimate: None,
-    };
+    let col = Column::new;
+    let table = Table::new;
     Schema {
         dialect: Dialect::Postgres,
         tables: vec![

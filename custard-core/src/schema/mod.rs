@@ -93,6 +93,20 @@ pub struct Column {
     pub sample_values: Vec<String>,
 }
 
+impl Column {
+    /// A nullable column with no default, comment or samples.
+    pub fn new(name: impl Into<String>, data_type: impl Into<String>) -> Self {
+        Column {
+            name: name.into(),
+            data_type: data_type.into(),
+            nullable: true,
+            default: None,
+            comment: None,
+            sample_values: Vec::new(),
+        }
+    }
+}
+
 /// A foreign key: `columns` of the owning table reference `referenced_columns`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForeignKey {
@@ -166,6 +180,26 @@ impl Schema {
 }
 
 impl Table {
+    /// A plain table with `columns` and nothing else (no keys, comment or estimate).
+    ///
+    /// ```
+    /// use custard_core::{Column, Table};
+    /// let t = Table::new("public", "orders", vec![Column::new("id", "integer")]);
+    /// assert_eq!(t.column("id").map(|c| c.data_type.as_str()), Some("integer"));
+    /// ```
+    pub fn new(schema: impl Into<String>, name: impl Into<String>, columns: Vec<Column>) -> Self {
+        Table {
+            schema: schema.into(),
+            name: name.into(),
+            kind: TableKind::Table,
+            comment: None,
+            columns,
+            primary_key: Vec::new(),
+            foreign_keys: Vec::new(),
+            row_estimate: None,
+        }
+    }
+
     /// `schema.name`, or just `name` when the schema is the dialect's default.
     pub fn display_name(&self, dialect: Dialect) -> String {
         if self.schema == dialect.default_schema() {
