@@ -25,10 +25,12 @@ pub async fn run_with_backoff(
     mut backoff: Backoff,
 ) -> anyhow::Result<()> {
     let executor = open(&config)?;
-    if let DatabaseUrl::Postgres(url) = DatabaseUrl::parse(&config.database_url)? {
-        check_role(&url, &config).await?;
-    }
+    let role_pending = match DatabaseUrl::parse(&config.database_url)? {
+        DatabaseUrl::Postgres(url) => check_role(&url, &config).await?,
+        _ => false,
+    };
     let state = Arc::new(AgentState::new(config, executor).context("the agent's table policy")?);
+    state.set_role_pending(role_pending);
     match state.refresh_schema(&DiscoverOptions { sample_values: state.config.sample_values }).await
     {
         Ok(schema) => {
@@ -76,7 +78,8 @@ pub async fn run_with_backoff(
 
 /// Layer 3: refuses a superuser or a member of a dangerous predefined role
 /// unless explicitly allowed, printing the SQL for a proper read-only role.
-async fn check_role(url: &str, config: &AgentConfig) -> anyhow::Result<()> {
+/// Returns whether the check is still pending (the database was down).
+async fn check_role(url: &str, config: &AgentConfig) -> anyhow::Result<bool> {
     match startup::check_role(url).await {
         Ok(report) if report.is_privileged() && !config.allow_privileged_role => {
             let database =
@@ -88,13 +91,14 @@ async fn check_role(url: &str, config: &AgentConfig) -> anyhow::Result<()> {
         }
         Ok(report) if report.is_privileged() => {
             tracing::warn!(user = %report.user, "running with a privileged database role (--allow-privileged-role)");
-            Ok(())
+            Ok(false)
         }
-        Ok(_) => Ok(()),
-        // A database that is down now is no reason to stay away from the server.
+        Ok(_) => Ok(false),
+        // A database that is down now is no reason to stay away from the server;
+        // the check runs before the first request once it is back.
         Err(e) => {
             tracing::warn!("could not check the database role yet: {e}");
-            Ok(())
+            Ok(true)
         }
     }
 }

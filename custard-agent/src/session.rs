@@ -184,6 +184,11 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                         let (state, out) = (state.clone(), out.clone());
                         tasks.spawn(async move {
                             let id = frame.id.clone();
+                            if let Err(refusal) = state.role_gate().await {
+                                let _ = out.send(text(&Frame::new(id.as_str(), Message::Error(refusal)))).await;
+                                drop(permit);
+                                return id;
+                            }
                             match frame.message {
                                 Message::Run(run) => run_query(&state, &id, run, &token, &out).await,
                                 Message::Discover(d) => discover(&state, &id, d.sample_values, &out).await,

@@ -1,6 +1,7 @@
 //! What the agent knows between sessions: its configuration, the database,
 //! and the schema with the guard built from it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use custard_core::{DiscoverOptions, ExecError, Executor, Guard, GuardConfigError, Schema};
@@ -22,6 +23,10 @@ pub(crate) struct AgentState {
     pub(crate) config: AgentConfig,
     pub(crate) executor: Arc<dyn Executor>,
     catalog: RwLock<Arc<Catalog>>,
+    /// The role check could not run at start (database down) and must run before any request.
+    role_pending: AtomicBool,
+    /// Set once the role check found a privileged role that is not allowed.
+    role_refused: AtomicBool,
 }
 
 impl AgentState {
@@ -31,7 +36,55 @@ impl AgentState {
     ) -> Result<Self, GuardConfigError> {
         let guard = build_guard(&config, executor.dialect(), None)?;
         let catalog = Catalog { fingerprint: None, guard };
-        Ok(AgentState { config, executor, catalog: RwLock::new(Arc::new(catalog)) })
+        Ok(AgentState {
+            config,
+            executor,
+            catalog: RwLock::new(Arc::new(catalog)),
+            role_pending: AtomicBool::new(false),
+            role_refused: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn set_role_pending(&self, pending: bool) {
+        self.role_pending.store(pending, Ordering::SeqCst);
+    }
+
+    /// Layer 3 for a role that could not be checked at start: checks it before
+    /// the first request that reaches the database, and refuses every request
+    /// once it turns out privileged (unless allowed).
+    pub(crate) async fn role_gate(&self) -> Result<(), custard_core::wire::ErrorReport> {
+        let refusal = || {
+            custard_core::wire::ErrorReport::new(
+                "privileged_role",
+                "the agent's database role is privileged; the agent refuses to run queries \
+                 (see its log for the SQL of a read-only role, or set CUSTARD_ALLOW_PRIVILEGED_ROLE)",
+            )
+        };
+        if self.role_refused.load(Ordering::SeqCst) {
+            return Err(refusal());
+        }
+        if !self.role_pending.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match crate::startup::check_role(&self.config.database_url).await {
+            Ok(report) if report.is_privileged() && !self.config.allow_privileged_role => {
+                self.role_refused.store(true, Ordering::SeqCst);
+                self.role_pending.store(false, Ordering::SeqCst);
+                let sql = crate::startup::read_only_role_sql(
+                    "custard_reader",
+                    "your_database",
+                    &["public".to_owned()],
+                );
+                tracing::error!("{}", crate::startup::refusal_message(&report, &sql));
+                Err(refusal())
+            }
+            Ok(_) => {
+                self.role_pending.store(false, Ordering::SeqCst);
+                Ok(())
+            }
+            // Still down: the request fails with `database_unavailable` on its own.
+            Err(_) => Ok(()),
+        }
     }
 
     pub(crate) fn catalog(&self) -> Arc<Catalog> {

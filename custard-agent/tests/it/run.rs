@@ -538,3 +538,23 @@ async fn masked_columns_are_neither_shared_nor_read() {
     assert!(matches!(side.reply_to("ok").await.last(), Some(Message::Done(d)) if d.row_count == 1));
     agent.stop().await;
 }
+
+/// A role that could not be checked at start (database down) is checked before
+/// the first request once the database is back, and refused then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_check_waits_for_the_database() {
+    let db = numbers().await;
+    let switch = switch_to(&db).await;
+    switch.set(false);
+    let mut server = FakeServer::start().await;
+    let mut privileged = config(&server.url, &switch.url, 2);
+    privileged.allow_privileged_role = false;
+    let agent = start(privileged);
+    let mut side = server.agent().await;
+    switch.set(true);
+    for id in ["first", "second"] {
+        side.run(id, "SELECT count(*) AS n FROM n", 10_000).await;
+        assert_eq!(error_code(&side.reply_to(id).await), "privileged_role", "{id}");
+    }
+    agent.stop().await;
+}
