@@ -203,14 +203,7 @@ impl SchemaIndex {
                     *slot = slot.max(gain * sum);
                 }
             }
-            for table in best_touched.drain(..) {
-                let t = table as usize;
-                if total[t] == 0.0 {
-                    touched.push(table);
-                }
-                total[t] += best[t];
-                best[t] = 0.0;
-            }
+            add_best(&mut best, &mut best_touched, &mut total, &mut touched);
         }
 
         // A table whose whole name the question names is what it asks about.
@@ -234,14 +227,7 @@ impl SchemaIndex {
             }
             *slot = slot.max(bonus);
         }
-        for table in best_touched.drain(..) {
-            let t = table as usize;
-            if total[t] == 0.0 {
-                touched.push(table);
-            }
-            total[t] += best[t];
-            best[t] = 0.0;
-        }
+        add_best(&mut best, &mut best_touched, &mut total, &mut touched);
 
         // Foreign-key neighbours of matched tables get a share of their score.
         let mut share = best;
@@ -316,5 +302,23 @@ impl SchemaIndex {
                     + scored.phrases.get(&(table, c as u32)).copied().unwrap_or(0.0)
             })
             .collect()
+    }
+}
+
+/// Adds each touched table's best score to its total and clears `best` for the
+/// next round, noting tables that scored for the first time.
+fn add_best(
+    best: &mut [f64],
+    best_touched: &mut Vec<u32>,
+    total: &mut [f64],
+    touched: &mut Vec<u32>,
+) {
+    for table in best_touched.drain(..) {
+        let t = table as usize;
+        if total[t] == 0.0 {
+            touched.push(table);
+        }
+        total[t] += best[t];
+        best[t] = 0.0;
     }
 }
