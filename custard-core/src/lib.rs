@@ -35,8 +35,8 @@ pub mod wire;
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 pub use ask::{
-    Answer, AskError, AskOptions, AskPipeline, Attempt, AttemptFailure, AttemptStage, ChartKind,
-    ChartSpec, MAX_HISTORY_TURNS, MAX_QUESTION_BYTES, Timings,
+    Answer, AskError, AskOptions, AskPipeline, AskRequest, AskStep, Attempt, AttemptFailure,
+    AttemptStage, ChartKind, ChartSpec, MAX_HISTORY_TURNS, MAX_QUESTION_BYTES, Progress, Timings,
 };
 pub use dialect::{Dialect, UnknownDialect};
 #[cfg(feature = "postgres")]
@@ -48,7 +48,7 @@ pub use exec::{
     RowBatch, RowSender, RunLimits, RunSummary, connect,
 };
 pub use guard::{CheckedSql, Guard, GuardBuilder, GuardConfigError, Rejection, RejectionCode};
-pub use prompt::{ChatMessage, Example, Feedback, PromptBuilder, Role, Turn};
+pub use prompt::{ChatMessage, Example, Feedback, PromptBuilder, Role, Turn, select_examples};
 pub use retrieve::{RetrieveOptions, Retrieved, SchemaIndex};
 pub use schema::{Column, DdlOptions, ForeignKey, Schema, Table, TableKind};
 pub use text::{estimate_tokens, stem, words};

@@ -52,6 +52,58 @@ pub struct Example {
     pub sql: String,
 }
 
+/// The examples most similar to `question`, best first, at most `max`.
+///
+/// Similarity is word overlap ([`crate::words`]: lowercase stems without stop
+/// words) weighted by how rare each word is among the candidates, so "orders per
+/// month in 2024" finds "how many orders per month" before "list all customers".
+/// Candidates sharing no word with the question are left out; ties keep the
+/// candidates' order, so callers list newer examples first.
+///
+/// ```
+/// use custard_core::{Example, select_examples};
+///
+/// let candidates = [
+///     Example { question: "list all customers".into(), sql: "SELECT * FROM customers".into() },
+///     Example { question: "how many orders per month".into(), sql: "SELECT ...".into() },
+/// ];
+/// let picked = select_examples("orders per month in 2024", &candidates, 3);
+/// assert_eq!(picked.len(), 1);
+/// assert_eq!(picked[0].question, "how many orders per month");
+/// ```
+pub fn select_examples(question: &str, candidates: &[Example], max: usize) -> Vec<Example> {
+    use std::collections::{HashMap, HashSet};
+
+    let asked: HashSet<String> = crate::words(question).into_iter().collect();
+    if asked.is_empty() || max == 0 {
+        return Vec::new();
+    }
+    let bags: Vec<HashSet<String>> =
+        candidates.iter().map(|c| crate::words(&c.question).into_iter().collect()).collect();
+    let mut document_frequency: HashMap<&str, usize> = HashMap::new();
+    for bag in &bags {
+        for word in bag.iter().filter(|w| asked.contains(*w)) {
+            *document_frequency.entry(word).or_default() += 1;
+        }
+    }
+    let n = candidates.len() as f64;
+    let mut scored: Vec<(f64, usize)> = bags
+        .iter()
+        .enumerate()
+        .filter_map(|(i, bag)| {
+            let shared: f64 = bag
+                .iter()
+                .filter_map(|w| document_frequency.get(w.as_str()))
+                .map(|&df| (1.0 + n / df as f64).ln())
+                .sum();
+            // Long example questions match more words by chance; dampen them.
+            (shared > 0.0).then(|| (shared / (bag.len() as f64).sqrt(), i))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(max).map(|(_, i)| candidates[i].clone()).collect()
+}
+
 /// An earlier turn of the conversation, so follow-ups ("and last year?") work.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Turn {
@@ -228,6 +280,32 @@ mod tests {
             .map(|m| format!("[{}]\n{}\n", m.role.as_str(), m.content))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    fn example(question: &str) -> Example {
+        Example { question: question.into(), sql: format!("-- {question}") }
+    }
+
+    #[test]
+    fn select_examples_prefers_rare_shared_words() {
+        let candidates = [
+            example("how many customers are there"),
+            example("total revenue by product category"),
+            example("how many orders were cancelled"),
+            example("revenue per month for each category"),
+        ];
+        let picked = select_examples("monthly revenue by category", &candidates, 2);
+        let questions: Vec<&str> = picked.iter().map(|e| e.question.as_str()).collect();
+        assert_eq!(
+            questions,
+            ["total revenue by product category", "revenue per month for each category"]
+        );
+        assert!(select_examples("weather tomorrow", &candidates, 5).is_empty());
+        assert!(select_examples("", &candidates, 5).is_empty());
+        assert!(select_examples("revenue", &candidates, 0).is_empty());
+        // Ties keep the candidates' order.
+        let tied = select_examples("orders", &[example("orders"), example("Orders!")], 1);
+        assert_eq!(tied[0].question, "orders");
     }
 
     const DDL: &str = "-- customers who bought something\nCREATE TABLE customers (\n  id integer PRIMARY KEY,\n  name text NOT NULL\n);\n\nCREATE TABLE sales.orders (\n  id integer PRIMARY KEY,\n  customer_id integer REFERENCES customers(id),\n  total numeric(10,2),\n  created_at timestamp -- when the order was placed\n);";

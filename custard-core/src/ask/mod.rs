@@ -114,7 +114,8 @@ pub struct AttemptFailure {
 pub struct Answer {
     /// A plain-language answer built from the whole result.
     pub text: String,
-    /// The SQL that ran, as checked by the guard.
+    /// The SQL that answered, as the guard printed it back (without the row-limit
+    /// wrapper it ran in; see [`crate::CheckedSql::query`]).
     pub sql: String,
     /// The result's columns and types.
     pub columns: Vec<ColumnMeta>,
@@ -130,6 +131,85 @@ pub struct Answer {
     pub attempts: Vec<Attempt>,
     /// Time per step.
     pub timings: Timings,
+}
+
+/// A step of answering a question, reported as it starts; `Generating`,
+/// `Checking` and `Running` repeat for each repair attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AskStep {
+    /// Ranking the schema for the question.
+    Retrieving,
+    /// Waiting for the model to write SQL.
+    Generating,
+    /// Checking the SQL with the guard.
+    Checking,
+    /// Running the SQL.
+    Running,
+    /// Writing the answer and suggesting a chart.
+    Summarising,
+}
+
+impl AskStep {
+    /// The stable lowercase name (`retrieving`, `generating`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AskStep::Retrieving => "retrieving",
+            AskStep::Generating => "generating",
+            AskStep::Checking => "checking",
+            AskStep::Running => "running",
+            AskStep::Summarising => "summarising",
+        }
+    }
+}
+
+/// A progress callback for [`AskRequest::progress`].
+pub type Progress<'a> = &'a (dyn Fn(AskStep) + Send + Sync);
+
+/// One question for [`AskPipeline::ask_with`], with its context.
+#[derive(Clone, Copy)]
+pub struct AskRequest<'a> {
+    question: &'a str,
+    history: &'a [Turn],
+    examples: Option<&'a [Example]>,
+    progress: Option<Progress<'a>>,
+}
+
+impl fmt::Debug for AskRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AskRequest")
+            .field("question", &self.question)
+            .field("history", &self.history.len())
+            .field("examples", &self.examples.map(<[Example]>::len))
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl<'a> AskRequest<'a> {
+    /// A question with no history, the pipeline's own examples and no progress reports.
+    pub fn new(question: &'a str) -> Self {
+        AskRequest { question, history: &[], examples: None, progress: None }
+    }
+
+    /// Earlier turns of the conversation, oldest first.
+    pub fn history(mut self, history: &'a [Turn]) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Examples for this question, instead of [`AskOptions::examples`]
+    /// (see [`crate::select_examples`] to pick similar ones).
+    pub fn examples(mut self, examples: &'a [Example]) -> Self {
+        self.examples = Some(examples);
+        self
+    }
+
+    /// Called with each step as it starts.
+    pub fn progress(mut self, progress: Progress<'a>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
 }
 
 /// The longest question accepted, in bytes; longer input is refused before any work.
@@ -235,6 +315,19 @@ impl AskPipeline {
 
     /// Answers `question`; `history` holds earlier turns of the conversation.
     pub async fn ask(&self, question: &str, history: &[Turn]) -> Result<Answer, AskError> {
+        self.ask_with(&AskRequest::new(question).history(history)).await
+    }
+
+    /// Answers a question with per-question context: examples chosen for it and
+    /// a progress callback (see [`AskRequest`]).
+    pub async fn ask_with(&self, request: &AskRequest<'_>) -> Result<Answer, AskError> {
+        let AskRequest { question, history, .. } = *request;
+        let examples = request.examples.unwrap_or(&self.options.examples);
+        let step = |s: AskStep| {
+            if let Some(progress) = request.progress {
+                progress(s);
+            }
+        };
         let started = Instant::now();
         if question.trim().is_empty() {
             return Err(AskError::InvalidQuestion("the question is empty".into()));
@@ -252,6 +345,7 @@ impl AskPipeline {
         let mut timings = Timings::default();
         let dialect = self.index.schema().dialect;
 
+        step(AskStep::Retrieving);
         let t = Instant::now();
         let mut retrieve = self.options.retrieve.clone();
         retrieve.context.extend(history.iter().map(|turn| turn.question.clone()));
@@ -263,10 +357,11 @@ impl AskPipeline {
         let tries =
             if self.model.can_repair() { self.options.max_repairs.min(MAX_REPAIRS) + 1 } else { 1 };
         for _ in 0..tries {
+            step(AskStep::Generating);
             let t = Instant::now();
             let mut builder = PromptBuilder::new(dialect, question)
                 .schema_ddl(&retrieved.ddl)
-                .examples(&self.options.examples)
+                .examples(examples)
                 .history(history)
                 .feedback(&feedback);
             if let Some(instructions) = &self.options.instructions {
@@ -301,6 +396,7 @@ impl AskPipeline {
                 continue;
             };
 
+            step(AskStep::Checking);
             let t = Instant::now();
             let checked = self.guard.check(&sql);
             timings.guard += t.elapsed();
@@ -317,6 +413,7 @@ impl AskPipeline {
                 }
             };
 
+            step(AskStep::Running);
             let t = Instant::now();
             let result = self.executor.query(&checked, &self.options.limits).await;
             timings.execute += t.elapsed();
@@ -335,6 +432,7 @@ impl AskPipeline {
             };
 
             attempts.push(Attempt { reply: generation.text, sql: Some(sql), failure: None });
+            step(AskStep::Summarising);
             let t = Instant::now();
             // A rule-based engine writes SQL, not prose: it cannot summarise.
             let text = match self.options.model_summary && self.model.can_repair() {
@@ -349,7 +447,7 @@ impl AskPipeline {
             timings.total = started.elapsed();
             return Ok(Answer {
                 text,
-                sql: checked.sql().to_owned(),
+                sql: checked.query().to_owned(),
                 columns: result.columns,
                 rows: result.rows,
                 truncated: result.summary.truncated,
@@ -433,7 +531,10 @@ fn guard_feedback(code: RejectionCode, message: &str) -> String {
 
 /// Database errors that a different query may avoid.
 fn repairable(e: &ExecError) -> bool {
-    matches!(e.code, ExecErrorCode::QueryFailed | ExecErrorCode::PermissionDenied)
+    matches!(
+        e.code,
+        ExecErrorCode::QueryFailed | ExecErrorCode::PermissionDenied | ExecErrorCode::Rejected
+    )
 }
 
 /// The reason of a reply like `-- cannot answer: there is no price column`,

@@ -121,6 +121,16 @@ pub enum ExecErrorCode {
     PermissionDenied,
     /// The receiver of the rows went away before the query finished.
     ReceiverClosed,
+    /// The query was cancelled before it finished.
+    Canceled,
+    /// A remote executor (the agent) refused the query with its own guard or policy.
+    Rejected,
+    /// No agent is connected for this database.
+    AgentOffline,
+    /// Every connected agent is already running as many queries as it allows.
+    AgentBusy,
+    /// The agent went away while the request was in flight.
+    AgentDisconnected,
     /// A bug or an unexpected state; the message says what.
     Internal,
 }
@@ -135,8 +145,34 @@ impl ExecErrorCode {
             ExecErrorCode::Timeout => "query_timeout",
             ExecErrorCode::PermissionDenied => "permission_denied",
             ExecErrorCode::ReceiverClosed => "receiver_closed",
+            ExecErrorCode::Canceled => "canceled",
+            ExecErrorCode::Rejected => "rejected",
+            ExecErrorCode::AgentOffline => "agent_offline",
+            ExecErrorCode::AgentBusy => "agent_busy",
+            ExecErrorCode::AgentDisconnected => "agent_disconnected",
             ExecErrorCode::Internal => "internal",
         }
+    }
+
+    /// The code with this stable name, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        use ExecErrorCode::*;
+        [
+            InvalidUrl,
+            DatabaseUnavailable,
+            QueryFailed,
+            Timeout,
+            PermissionDenied,
+            ReceiverClosed,
+            Canceled,
+            Rejected,
+            AgentOffline,
+            AgentBusy,
+            AgentDisconnected,
+            Internal,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
     }
 }
 

@@ -72,6 +72,29 @@ impl RejectionCode {
             RejectionCode::Unsupported => "unsupported_sql",
         }
     }
+
+    /// The code with this stable name, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        use RejectionCode::*;
+        [
+            Empty,
+            TooLong,
+            ParseError,
+            MultipleStatements,
+            NotAQuery,
+            DataModifying,
+            Locking,
+            FunctionNotAllowed,
+            SystemCatalog,
+            TableNotAllowed,
+            UnknownTable,
+            UnknownColumn,
+            ColumnMasked,
+            Unsupported,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
 }
 
 impl fmt::Display for RejectionCode {
@@ -101,6 +124,7 @@ impl Rejection {
 /// SQL that passed the guard: the only input an executor accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckedSql {
+    query: String,
     sql: String,
     dialect: Dialect,
     row_limit: Option<u64>,
@@ -111,6 +135,22 @@ impl CheckedSql {
     /// The SQL to run: the parsed query printed back, wrapped in a row limit when needed.
     pub fn sql(&self) -> &str {
         &self.sql
+    }
+
+    /// The parsed query printed back, without the row-limit wrapper: what to
+    /// show people, keep in a history, or check again under another row limit.
+    ///
+    /// ```
+    /// use custard_core::{Dialect, Guard};
+    ///
+    /// let guard = Guard::builder(Dialect::Postgres).max_rows(100).build()?;
+    /// let checked = guard.check("select name from users")?;
+    /// assert_eq!(checked.query(), "SELECT name FROM users");
+    /// assert!(checked.sql().ends_with("LIMIT 101"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn query(&self) -> &str {
+        &self.query
     }
 
     /// The dialect the SQL was checked for.
@@ -133,7 +173,13 @@ impl CheckedSql {
     /// (the layer-2 test runs attacks with the guard switched off).
     #[cfg(all(test, any(feature = "postgres", feature = "sqlite")))]
     pub(crate) fn for_test(sql: &str, dialect: Dialect, row_limit: Option<u64>) -> Self {
-        CheckedSql { sql: sql.to_owned(), dialect, row_limit, tables: Vec::new() }
+        CheckedSql {
+            query: sql.to_owned(),
+            sql: sql.to_owned(),
+            dialect,
+            row_limit,
+            tables: Vec::new(),
+        }
     }
 }
 

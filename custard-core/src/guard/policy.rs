@@ -47,7 +47,7 @@ pub(super) fn check(g: &GuardInner, sql: &str) -> Result<CheckedSql, Rejection> 
     }
     let tables = walker.resolve()?;
     let (sql, row_limit) = limit(g.max_rows, &query);
-    Ok(CheckedSql { sql, dialect: g.dialect, row_limit, tables })
+    Ok(CheckedSql { query: query.to_string(), sql, dialect: g.dialect, row_limit, tables })
 }
 
 fn parse(g: &GuardInner, sql: &str) -> Result<Vec<Statement>, Rejection> {

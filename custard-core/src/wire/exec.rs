@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{Done, ErrorReport, WireColumnMeta};
-use crate::{ColumnMeta, ExecError, RunSummary};
+use crate::{ColumnMeta, ExecError, ExecErrorCode, RejectionCode, RunSummary};
 
 impl From<&ColumnMeta> for WireColumnMeta {
     fn from(column: &ColumnMeta) -> Self {
@@ -49,10 +49,37 @@ impl From<&ExecError> for ErrorReport {
     }
 }
 
+impl From<ErrorReport> for ExecError {
+    /// An agent's `error` reply as an executor error: executor codes keep their
+    /// meaning, the agent's guard refusals become [`ExecErrorCode::Rejected`]
+    /// (with the guard's code in the message), `busy` is [`ExecErrorCode::AgentBusy`],
+    /// and anything else is [`ExecErrorCode::Internal`].
+    fn from(report: ErrorReport) -> Self {
+        let code = ExecErrorCode::parse(&report.code).unwrap_or_else(|| {
+            if report.code == "busy" {
+                ExecErrorCode::AgentBusy
+            } else if RejectionCode::parse(&report.code).is_some() {
+                ExecErrorCode::Rejected
+            } else {
+                ExecErrorCode::Internal
+            }
+        });
+        let message = match code {
+            ExecErrorCode::Rejected => {
+                format!("the agent's guard refused the query ({}): {}", report.code, report.message)
+            }
+            ExecErrorCode::Internal if report.code != "internal" => {
+                format!("{}: {}", report.code, report.message)
+            }
+            _ => report.message,
+        };
+        ExecError { code, message, sqlstate: report.sqlstate }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ExecErrorCode;
 
     #[test]
     fn exec_values_convert() {
@@ -76,5 +103,19 @@ mod tests {
         let report = ErrorReport::from(&err);
         assert_eq!(report.code, "query_timeout");
         assert_eq!(report.sqlstate.as_deref(), Some("57014"));
+        assert_eq!(ExecError::from(report), err);
+    }
+
+    #[test]
+    fn agent_error_reports_map_to_exec_codes() {
+        let code = |c: &str| ExecError::from(ErrorReport::new(c, "m")).code;
+        assert_eq!(code("busy"), ExecErrorCode::AgentBusy);
+        assert_eq!(code("not_a_query"), ExecErrorCode::Rejected);
+        assert_eq!(code("unknown_table"), ExecErrorCode::Rejected);
+        assert_eq!(code("canceled"), ExecErrorCode::Canceled);
+        assert_eq!(code("database_unavailable"), ExecErrorCode::DatabaseUnavailable);
+        assert_eq!(code("malformed_frame"), ExecErrorCode::Internal);
+        let rejected = ExecError::from(ErrorReport::new("table_not_allowed", "no"));
+        assert!(rejected.message.contains("table_not_allowed"), "{}", rejected.message);
     }
 }

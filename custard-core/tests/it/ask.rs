@@ -270,3 +270,39 @@ async fn the_offline_engine_answers_or_abstains_without_a_network() {
         .expect_err("abstains");
     assert!(matches!(&err, AskError::Model(e) if e.code == LlmErrorCode::Abstained), "{err:?}");
 }
+
+#[tokio::test]
+async fn ask_with_reports_steps_and_uses_the_examples_given() {
+    use custard_core::{AskRequest, AskStep, Example};
+    use std::sync::Mutex;
+
+    let shop = shop().await;
+    let server = FakeOpenAi::start([
+        fenced("SELECT nmae FROM customers"),
+        fenced("SELECT count(*) AS customers FROM customers"),
+    ])
+    .await;
+    let pipeline = shop.pipeline(model(&server, false)).await;
+    let steps = Mutex::new(Vec::new());
+    let record = |step: AskStep| steps.lock().expect("steps").push(step);
+    let examples = [Example {
+        question: "how many orders are there".into(),
+        sql: "SELECT count(*) FROM orders".into(),
+    }];
+    let request =
+        AskRequest::new("How many customers are there?").examples(&examples).progress(&record);
+    let answer = pipeline.ask_with(&request).await.expect("answered after a repair");
+    assert_eq!(answer.rows, [vec![json!(shop.customer_count().await)]]);
+    use AskStep::*;
+    assert_eq!(
+        *steps.lock().expect("steps"),
+        [Retrieving, Generating, Checking, Generating, Checking, Running, Summarising]
+    );
+    let first = server.requests()[0].body.clone().expect("request");
+    let prompt: String = first.messages.iter().map(|m| m.content.as_str()).collect();
+    assert!(
+        prompt.contains("how many orders are there")
+            && prompt.contains("SELECT count(*) FROM orders"),
+        "the example given for this question is in the prompt"
+    );
+}
