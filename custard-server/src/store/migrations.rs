@@ -21,11 +21,18 @@ pub(super) struct Migration {
 }
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts",
-    sql: include_str!("../../migrations/0001_accounts.sql"),
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts",
+        sql: include_str!("../../migrations/0001_accounts.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "platform",
+        sql: include_str!("../../migrations/0002_platform.sql"),
+    },
+];
 
 /// The newest version this binary knows.
 pub(super) fn latest_version() -> i64 {

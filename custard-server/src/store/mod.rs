@@ -1,5 +1,6 @@
-//! The store: users, organisations, memberships, sessions and one-time tokens
-//! behind one object-safe [`Store`] trait.
+//! The store: users, organisations, memberships, sessions and one-time tokens,
+//! and the platform's database connections, cached schemas and history of
+//! questions, behind one object-safe [`Store`] trait.
 //!
 //! [`SqliteStore`] (a file in the data dir) is the embedded default; a PostgreSQL
 //! implementation of the same trait comes with scale-out. Domain types here are
@@ -13,6 +14,9 @@
 //!   (`auth::hash_secret`), and consuming a token is atomic: of two concurrent
 //!   consumes exactly one wins;
 //! - an organisation always keeps at least one owner ([`StoreError::LastOwner`]);
+//! - agent API keys are stored only as their SHA-256 hex, unique across all
+//!   organisations; a recorded question is about a connection of its own
+//!   organisation, and goes when that connection is deleted;
 //! - a successful write is durable before its future resolves.
 
 use std::fmt;
@@ -20,11 +24,48 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use custard_core::BoxFuture;
 
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh id: 128 bits from a CSPRNG, hex.
+            pub(crate) fn random() -> Self {
+                $name(hex::encode(rand::random::<[u8; 16]>()))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                $name(id)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 mod migrations;
+mod platform;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use platform::{
+    ApprovedExample, Connection, ConnectionId, ConnectionUpdate, ConversationId, NewConnection,
+    NewQueryRecord, QueryFilter, QueryId, QueryRecord, StoredSchema,
+};
 pub use sqlite::SqliteStore;
 
 /// Persistent state of the platform; handlers hold it as `Arc<dyn Store>`.
@@ -177,6 +218,132 @@ pub trait Store: Send + Sync + fmt::Debug {
         token_hash: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<SignUp, StoreError>>;
+
+    /// Creates a connection; its key hash must be unique ([`ConflictKind::ApiKey`]).
+    fn create_connection(
+        &self,
+        connection: NewConnection,
+    ) -> BoxFuture<'_, Result<Connection, StoreError>>;
+
+    /// The organisation's connections, oldest first (none for an unknown organisation).
+    fn list_connections<'a>(
+        &'a self,
+        org: &'a OrgId,
+    ) -> BoxFuture<'a, Result<Vec<Connection>, StoreError>>;
+
+    /// One connection of the organisation.
+    fn get_connection<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+    ) -> BoxFuture<'a, Result<Connection, StoreError>>;
+
+    /// The connection whose current API key hashes to `key_hash`, in any
+    /// organisation: this is how the hub authenticates an agent.
+    fn connection_by_key_hash<'a>(
+        &'a self,
+        key_hash: &'a str,
+    ) -> BoxFuture<'a, Result<Connection, StoreError>>;
+
+    /// Changes a connection's name or instructions and returns it; with nothing
+    /// to change it returns the connection as it is, `updated_at` included.
+    fn update_connection<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        update: ConnectionUpdate,
+    ) -> BoxFuture<'a, Result<Connection, StoreError>>;
+
+    /// Replaces the connection's API key; the old key stops matching at once.
+    /// A key hash another connection has is a [`ConflictKind::ApiKey`].
+    fn set_connection_key<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        key_hash: String,
+        key_prefix: String,
+    ) -> BoxFuture<'a, Result<Connection, StoreError>>;
+
+    /// Deletes a connection with its cached schema and its history.
+    fn delete_connection<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The connection's cached schema; NotFound when none was stored yet.
+    fn get_schema<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+    ) -> BoxFuture<'a, Result<StoredSchema, StoreError>>;
+
+    /// Stores the schema an agent reported (replacing the previous one) and returns it.
+    /// The connection's `updated_at` stays: a schema is not a setting.
+    fn save_schema<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        fingerprint: String,
+        json: String,
+    ) -> BoxFuture<'a, Result<StoredSchema, StoreError>>;
+
+    /// Records that an agent of this version is connected now (`agent_version`,
+    /// `last_seen_at`; not `updated_at`).
+    fn record_agent_seen<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        agent_version: String,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Records an asked question; the connection must belong to the record's organisation.
+    fn record_query(
+        &self,
+        record: NewQueryRecord,
+    ) -> BoxFuture<'_, Result<QueryRecord, StoreError>>;
+
+    /// A page of the organisation's history, newest first, at most 200 whatever
+    /// the filter's limit. Filtering on another organisation's connection is NotFound.
+    fn list_queries<'a>(
+        &'a self,
+        org: &'a OrgId,
+        filter: QueryFilter,
+    ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>>;
+
+    /// One recorded question of the organisation.
+    fn get_query<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a QueryId,
+    ) -> BoxFuture<'a, Result<QueryRecord, StoreError>>;
+
+    /// Sets the feedback on a recorded question and returns it.
+    fn set_feedback<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a QueryId,
+        correct: bool,
+    ) -> BoxFuture<'a, Result<QueryRecord, StoreError>>;
+
+    /// The questions of a conversation in the organisation, oldest first: the
+    /// newest `limit` of them, at most 200. An unknown conversation has none.
+    fn conversation<'a>(
+        &'a self,
+        org: &'a OrgId,
+        conversation: &'a ConversationId,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>>;
+
+    /// Questions about the connection marked correct and answered (outcome `ok`)
+    /// with SQL, newest first, at most `limit`; a question asked again appears
+    /// once, with its newest SQL.
+    fn approved_examples<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<ApprovedExample>, StoreError>>;
 }
 
 /// Why a store operation failed; messages never contain secrets.
@@ -216,6 +383,8 @@ pub enum ConflictKind {
     Email,
     /// The user is already a member of the organisation.
     Membership,
+    /// Another connection has this API key (a collision: generate a new one).
+    ApiKey,
 }
 
 impl fmt::Display for ConflictKind {
@@ -223,40 +392,9 @@ impl fmt::Display for ConflictKind {
         f.write_str(match self {
             ConflictKind::Email => "email already registered",
             ConflictKind::Membership => "already a member of the organization",
+            ConflictKind::ApiKey => "API key already in use",
         })
     }
-}
-
-macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
-
-        impl $name {
-            /// A fresh id: 128 bits from a CSPRNG, hex.
-            pub(crate) fn random() -> Self {
-                $name(hex::encode(rand::random::<[u8; 16]>()))
-            }
-
-            /// The id as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl From<String> for $name {
-            fn from(id: String) -> Self {
-                $name(id)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
 }
 
 id_type!(

@@ -5,6 +5,9 @@
 //! with `synchronous = FULL` makes each commit durable before the call returns.
 //! Multi-statement writes use `BEGIN IMMEDIATE`, so they never fail half-way on
 //! a lock upgrade when another process shares the file.
+//!
+//! This file holds the accounts' SQL; the platform's (connections, schemas,
+//! history) is in `sqlite_platform.rs`, a child module sharing its helpers.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,10 +21,15 @@ use tokio::sync::Mutex;
 
 use super::migrations::migrate;
 use super::{
-    ConflictKind, Member, Membership, NewToken, NewUser, OneTimeToken, OrgId, Organization,
-    ProfileUpdate, Role, Session, SessionId, SignUp, Store, StoreError, TokenId, TokenKind, User,
-    UserId, normalize_email,
+    ApprovedExample, ConflictKind, Connection as DbConnection, ConnectionId, ConnectionUpdate,
+    ConversationId, Member, Membership, NewConnection, NewQueryRecord, NewToken, NewUser,
+    OneTimeToken, OrgId, Organization, ProfileUpdate, QueryFilter, QueryId, QueryRecord, Role,
+    Session, SessionId, SignUp, Store, StoreError, StoredSchema, TokenId, TokenKind, User, UserId,
+    normalize_email,
 };
+
+#[path = "sqlite_platform.rs"]
+mod platform;
 
 /// How long a statement waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -502,6 +510,153 @@ impl Store for SqliteStore {
             Ok(SignUp { user, organization, membership })
         })
     }
+
+    fn create_connection(
+        &self,
+        connection: NewConnection,
+    ) -> BoxFuture<'_, Result<DbConnection, StoreError>> {
+        self.run(move |conn| platform::create_connection(conn, &connection))
+    }
+
+    fn list_connections<'a>(
+        &'a self,
+        org: &'a OrgId,
+    ) -> BoxFuture<'a, Result<Vec<DbConnection>, StoreError>> {
+        let org = org.clone();
+        self.run(move |conn| platform::list_connections(conn, &org))
+    }
+
+    fn get_connection<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+    ) -> BoxFuture<'a, Result<DbConnection, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::select_connection(conn, &org, &id))
+    }
+
+    fn connection_by_key_hash<'a>(
+        &'a self,
+        key_hash: &'a str,
+    ) -> BoxFuture<'a, Result<DbConnection, StoreError>> {
+        let key_hash = key_hash.to_owned();
+        self.run(move |conn| platform::connection_by_key_hash(conn, &key_hash))
+    }
+
+    fn update_connection<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        update: ConnectionUpdate,
+    ) -> BoxFuture<'a, Result<DbConnection, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::update_connection(conn, &org, &id, &update))
+    }
+
+    fn set_connection_key<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        key_hash: String,
+        key_prefix: String,
+    ) -> BoxFuture<'a, Result<DbConnection, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::set_connection_key(conn, &org, &id, &key_hash, &key_prefix))
+    }
+
+    fn delete_connection<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::delete_connection(conn, &org, &id))
+    }
+
+    fn get_schema<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+    ) -> BoxFuture<'a, Result<StoredSchema, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::get_schema(conn, &org, &id))
+    }
+
+    fn save_schema<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        fingerprint: String,
+        json: String,
+    ) -> BoxFuture<'a, Result<StoredSchema, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::save_schema(conn, &org, &id, &fingerprint, &json))
+    }
+
+    fn record_agent_seen<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        agent_version: String,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::record_agent_seen(conn, &org, &id, &agent_version))
+    }
+
+    fn record_query(
+        &self,
+        record: NewQueryRecord,
+    ) -> BoxFuture<'_, Result<QueryRecord, StoreError>> {
+        self.run(move |conn| platform::record_query(conn, &record))
+    }
+
+    fn list_queries<'a>(
+        &'a self,
+        org: &'a OrgId,
+        filter: QueryFilter,
+    ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>> {
+        let org = org.clone();
+        self.run(move |conn| platform::list_queries(conn, &org, &filter))
+    }
+
+    fn get_query<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a QueryId,
+    ) -> BoxFuture<'a, Result<QueryRecord, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::get_query(conn, &org, &id))
+    }
+
+    fn set_feedback<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a QueryId,
+        correct: bool,
+    ) -> BoxFuture<'a, Result<QueryRecord, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::set_feedback(conn, &org, &id, correct))
+    }
+
+    fn conversation<'a>(
+        &'a self,
+        org: &'a OrgId,
+        conversation: &'a ConversationId,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>> {
+        let (org, conversation) = (org.clone(), conversation.clone());
+        self.run(move |conn| platform::conversation(conn, &org, &conversation, limit))
+    }
+
+    fn approved_examples<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a ConnectionId,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<ApprovedExample>, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| platform::approved_examples(conn, &org, &id, limit))
+    }
 }
 
 /// Starts a transaction that holds the write lock from its first statement.
@@ -812,7 +967,7 @@ macro_rules! text_id_sql {
     )*};
 }
 
-text_id_sql!(UserId, OrgId, SessionId, TokenId);
+text_id_sql!(UserId, OrgId, SessionId, TokenId, ConnectionId, QueryId, ConversationId);
 
 impl ToSql for Role {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {

@@ -578,3 +578,598 @@ async fn data_survives_closing_and_reopening() {
     })
     .await;
 }
+
+// ---- Platform: connections, schemas and the history of questions ----
+
+fn new_connection(org: &OrgId, name: &str) -> NewConnection {
+    NewConnection {
+        org_id: org.clone(),
+        name: name.to_owned(),
+        dialect: custard_core::Dialect::Postgres,
+        key_hash: fresh_hash(),
+        key_prefix: "custard_AbCd".to_owned(),
+    }
+}
+
+/// A successful question about `connection`, answered with `SELECT 1`.
+fn new_query(
+    connection: &Connection,
+    user: &UserId,
+    conversation: &ConversationId,
+    question: &str,
+) -> NewQueryRecord {
+    NewQueryRecord {
+        org_id: connection.org_id.clone(),
+        connection_id: connection.id.clone(),
+        user_id: user.clone(),
+        conversation_id: conversation.clone(),
+        question: question.to_owned(),
+        sql: Some("SELECT 1".to_owned()),
+        outcome: "ok".to_owned(),
+        error_message: None,
+        answer: Some("1".to_owned()),
+        row_count: Some(1),
+        truncated: false,
+        engine: "offline".to_owned(),
+        attempts: 1,
+        timings_json: r#"{"total_ms":3}"#.to_owned(),
+        result_json: Some(r#"{"columns":["?column?"],"rows":[[1]]}"#.to_owned()),
+    }
+}
+
+fn conversation_id(name: &str) -> ConversationId {
+    ConversationId::from(name.to_owned())
+}
+
+/// An organisation with its owner and one connection.
+struct Tenant {
+    org: OrgId,
+    user: UserId,
+    connection: Connection,
+}
+
+async fn tenant(store: &dyn Store, email: &str) -> Tenant {
+    let signup = store.create_user_with_org(new_user(email), "Org".into()).await.expect("sign up");
+    let org = signup.organization.id;
+    let connection =
+        store.create_connection(new_connection(&org, "warehouse")).await.expect("connection");
+    Tenant { org, user: signup.user.id, connection }
+}
+
+fn questions(records: &[QueryRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.record.question.as_str()).collect()
+}
+
+fn page(connection_id: Option<&ConnectionId>, limit: u32, offset: u32) -> QueryFilter {
+    QueryFilter { connection_id: connection_id.cloned(), limit, offset }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_created_listed_updated_and_deleted() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, connection: first, .. } = tenant(store, "ada@example.com").await;
+        assert_eq!(
+            (first.name.as_str(), first.dialect),
+            ("warehouse", custard_core::Dialect::Postgres)
+        );
+        assert_eq!(first.key_prefix, "custard_AbCd");
+        assert_eq!(first.instructions, "");
+        assert_eq!((&first.schema_fingerprint, first.agent_version.as_ref()), (&None, None));
+        assert_eq!(first.created_at, first.updated_at);
+
+        let mut second = new_connection(&org, "crm");
+        second.dialect = custard_core::Dialect::Sqlite;
+        let second = store.create_connection(second).await.expect("second");
+        assert_eq!(second.dialect, custard_core::Dialect::Sqlite);
+        let listed = store.list_connections(&org).await.expect("list");
+        assert_eq!(listed, [first.clone(), second.clone()], "oldest first");
+        assert_eq!(store.get_connection(&org, &second.id).await.expect("get"), second);
+
+        // (update, expected name, expected instructions)
+        let steps = [
+            (ConnectionUpdate::default(), "warehouse", ""),
+            (ConnectionUpdate { name: Some("dwh".into()), instructions: None }, "dwh", ""),
+            (
+                ConnectionUpdate {
+                    name: None,
+                    instructions: Some("fiscal year starts in April".into()),
+                },
+                "dwh",
+                "fiscal year starts in April",
+            ),
+            (
+                ConnectionUpdate {
+                    name: Some("warehouse".into()),
+                    instructions: Some(String::new()),
+                },
+                "warehouse",
+                "",
+            ),
+        ];
+        let mut before = first.clone();
+        for (i, (update, name, instructions)) in steps.into_iter().enumerate() {
+            let nothing = update == ConnectionUpdate::default();
+            let got = store.update_connection(&org, &first.id, update).await.expect("update");
+            assert_eq!(
+                (got.name.as_str(), got.instructions.as_str()),
+                (name, instructions),
+                "step {i}"
+            );
+            if nothing {
+                assert_eq!(got, before, "step {i}: an empty update changes nothing");
+            }
+            assert!(got.updated_at >= before.updated_at, "step {i}");
+            assert_eq!(store.get_connection(&org, &first.id).await.expect("get"), got, "step {i}");
+            before = got;
+        }
+
+        store.delete_connection(&org, &first.id).await.expect("delete");
+        let gone = store.get_connection(&org, &first.id).await;
+        assert!(matches!(gone, Err(StoreError::NotFound)), "{gone:?}");
+        let again = store.delete_connection(&org, &first.id).await;
+        assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+        let update = store.update_connection(&org, &first.id, ConnectionUpdate::default()).await;
+        assert!(matches!(update, Err(StoreError::NotFound)), "{update:?}");
+        assert_eq!(store.list_connections(&org).await.expect("list"), [second]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_stops_matching_at_once() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, .. } = tenant(store, "ada@example.com").await;
+        let new = new_connection(&org, "db");
+        let old_hash = new.key_hash.clone();
+        let connection = store.create_connection(new).await.expect("create");
+        let found = store.connection_by_key_hash(&old_hash).await.expect("by key");
+        assert_eq!(found, connection);
+
+        let new_hash = fresh_hash();
+        let rotated = store
+            .set_connection_key(&org, &connection.id, new_hash.clone(), "custard_XyZw".into())
+            .await
+            .expect("rotate");
+        assert_eq!(rotated.key_prefix, "custard_XyZw");
+        let old = store.connection_by_key_hash(&old_hash).await;
+        assert!(matches!(old, Err(StoreError::NotFound)), "{old:?}");
+        assert_eq!(store.connection_by_key_hash(&new_hash).await.expect("new key"), rotated);
+        let unknown = store.connection_by_key_hash(&fresh_hash()).await;
+        assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+
+        // Key hashes are unique across connections and organisations.
+        let other = tenant(store, "bob@example.com").await;
+        let mut clash = new_connection(&other.org, "clash");
+        clash.key_hash = new_hash.clone();
+        let created = store.create_connection(clash).await;
+        assert!(matches!(created, Err(StoreError::Conflict(ConflictKind::ApiKey))), "{created:?}");
+        let moved = store
+            .set_connection_key(&other.org, &other.connection.id, new_hash.clone(), "x".into())
+            .await;
+        assert!(matches!(moved, Err(StoreError::Conflict(ConflictKind::ApiKey))), "{moved:?}");
+        assert_eq!(
+            store.connection_by_key_hash(&new_hash).await.expect("still ours").id,
+            connection.id
+        );
+        let theirs = store.get_connection(&other.org, &other.connection.id).await.expect("theirs");
+        assert_eq!(theirs, other.connection, "a refused rotation changes nothing");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_are_saved_replaced_and_shown_on_the_connection() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, connection, .. } = tenant(store, "ada@example.com").await;
+        let id = &connection.id;
+        let none = store.get_schema(&org, id).await;
+        assert!(matches!(none, Err(StoreError::NotFound)), "{none:?}");
+
+        let mut last: Option<StoredSchema> = None;
+        for (fingerprint, json) in [("fp1", r#"{"tables":[]}"#), ("fp2", r#"{"tables":[1]}"#)] {
+            let saved =
+                store.save_schema(&org, id, fingerprint.into(), json.into()).await.expect("save");
+            assert_eq!((saved.fingerprint.as_str(), saved.json.as_str()), (fingerprint, json));
+            if let Some(last) = &last {
+                assert!(saved.refreshed_at >= last.refreshed_at);
+            }
+            assert_eq!(store.get_schema(&org, id).await.expect("get"), saved);
+            let shown = store.get_connection(&org, id).await.expect("connection");
+            assert_eq!(shown.schema_fingerprint.as_deref(), Some(fingerprint));
+            assert_eq!(shown.schema_refreshed_at, Some(saved.refreshed_at));
+            assert_eq!(shown.updated_at, connection.updated_at, "a schema is not a setting");
+            last = Some(saved);
+        }
+        let rows: i64 = raw(&fx.path())
+            .query_row("SELECT count(*) FROM connection_schemas", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 1, "saving again replaces");
+
+        store.record_agent_seen(&org, id, "0.3.1".into()).await.expect("seen");
+        let seen = store.get_connection(&org, id).await.expect("connection");
+        assert_eq!(seen.agent_version.as_deref(), Some("0.3.1"));
+        assert!(seen.last_seen_at.is_some_and(|at| at >= connection.created_at));
+        let listed = store.list_connections(&org).await.expect("list");
+        assert_eq!(listed, [seen], "the list shows the same fields");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_newest_first_and_filters_by_connection() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, user, connection: first } = tenant(store, "ada@example.com").await;
+        let second = store.create_connection(new_connection(&org, "crm")).await.expect("second");
+        let conv = conversation_id("c1");
+        // q0..q7 alternate over the two connections; many share a millisecond.
+        let mut recorded = Vec::new();
+        for i in 0..8 {
+            let connection = if i % 3 == 0 { &second } else { &first };
+            let mut query = new_query(connection, &user, &conv, &format!("q{i}"));
+            if i == 5 {
+                // The optional fields round-trip empty as well as full.
+                query.sql = None;
+                query.outcome = "sql_rejected".into();
+                query.error_message = Some("only SELECT".into());
+                query.answer = None;
+                query.row_count = None;
+                query.result_json = None;
+                query.truncated = true;
+                query.attempts = 3;
+            }
+            let got = store.record_query(query.clone()).await.expect("record");
+            assert_eq!((&got.record, got.feedback), (&query, None));
+            assert_eq!(store.get_query(&org, &got.id).await.expect("get"), got);
+            recorded.push(got);
+        }
+        let all = store.list_queries(&org, page(None, 50, 0)).await.expect("all");
+        assert_eq!(questions(&all), ["q7", "q6", "q5", "q4", "q3", "q2", "q1", "q0"]);
+        let newest_first: Vec<_> = recorded.iter().rev().cloned().collect();
+        assert_eq!(all, newest_first);
+
+        // (connection, limit, offset, expected)
+        let cases: [(Option<&ConnectionId>, u32, u32, &[&str]); 7] = [
+            (None, 3, 0, &["q7", "q6", "q5"]),
+            (None, 3, 3, &["q4", "q3", "q2"]),
+            (None, 3, 6, &["q1", "q0"]),
+            (None, 3, 9, &[]),
+            (None, 0, 0, &[]),
+            (Some(&second.id), 10, 0, &["q6", "q3", "q0"]),
+            (Some(&first.id), 2, 1, &["q5", "q4"]),
+        ];
+        for (connection, limit, offset, expected) in cases {
+            let got =
+                store.list_queries(&org, page(connection, limit, offset)).await.expect("page");
+            assert_eq!(questions(&got), expected, "{connection:?} limit {limit} offset {offset}");
+        }
+        let unknown = ConnectionId::from("nope".to_owned());
+        let filtered = store.list_queries(&org, page(Some(&unknown), 10, 0)).await;
+        assert!(matches!(filtered, Err(StoreError::NotFound)), "{filtered:?}");
+        let missing = store.get_query(&org, &QueryId::from("nope".to_owned())).await;
+        assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_history_is_at_most_two_hundred() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, user, connection } = tenant(store, "ada@example.com").await;
+        let conv = conversation_id("long");
+        for i in 0..205 {
+            store
+                .record_query(new_query(&connection, &user, &conv, &format!("q{i}")))
+                .await
+                .expect("record");
+        }
+        let got = store.list_queries(&org, page(None, u32::MAX, 0)).await.expect("page");
+        assert_eq!(got.len(), 200);
+        assert_eq!(got[0].record.question, "q204");
+        let turns = store.conversation(&org, &conv, u32::MAX).await.expect("conversation");
+        assert_eq!((turns.len(), turns[199].record.question.as_str()), (200, "q204"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_returns_its_newest_turns_oldest_first() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, user, connection } = tenant(store, "ada@example.com").await;
+        let (talk, other) = (conversation_id("talk"), conversation_id("other"));
+        for (conv, question) in
+            [(&talk, "t1"), (&other, "o1"), (&talk, "t2"), (&talk, "t3"), (&talk, "t4")]
+        {
+            store
+                .record_query(new_query(&connection, &user, conv, question))
+                .await
+                .expect("record");
+        }
+        // (conversation, limit, expected)
+        let cases: [(&ConversationId, u32, &[&str]); 5] = [
+            (&talk, 10, &["t1", "t2", "t3", "t4"]),
+            (&talk, 2, &["t3", "t4"]),
+            (&talk, 0, &[]),
+            (&other, 10, &["o1"]),
+            (&conversation_id("none"), 10, &[]),
+        ];
+        for (conv, limit, expected) in cases {
+            let got = store.conversation(&org, conv, limit).await.expect("conversation");
+            assert_eq!(questions(&got), expected, "{conv} limit {limit}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_examples_are_correct_answers_newest_first_once_per_question() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, user, connection } = tenant(store, "ada@example.com").await;
+        let elsewhere = store.create_connection(new_connection(&org, "crm")).await.expect("second");
+        let conv = conversation_id("c");
+        // (on the other connection, question, sql, outcome, feedback), oldest first.
+        let history = [
+            (false, "how many users", Some("SELECT 1"), "ok", Some(true)),
+            (false, "revenue", Some("SELECT 2"), "ok", Some(true)),
+            (false, "churn", Some("SELECT 3"), "ok", Some(false)),
+            (false, "unrated", Some("SELECT 4"), "ok", None),
+            (false, "no sql", None, "ok", Some(true)),
+            (false, "failed", Some("SELECT 5"), "execution_failed", Some(true)),
+            (true, "elsewhere", Some("SELECT 6"), "ok", Some(true)),
+            (false, "how many users", Some("SELECT 7"), "ok", Some(true)),
+            (false, "signups", Some("SELECT 8"), "ok", Some(true)),
+        ];
+        for (on_other, question, sql, outcome, feedback) in history {
+            let target = if on_other { &elsewhere } else { &connection };
+            let mut query = new_query(target, &user, &conv, question);
+            query.sql = sql.map(str::to_owned);
+            query.outcome = outcome.to_owned();
+            let recorded = store.record_query(query).await.expect("record");
+            if let Some(correct) = feedback {
+                let marked =
+                    store.set_feedback(&org, &recorded.id, correct).await.expect("feedback");
+                assert_eq!(marked.feedback, Some(correct));
+                assert_eq!(marked.record, recorded.record);
+                assert_eq!(store.get_query(&org, &recorded.id).await.expect("get"), marked);
+            }
+        }
+        let pairs = |examples: Vec<ApprovedExample>| -> Vec<(String, String)> {
+            examples.into_iter().map(|e| (e.question, e.sql)).collect()
+        };
+        let all = pairs(store.approved_examples(&org, &connection.id, 10).await.expect("examples"));
+        let expected =
+            [("signups", "SELECT 8"), ("how many users", "SELECT 7"), ("revenue", "SELECT 2")];
+        let expected: Vec<_> =
+            expected.iter().map(|(q, s)| (q.to_string(), s.to_string())).collect();
+        assert_eq!(all, expected);
+        let two = pairs(store.approved_examples(&org, &connection.id, 2).await.expect("examples"));
+        assert_eq!(two, expected[..2]);
+        assert!(store.approved_examples(&org, &connection.id, 0).await.expect("none").is_empty());
+        let other = pairs(store.approved_examples(&org, &elsewhere.id, 10).await.expect("other"));
+        assert_eq!(other, [("elsewhere".to_owned(), "SELECT 6".to_owned())]);
+
+        // Changing one's mind withdraws the example.
+        let signups =
+            store.list_queries(&org, page(Some(&connection.id), 1, 0)).await.expect("page");
+        store.set_feedback(&org, &signups[0].id, false).await.expect("unmark");
+        let after =
+            pairs(store.approved_examples(&org, &connection.id, 10).await.expect("examples"));
+        assert_eq!(after, expected[1..]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_connection_deletes_its_schema_and_history() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, user, connection } = tenant(store, "ada@example.com").await;
+        let kept = store.create_connection(new_connection(&org, "kept")).await.expect("kept");
+        let conv = conversation_id("c");
+        for target in [&connection, &kept] {
+            store.save_schema(&org, &target.id, "fp".into(), "{}".into()).await.expect("schema");
+            store
+                .record_query(new_query(target, &user, &conv, &target.name))
+                .await
+                .expect("record");
+        }
+        let doomed =
+            store.list_queries(&org, page(Some(&connection.id), 10, 0)).await.expect("page");
+        store.delete_connection(&org, &connection.id).await.expect("delete");
+
+        let query = store.get_query(&org, &doomed[0].id).await;
+        assert!(matches!(query, Err(StoreError::NotFound)), "{query:?}");
+        let history = store.list_queries(&org, page(None, 10, 0)).await.expect("history");
+        assert_eq!(questions(&history), ["kept"]);
+        let turns = store.conversation(&org, &conv, 10).await.expect("conversation");
+        assert_eq!(questions(&turns), ["kept"]);
+        let counts: (i64, i64) = raw(&fx.path())
+            .query_row(
+                "SELECT (SELECT count(*) FROM connection_schemas), (SELECT count(*) FROM queries)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("counts");
+        assert_eq!(counts, (1, 1), "only the kept connection's rows remain");
+        assert!(store.get_schema(&org, &kept.id).await.is_ok());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_calls_never_reach_another_organisation() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let a = tenant(store, "a@example.com").await;
+        let b = tenant(store, "b@example.com").await;
+        let conv = conversation_id("a-talk");
+        store
+            .save_schema(&a.org, &a.connection.id, "fp".into(), "{}".into())
+            .await
+            .expect("schema");
+        let query =
+            store.record_query(new_query(&a.connection, &a.user, &conv, "q")).await.expect("q");
+        let mut approved = new_query(&a.connection, &a.user, &conv, "approved");
+        approved.conversation_id = conversation_id("a-other");
+        let approved = store.record_query(approved).await.expect("approved");
+        store.set_feedback(&a.org, &approved.id, true).await.expect("feedback");
+        let before = store.get_connection(&a.org, &a.connection.id).await.expect("a's connection");
+
+        let (org_b, conn_a, query_a) = (&b.org, &a.connection.id, &query.id);
+        let mut foreign = new_query(&a.connection, &b.user, &conv, "sneaky");
+        foreign.org_id = b.org.clone();
+        type Probe<'a> = BoxFuture<'a, Result<(), StoreError>>;
+        // Every organisation-scoped platform call, from B with A's ids.
+        let probes: Vec<(&str, Probe<'_>)> = vec![
+            (
+                "get_connection",
+                Box::pin(async { store.get_connection(org_b, conn_a).await.map(drop) }),
+            ),
+            (
+                "update_connection",
+                Box::pin(async {
+                    let update = ConnectionUpdate { name: Some("mine".into()), instructions: None };
+                    store.update_connection(org_b, conn_a, update).await.map(drop)
+                }),
+            ),
+            (
+                "update_connection (empty)",
+                Box::pin(async {
+                    store
+                        .update_connection(org_b, conn_a, ConnectionUpdate::default())
+                        .await
+                        .map(drop)
+                }),
+            ),
+            (
+                "set_connection_key",
+                Box::pin(async {
+                    store
+                        .set_connection_key(org_b, conn_a, fresh_hash(), "x".into())
+                        .await
+                        .map(drop)
+                }),
+            ),
+            ("delete_connection", Box::pin(async { store.delete_connection(org_b, conn_a).await })),
+            ("get_schema", Box::pin(async { store.get_schema(org_b, conn_a).await.map(drop) })),
+            (
+                "save_schema",
+                Box::pin(async {
+                    store.save_schema(org_b, conn_a, "evil".into(), "{}".into()).await.map(drop)
+                }),
+            ),
+            (
+                "record_agent_seen",
+                Box::pin(async { store.record_agent_seen(org_b, conn_a, "9.9".into()).await }),
+            ),
+            ("record_query", Box::pin(async { store.record_query(foreign).await.map(drop) })),
+            (
+                "list_queries",
+                Box::pin(async {
+                    store.list_queries(org_b, page(Some(conn_a), 10, 0)).await.map(drop)
+                }),
+            ),
+            ("get_query", Box::pin(async { store.get_query(org_b, query_a).await.map(drop) })),
+            (
+                "set_feedback",
+                Box::pin(async { store.set_feedback(org_b, query_a, false).await.map(drop) }),
+            ),
+            (
+                "approved_examples",
+                Box::pin(async { store.approved_examples(org_b, conn_a, 10).await.map(drop) }),
+            ),
+        ];
+        for (name, probe) in probes {
+            let got = probe.await;
+            assert!(matches!(got, Err(StoreError::NotFound)), "{name}: {got:?}");
+        }
+        // Lists of B show nothing of A's.
+        assert_eq!(store.list_connections(org_b).await.expect("b's connections"), [b.connection]);
+        assert!(
+            store.list_queries(org_b, page(None, 10, 0)).await.expect("b's history").is_empty()
+        );
+        assert!(store.conversation(org_b, &conv, 10).await.expect("b's conversation").is_empty());
+
+        // Nothing of A's changed.
+        assert_eq!(store.get_connection(&a.org, conn_a).await.expect("a's connection"), before);
+        assert_eq!(store.get_schema(&a.org, conn_a).await.expect("a's schema").fingerprint, "fp");
+        assert_eq!(store.get_query(&a.org, query_a).await.expect("a's query"), query);
+        let examples = store.approved_examples(&a.org, conn_a, 10).await.expect("a's examples");
+        assert_eq!(examples.len(), 1);
+        let history = store.list_queries(&a.org, page(None, 10, 0)).await.expect("a's history");
+        assert_eq!(questions(&history), ["approved", "q"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_data_survives_closing_and_reopening() {
+    bounded(async {
+        let mut fx = Fixture::new();
+        let Tenant { org, user, connection } = tenant(fx.store.as_ref(), "ada@example.com").await;
+        let store = Arc::clone(&fx.store);
+        store.save_schema(&org, &connection.id, "fp".into(), "{}".into()).await.expect("schema");
+        store.record_agent_seen(&org, &connection.id, "0.3.1".into()).await.expect("seen");
+        let query = store
+            .record_query(new_query(&connection, &user, &conversation_id("c"), "q"))
+            .await
+            .expect("record");
+        let query = store.set_feedback(&org, &query.id, true).await.expect("feedback");
+        let connection = store.get_connection(&org, &connection.id).await.expect("connection");
+        drop(store);
+        fx.reopen();
+        let store = fx.store.as_ref();
+        assert_eq!(
+            store.get_connection(&org, &connection.id).await.expect("connection"),
+            connection
+        );
+        assert_eq!(store.get_query(&org, &query.id).await.expect("query"), query);
+        assert_eq!(store.get_schema(&org, &connection.id).await.expect("schema").fingerprint, "fp");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
+    bounded(async {
+        let mut fx = Fixture::new();
+        let signup = fx
+            .store
+            .create_user_with_org(new_user("ada@example.com"), "Analytical".into())
+            .await
+            .expect("sign up");
+        // Roll the file back to what a binary with only the first migration left.
+        raw(&fx.path())
+            .execute_batch(
+                "DROP TABLE queries; DROP TABLE connection_schemas; DROP TABLE connections;
+                 DELETE FROM schema_migrations WHERE version > 1;",
+            )
+            .expect("roll back");
+        fx.reopen();
+        let version: i64 = raw(&fx.path())
+            .query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, latest_version());
+        let org = &signup.organization.id;
+        assert_eq!(fx.store.get_user(&signup.user.id).await.expect("user"), signup.user);
+        let connection =
+            fx.store.create_connection(new_connection(org, "db")).await.expect("connection");
+        assert_eq!(fx.store.list_connections(org).await.expect("list"), [connection]);
+    })
+    .await;
+}

@@ -1,0 +1,152 @@
+//! Domain types of the platform's resources: database connections (with their
+//! agent API keys and cached schemas) and the history of questions.
+
+use chrono::{DateTime, Utc};
+use custard_core::Dialect;
+
+use super::{OrgId, UserId};
+
+id_type!(
+    /// Identifies a database connection (one customer database served by agents).
+    ConnectionId
+);
+id_type!(
+    /// Identifies one asked question in the history.
+    QueryId
+);
+id_type!(
+    /// Groups the questions of one conversation, so follow-ups see earlier turns.
+    ConversationId
+);
+
+/// A database connection of an organisation, served by one or more agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The connection's id.
+    pub id: ConnectionId,
+    /// The organisation that owns it.
+    pub org_id: OrgId,
+    /// Display name.
+    pub name: String,
+    /// The database's SQL dialect.
+    pub dialect: Dialect,
+    /// The first characters of the current API key (`custard_AbCd`), to tell keys apart.
+    pub key_prefix: String,
+    /// Business instructions added to every prompt for this database.
+    pub instructions: String,
+    /// The fingerprint of the cached schema, once an agent reported one.
+    pub schema_fingerprint: Option<String>,
+    /// When the cached schema was last stored.
+    pub schema_refreshed_at: Option<DateTime<Utc>>,
+    /// The version of the agent that last connected.
+    pub agent_version: Option<String>,
+    /// When an agent was last connected.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its settings last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A connection to create; the caller generates the key and passes only its hash.
+#[derive(Debug, Clone)]
+pub struct NewConnection {
+    /// The owning organisation.
+    pub org_id: OrgId,
+    /// Display name.
+    pub name: String,
+    /// The database's SQL dialect.
+    pub dialect: Dialect,
+    /// SHA-256 hex of the API key (`auth::hash_secret`); never the key.
+    pub key_hash: String,
+    /// The key's first characters, for display.
+    pub key_prefix: String,
+}
+
+/// Changes to a connection's settings; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionUpdate {
+    /// A new display name.
+    pub name: Option<String>,
+    /// New business instructions.
+    pub instructions: Option<String>,
+}
+
+/// The schema an agent reported, as stored (JSON of `custard_core::wire::WireSchema`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSchema {
+    /// `Schema::fingerprint` of the schema.
+    pub fingerprint: String,
+    /// The schema as JSON (`custard_core::wire::schema_to_json`).
+    pub json: String,
+    /// When it was stored.
+    pub refreshed_at: DateTime<Utc>,
+}
+
+/// One asked question to record, whatever its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewQueryRecord {
+    /// The organisation it was asked in.
+    pub org_id: OrgId,
+    /// The connection it was asked about.
+    pub connection_id: ConnectionId,
+    /// Who asked.
+    pub user_id: UserId,
+    /// The conversation it belongs to.
+    pub conversation_id: ConversationId,
+    /// The question as asked.
+    pub question: String,
+    /// The SQL that ran (or the last SQL tried), if any.
+    pub sql: Option<String>,
+    /// `ok`, or the error code the question ended with.
+    pub outcome: String,
+    /// The error message shown to the user, when it failed.
+    pub error_message: Option<String>,
+    /// The answer text, when it succeeded.
+    pub answer: Option<String>,
+    /// Rows in the answer.
+    pub row_count: Option<u64>,
+    /// Whether the answer's rows were capped.
+    pub truncated: bool,
+    /// Which engine wrote the SQL (`offline` or a model name).
+    pub engine: String,
+    /// How many attempts the model made.
+    pub attempts: u32,
+    /// Milliseconds per step, as a JSON object.
+    pub timings_json: String,
+    /// The answer's columns, rows (capped) and chart as JSON, to show it again.
+    pub result_json: Option<String>,
+}
+
+/// A recorded question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryRecord {
+    /// The record's id.
+    pub id: QueryId,
+    /// Everything that was recorded.
+    pub record: NewQueryRecord,
+    /// The asker's feedback: `Some(true)` when marked correct.
+    pub feedback: Option<bool>,
+    /// When it was asked.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which page of the history to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryFilter {
+    /// Only questions about this connection.
+    pub connection_id: Option<ConnectionId>,
+    /// At most this many, newest first.
+    pub limit: u32,
+    /// Skip this many of the newest.
+    pub offset: u32,
+}
+
+/// A question marked correct, with the SQL that answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedExample {
+    /// The question.
+    pub question: String,
+    /// The SQL that answered it.
+    pub sql: String,
+}

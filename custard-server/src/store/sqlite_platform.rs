@@ -1,0 +1,463 @@
+//! The platform's SQL for [`SqliteStore`](super::SqliteStore): connections, their
+//! cached schemas and the history of questions (tables of `0002_platform.sql`).
+//!
+//! Every function scoped to an organisation filters on `org_id` in the same
+//! statement or transaction that touches the row, so another organisation's id
+//! is indistinguishable from an unknown one.
+
+use std::collections::HashSet;
+
+use custard_core::Dialect;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Type, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+
+use super::{Millis, conflict_or, db_error, write_tx};
+use crate::store::{
+    ApprovedExample, ConflictKind, Connection as DbConnection, ConnectionId, ConnectionUpdate,
+    ConversationId, NewConnection, NewQueryRecord, OrgId, QueryFilter, QueryId, QueryRecord,
+    StoreError, StoredSchema,
+};
+
+/// The most questions one page of history or one conversation returns.
+const MAX_PAGE: u32 = 200;
+
+/// A connection with its schema's fingerprint; `c` is `connections`, `s` `connection_schemas`.
+const CONNECTION_SELECT: &str = "
+    SELECT c.id, c.org_id, c.name, c.dialect, c.key_prefix, c.instructions,
+           s.fingerprint, s.refreshed_at, c.agent_version, c.last_seen_at,
+           c.created_at, c.updated_at
+    FROM connections c LEFT JOIN connection_schemas s ON s.connection_id = c.id";
+
+const QUERY_COLUMNS: &str = "
+    id, org_id, connection_id, user_id, conversation_id, question, sql, outcome,
+    error_message, answer, row_count, truncated, engine, attempts, timings_json,
+    result_json, feedback, created_at";
+
+/// Newest first; rowid orders questions recorded in the same millisecond.
+const NEWEST_FIRST: &str = "ORDER BY created_at DESC, rowid DESC";
+
+pub(super) fn create_connection(
+    conn: &mut Connection,
+    new: &NewConnection,
+) -> Result<DbConnection, StoreError> {
+    let tx = write_tx(conn)?;
+    let id = ConnectionId::random();
+    tx.execute(
+        "INSERT INTO connections
+             (id, org_id, name, dialect, key_hash, key_prefix, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        params![
+            id,
+            new.org_id,
+            new.name,
+            new.dialect.as_str(),
+            new.key_hash,
+            new.key_prefix,
+            Millis::now(),
+        ],
+    )
+    .map_err(key_conflict)?;
+    let created = select_connection(&tx, &new.org_id, &id)?;
+    tx.commit().map_err(db_error)?;
+    Ok(created)
+}
+
+pub(super) fn list_connections(
+    conn: &Connection,
+    org: &OrgId,
+) -> Result<Vec<DbConnection>, StoreError> {
+    let sql = format!("{CONNECTION_SELECT} WHERE c.org_id = ?1 ORDER BY c.created_at, c.rowid");
+    let mut stmt = conn.prepare(&sql).map_err(db_error)?;
+    let rows = stmt.query_map([org], connection_from_row).map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+pub(super) fn select_connection(
+    conn: &Connection,
+    org: &OrgId,
+    id: &ConnectionId,
+) -> Result<DbConnection, StoreError> {
+    let sql = format!("{CONNECTION_SELECT} WHERE c.org_id = ?1 AND c.id = ?2");
+    conn.query_row(&sql, params![org, id], connection_from_row).map_err(db_error)
+}
+
+pub(super) fn connection_by_key_hash(
+    conn: &Connection,
+    key_hash: &str,
+) -> Result<DbConnection, StoreError> {
+    let sql = format!("{CONNECTION_SELECT} WHERE c.key_hash = ?1");
+    conn.query_row(&sql, [key_hash], connection_from_row).map_err(db_error)
+}
+
+pub(super) fn update_connection(
+    conn: &mut Connection,
+    org: &OrgId,
+    id: &ConnectionId,
+    update: &ConnectionUpdate,
+) -> Result<DbConnection, StoreError> {
+    let ConnectionUpdate { name, instructions } = update;
+    if name.is_none() && instructions.is_none() {
+        return select_connection(conn, org, id);
+    }
+    let tx = write_tx(conn)?;
+    let changed = tx
+        .execute(
+            "UPDATE connections
+             SET name = coalesce(?3, name), instructions = coalesce(?4, instructions),
+                 updated_at = ?5
+             WHERE org_id = ?1 AND id = ?2",
+            params![org, id, name, instructions, Millis::now()],
+        )
+        .map_err(db_error)?;
+    found(changed)?;
+    let updated = select_connection(&tx, org, id)?;
+    tx.commit().map_err(db_error)?;
+    Ok(updated)
+}
+
+pub(super) fn set_connection_key(
+    conn: &mut Connection,
+    org: &OrgId,
+    id: &ConnectionId,
+    key_hash: &str,
+    key_prefix: &str,
+) -> Result<DbConnection, StoreError> {
+    let tx = write_tx(conn)?;
+    let changed = tx
+        .execute(
+            "UPDATE connections SET key_hash = ?3, key_prefix = ?4, updated_at = ?5
+             WHERE org_id = ?1 AND id = ?2",
+            params![org, id, key_hash, key_prefix, Millis::now()],
+        )
+        .map_err(key_conflict)?;
+    found(changed)?;
+    let updated = select_connection(&tx, org, id)?;
+    tx.commit().map_err(db_error)?;
+    Ok(updated)
+}
+
+/// Deletes the connection; its schema and history go with it (`ON DELETE CASCADE`).
+pub(super) fn delete_connection(
+    conn: &Connection,
+    org: &OrgId,
+    id: &ConnectionId,
+) -> Result<(), StoreError> {
+    let changed = conn
+        .execute("DELETE FROM connections WHERE org_id = ?1 AND id = ?2", params![org, id])
+        .map_err(db_error)?;
+    found(changed)
+}
+
+pub(super) fn get_schema(
+    conn: &Connection,
+    org: &OrgId,
+    id: &ConnectionId,
+) -> Result<StoredSchema, StoreError> {
+    conn.query_row(
+        "SELECT s.fingerprint, s.json, s.refreshed_at
+         FROM connection_schemas s JOIN connections c ON c.id = s.connection_id
+         WHERE c.org_id = ?1 AND c.id = ?2",
+        params![org, id],
+        schema_from_row,
+    )
+    .map_err(db_error)
+}
+
+pub(super) fn save_schema(
+    conn: &mut Connection,
+    org: &OrgId,
+    id: &ConnectionId,
+    fingerprint: &str,
+    json: &str,
+) -> Result<StoredSchema, StoreError> {
+    let tx = write_tx(conn)?;
+    ensure_connection(&tx, org, id)?;
+    let saved = tx
+        .query_row(
+            "INSERT INTO connection_schemas (connection_id, fingerprint, json, refreshed_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (connection_id) DO UPDATE SET fingerprint = excluded.fingerprint,
+                 json = excluded.json, refreshed_at = excluded.refreshed_at
+             RETURNING fingerprint, json, refreshed_at",
+            params![id, fingerprint, json, Millis::now()],
+            schema_from_row,
+        )
+        .map_err(db_error)?;
+    tx.commit().map_err(db_error)?;
+    Ok(saved)
+}
+
+pub(super) fn record_agent_seen(
+    conn: &Connection,
+    org: &OrgId,
+    id: &ConnectionId,
+    agent_version: &str,
+) -> Result<(), StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE connections SET agent_version = ?3, last_seen_at = ?4
+             WHERE org_id = ?1 AND id = ?2",
+            params![org, id, agent_version, Millis::now()],
+        )
+        .map_err(db_error)?;
+    found(changed)
+}
+
+pub(super) fn record_query(
+    conn: &mut Connection,
+    record: &NewQueryRecord,
+) -> Result<QueryRecord, StoreError> {
+    let tx = write_tx(conn)?;
+    // The foreign key would refuse it too, but as an opaque constraint error.
+    ensure_connection(&tx, &record.org_id, &record.connection_id)?;
+    let r = record;
+    let recorded = tx
+        .query_row(
+            &format!(
+                "INSERT INTO queries
+                     (id, org_id, connection_id, user_id, conversation_id, question, sql,
+                      outcome, error_message, answer, row_count, truncated, engine, attempts,
+                      timings_json, result_json, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17)
+                 RETURNING {QUERY_COLUMNS}"
+            ),
+            params![
+                QueryId::random(),
+                r.org_id,
+                r.connection_id,
+                r.user_id,
+                r.conversation_id,
+                r.question,
+                r.sql,
+                r.outcome,
+                r.error_message,
+                r.answer,
+                r.row_count.map(RowCount),
+                r.truncated,
+                r.engine,
+                r.attempts,
+                r.timings_json,
+                r.result_json,
+                Millis::now(),
+            ],
+            query_from_row,
+        )
+        .map_err(db_error)?;
+    tx.commit().map_err(db_error)?;
+    Ok(recorded)
+}
+
+/// A page of history; filtering on another organisation's connection is NotFound.
+pub(super) fn list_queries(
+    conn: &mut Connection,
+    org: &OrgId,
+    filter: &QueryFilter,
+) -> Result<Vec<QueryRecord>, StoreError> {
+    let limit = filter.limit.min(MAX_PAGE);
+    // One snapshot, so the connection cannot vanish between the check and the page.
+    let tx = conn.transaction().map_err(db_error)?;
+    let page = match &filter.connection_id {
+        Some(connection) => {
+            ensure_connection(&tx, org, connection)?;
+            select_queries(
+                &tx,
+                "org_id = ?1 AND connection_id = ?4",
+                params![org, limit, filter.offset, connection],
+            )?
+        }
+        None => select_queries(&tx, "org_id = ?1", params![org, limit, filter.offset])?,
+    };
+    tx.commit().map_err(db_error)?;
+    Ok(page)
+}
+
+pub(super) fn get_query(
+    conn: &Connection,
+    org: &OrgId,
+    id: &QueryId,
+) -> Result<QueryRecord, StoreError> {
+    conn.query_row(
+        &format!("SELECT {QUERY_COLUMNS} FROM queries WHERE org_id = ?1 AND id = ?2"),
+        params![org, id],
+        query_from_row,
+    )
+    .map_err(db_error)
+}
+
+pub(super) fn set_feedback(
+    conn: &Connection,
+    org: &OrgId,
+    id: &QueryId,
+    correct: bool,
+) -> Result<QueryRecord, StoreError> {
+    conn.query_row(
+        &format!(
+            "UPDATE queries SET feedback = ?3 WHERE org_id = ?1 AND id = ?2
+             RETURNING {QUERY_COLUMNS}"
+        ),
+        params![org, id, correct],
+        query_from_row,
+    )
+    .map_err(db_error)
+}
+
+/// The newest `limit` questions of the conversation, returned oldest first.
+pub(super) fn conversation(
+    conn: &Connection,
+    org: &OrgId,
+    conversation: &ConversationId,
+    limit: u32,
+) -> Result<Vec<QueryRecord>, StoreError> {
+    let mut turns = select_queries(
+        conn,
+        "org_id = ?1 AND conversation_id = ?4",
+        params![org, limit.min(MAX_PAGE), 0, conversation],
+    )?;
+    turns.reverse();
+    Ok(turns)
+}
+
+/// Approved questions, newest first; of a question asked again only the newest counts.
+pub(super) fn approved_examples(
+    conn: &mut Connection,
+    org: &OrgId,
+    id: &ConnectionId,
+    limit: u32,
+) -> Result<Vec<ApprovedExample>, StoreError> {
+    let tx = conn.transaction().map_err(db_error)?;
+    ensure_connection(&tx, org, id)?;
+    // The WHERE repeats the partial index's condition word for word so SQLite uses it.
+    let mut stmt = tx
+        .prepare(&format!(
+            "SELECT question, sql FROM queries
+             WHERE connection_id = ?1 AND feedback = 1 AND outcome = 'ok' AND sql IS NOT NULL
+             {NEWEST_FIRST}"
+        ))
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map([id], |row| Ok(ApprovedExample { question: row.get(0)?, sql: row.get(1)? }))
+        .map_err(db_error)?;
+    let mut seen = HashSet::new();
+    let mut examples = Vec::new();
+    for example in rows {
+        if examples.len() >= limit as usize {
+            break;
+        }
+        let example = example.map_err(db_error)?;
+        if seen.insert(example.question.clone()) {
+            examples.push(example);
+        }
+    }
+    Ok(examples)
+}
+
+/// Questions matching `condition`, newest first; `params` are `?1` the
+/// organisation, `?2` the limit, `?3` the offset, then the condition's own.
+fn select_queries(
+    conn: &Connection,
+    condition: &str,
+    params: &[&dyn ToSql],
+) -> Result<Vec<QueryRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {QUERY_COLUMNS} FROM queries WHERE {condition} {NEWEST_FIRST}
+             LIMIT ?2 OFFSET ?3"
+        ))
+        .map_err(db_error)?;
+    let rows = stmt.query_map(params, query_from_row).map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+/// NotFound unless the organisation has this connection.
+fn ensure_connection(conn: &Connection, org: &OrgId, id: &ConnectionId) -> Result<(), StoreError> {
+    conn.query_row(
+        "SELECT 1 FROM connections WHERE org_id = ?1 AND id = ?2",
+        params![org, id],
+        |_| Ok(()),
+    )
+    .optional()
+    .map_err(db_error)?
+    .ok_or(StoreError::NotFound)
+}
+
+/// NotFound when a write matched no row.
+fn found(changed: usize) -> Result<(), StoreError> {
+    if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+fn key_conflict(e: rusqlite::Error) -> StoreError {
+    conflict_or(e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE, ConflictKind::ApiKey)
+}
+
+fn connection_from_row(row: &Row<'_>) -> rusqlite::Result<DbConnection> {
+    let dialect: String = row.get(3)?;
+    let dialect = dialect
+        .parse::<Dialect>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, Type::Text, Box::new(e)))?;
+    Ok(DbConnection {
+        id: row.get(0)?,
+        org_id: row.get(1)?,
+        name: row.get(2)?,
+        dialect,
+        key_prefix: row.get(4)?,
+        instructions: row.get(5)?,
+        schema_fingerprint: row.get(6)?,
+        schema_refreshed_at: row.get::<_, Option<Millis>>(7)?.map(|m| m.0),
+        agent_version: row.get(8)?,
+        last_seen_at: row.get::<_, Option<Millis>>(9)?.map(|m| m.0),
+        created_at: row.get::<_, Millis>(10)?.0,
+        updated_at: row.get::<_, Millis>(11)?.0,
+    })
+}
+
+fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<StoredSchema> {
+    Ok(StoredSchema {
+        fingerprint: row.get(0)?,
+        json: row.get(1)?,
+        refreshed_at: row.get::<_, Millis>(2)?.0,
+    })
+}
+
+fn query_from_row(row: &Row<'_>) -> rusqlite::Result<QueryRecord> {
+    Ok(QueryRecord {
+        id: row.get(0)?,
+        record: NewQueryRecord {
+            org_id: row.get(1)?,
+            connection_id: row.get(2)?,
+            user_id: row.get(3)?,
+            conversation_id: row.get(4)?,
+            question: row.get(5)?,
+            sql: row.get(6)?,
+            outcome: row.get(7)?,
+            error_message: row.get(8)?,
+            answer: row.get(9)?,
+            row_count: row.get::<_, Option<RowCount>>(10)?.map(|c| c.0),
+            truncated: row.get(11)?,
+            engine: row.get(12)?,
+            attempts: row.get(13)?,
+            timings_json: row.get(14)?,
+            result_json: row.get(15)?,
+        },
+        feedback: row.get(16)?,
+        created_at: row.get::<_, Millis>(17)?.0,
+    })
+}
+
+/// A row count as INTEGER: rusqlite binds `u64` only with its `fallible_uint` feature.
+struct RowCount(u64);
+
+impl ToSql for RowCount {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let n = i64::try_from(self.0)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(ToSqlOutput::from(n))
+    }
+}
+
+impl FromSql for RowCount {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let n = i64::column_result(value)?;
+        u64::try_from(n).map(RowCount).map_err(|_| FromSqlError::OutOfRange(n))
+    }
+}
