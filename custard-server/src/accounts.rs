@@ -6,17 +6,17 @@
 //! other organisations answer 404.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use chrono::{Duration as Span, Utc};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, AccessClaims};
-use crate::error::{AppError, ErrorCode};
-use crate::extract::{ApiJson, ClientIp};
+use crate::error::{AppError, ErrorBody, ErrorCode};
+use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::mail;
 use crate::routes::AppState;
 use crate::store::{
@@ -84,7 +84,18 @@ impl FromRequestParts<AppState> for CurrentUser {
 }
 
 impl CurrentUser {
-    fn require_admin(&self) -> Result<(), AppError> {
+    /// The organisation the caller acts in.
+    pub(crate) fn org(&self) -> &OrgId {
+        &self.org
+    }
+
+    /// The caller.
+    pub(crate) fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// Refuses callers that are not owners or admins of the organisation.
+    pub(crate) fn require_admin(&self) -> Result<(), AppError> {
         match self.role {
             Role::Owner | Role::Admin => Ok(()),
             _ => Err(AppError::new(ErrorCode::Forbidden, "only owners and admins may do this")),
@@ -92,15 +103,146 @@ impl CurrentUser {
     }
 }
 
-fn user_json(user: &User) -> Value {
-    json!({
-        "id": user.id.as_str(),
-        "email": user.email,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "email_verified": user.email_verified_at.is_some(),
-        "created_at": user.created_at.to_rfc3339(),
-    })
+/// A user as the API shows it (never the password hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserView {
+    id: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    email_verified: bool,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        UserView {
+            id: user.id.as_str().to_owned(),
+            email: user.email.clone(),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            email_verified: user.email_verified_at.is_some(),
+            created_at: user.created_at.to_rfc3339(),
+        }
+    }
+}
+
+/// A new account.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SignupResponse {
+    user: UserView,
+    /// Whether a verification email was sent (not for an invited user, whose
+    /// invitation proved the email).
+    verification_sent: bool,
+}
+
+/// A verified email.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VerifiedResponse {
+    /// Always `true`.
+    verified: bool,
+    user: UserView,
+}
+
+/// A session: the bearer token for every other call.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LoginResponse {
+    /// A JWT to send as `Authorization: Bearer <token>`.
+    access_token: String,
+    /// Always `bearer`.
+    #[schema(example = "bearer")]
+    token_type: &'static str,
+    /// Seconds until the token expires.
+    expires_in: u64,
+    user: UserView,
+}
+
+/// An acknowledgement that says nothing about whether the account exists.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatusMessage {
+    status: &'static str,
+}
+
+/// A password that was reset.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ResetResponse {
+    /// Always `true`.
+    reset: bool,
+    user: UserView,
+}
+
+/// The caller, with the organisation the token is for.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProfileResponse {
+    user: UserView,
+    organization_id: String,
+    /// `owner`, `admin` or `member`.
+    role: &'static str,
+}
+
+/// A user.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserResponse {
+    user: UserView,
+}
+
+/// A membership in an organisation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MembershipResponse {
+    organization_id: String,
+    /// `owner`, `admin` or `member`.
+    role: &'static str,
+}
+
+/// The caller's organisation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OrganizationView {
+    id: String,
+    name: String,
+    /// The caller's role: `owner`, `admin` or `member`.
+    role: &'static str,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// A member of the organisation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MemberView {
+    /// The member's user id.
+    id: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    /// `owner`, `admin` or `member`.
+    role: &'static str,
+    #[schema(format = DateTime)]
+    joined_at: String,
+}
+
+/// The organisation's members.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MembersResponse {
+    members: Vec<MemberView>,
+}
+
+/// An invitation sent by email.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InvitationResponse {
+    email: String,
+    /// `owner`, `admin` or `member`.
+    role: &'static str,
+    /// Always `true`.
+    sent: bool,
+}
+
+/// A member's new role.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RoleResponse {
+    /// The member's user id.
+    id: String,
+    /// `owner`, `admin` or `member`.
+    role: &'static str,
 }
 
 fn validate_email(email: &str) -> Result<String, AppError> {
@@ -181,16 +323,40 @@ async fn send(state: &AppState, message: mail::Message) {
     }
 }
 
-#[derive(Deserialize)]
+/// A new account.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct SignupRequest {
     email: String,
+    /// Checked against the password policy (length, common passwords, the
+    /// email and names).
     password: String,
     first_name: String,
     last_name: String,
+    /// The organisation to create; by default "<first name>'s organisation".
     organization_name: Option<String>,
+    /// An invitation's token: join that organisation instead of creating one.
     invitation_token: Option<String>,
 }
 
+/// Sign up
+///
+/// Creates the user and their organisation and emails a verification link;
+/// with an invitation token the user joins the inviting organisation instead,
+/// already verified.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/signup",
+    tag = "accounts",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "The account was created", body = SignupResponse),
+        (status = 400, description = "`invalid_json`, or `invalid_token` for an unknown, used or expired invitation", body = ErrorBody),
+        (status = 409, description = "`conflict`: an account with this email exists", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a missing field, a malformed email or name, or a weak password", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address or for this email", body = ErrorBody),
+    )
+)]
 pub(crate) async fn signup(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -220,10 +386,8 @@ pub(crate) async fn signup(
                 ),
                 other => other.into(),
             })?;
-        return Ok((
-            StatusCode::CREATED,
-            Json(json!({"user": user_json(&signed.user), "verification_sent": false})),
-        ));
+        let body = SignupResponse { user: UserView::from(&signed.user), verification_sent: false };
+        return Ok((StatusCode::CREATED, Json(body)));
     }
     let org_name = match request.organization_name.filter(|n| !n.trim().is_empty()) {
         Some(name) => validate_name("organization_name", &name)?,
@@ -242,15 +406,21 @@ pub(crate) async fn signup(
     })
     .await?;
     send(&state, mail::verification_email(&inner.config.public_url, &user.email, &secret)).await;
-    Ok((StatusCode::CREATED, Json(json!({"user": user_json(&user), "verification_sent": true}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(SignupResponse { user: UserView::from(&user), verification_sent: true }),
+    ))
 }
 
-#[derive(Deserialize)]
+/// A one-time token from an email link.
+#[derive(Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct TokenRequest {
+    /// The token from the link.
     token: String,
 }
 
-async fn verify_token(state: &AppState, token: &str) -> Result<Json<Value>, AppError> {
+async fn verify_token(state: &AppState, token: &str) -> Result<Json<VerifiedResponse>, AppError> {
     let user = state
         .inner()
         .store
@@ -263,34 +433,83 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Json<Value>, AppE
             ),
             other => other.into(),
         })?;
-    Ok(Json(json!({"verified": true, "user": user_json(&user)})))
+    Ok(Json(VerifiedResponse { verified: true, user: UserView::from(&user) }))
 }
 
+/// Verify an email
+///
+/// Consumes the token of the verification email.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/verify-email",
+    tag = "accounts",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "The email is verified", body = VerifiedResponse),
+        (status = 400, description = "`invalid_json`, or `invalid_token`: the link is unknown, used or expired", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: no token", body = ErrorBody),
+    )
+)]
 pub(crate) async fn verify_email_post(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<TokenRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<VerifiedResponse>, AppError> {
     verify_token(&state, &request.token).await
 }
 
+/// Verify an email from its link
+///
+/// The same as the `POST`, with the token in the query string, so the link in
+/// the email works as is.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/verify-email",
+    tag = "accounts",
+    params(TokenRequest),
+    responses(
+        (status = 200, description = "The email is verified", body = VerifiedResponse),
+        (status = 400, description = "`invalid_token`: the link is unknown, used or expired", body = ErrorBody),
+        (status = 422, description = "`validation_error`: no `token` parameter", body = ErrorBody),
+    )
+)]
 pub(crate) async fn verify_email_get(
     State(state): State<AppState>,
-    Query(request): Query<TokenRequest>,
-) -> Result<Json<Value>, AppError> {
+    ApiQuery(request): ApiQuery<TokenRequest>,
+) -> Result<Json<VerifiedResponse>, AppError> {
     verify_token(&state, &request.token).await
 }
 
-#[derive(Deserialize)]
+/// Credentials.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct LoginRequest {
     email: String,
     password: String,
 }
 
+/// Log in
+///
+/// Opens a session in the user's first organisation and returns its bearer token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "accounts",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = LoginResponse),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: wrong email or password", body = ErrorBody),
+        (status = 403, description = "`email_not_verified`, or `forbidden` for an account in no organisation", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a missing field", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts from this address or for this email", body = ErrorBody),
+    )
+)]
 pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<LoginResponse>, AppError> {
     let inner = state.inner();
     inner.login_limiter.check(ip, Some(&request.email))?;
     let found = match inner.store.get_user_by_email(&request.email).await {
@@ -325,14 +544,27 @@ pub(crate) async fn login(
     let claims =
         AccessClaims::new(user.id.as_str(), session.id.as_str(), org.id.as_str(), now, lifetime);
     let token = auth::encode_access(&claims, &inner.jwt).map_err(AppError::internal)?;
-    Ok(Json(json!({
-        "access_token": token,
-        "token_type": "bearer",
-        "expires_in": lifetime.as_secs(),
-        "user": user_json(&user),
-    })))
+    Ok(Json(LoginResponse {
+        access_token: token,
+        token_type: "bearer",
+        expires_in: lifetime.as_secs(),
+        user: UserView::from(&user),
+    }))
 }
 
+/// Log out
+///
+/// Revokes the session of the bearer token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "accounts",
+    security(("access_token" = [])),
+    responses(
+        (status = 204, description = "The session is revoked"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -341,16 +573,33 @@ pub(crate) async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// The account that forgot its password.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct ForgotRequest {
     email: String,
 }
 
+/// Ask for a password reset
+///
+/// Emails a reset link if the account exists; the answer is the same either way.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/forgot-password",
+    tag = "accounts",
+    request_body = ForgotRequest,
+    responses(
+        (status = 202, description = "Accepted, whether or not the account exists", body = StatusMessage),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: no email", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn forgot_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<ForgotRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<StatusMessage>), AppError> {
     let inner = state.inner();
     inner.forgot_limiter.check(ip, Some(&request.email))?;
     // The same answer whether or not the account exists, and no email round
@@ -371,20 +620,39 @@ pub(crate) async fn forgot_password(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"status": "if an account exists for this email, a reset link is on its way"})),
+        Json(StatusMessage {
+            status: "if an account exists for this email, a reset link is on its way",
+        }),
     ))
 }
 
-#[derive(Deserialize)]
+/// A reset token and the new password.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct ResetRequest {
+    /// The token from the reset email.
     token: String,
     new_password: String,
 }
 
+/// Reset a password
+///
+/// Consumes the reset token and sets the new password.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/reset-password",
+    tag = "accounts",
+    request_body = ResetRequest,
+    responses(
+        (status = 200, description = "The password is reset", body = ResetResponse),
+        (status = 400, description = "`invalid_json`, or `invalid_token`: the link is unknown, used or expired", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a missing field or a weak password", body = ErrorBody),
+    )
+)]
 pub(crate) async fn reset_password(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ResetRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ResetResponse>, AppError> {
     check_password(&request.new_password, "", &[])?;
     let password_hash = hash(request.new_password).await?;
     let user = state
@@ -398,26 +666,57 @@ pub(crate) async fn reset_password(
             }
             other => other.into(),
         })?;
-    Ok(Json(json!({"reset": true, "user": user_json(&user)})))
+    Ok(Json(ResetResponse { reset: true, user: UserView::from(&user) }))
 }
 
-pub(crate) async fn profile(current: CurrentUser) -> Json<Value> {
-    Json(
-        json!({"user": user_json(&current.user), "organization_id": current.org.as_str(), "role": current.role.as_str()}),
+/// The caller's profile
+///
+/// The user, the organisation the token is for and the role in it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/profile",
+    tag = "accounts",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The caller", body = ProfileResponse),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
     )
+)]
+pub(crate) async fn profile(current: CurrentUser) -> Json<ProfileResponse> {
+    Json(ProfileResponse {
+        user: UserView::from(&current.user),
+        organization_id: current.org.as_str().to_owned(),
+        role: current.role.as_str(),
+    })
 }
 
-#[derive(Deserialize)]
+/// Names to change; a missing one stays as it is.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct ProfileRequest {
     first_name: Option<String>,
     last_name: Option<String>,
 }
 
+/// Update the caller's profile
+#[utoipa::path(
+    put,
+    path = "/api/v1/auth/profile",
+    tag = "accounts",
+    security(("access_token" = [])),
+    request_body = ProfileRequest,
+    responses(
+        (status = 200, description = "The updated user", body = UserResponse),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: an empty or too long name", body = ErrorBody),
+    )
+)]
 pub(crate) async fn update_profile(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiJson(request): ApiJson<ProfileRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<UserResponse>, AppError> {
     let first_name = validate_name(
         "first_name",
         request.first_name.as_deref().unwrap_or(&current.user.first_name),
@@ -431,15 +730,31 @@ pub(crate) async fn update_profile(
         .store
         .update_profile(&current.user.id, ProfileUpdate { first_name, last_name })
         .await?;
-    Ok(Json(json!({"user": user_json(&user)})))
+    Ok(Json(UserResponse { user: UserView::from(&user) }))
 }
 
-#[derive(Deserialize)]
+/// The current password and the new one.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct ChangePasswordRequest {
     current_password: String,
     new_password: String,
 }
 
+/// Change the caller's password
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/change-password",
+    tag = "accounts",
+    security(("access_token" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "The password is changed"),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid token, or the current password is wrong", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a missing field or a weak password", body = ErrorBody),
+    )
+)]
 pub(crate) async fn change_password(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -455,11 +770,29 @@ pub(crate) async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Accept an invitation
+///
+/// The signed-in user joins the organisation of an invitation sent to their email.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/accept-invitation",
+    tag = "accounts",
+    security(("access_token" = [])),
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "The new membership", body = MembershipResponse),
+        (status = 400, description = "`invalid_json`, or `invalid_token`: the invitation is unknown, used, expired or for another email", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 409, description = "`conflict`: already a member", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: no token", body = ErrorBody),
+    )
+)]
 pub(crate) async fn accept_invitation(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiJson(request): ApiJson<TokenRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<MembershipResponse>, AppError> {
     let membership = state
         .inner()
         .store
@@ -472,36 +805,71 @@ pub(crate) async fn accept_invitation(
             ),
             other => other.into(),
         })?;
-    Ok(Json(
-        json!({"organization_id": membership.org_id.as_str(), "role": membership.role.as_str()}),
-    ))
+    Ok(Json(MembershipResponse {
+        organization_id: membership.org_id.as_str().to_owned(),
+        role: membership.role.as_str(),
+    }))
 }
 
+/// The caller's organisation
+#[utoipa::path(
+    get,
+    path = "/api/v1/org",
+    tag = "organization",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The organisation the token is for", body = OrganizationView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn organization(
     State(state): State<AppState>,
     current: CurrentUser,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<OrganizationView>, AppError> {
     let org = state.inner().store.get_organization(&current.org).await?;
-    Ok(Json(
-        json!({"id": org.id.as_str(), "name": org.name, "role": current.role.as_str(), "created_at": org.created_at.to_rfc3339()}),
-    ))
+    Ok(Json(OrganizationView {
+        id: org.id.as_str().to_owned(),
+        name: org.name,
+        role: current.role.as_str(),
+        created_at: org.created_at.to_rfc3339(),
+    }))
 }
 
+/// The organisation's members
+#[utoipa::path(
+    get,
+    path = "/api/v1/org/members",
+    tag = "organization",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "Every member", body = MembersResponse),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn members(
     State(state): State<AppState>,
     current: CurrentUser,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<MembersResponse>, AppError> {
     let members = state.inner().store.list_members(&current.org).await?;
-    let members: Vec<Value> = members
-        .iter()
-        .map(|m| json!({"id": m.user_id.as_str(), "email": m.email, "first_name": m.first_name, "last_name": m.last_name, "role": m.role.as_str(), "joined_at": m.joined_at.to_rfc3339()}))
+    let members = members
+        .into_iter()
+        .map(|m| MemberView {
+            id: m.user_id.as_str().to_owned(),
+            email: m.email,
+            first_name: m.first_name,
+            last_name: m.last_name,
+            role: m.role.as_str(),
+            joined_at: m.joined_at.to_rfc3339(),
+        })
         .collect();
-    Ok(Json(json!({"members": members})))
+    Ok(Json(MembersResponse { members }))
 }
 
-#[derive(Deserialize)]
+/// Who to invite, and as what.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct InviteRequest {
     email: String,
+    /// `owner`, `admin` or `member`.
     role: String,
 }
 
@@ -510,11 +878,30 @@ fn parse_role(role: &str) -> Result<Role, AppError> {
         .ok_or_else(|| AppError::new(ErrorCode::Validation, "role must be owner, admin or member"))
 }
 
+/// Invite someone
+///
+/// Emails an invitation to join the organisation, valid for seven days.
+/// Owners and admins may invite; only owners may invite owners.
+#[utoipa::path(
+    post,
+    path = "/api/v1/org/invitations",
+    tag = "organization",
+    security(("access_token" = [])),
+    request_body = InviteRequest,
+    responses(
+        (status = 201, description = "The invitation was sent", body = InvitationResponse),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an owner or admin, or an admin inviting an owner", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a malformed email or an unknown role", body = ErrorBody),
+    )
+)]
 pub(crate) async fn invite(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiJson(request): ApiJson<InviteRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<InvitationResponse>), AppError> {
     current.require_admin()?;
     let email = validate_email(&request.email)?;
     let role = parse_role(&request.role)?;
@@ -538,20 +925,43 @@ pub(crate) async fn invite(
         ),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(json!({"email": email, "role": role.as_str(), "sent": true}))))
+    Ok((StatusCode::CREATED, Json(InvitationResponse { email, role: role.as_str(), sent: true })))
 }
 
-#[derive(Deserialize)]
+/// A member's new role.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct RoleRequest {
+    /// `owner`, `admin` or `member`.
     role: String,
 }
 
+/// Change a member's role
+///
+/// Owners and admins may change roles; only owners may grant or take the
+/// owner role, and the organisation keeps at least one owner.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/org/members/{id}",
+    tag = "organization",
+    security(("access_token" = [])),
+    params(("id" = String, Path, description = "The member's user id")),
+    request_body = RoleRequest,
+    responses(
+        (status = 200, description = "The member's new role", body = RoleResponse),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an owner or admin, or an admin touching the owner role", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such member in the organisation", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: an unknown role, or the last owner would be demoted", body = ErrorBody),
+    )
+)]
 pub(crate) async fn change_role(
     State(state): State<AppState>,
     current: CurrentUser,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<RoleRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<RoleResponse>, AppError> {
     current.require_admin()?;
     let role = parse_role(&request.role)?;
     let target = UserId::from(id);
@@ -563,9 +973,30 @@ pub(crate) async fn change_role(
         ));
     }
     let membership = state.inner().store.set_role(&current.org, &target, role).await?;
-    Ok(Json(json!({"id": membership.user_id.as_str(), "role": membership.role.as_str()})))
+    Ok(Json(RoleResponse {
+        id: membership.user_id.as_str().to_owned(),
+        role: membership.role.as_str(),
+    }))
 }
 
+/// Remove a member
+///
+/// Owners and admins may remove members; only owners may remove an owner,
+/// and the organisation keeps at least one owner.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/org/members/{id}",
+    tag = "organization",
+    security(("access_token" = [])),
+    params(("id" = String, Path, description = "The member's user id")),
+    responses(
+        (status = 204, description = "The member is removed"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an owner or admin, or an admin removing an owner", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such member in the organisation", body = ErrorBody),
+        (status = 422, description = "`validation_error`: the last owner cannot leave", body = ErrorBody),
+    )
+)]
 pub(crate) async fn remove_member(
     State(state): State<AppState>,
     current: CurrentUser,

@@ -24,6 +24,83 @@ pub struct ServerConfig {
     /// SMTP server for email (smtp://user:pass@host:port); without it, emails go to the outbox.
     #[arg(long, env = "CUSTARD_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
+    /// The model that writes SQL, at an OpenAI-compatible endpoint; without it
+    /// the offline engine answers.
+    #[arg(long, env = "CUSTARD_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// The OpenAI-compatible endpoint, up to `/chat/completions` (default OpenAI's).
+    #[arg(long, env = "CUSTARD_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// The endpoint's API key (also read from OPENAI_API_KEY).
+    #[arg(long, env = "CUSTARD_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// Start with a demo organisation, user and SQLite shop database served by
+    /// an in-process agent (credentials are printed).
+    #[arg(long, env = "CUSTARD_DEMO")]
+    pub demo: bool,
+    /// How long one question's query may run on the agent, in seconds.
+    #[arg(long, env = "CUSTARD_QUERY_TIMEOUT_SECS", default_value_t = 30)]
+    pub query_timeout_secs: u64,
+    /// How often agents are pinged, in milliseconds; one silent for three
+    /// intervals is dropped.
+    #[arg(long, env = "CUSTARD_AGENT_HEARTBEAT_MS", default_value_t = 15_000, hide = true)]
+    pub agent_heartbeat_ms: u64,
+}
+
+/// Which engine writes SQL, as configured.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LlmSettings {
+    /// The rule-based offline engine.
+    Offline,
+    /// An OpenAI-compatible endpoint.
+    OpenAi {
+        /// Base URL up to `/chat/completions`.
+        base_url: String,
+        /// The model name.
+        model: String,
+        /// The key, when one is set.
+        api_key: Option<String>,
+    },
+}
+
+impl fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LlmSettings::Offline => f.write_str("Offline"),
+            LlmSettings::OpenAi { base_url, model, api_key } => f
+                .debug_struct("OpenAi")
+                .field("base_url", base_url)
+                .field("model", model)
+                .field("api_key", &api_key.is_some())
+                .finish(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The LLM settings: a model when `llm_model` is set and not blank, the
+    /// offline engine otherwise; a base URL without a model is a mistake.
+    pub fn llm(&self) -> anyhow::Result<LlmSettings> {
+        fn set(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        let key = set(&self.llm_api_key)
+            .map(str::to_owned)
+            .or_else(|| std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.trim().is_empty()));
+        match (set(&self.llm_model), set(&self.llm_base_url)) {
+            (None, None) => Ok(LlmSettings::Offline),
+            (None, Some(_)) => anyhow::bail!(
+                "CUSTARD_LLM_BASE_URL is set but CUSTARD_LLM_MODEL is not: name the model to use"
+            ),
+            (Some(model), base_url) => Ok(LlmSettings::OpenAi {
+                base_url: base_url
+                    .unwrap_or(custard_core::llm::OpenAiConfig::OPENAI_BASE_URL)
+                    .to_owned(),
+                model: model.to_owned(),
+                api_key: key,
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for ServerConfig {
@@ -34,6 +111,9 @@ impl fmt::Debug for ServerConfig {
             .field("data_dir", &self.data_dir)
             .field("public_url", &self.public_url)
             .field("smtp", &self.smtp_url.is_some())
+            .field("llm_model", &self.llm_model)
+            .field("llm_base_url", &self.llm_base_url)
+            .field("demo", &self.demo)
             .finish_non_exhaustive()
     }
 }

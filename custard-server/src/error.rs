@@ -5,36 +5,87 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use custard_core::llm::LlmErrorCode;
+use custard_core::{AskError, ExecError, ExecErrorCode};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
-/// Every error the API answers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCode {
+/// Declares [`ErrorCode`] and its one table: each code's variant, its stable
+/// name on the wire, its HTTP status and its doc comment (also shown in the
+/// OpenAPI document), so no list of codes can drift from the table.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])+ $variant:ident => $code:literal, $status:ident;)+) => {
+        /// Every error the API answers with.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the table.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant),+];
+
+            /// The code's name, HTTP status and doc lines.
+            fn parts(self) -> (&'static str, StatusCode, &'static [&'static str]) {
+                match self {
+                    $(ErrorCode::$variant => ($code, StatusCode::$status, &[$($doc),+]),)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
     /// The body is not valid JSON or not the expected shape.
-    InvalidJson,
+    InvalidJson => "invalid_json", BAD_REQUEST;
     /// A field is missing or has a value the API does not accept.
-    Validation,
+    Validation => "validation_error", UNPROCESSABLE_ENTITY;
     /// No valid credentials or token.
-    Unauthorized,
+    Unauthorized => "unauthorized", UNAUTHORIZED;
     /// A one-time token (verification, reset, invitation) is unknown, used or expired.
-    InvalidToken,
+    InvalidToken => "invalid_token", BAD_REQUEST;
     /// The account's email is not verified yet.
-    EmailNotVerified,
+    EmailNotVerified => "email_not_verified", FORBIDDEN;
     /// Authenticated, but not allowed.
-    Forbidden,
+    Forbidden => "forbidden", FORBIDDEN;
     /// Nothing here, or not in the caller's organisation.
-    NotFound,
+    NotFound => "not_found", NOT_FOUND;
     /// The resource already exists (an email already registered).
-    Conflict,
+    Conflict => "conflict", CONFLICT;
     /// The body is larger than the API accepts.
-    PayloadTooLarge,
+    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE;
     /// Too many attempts; try again later.
-    RateLimited,
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS;
+    /// No agent is connected for the connection.
+    AgentOffline => "agent_offline", SERVICE_UNAVAILABLE;
+    /// Every agent of the connection is busy.
+    AgentBusy => "agent_busy", SERVICE_UNAVAILABLE;
+    /// The agent went away while answering.
+    AgentDisconnected => "agent_disconnected", BAD_GATEWAY;
+    /// The query ran past its deadline.
+    QueryTimeout => "query_timeout", GATEWAY_TIMEOUT;
+    /// The engine could not answer from this database (the offline engine abstains this way).
+    CannotAnswer => "cannot_answer", UNPROCESSABLE_ENTITY;
+    /// Every SQL the model wrote was refused by the guard or the database.
+    NoValidQuery => "no_valid_query", UNPROCESSABLE_ENTITY;
+    /// The agent's own guard or policy refused the SQL.
+    QueryRejected => "query_rejected", UNPROCESSABLE_ENTITY;
+    /// The database refused or failed the query.
+    QueryFailed => "query_failed", UNPROCESSABLE_ENTITY;
+    /// The agent cannot reach its database.
+    DatabaseUnavailable => "database_unavailable", SERVICE_UNAVAILABLE;
+    /// The language model could not be used (down, timeout, bad key, bad reply).
+    LlmUnavailable => "llm_unavailable", BAD_GATEWAY;
+    /// The connection has no schema yet (no agent has reported one).
+    SchemaUnavailable => "schema_unavailable", CONFLICT;
     /// The server could not reach a dependency (store, email).
-    Unavailable,
+    Unavailable => "unavailable", SERVICE_UNAVAILABLE;
     /// A bug; the details are in the server log.
-    Internal,
+    Internal => "internal", INTERNAL_SERVER_ERROR;
 }
 
 impl ErrorCode {
@@ -48,23 +99,50 @@ impl ErrorCode {
         self.parts().1
     }
 
-    /// The one table of codes and statuses.
-    fn parts(self) -> (&'static str, StatusCode) {
-        match self {
-            ErrorCode::InvalidJson => ("invalid_json", StatusCode::BAD_REQUEST),
-            ErrorCode::Validation => ("validation_error", StatusCode::UNPROCESSABLE_ENTITY),
-            ErrorCode::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
-            ErrorCode::InvalidToken => ("invalid_token", StatusCode::BAD_REQUEST),
-            ErrorCode::EmailNotVerified => ("email_not_verified", StatusCode::FORBIDDEN),
-            ErrorCode::Forbidden => ("forbidden", StatusCode::FORBIDDEN),
-            ErrorCode::NotFound => ("not_found", StatusCode::NOT_FOUND),
-            ErrorCode::Conflict => ("conflict", StatusCode::CONFLICT),
-            ErrorCode::PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
-            ErrorCode::RateLimited => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
-            ErrorCode::Unavailable => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
-            ErrorCode::Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
-        }
+    /// What the code means, from its doc comment.
+    fn meaning(self) -> String {
+        self.parts().2.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ")
     }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl PartialSchema for ErrorCode {
+    /// A string enum of every code, with its status and meaning in the description.
+    fn schema() -> RefOr<Schema> {
+        let table: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| format!("- `{}` ({}): {}", c.as_str(), c.status().as_u16(), c.meaning()))
+            .collect();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some(format!(
+                "What went wrong; the HTTP status follows from the code.\n\n{}",
+                table.join("\n")
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {}
+
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// An error's code and message.
+#[derive(Debug, Serialize, ToSchema)]
+struct ErrorDetail {
+    code: ErrorCode,
+    /// A sentence fit to show; never internals.
+    message: String,
 }
 
 /// An error answered to a client: a code and a message fit to show.
@@ -90,10 +168,69 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// An executor (agent) failure as the API reports it.
+    pub fn from_exec(e: ExecError) -> Self {
+        let code = match e.code {
+            ExecErrorCode::AgentOffline => ErrorCode::AgentOffline,
+            ExecErrorCode::AgentBusy => ErrorCode::AgentBusy,
+            ExecErrorCode::AgentDisconnected | ExecErrorCode::Canceled => {
+                ErrorCode::AgentDisconnected
+            }
+            ExecErrorCode::Timeout => ErrorCode::QueryTimeout,
+            ExecErrorCode::Rejected => ErrorCode::QueryRejected,
+            ExecErrorCode::QueryFailed | ExecErrorCode::PermissionDenied => ErrorCode::QueryFailed,
+            ExecErrorCode::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
+            _ => return AppError::internal(e),
+        };
+        AppError::new(code, e.message)
+    }
+
+    /// Why a question got no answer, as the API reports it.
+    pub fn from_ask(e: AskError) -> Self {
+        match e {
+            AskError::InvalidQuestion(message) => AppError::new(ErrorCode::Validation, message),
+            AskError::Model(e) if e.code == LlmErrorCode::Abstained => {
+                let message = e.message.trim_end_matches('.');
+                let hint = if message.contains("LLM") {
+                    "or rephrase the question with the table and column names you mean"
+                } else {
+                    "rephrase the question with the table and column names you mean, \
+                     or configure a language model (CUSTARD_LLM_MODEL)"
+                };
+                AppError::new(ErrorCode::CannotAnswer, format!("{message}; {hint}."))
+            }
+            AskError::Model(e) => AppError::new(
+                ErrorCode::LlmUnavailable,
+                format!("the language model could not be used ({}): {}", e.code, e.message),
+            ),
+            AskError::CannotAnswer { reason } => AppError::new(
+                ErrorCode::CannotAnswer,
+                format!("this database cannot answer that: {reason}"),
+            ),
+            e @ AskError::NoValidQuery { .. } => {
+                AppError::new(ErrorCode::NoValidQuery, e.to_string())
+            }
+            AskError::Execution(e) => AppError::from_exec(e),
+            other => AppError::internal(other),
+        }
+    }
+}
+
+impl AppError {
+    /// The JSON body: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!(self.wire())
+    }
+
+    fn wire(&self) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
-        (self.code.status(), Json(body)).into_response()
+        (self.code.status(), Json(self.wire())).into_response()
     }
 }
 
@@ -109,5 +246,24 @@ impl From<JsonRejection> for AppError {
             _ => ErrorCode::InvalidJson,
         };
         AppError::new(code, rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_the_body_keeps_its_shape() {
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        assert_eq!(
+            ErrorCode::Validation.meaning(),
+            "A field is missing or has a value the API does not accept."
+        );
+        let body = AppError::new(ErrorCode::NotFound, "no such endpoint").body();
+        assert_eq!(body, json!({"error": {"code": "not_found", "message": "no such endpoint"}}));
     }
 }

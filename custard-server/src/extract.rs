@@ -1,5 +1,5 @@
-//! Extractors shared by handlers: the client's address and JSON bodies whose
-//! rejections use the API's error shape.
+//! Extractors shared by handlers: the client's address, and JSON bodies and
+//! query strings whose rejections use the API's error shape.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 /// The address the request came from (loopback when served in process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +22,27 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
         Ok(ClientIp(ip))
+    }
+}
+
+/// Query-string parameters; a missing or malformed parameter answers with the
+/// API's `{"error": ...}` body (`validation_error`).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| AppError::new(ErrorCode::Validation, rejection.body_text()))?;
+        Ok(ApiQuery(value))
     }
 }
 

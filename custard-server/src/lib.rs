@@ -4,9 +4,15 @@
 mod accounts;
 pub mod auth;
 pub mod config;
+mod connections;
+mod demo;
 mod error;
 pub mod extract;
+pub mod hub;
 pub mod mail;
+mod metrics;
+mod openapi;
+mod queries;
 pub mod rate_limit;
 mod routes;
 pub mod secrets;

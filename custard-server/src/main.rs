@@ -11,7 +11,10 @@ async fn main() -> anyhow::Result<()> {
     {
         anyhow::bail!("reading .env: {e}");
     }
+    // Logs go to stderr; stdout carries only what is meant for the person at
+    // the console (the demo's credentials).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUSTARD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -4,18 +4,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, patch, post};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use custard_core::llm::{LanguageModel, OfflineEngine, OpenAiConfig, OpenAiModel};
 
 use crate::accounts;
 use crate::auth::JwtSecret;
-use crate::config::ServerConfig;
-use crate::error::{AppError, ErrorCode};
+use crate::config::{LlmSettings, ServerConfig};
+use crate::error::{AppError, ErrorBody, ErrorCode};
+use crate::extract::ClientIp;
+use crate::hub::{self, AgentRouter, HubSettings, LocalHub};
 use crate::mail::Mailer;
+use crate::metrics::{self, Metrics};
+use crate::queries::Pipelines;
 use crate::rate_limit::{AttemptLimiter, Limits};
 use crate::store::{SqliteStore, Store};
+use crate::{connections, openapi, queries};
 
 /// The most bytes a request body may have.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -37,6 +50,14 @@ pub(crate) struct Inner {
     pub(crate) login_limiter: AttemptLimiter,
     pub(crate) signup_limiter: AttemptLimiter,
     pub(crate) forgot_limiter: AttemptLimiter,
+    /// The hub that holds this server's agent sockets.
+    pub(crate) hub: Arc<LocalHub>,
+    /// The same hub, as handlers see it.
+    pub(crate) router: Arc<dyn AgentRouter>,
+    /// The engine that writes SQL.
+    pub(crate) model: Arc<dyn LanguageModel>,
+    pub(crate) pipelines: Pipelines,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -60,6 +81,12 @@ impl AppState {
             crate::mail::DEFAULT_FROM,
         )?;
         tracing::info!(mail = %mailer.describe(), "email");
+        let model = language_model(&config.llm()?)?;
+        tracing::info!(engine = %model.name(), "SQL engine");
+        let hub = Arc::new(LocalHub::new(HubSettings {
+            heartbeat: Duration::from_millis(config.agent_heartbeat_ms.max(100)),
+            ..HubSettings::default()
+        }));
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -71,6 +98,11 @@ impl AppState {
                 login_limiter: AttemptLimiter::new(limits),
                 signup_limiter: AttemptLimiter::new(limits),
                 forgot_limiter: AttemptLimiter::new(limits),
+                router: Arc::clone(&hub) as Arc<dyn AgentRouter>,
+                hub,
+                model,
+                pipelines: Pipelines::default(),
+                metrics: Arc::new(Metrics::default()),
             }),
         })
     }
@@ -85,47 +117,104 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API, its OpenAPI document at `/api/v1/openapi.json` and
+/// the docs page at `/api/v1/docs`.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/status", get(status))
-        .route("/api/v1/auth/signup", post(accounts::signup))
-        .route(
-            "/api/v1/auth/verify-email",
-            post(accounts::verify_email_post).get(accounts::verify_email_get),
-        )
-        .route("/api/v1/auth/login", post(accounts::login))
-        .route("/api/v1/auth/logout", post(accounts::logout))
-        .route("/api/v1/auth/forgot-password", post(accounts::forgot_password))
-        .route("/api/v1/auth/reset-password", post(accounts::reset_password))
-        .route("/api/v1/auth/profile", get(accounts::profile).put(accounts::update_profile))
-        .route("/api/v1/auth/change-password", post(accounts::change_password))
-        .route("/api/v1/auth/accept-invitation", post(accounts::accept_invitation))
-        .route("/api/v1/org", get(accounts::organization))
-        .route("/api/v1/org/members", get(accounts::members))
-        .route("/api/v1/org/invitations", post(accounts::invite))
-        .route(
-            "/api/v1/org/members/{id}",
-            patch(accounts::change_role).delete(accounts::remove_member),
-        )
+    let (router, document) = endpoints().split_for_parts();
+    router
+        .merge(openapi::docs(document))
         .fallback(not_found)
+        // A route layer sees the matched route; unmatched paths are not counted,
+        // so random URLs cannot grow the label set.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Every endpoint, each with its OpenAPI operation: `routes!` takes the method
+/// and path from the handler's `#[utoipa::path]`, so nothing is served
+/// undocumented and the document cannot name a route that is not served.
+pub(crate) fn endpoints() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(status))
+        .routes(routes!(metrics))
+        .routes(routes!(accounts::signup))
+        .routes(routes!(accounts::verify_email_post, accounts::verify_email_get))
+        .routes(routes!(accounts::login))
+        .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::forgot_password))
+        .routes(routes!(accounts::reset_password))
+        .routes(routes!(accounts::profile, accounts::update_profile))
+        .routes(routes!(accounts::change_password))
+        .routes(routes!(accounts::accept_invitation))
+        .routes(routes!(accounts::organization))
+        .routes(routes!(accounts::members))
+        .routes(routes!(accounts::invite))
+        .routes(routes!(accounts::change_role, accounts::remove_member))
+        .routes(routes!(connections::create, connections::list))
+        .routes(routes!(connections::events))
+        .routes(routes!(connections::get, connections::update, connections::delete))
+        .routes(routes!(connections::schema))
+        .routes(routes!(connections::refresh_schema))
+        .routes(routes!(connections::rotate_key))
+        .routes(routes!(agent_socket))
+        .routes(routes!(queries::ask))
+        .routes(routes!(queries::ask_stream))
+        .routes(routes!(queries::list))
+        .routes(routes!(queries::get))
+        .routes(routes!(queries::feedback))
+        .routes(routes!(queries::export_csv))
 }
 
 /// Serves the API on the configured address until Ctrl-C or SIGTERM.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let bind = config.bind;
+    let demo = config.demo;
     let state = AppState::open(config)?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("listening on {bind}"))?;
-    tracing::info!(address = %listener.local_addr()?, "custard-server listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "custard-server listening");
+    let stop = tokio_util::sync::CancellationToken::new();
+    if demo {
+        let login =
+            crate::demo::start(&state, address, stop.clone()).await.context("starting the demo")?;
+        // The console is the one place the demo password is shown.
+        println!(
+            "\nCustard demo is running at http://{address}\n  \
+             email:    {}\n  password: {}\n  \
+             API docs: http://{address}/api/v1/docs\n",
+            login.email, login.password
+        );
+    }
     // Client addresses feed the per-IP rate limits.
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    };
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
+    stop.cancel();
     Ok(())
+}
+
+/// The engine the settings name: an OpenAI-compatible model or the offline engine.
+fn language_model(settings: &LlmSettings) -> anyhow::Result<Arc<dyn LanguageModel>> {
+    Ok(match settings {
+        LlmSettings::Offline => Arc::new(OfflineEngine::new()),
+        LlmSettings::OpenAi { base_url, model, api_key } => {
+            let mut config = OpenAiConfig::new(base_url.clone(), model.clone());
+            if let Some(key) = api_key {
+                config = config.with_api_key(key.clone());
+            }
+            Arc::new(OpenAiModel::new(config).context("configuring the language model")?)
+        }
+    })
 }
 
 async fn shutdown_signal() {
@@ -143,23 +232,113 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Liveness: answers as long as the process serves requests.
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The process is up.
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// Readiness and version; nothing about any tenant.
-async fn status(State(state): State<AppState>) -> Json<Value> {
+/// Liveness
+///
+/// Answers as long as the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "meta",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The server's readiness; nothing about any tenant.
+#[derive(Debug, Serialize, ToSchema)]
+struct Status {
+    /// `ok`, or `degraded` when the store is unavailable.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// The server's version.
+    version: &'static str,
+    /// `ok` or `unavailable`.
+    #[schema(example = "ok")]
+    store: &'static str,
+    /// Agent sessions connected to this server.
+    agents_online: usize,
+    /// The engine that writes SQL: `offline` or a model name.
+    engine: String,
+    uptime_secs: u64,
+}
+
+/// Readiness and version
+///
+/// Whether the store answers, the version, the engine and the agents online.
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "meta",
+    responses((status = 200, description = "Readiness; `status` says whether it is degraded", body = Status))
+)]
+async fn status(State(state): State<AppState>) -> Json<Status> {
     let store = match state.inner.store.ping().await {
         Ok(()) => "ok",
         Err(_) => "unavailable",
     };
-    Json(json!({
-        "status": if store == "ok" { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "store": store,
-        "uptime_secs": state.inner.started.elapsed().as_secs(),
-    }))
+    Json(Status {
+        status: if store == "ok" { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        store,
+        agents_online: state.inner.router.agents_online(),
+        engine: state.inner.model.name(),
+        uptime_secs: state.inner.started.elapsed().as_secs(),
+    })
+}
+
+/// Prometheus metrics
+///
+/// HTTP requests and latencies by route, agents online and questions by
+/// outcome, in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    )
+)]
+async fn metrics(state: State<AppState>) -> Response {
+    // Documented here because `metrics` only knows how to serve.
+    metrics::metrics(state).await
+}
+
+/// The agent's WebSocket
+///
+/// A `GET` that upgrades to a WebSocket speaking the agent protocol (wire
+/// v1: `hello`, then schema and query frames). The connection's API key is
+/// the bearer token; anything else is refused before the upgrade.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/ws/{id}",
+    tag = "agent",
+    security(("agent_api_key" = [])),
+    params(("id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 401, description = "`unauthorized`: no key, a malformed, rotated or unknown key, or the key of another connection", body = ErrorBody),
+        (status = 422, description = "`validation_error`: not a WebSocket upgrade request", body = ErrorBody),
+    )
+)]
+async fn agent_socket(
+    state: State<AppState>,
+    id: Path<String>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // Documented here because `hub` knows nothing of the HTTP API's document.
+    hub::agent_socket(state, id, ip, headers, upgrade).await
 }
 
 async fn not_found() -> AppError {

@@ -10,7 +10,11 @@
 //!
 //! [`smtp_sink`] is an SMTP server on 127.0.0.1 that records the messages it
 //! receives, for testing mail sent through a real SMTP client.
+//!
+//! [`bins::workspace_binary`] builds (a quick no-op when fresh) and finds another crate's
+//! binary, for end-to-end tests that run several of them.
 
+pub mod bins;
 pub mod fake_openai;
 pub mod smtp_sink;
 

@@ -1,0 +1,476 @@
+//! [`LocalHub`]: the in-process hub, holding the agent sessions of this server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use custard_core::wire::{Cancel, Discover, Frame, Message, Run};
+use custard_core::{
+    BoxFuture, CheckedSql, Dialect, ExecError, ExecErrorCode, RowBatch, RowSender, RunLimits,
+    RunSummary, Schema,
+};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{AgentRouter, HubSettings, Presence, StatusEvent, StatusKind};
+use crate::store::{ConnectionId, OrgId};
+
+/// Frames buffered per request before the socket reader waits for the caller.
+const REPLY_BUFFER: usize = 16;
+/// Status events buffered for slow subscribers (they skip ahead when lagging).
+const EVENT_BUFFER: usize = 1024;
+
+/// The in-process [`AgentRouter`]: agent sessions of this server, by connection.
+#[derive(Debug)]
+pub struct LocalHub {
+    settings: HubSettings,
+    connections: Mutex<HashMap<ConnectionId, Entry>>,
+    events: broadcast::Sender<StatusEvent>,
+    next_session: AtomicU64,
+    online: AtomicUsize,
+}
+
+/// The live sessions of one connection.
+#[derive(Debug)]
+struct Entry {
+    links: Vec<Arc<AgentLink>>,
+    /// Woken whenever a request finishes or a session leaves, for callers
+    /// waiting for a free agent.
+    freed: Arc<Notify>,
+}
+
+/// One agent's session as the hub sees it; the socket task owns the socket.
+#[derive(Debug)]
+pub(crate) struct AgentLink {
+    pub(crate) session: u64,
+    pub(crate) org_id: OrgId,
+    pub(crate) connection_id: ConnectionId,
+    pub(crate) agent_version: String,
+    pub(crate) dialect: Dialect,
+    max_concurrency: usize,
+    in_flight: AtomicUsize,
+    next_request: AtomicU64,
+    /// Frames for the socket writer.
+    outbox: mpsc::Sender<Frame>,
+    /// Requests waiting for replies, by request id.
+    pending: Mutex<HashMap<String, mpsc::Sender<Message>>>,
+    freed: Arc<Notify>,
+    /// Cancelled to close the session; the reason is sent in the close frame.
+    pub(crate) closing: CancellationToken,
+    close_reason: Mutex<Option<String>>,
+}
+
+/// What the socket task needs to register a session.
+#[derive(Debug)]
+pub(crate) struct NewLink {
+    pub(crate) org_id: OrgId,
+    pub(crate) connection_id: ConnectionId,
+    pub(crate) agent_version: String,
+    pub(crate) dialect: Dialect,
+    pub(crate) max_concurrency: usize,
+    pub(crate) outbox: mpsc::Sender<Frame>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps stay consistent even if a holder panicked: every critical section
+    // is a single insert, remove or read.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LocalHub {
+    /// An empty hub.
+    pub fn new(settings: HubSettings) -> Self {
+        LocalHub {
+            settings,
+            connections: Mutex::new(HashMap::new()),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            next_session: AtomicU64::new(1),
+            online: AtomicUsize::new(0),
+        }
+    }
+
+    /// The hub's timing settings.
+    pub fn settings(&self) -> HubSettings {
+        self.settings
+    }
+
+    /// Adds a session that said `hello`; it takes requests at once.
+    pub(crate) fn register(&self, new: NewLink) -> Arc<AgentLink> {
+        let mut connections = lock(&self.connections);
+        let entry = connections
+            .entry(new.connection_id.clone())
+            .or_insert_with(|| Entry { links: Vec::new(), freed: Arc::new(Notify::new()) });
+        let link = Arc::new(AgentLink {
+            session: self.next_session.fetch_add(1, Ordering::Relaxed),
+            org_id: new.org_id,
+            connection_id: new.connection_id,
+            agent_version: new.agent_version,
+            dialect: new.dialect,
+            max_concurrency: new.max_concurrency.max(1),
+            in_flight: AtomicUsize::new(0),
+            next_request: AtomicU64::new(1),
+            outbox: new.outbox,
+            pending: Mutex::new(HashMap::new()),
+            freed: Arc::clone(&entry.freed),
+            closing: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+        });
+        entry.links.push(Arc::clone(&link));
+        let agents = entry.links.len();
+        entry.freed.notify_waiters();
+        drop(connections);
+        self.online.fetch_add(1, Ordering::Relaxed);
+        self.publish(&link, StatusKind::AgentConnected, agents);
+        link
+    }
+
+    /// Removes a session whose socket ended and fails its requests in flight.
+    pub(crate) fn unregister(&self, link: &Arc<AgentLink>) {
+        let mut connections = lock(&self.connections);
+        let mut agents = 0;
+        if let Some(entry) = connections.get_mut(&link.connection_id) {
+            let before = entry.links.len();
+            entry.links.retain(|l| !Arc::ptr_eq(l, link));
+            if entry.links.len() < before {
+                self.online.fetch_sub(1, Ordering::Relaxed);
+            }
+            agents = entry.links.len();
+            entry.freed.notify_waiters();
+            if entry.links.is_empty() {
+                connections.remove(&link.connection_id);
+            }
+        }
+        drop(connections);
+        // Dropping the senders ends every waiting caller with `agent_disconnected`.
+        lock(&link.pending).clear();
+        self.publish(link, StatusKind::AgentDisconnected, agents);
+    }
+
+    /// Tells browsers a new schema was stored for the connection.
+    pub(crate) fn schema_refreshed(&self, link: &AgentLink) {
+        let agents = self.presence(&link.connection_id).agents;
+        self.publish(link, StatusKind::SchemaRefreshed, agents);
+    }
+
+    fn publish(&self, link: &AgentLink, kind: StatusKind, agents: usize) {
+        // No subscribers is fine.
+        let _ = self.events.send(StatusEvent {
+            org_id: link.org_id.clone(),
+            connection_id: link.connection_id.clone(),
+            kind,
+            agents,
+            agent_version: Some(link.agent_version.clone()),
+            at: Utc::now(),
+        });
+    }
+
+    /// Takes a request slot on the least busy agent of `connection`, waiting up
+    /// to `wait` for one to free up.
+    async fn acquire(&self, connection: &ConnectionId, wait: Duration) -> Result<Slot, ExecError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let freed = {
+                let connections = lock(&self.connections);
+                let Some(entry) = connections.get(connection) else {
+                    return Err(offline());
+                };
+                let best = entry
+                    .links
+                    .iter()
+                    .filter(|l| !l.closing.is_cancelled())
+                    .min_by_key(|l| l.in_flight.load(Ordering::Relaxed));
+                let Some(best) = best else {
+                    return Err(offline());
+                };
+                if best.in_flight.load(Ordering::Relaxed) < best.max_concurrency {
+                    best.in_flight.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Slot { link: Arc::clone(best) });
+                }
+                Arc::clone(&entry.freed)
+            };
+            let notified = freed.notified();
+            tokio::pin!(notified);
+            // Register before re-checking, so a wake-up in between is not lost.
+            notified.as_mut().enable();
+            if lock(&self.connections).get(connection).is_some_and(|e| {
+                e.links.iter().any(|l| l.in_flight.load(Ordering::Relaxed) < l.max_concurrency)
+            }) {
+                continue;
+            }
+            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                return Err(ExecError::new(
+                    ExecErrorCode::AgentBusy,
+                    "every agent of this connection is busy with other queries; try again shortly",
+                ));
+            }
+        }
+    }
+
+    /// Sends a request on the slot's agent and returns the stream of its replies.
+    async fn start(&self, slot: Slot, message: Message) -> Result<InFlight, ExecError> {
+        let link = slot.link.clone();
+        let id = format!("r{}", link.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+        lock(&link.pending).insert(id.clone(), tx);
+        let request = InFlight { slot, id: id.clone(), replies: rx, finished: false };
+        if link.closing.is_cancelled() || link.outbox.send(Frame::new(id, message)).await.is_err() {
+            return Err(disconnected());
+        }
+        Ok(request)
+    }
+}
+
+impl AgentLink {
+    /// Hands a reply to the request waiting for it. Waits while that caller's
+    /// buffer is full (so a slow reader slows its agent instead of growing memory),
+    /// up to `patience`; a caller gone or too slow loses its request.
+    pub(crate) async fn deliver(&self, frame: Frame, patience: Duration) {
+        let Some(sender) = lock(&self.pending).get(&frame.id).cloned() else {
+            // A reply to a request that ended (cancelled, timed out): drop it.
+            return;
+        };
+        let delivered = tokio::time::timeout(patience, sender.send(frame.message)).await;
+        if !matches!(delivered, Ok(Ok(()))) {
+            lock(&self.pending).remove(&frame.id);
+            let _ = self.outbox.try_send(cancel_frame(&frame.id));
+        }
+    }
+
+    /// Closes the session: the socket task sends a close frame with `reason`.
+    pub(crate) fn close(&self, reason: &str) {
+        lock(&self.close_reason).get_or_insert_with(|| reason.to_owned());
+        self.closing.cancel();
+    }
+
+    /// The reason given to [`AgentLink::close`].
+    pub(crate) fn close_reason(&self) -> Option<String> {
+        lock(&self.close_reason).clone()
+    }
+
+    /// Requests in flight on this session.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+fn cancel_frame(target: &str) -> Frame {
+    Frame::new(format!("{target}-cancel"), Message::Cancel(Cancel { target: target.to_owned() }))
+}
+
+fn offline() -> ExecError {
+    ExecError::new(
+        ExecErrorCode::AgentOffline,
+        "no agent is connected for this connection; start the agent (see the connection's setup lines)",
+    )
+}
+
+fn disconnected() -> ExecError {
+    ExecError::new(
+        ExecErrorCode::AgentDisconnected,
+        "the agent disconnected before it answered; try again",
+    )
+}
+
+/// A request slot on one agent; freed on drop.
+#[derive(Debug)]
+struct Slot {
+    link: Arc<AgentLink>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.link.freed.notify_waiters();
+    }
+}
+
+/// A request sent to an agent; dropping it before the reply ends cancels it there.
+#[derive(Debug)]
+struct InFlight {
+    slot: Slot,
+    id: String,
+    replies: mpsc::Receiver<Message>,
+    finished: bool,
+}
+
+impl InFlight {
+    /// The next reply, or `agent_disconnected` when the session ended.
+    async fn next(&mut self) -> Result<Message, ExecError> {
+        self.replies.recv().await.ok_or_else(disconnected)
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let link = &self.slot.link;
+        lock(&link.pending).remove(&self.id);
+        if !self.finished {
+            let _ = link.outbox.try_send(cancel_frame(&self.id));
+        }
+    }
+}
+
+impl AgentRouter for LocalHub {
+    fn run<'a>(
+        &'a self,
+        connection: &'a ConnectionId,
+        sql: &'a CheckedSql,
+        limits: &'a RunLimits,
+        rows: RowSender,
+    ) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
+        Box::pin(async move {
+            // The agent enforces the timeout itself; the grace covers the trip back.
+            let patience = limits.timeout + self.settings.grace.min(limits.timeout);
+            let deadline = Instant::now() + patience;
+            let slot = self.acquire(connection, limits.timeout).await?;
+            if slot.link.dialect != sql.dialect() {
+                return Err(ExecError::new(
+                    ExecErrorCode::Internal,
+                    format!(
+                        "a query checked for {} cannot run on a {} agent",
+                        sql.dialect(),
+                        slot.link.dialect
+                    ),
+                ));
+            }
+            let max_rows = sql.row_limit().map_or(limits.max_rows, |l| l.min(limits.max_rows));
+            let run = Run {
+                sql: sql.sql().to_owned(),
+                // 0 leaves the cap to the agent's own configuration.
+                max_rows: if max_rows == u64::MAX { 0 } else { max_rows },
+                timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            let mut request = self.start(slot, Message::Run(run)).await?;
+            let timed_out = || {
+                ExecError::new(
+                    ExecErrorCode::Timeout,
+                    format!(
+                        "the agent did not finish the query within {} s",
+                        patience.as_secs_f64()
+                    ),
+                )
+            };
+            loop {
+                let reply = tokio::time::timeout_at(deadline.into(), request.next())
+                    .await
+                    .map_err(|_| timed_out())??;
+                let batch = match reply {
+                    Message::Columns(c) => {
+                        RowBatch::Columns(c.columns.into_iter().map(Into::into).collect())
+                    }
+                    Message::Rows(r) => RowBatch::Rows(r.rows),
+                    Message::Done(done) => {
+                        request.finish();
+                        return Ok(RunSummary::from(&done));
+                    }
+                    Message::Error(report) => {
+                        request.finish();
+                        return Err(ExecError::from(report));
+                    }
+                    other => {
+                        return Err(ExecError::new(
+                            ExecErrorCode::Internal,
+                            format!("the agent answered `run` with `{}`", other.type_name()),
+                        ));
+                    }
+                };
+                // A caller that stopped reading cancels the query (InFlight's drop).
+                if tokio::time::timeout_at(deadline.into(), rows.send(batch))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .is_err()
+                {
+                    return Err(ExecError::new(
+                        ExecErrorCode::ReceiverClosed,
+                        "the receiver of the rows went away",
+                    ));
+                }
+            }
+        })
+    }
+
+    fn discover<'a>(
+        &'a self,
+        connection: &'a ConnectionId,
+        sample_values: u32,
+    ) -> BoxFuture<'a, Result<Schema, ExecError>> {
+        Box::pin(async move {
+            let wait = self.settings.discover_timeout;
+            let slot = self.acquire(connection, wait).await?;
+            discover_on(self.start(slot, Message::Discover(Discover { sample_values })), wait).await
+        })
+    }
+
+    fn presence(&self, connection: &ConnectionId) -> Presence {
+        let connections = lock(&self.connections);
+        let Some(entry) = connections.get(connection) else {
+            return Presence::default();
+        };
+        // Sessions told to close (key rotated, connection deleted) no longer count.
+        let live: Vec<&Arc<AgentLink>> =
+            entry.links.iter().filter(|l| !l.closing.is_cancelled()).collect();
+        Presence {
+            agents: live.len(),
+            agent_version: live.last().map(|l| l.agent_version.clone()),
+            in_flight: live.iter().map(|l| l.in_flight()).sum(),
+        }
+    }
+
+    fn disconnect(&self, connection: &ConnectionId, reason: &str) {
+        let links: Vec<Arc<AgentLink>> =
+            lock(&self.connections).get(connection).map(|e| e.links.clone()).unwrap_or_default();
+        for link in links {
+            link.close(reason);
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
+        self.events.subscribe()
+    }
+
+    fn agents_online(&self) -> usize {
+        self.online.load(Ordering::Relaxed)
+    }
+}
+
+impl LocalHub {
+    /// Asks one specific session for its schema (the socket task does this
+    /// right after `hello` when the fingerprint changed).
+    pub(crate) async fn discover_from(
+        &self,
+        link: &Arc<AgentLink>,
+        sample_values: u32,
+    ) -> Result<Schema, ExecError> {
+        link.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot { link: Arc::clone(link) };
+        let wait = self.settings.discover_timeout;
+        discover_on(self.start(slot, Message::Discover(Discover { sample_values })), wait).await
+    }
+}
+
+async fn discover_on(
+    start: impl std::future::Future<Output = Result<InFlight, ExecError>>,
+    wait: Duration,
+) -> Result<Schema, ExecError> {
+    let mut request = start.await?;
+    let reply = tokio::time::timeout(wait, request.next()).await.map_err(|_| {
+        ExecError::new(ExecErrorCode::Timeout, "the agent did not report the schema in time")
+    })??;
+    request.finish();
+    match reply {
+        Message::Schema(report) => report.into_schema().map_err(|e| {
+            ExecError::new(ExecErrorCode::Internal, format!("the agent's schema is invalid: {e}"))
+        }),
+        Message::Error(report) => Err(ExecError::from(report)),
+        other => Err(ExecError::new(
+            ExecErrorCode::Internal,
+            format!("the agent answered `discover` with `{}`", other.type_name()),
+        )),
+    }
+}

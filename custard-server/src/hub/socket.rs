@@ -1,0 +1,359 @@
+//! `GET /api/v1/connections/ws/{connection_id}`: the agent's WebSocket.
+//!
+//! The API key in `Authorization: Bearer` must be the current key of exactly
+//! this connection; anything else is refused before the upgrade with a 401 and
+//! a clear message, and logged (without the key).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{
+    CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade, close_code,
+};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use custard_core::wire::{
+    ErrorReport, Frame, MAX_FRAME_BYTES, Message, Origin, WireLimits, schema_to_json,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::local::{AgentLink, LocalHub, NewLink};
+use crate::auth;
+use crate::error::{AppError, ErrorCode};
+use crate::extract::ClientIp;
+use crate::routes::AppState;
+use crate::store::{Connection, ConnectionId, Store, StoreError};
+
+/// Frames queued for one agent's socket writer.
+const OUTBOX: usize = 64;
+/// Frequent values per text column asked of the agent on discovery.
+const SAMPLE_VALUES: u32 = 5;
+
+/// Authenticates the agent, then upgrades and serves its session.
+pub(crate) async fn agent_socket(
+    State(state): State<AppState>,
+    Path(connection_id): Path<String>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let connection = match authenticate(state.inner().store.as_ref(), &connection_id, &headers)
+        .await
+    {
+        Ok(c) => c,
+        Err(refusal) => {
+            tracing::warn!(connection = %connection_id, %ip, reason = %refusal.message, "agent refused");
+            return refusal.into_response();
+        }
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            return AppError::new(
+                ErrorCode::Validation,
+                format!("this endpoint speaks WebSocket only: {rejection}"),
+            )
+            .into_response();
+        }
+    };
+    upgrade.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES).on_upgrade(
+        move |socket| async move {
+            let hub = Arc::clone(&state.inner().hub);
+            serve(&state, &hub, connection, socket).await;
+        },
+    )
+}
+
+/// The connection whose current key is the bearer token, if it is this one.
+async fn authenticate(
+    store: &dyn Store,
+    connection_id: &str,
+    headers: &HeaderMap,
+) -> Result<Connection, AppError> {
+    let refuse = |message: &str| AppError::new(ErrorCode::Unauthorized, message);
+    let key = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            refuse("send the connection's API key as `Authorization: Bearer custard_...`")
+        })?;
+    if !auth::is_api_key(key) {
+        return Err(refuse("the API key is malformed; copy it again from the connection's setup"));
+    }
+    let hash = auth::hash_secret(key);
+    let connection = match store.connection_by_key_hash(&hash).await {
+        Ok(c) => c,
+        Err(StoreError::NotFound) => {
+            return Err(refuse("the API key is not valid (it may have been rotated or revoked)"));
+        }
+        Err(e) => return Err(AppError::from(e)),
+    };
+    if connection.id.as_str() != connection_id {
+        return Err(refuse("the API key belongs to another connection"));
+    }
+    Ok(connection)
+}
+
+/// How a session ended, for the log and the close frame.
+struct End {
+    code: u16,
+    reason: String,
+}
+
+async fn serve(state: &AppState, hub: &Arc<LocalHub>, connection: Connection, socket: WebSocket) {
+    let settings = hub.settings();
+    let store = Arc::clone(&state.inner().store);
+    let (mut sink, mut stream) = socket.split();
+
+    // 1. `hello`, within the handshake timeout.
+    let hello = tokio::time::timeout(settings.handshake_timeout, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let WsMessage::Text(text) = message {
+                return Some(Frame::decode(text.as_str()));
+            }
+        }
+        None
+    })
+    .await;
+    let refusal = |code: &str, message: String| {
+        let text =
+            Frame::new("hello", Message::Error(ErrorReport::new(code, message.clone()))).encode();
+        (text, message)
+    };
+    let (hello_id, hello) = match hello {
+        Ok(Some(Ok(Frame { id, message: Message::Hello(hello) }))) => (id, hello),
+        Ok(Some(Ok(frame))) => {
+            let (text, reason) = refusal(
+                "unexpected_message",
+                format!("the first frame must be `hello`, not `{}`", frame.message.type_name()),
+            );
+            refuse(&mut sink, text, reason).await;
+            return;
+        }
+        Ok(Some(Err(e))) => {
+            let (text, reason) = refusal(e.code(), e.to_string());
+            refuse(&mut sink, text, reason).await;
+            return;
+        }
+        Ok(None) | Err(_) => {
+            tracing::info!(connection = %connection.id, "agent left before saying hello");
+            return;
+        }
+    };
+    if hello.dialect() != Some(connection.dialect) {
+        let (text, reason) = refusal(
+            "dialect_mismatch",
+            format!(
+                "this connection is for a {} database but the agent serves {}",
+                connection.dialect, hello.dialect
+            ),
+        );
+        refuse(&mut sink, text, reason).await;
+        return;
+    }
+
+    // 2. Register, welcome, and note the agent in the store.
+    let (outbox, mut outgoing) = mpsc::channel::<Frame>(OUTBOX);
+    let max_concurrency = usize::try_from(hello.max_concurrency).unwrap_or(1).clamp(1, 1024);
+    let link = hub.register(NewLink {
+        org_id: connection.org_id.clone(),
+        connection_id: connection.id.clone(),
+        agent_version: hello.agent_version.clone(),
+        dialect: connection.dialect,
+        max_concurrency,
+        outbox: outbox.clone(),
+    });
+    tracing::info!(
+        connection = %connection.id,
+        session = link.session,
+        agent_version = %hello.agent_version,
+        "agent connected"
+    );
+    let welcome = custard_core::wire::Welcome {
+        connection_id: connection.id.to_string(),
+        heartbeat_interval_ms: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(u64::MAX),
+        limits: WireLimits {
+            max_rows: 0,
+            max_bytes: 0,
+            timeout_ms: 0,
+            max_concurrency: hello.max_concurrency,
+        },
+    };
+    let _ = outbox.send(Frame::new(hello_id, Message::Welcome(welcome))).await;
+
+    // The writer owns the sink; it ends with a close frame when told to.
+    let (close_tx, close_rx) = oneshot::channel::<End>();
+    let writer = tokio::spawn(async move {
+        tokio::pin!(close_rx);
+        loop {
+            tokio::select! {
+                frame = outgoing.recv() => {
+                    let Some(frame) = frame else { break };
+                    if sink.send(WsMessage::text(frame.encode())).await.is_err() {
+                        return;
+                    }
+                }
+                end = &mut close_rx => {
+                    if let Ok(end) = end {
+                        let frame = CloseFrame { code: end.code, reason: end.reason.into() };
+                        let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    if let Err(e) = store
+        .record_agent_seen(&connection.org_id, &connection.id, hello.agent_version.clone())
+        .await
+    {
+        tracing::warn!(connection = %connection.id, "could not record the agent: {e}");
+    }
+    refresh_schema_if_changed(state, hub, &link, hello.schema_fingerprint.as_deref());
+
+    // 3. Serve until the socket ends, the agent goes silent or the hub closes it.
+    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    heartbeat.tick().await;
+    let mut last_heard = Instant::now();
+    let end = loop {
+        tokio::select! {
+            () = link.closing.cancelled() => {
+                let reason = link.close_reason().unwrap_or_else(|| "closed by the server".into());
+                break End { code: close_code::POLICY, reason };
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > settings.heartbeat * 3 {
+                    break End { code: close_code::AWAY, reason: "the agent went silent".into() };
+                }
+                let _ = outbox.try_send(Frame::new("ping", Message::Ping));
+            }
+            message = stream.next() => {
+                last_heard = Instant::now();
+                let text = match message {
+                    Some(Ok(WsMessage::Text(text))) => text,
+                    Some(Ok(WsMessage::Close(_))) | None => {
+                        break End { code: close_code::NORMAL, reason: "the agent closed the connection".into() };
+                    }
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        let report = ErrorReport::new("malformed_frame", "frames are JSON text, not binary");
+                        let _ = outbox.try_send(Frame::new("", Message::Error(report)));
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break End { code: close_code::ERROR, reason: format!("socket error: {e}") },
+                };
+                let frame = match Frame::decode(text.as_str()) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        let id = e.id().unwrap_or_default().to_owned();
+                        let _ = outbox.try_send(Frame::new(id, Message::Error(ErrorReport::from(&e))));
+                        continue;
+                    }
+                };
+                match frame.message {
+                    Message::Pong => {}
+                    Message::Hello(_) => {
+                        let report = ErrorReport::new("unexpected_message", "`hello` was already received");
+                        let _ = outbox.try_send(frame.reply(Message::Error(report)));
+                    }
+                    ref message if message.origin() == Origin::Server => {
+                        let report = ErrorReport::new(
+                            "unexpected_message",
+                            format!("the server does not accept `{}` messages", message.type_name()),
+                        );
+                        let _ = outbox.try_send(frame.reply(Message::Error(report)));
+                    }
+                    _ => link.deliver(frame, settings.heartbeat).await,
+                }
+            }
+        }
+    };
+    hub.unregister(&link);
+    tracing::info!(
+        connection = %connection.id,
+        session = link.session,
+        reason = %end.reason,
+        "agent disconnected"
+    );
+    let _ = close_tx.send(end);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+async fn refuse<S>(sink: &mut S, error_frame: String, reason: String)
+where
+    S: futures_util::Sink<WsMessage> + Unpin,
+{
+    tracing::warn!(%reason, "agent refused after the upgrade");
+    let _ = sink.send(WsMessage::text(error_frame)).await;
+    let reason: String = reason.chars().take(120).collect();
+    let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
+    let _ = sink.send(WsMessage::Close(Some(frame))).await;
+}
+
+/// Fetches and stores the schema when the agent's fingerprint differs from the stored one.
+fn refresh_schema_if_changed(
+    state: &AppState,
+    hub: &Arc<LocalHub>,
+    link: &Arc<AgentLink>,
+    reported: Option<&str>,
+) {
+    let (state, hub, link) = (state.clone(), Arc::clone(hub), Arc::clone(link));
+    let reported = reported.map(str::to_owned);
+    tokio::spawn(async move {
+        let store = &state.inner().store;
+        let stored = match store.get_schema(&link.org_id, &link.connection_id).await {
+            Ok(s) => Some(s.fingerprint),
+            Err(StoreError::NotFound) => None,
+            Err(e) => {
+                tracing::warn!(connection = %link.connection_id, "could not read the stored schema: {e}");
+                None
+            }
+        };
+        if reported.is_some() && stored == reported {
+            return;
+        }
+        if let Err(e) = refresh_from(&state, &hub, &link).await {
+            tracing::warn!(connection = %link.connection_id, code = e.code.as_str(), "schema refresh failed: {}", e.message);
+        }
+    });
+}
+
+/// Asks this session for the schema and stores it.
+async fn refresh_from(
+    state: &AppState,
+    hub: &LocalHub,
+    link: &Arc<AgentLink>,
+) -> Result<(), custard_core::ExecError> {
+    let schema = hub.discover_from(link, SAMPLE_VALUES).await?;
+    save_schema(state, &link.connection_id, link, &schema).await?;
+    hub.schema_refreshed(link);
+    Ok(())
+}
+
+async fn save_schema(
+    state: &AppState,
+    connection: &ConnectionId,
+    link: &AgentLink,
+    schema: &custard_core::Schema,
+) -> Result<(), custard_core::ExecError> {
+    state
+        .inner()
+        .store
+        .save_schema(&link.org_id, connection, schema.fingerprint(), schema_to_json(schema))
+        .await
+        .map(drop)
+        .map_err(|e| {
+            custard_core::ExecError::new(
+                custard_core::ExecErrorCode::Internal,
+                format!("storing the schema: {e}"),
+            )
+        })?;
+    tracing::info!(connection = %connection, tables = schema.tables.len(), "schema stored");
+    Ok(())
+}

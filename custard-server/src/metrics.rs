@@ -1,0 +1,133 @@
+//! `/metrics` in the Prometheus text format: HTTP
+//! requests and latencies by route, agents online, questions by outcome.
+//!
+//! Labels use the matched route (`/api/v1/queries/{id}`), never the raw path,
+//! so ids do not grow the label set; tenants never appear in labels.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::routes::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// The server's metrics; cheap to update from any thread.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    questions: Family<OutcomeLabels, Counter>,
+    agents_online: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("custard");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 0.25 ms to about 8 s.
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response head, by route",
+            latency.clone(),
+        );
+        let questions = Family::<OutcomeLabels, Counter>::default();
+        registry.register("questions", "Questions asked, by outcome", questions.clone());
+        let agents_online = Gauge::default();
+        registry.register("agents_online", "Agent sessions connected", agents_online.clone());
+        Metrics { registry, requests, latency, questions, agents_online }
+    }
+}
+
+impl Metrics {
+    /// Counts a question by its outcome (`ok` or an error code).
+    pub(crate) fn question(&self, outcome: &str) {
+        self.questions.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    fn render(&self, agents_online: usize) -> Result<String, std::fmt::Error> {
+        self.agents_online.set(i64::try_from(agents_online).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Middleware: counts every request and times it by matched route.
+pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let metrics: &Arc<Metrics> = &state.inner().metrics;
+    let status = response.status().as_u16();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let inner = state.inner();
+    match inner.metrics.render(inner.router.agents_online()) {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response(),
+        Err(e) => crate::error::AppError::internal(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_by_label() {
+        let metrics = Metrics::default();
+        metrics.question("ok");
+        metrics.question("ok");
+        metrics.question("agent_offline");
+        let text = metrics.render(3).expect("render");
+        assert!(text.contains("custard_questions_total{outcome=\"ok\"} 2"), "{text}");
+        assert!(text.contains("custard_questions_total{outcome=\"agent_offline\"} 1"), "{text}");
+        assert!(text.contains("custard_agents_online 3"), "{text}");
+    }
+}

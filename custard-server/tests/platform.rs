@@ -1,0 +1,1210 @@
+//! The platform API end to end: connections, the agent hub, the live status
+//! stream, asking, history, feedback and CSV export.
+//!
+//! Each test serves `app(state)` on a loopback socket (agents dial it) and calls
+//! the HTTP API in process on the same state. Agents are either the real agent
+//! library over a SQLite file, or a scripted fake ([`FakeAgent`]) for precise
+//! hub behaviour.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, BodyDataStream};
+use axum::http::{Request, StatusCode, header};
+use clap::Parser;
+use custard_agent::backoff::Backoff;
+use custard_agent::config::AgentConfig;
+use custard_core::wire::{
+    Columns, Done, Frame, Hello, Message, Rows, SchemaReport, WireColumnMeta,
+};
+use custard_core::{Column, Dialect, Schema, Table};
+use custard_server::config::ServerConfig;
+use custard_server::rate_limit::Limits;
+use custard_server::{AppState, app};
+use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
+use custard_testkit::smtp_sink::SmtpSink;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+const PASSWORD: &str = "correct horse battery staple";
+/// The longest any one test may take.
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+/// How long `eventually` and event reads wait before failing.
+const PATIENCE: Duration = Duration::from_secs(10);
+const HOW_MANY: &str = "how many customers are there";
+
+/// Runs a test body under [`TEST_LIMIT`].
+async fn bounded<F: Future<Output = ()>>(test: F) {
+    tokio::time::timeout(TEST_LIMIT, test).await.expect("the test finished within its time limit");
+}
+
+/// Polls `check` until it holds, failing with `what` after [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn code(reply: &Value) -> &str {
+    reply["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------
+// The server
+
+/// A server on a loopback socket, its email sink and data directory.
+struct Platform {
+    app: Router,
+    addr: SocketAddr,
+    sink: SmtpSink,
+    /// Stops the real agents started by this test.
+    stop: CancellationToken,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A server started with `flags` on top of a fresh data dir and the SMTP sink.
+async fn platform(flags: &[&str]) -> Platform {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = SmtpSink::start().await;
+    let smtp = sink.url();
+    let mut args = vec![
+        "custard-server",
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--smtp-url",
+        &smtp,
+    ];
+    args.extend_from_slice(flags);
+    let config = ServerConfig::parse_from(args);
+    let limits = Limits { per_ip: 1000, per_account: 1000, replenish: Duration::from_millis(1) };
+    let state = AppState::open_with_limits(config, limits).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
+    Platform { app: app(state), addr, sink, stop: CancellationToken::new(), dir }
+}
+
+impl Platform {
+    fn request(
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Request<Body> {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        request.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).expect("request")
+    }
+
+    async fn send(&self, request: Request<Body>) -> axum::response::Response {
+        self.app.clone().oneshot(request).await.expect("infallible")
+    }
+
+    /// One API call: status and JSON body (`Null` when the body is not JSON).
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let response = self.send(Self::request(method, path, token, body.as_ref())).await;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A call that must answer `want`; returns the body.
+    async fn ok(
+        &self,
+        want: StatusCode,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, reply) = self.call(method, path, Some(token), body).await;
+        assert_eq!(status, want, "{method} {path}: {reply}");
+        reply
+    }
+
+    /// A server-sent event stream opened with `token`.
+    async fn events(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Sse {
+        let response = self.send(Self::request(method, path, Some(token), body.as_ref())).await;
+        assert_eq!(response.status(), StatusCode::OK, "{method} {path}");
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        assert_eq!(
+            content_type.as_ref().and_then(|v| v.to_str().ok()),
+            Some("text/event-stream"),
+            "{method} {path}"
+        );
+        Sse { body: response.into_body().into_data_stream(), buffer: String::new() }
+    }
+
+    /// Signs up, verifies through the emailed link and logs in: the access token.
+    async fn user(&self, email: &str, org: &str) -> String {
+        let mails = self.sink.messages().len();
+        let body = json!({"email": email, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace", "organization_name": org});
+        let (status, reply) = self.call("POST", "/api/v1/auth/signup", None, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        let mail = self.sink.wait_for(mails + 1, PATIENCE).await;
+        let text = mail.last().expect("the verification email").body().to_owned();
+        let start =
+            text.find("/verify-email?token=").expect("the link") + "/verify-email?token=".len();
+        let token: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+        let token = percent_encoding::percent_decode_str(&token).decode_utf8_lossy().into_owned();
+        let (status, _) = self
+            .call("POST", "/api/v1/auth/verify-email", None, Some(json!({"token": token})))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let login = json!({"email": email, "password": PASSWORD});
+        let (status, reply) = self.call("POST", "/api/v1/auth/login", None, Some(login)).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        reply["access_token"].as_str().expect("access token").to_owned()
+    }
+
+    /// A new SQLite connection of the token's organisation: (id, API key).
+    async fn connection(&self, token: &str, name: &str) -> (String, String) {
+        let body = json!({"name": name, "db_type": "sqlite"});
+        let reply =
+            self.ok(StatusCode::CREATED, "POST", "/api/v1/connections", token, Some(body)).await;
+        let id = reply["id"].as_str().expect("id").to_owned();
+        let key = reply["api_key"].as_str().expect("api key").to_owned();
+        (id, key)
+    }
+
+    async fn get_connection(&self, token: &str, id: &str) -> Value {
+        self.ok(StatusCode::OK, "GET", &format!("/api/v1/connections/{id}"), token, None).await
+    }
+
+    /// Waits until the connection shows `agents` connected agents.
+    async fn wait_for_agents(&self, token: &str, id: &str, agents: u64) {
+        eventually(&format!("{agents} agents on {id}"), || async move {
+            self.get_connection(token, id).await["agents"].as_u64() == Some(agents)
+        })
+        .await;
+    }
+
+    /// Waits until an agent has reported the connection's schema.
+    async fn wait_for_schema(&self, token: &str, id: &str) -> Value {
+        let path = format!("/api/v1/connections/{id}/schema");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (status, body) = self.call("GET", &path, Some(token), None).await;
+            if status == StatusCode::OK {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "no schema for {id}: {body}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn ask(&self, token: &str, connection: &str, question: &str) -> (StatusCode, Value) {
+        let body = json!({"connection_id": connection, "question": question});
+        self.call("POST", "/api/v1/query", Some(token), Some(body)).await
+    }
+
+    fn agent_url(&self, connection: &str) -> String {
+        format!("ws://{}/api/v1/connections/ws/{connection}", self.addr)
+    }
+
+    /// Starts the real agent over `database`; it stops with the test or the
+    /// returned token.
+    fn real_agent(&self, connection: &str, key: &str, database: &Path) -> CancellationToken {
+        let config = AgentConfig {
+            server_url: self.agent_url(connection),
+            api_key: key.to_owned(),
+            database_url: format!("sqlite:{}", database.display()),
+            max_concurrency: 4,
+            max_rows: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            query_timeout: Duration::from_secs(30),
+            allowed_schemas: None,
+            allowed_tables: None,
+            masked_columns: Vec::new(),
+            sample_values: 5,
+            allow_privileged_role: false,
+            shutdown_grace: Duration::from_millis(100),
+            health_file: None,
+        };
+        let stop = self.stop.child_token();
+        let backoff = Backoff::with(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+            Duration::from_secs(60),
+        );
+        let token = stop.clone();
+        tokio::spawn(async move { custard_agent::run_with_backoff(config, token, backoff).await });
+        stop
+    }
+
+    /// A fake agent for `connection`, connected and welcomed.
+    async fn fake_agent(&self, connection: &str, key: &str, script: Script) -> FakeAgent {
+        FakeAgent::connect(&self.agent_url(connection), key, script).await
+    }
+}
+
+/// A SQLite shop database with `customers` rows (ids 1..=n, cities in turn).
+fn shop_database(dir: &Path, customers: usize) -> PathBuf {
+    let path = dir.join(format!("shop-{customers}.sqlite"));
+    let mut db = rusqlite::Connection::open(&path).expect("open sqlite");
+    db.execute_batch(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT NOT NULL);",
+    )
+    .expect("create table");
+    let tx = db.transaction().expect("transaction");
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO customers (id, name, city) VALUES (?1, ?2, ?3)")
+            .expect("prepare");
+        let cities = ["Paris", "London", "Berlin"];
+        for i in 1..=customers {
+            insert
+                .execute(rusqlite::params![i as i64, format!("Customer {i}"), cities[i % 3]])
+                .expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
+    path
+}
+
+// ---------------------------------------------------------------------------
+// Server-sent events
+
+/// Reads server-sent events from a streaming body, one at a time.
+struct Sse {
+    body: BodyDataStream,
+    buffer: String,
+}
+
+/// One server-sent event: its name and JSON data.
+#[derive(Clone, Debug)]
+struct Event {
+    name: String,
+    data: Value,
+}
+
+impl Sse {
+    /// The next event within `wait`; `None` at the end of the stream or on timeout.
+    async fn next(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let data = serde_json::from_str(&data).expect("event data is JSON");
+                return Some(Event { name, data });
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Some(Err(e))) => panic!("the event stream failed: {e}"),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every event until the stream ends (failing after [`PATIENCE`]).
+    async fn all(&mut self) -> Vec<Event> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut events = Vec::new();
+        while let Some(event) = self.next(PATIENCE).await {
+            events.push(event);
+            assert!(Instant::now() < deadline, "the event stream did not end");
+        }
+        events
+    }
+
+    /// Events up to and including the first that `stop` accepts.
+    async fn until(&mut self, what: &str, stop: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut seen = Vec::new();
+        loop {
+            let event = self
+                .next(PATIENCE)
+                .await
+                .unwrap_or_else(|| panic!("no event {what}; saw {seen:?}"));
+            let done = stop(&event);
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A scripted agent
+
+/// How a [`FakeAgent`] treats `run` requests.
+#[derive(Clone, Copy, Debug)]
+enum OnRun {
+    /// Answers with one row `[answer]` after a pause.
+    Answer(Duration),
+    /// Never answers (but keeps answering pings).
+    Silent,
+    /// Closes its socket without answering.
+    HangUp,
+    /// Goes quiet without closing: no answer, no more pongs (a network partition).
+    Freeze,
+}
+
+/// A fake agent's behaviour.
+#[derive(Clone, Copy, Debug)]
+struct Script {
+    on_run: OnRun,
+    max_concurrency: u32,
+    /// The number its answers hold.
+    answer: i64,
+}
+
+impl Script {
+    fn answering(answer: i64) -> Self {
+        Script { on_run: OnRun::Answer(Duration::ZERO), max_concurrency: 4, answer }
+    }
+
+    fn on_run(on_run: OnRun) -> Self {
+        Script { on_run, max_concurrency: 4, answer: 0 }
+    }
+}
+
+/// What a fake agent saw from the server.
+#[derive(Clone, Debug)]
+enum Seen {
+    Frame(Frame),
+    /// The server's close frame: code and reason.
+    Closed(u16, String),
+    /// The socket ended without a close frame.
+    Ended,
+}
+
+/// The schema fake agents serve: `customers(id, name, city)` in SQLite.
+fn customers_schema() -> Schema {
+    let mut schema = Schema::new(Dialect::Sqlite);
+    schema.tables.push(Table::new(
+        "main",
+        "customers",
+        vec![
+            Column::new("id", "INTEGER"),
+            Column::new("name", "TEXT"),
+            Column::new("city", "TEXT"),
+        ],
+    ));
+    schema
+}
+
+/// An agent driven by a [`Script`] over a real WebSocket, recording what it sees.
+struct FakeAgent {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    outbox: mpsc::UnboundedSender<tungstenite::Message>,
+}
+
+impl FakeAgent {
+    /// Connects, says `hello` and waits for `welcome`.
+    async fn connect(url: &str, key: &str, script: Script) -> FakeAgent {
+        let mut request = url.into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("agent connects");
+        let (mut sink, mut stream) = socket.split();
+        let schema = customers_schema();
+        let hello = Hello {
+            agent_version: "fake-1.0".to_owned(),
+            dialect: Dialect::Sqlite.as_str().to_owned(),
+            capabilities: Vec::new(),
+            schema_fingerprint: Some(schema.fingerprint()),
+            max_concurrency: script.max_concurrency,
+        };
+        sink.send(text(&Frame::new("hello-1", Message::Hello(hello)))).await.expect("send hello");
+        let welcome = tokio::time::timeout(PATIENCE, stream.next()).await.expect("welcome in time");
+        match welcome {
+            Some(Ok(tungstenite::Message::Text(t))) => {
+                let frame = Frame::decode(t.as_str()).expect("a frame");
+                assert!(matches!(frame.message, Message::Welcome(_)), "welcome, not {frame:?}");
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+
+        let (outbox, mut outgoing) = mpsc::unbounded_channel::<tungstenite::Message>();
+        tokio::spawn(async move {
+            while let Some(message) = outgoing.recv().await {
+                let last = matches!(message, tungstenite::Message::Close(_));
+                if sink.send(message).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (log, replies) = (Arc::clone(&seen), outbox.clone());
+        tokio::spawn(async move {
+            let reply = |frame: Frame| {
+                let _ = replies.send(text(&frame));
+            };
+            let mut frozen = false;
+            loop {
+                let frame = match stream.next().await {
+                    Some(Ok(tungstenite::Message::Text(t))) => {
+                        Frame::decode(t.as_str()).expect("the server sends valid frames")
+                    }
+                    Some(Ok(tungstenite::Message::Close(close))) => {
+                        let (code, reason) = close
+                            .map(|c| (u16::from(c.code), c.reason.to_string()))
+                            .unwrap_or((1005, String::new()));
+                        lock(&log).push(Seen::Closed(code, reason));
+                        break;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => {
+                        lock(&log).push(Seen::Ended);
+                        break;
+                    }
+                };
+                lock(&log).push(Seen::Frame(frame.clone()));
+                match &frame.message {
+                    Message::Ping if !frozen => reply(frame.reply(Message::Pong)),
+                    Message::Discover(_) => {
+                        reply(frame.reply(Message::Schema(SchemaReport::new(&schema))));
+                    }
+                    Message::Run(_) => match script.on_run {
+                        OnRun::Answer(pause) => {
+                            let (replies, run) = (replies.clone(), frame.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(pause).await;
+                                for frame in answer_frames(&run, script.answer) {
+                                    let _ = replies.send(text(&frame));
+                                }
+                            });
+                        }
+                        OnRun::Silent => {}
+                        OnRun::HangUp => {
+                            let _ = replies.send(tungstenite::Message::Close(None));
+                        }
+                        OnRun::Freeze => frozen = true,
+                    },
+                    _ => {}
+                }
+            }
+        });
+        FakeAgent { seen, outbox }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        lock(&self.seen).clone()
+    }
+
+    /// The frames the server sent of one type.
+    fn frames(&self, type_name: &str) -> Vec<Frame> {
+        self.seen()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Frame(f) if f.message.type_name() == type_name => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits for the server to close the socket: its close code and reason.
+    async fn closed(&self) -> (u16, String) {
+        let mut end = None;
+        eventually("the server to close the agent's socket", || {
+            end = self.seen().into_iter().find_map(|s| match s {
+                Seen::Closed(code, reason) => Some((code, reason)),
+                Seen::Ended => Some((0, "ended without a close frame".to_owned())),
+                Seen::Frame(_) => None,
+            });
+            std::future::ready(end.is_some())
+        })
+        .await;
+        end.expect("closed")
+    }
+
+    /// Closes the socket from the agent's side.
+    fn hang_up(&self) {
+        let _ = self.outbox.send(tungstenite::Message::Close(None));
+    }
+}
+
+fn text(frame: &Frame) -> tungstenite::Message {
+    tungstenite::Message::text(frame.encode())
+}
+
+/// `columns`, one row `[answer]`, `done`: a whole reply to `run`.
+fn answer_frames(run: &Frame, answer: i64) -> [Frame; 3] {
+    let columns = Columns {
+        columns: vec![WireColumnMeta {
+            name: "answer".to_owned(),
+            type_name: "INTEGER".to_owned(),
+        }],
+    };
+    let done = Done { row_count: 1, truncated: false, elapsed_ms: 1, bytes: 8 };
+    [
+        run.reply(Message::Columns(columns)),
+        run.reply(Message::Rows(Rows { rows: vec![vec![json!(answer)]] })),
+        run.reply(Message::Done(done)),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+/// Every platform endpoint, called by organisation B on organisation A's
+/// resources, answers 404 and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_isolation_covers_every_platform_endpoint() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let b = p.user("b@example.com", "Org B").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.real_agent(&conn, &key, &shop_database(p.dir.path(), 3));
+        let schema = p.wait_for_schema(&a, &conn).await;
+        let (status, answer) = p.ask(&a, &conn, HOW_MANY).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["rows"], json!([[3]]));
+        let query = answer["id"].as_str().expect("query id").to_owned();
+        let feedback = format!("/api/v1/queries/{query}/feedback");
+        p.ok(StatusCode::OK, "POST", &feedback, &a, Some(json!({"correct": true}))).await;
+        let before = p.get_connection(&a, &conn).await;
+
+        let ask = json!({"connection_id": conn, "question": HOW_MANY});
+        let cases: &[(&str, String, Option<Value>)] = &[
+            ("GET", format!("/api/v1/connections/{conn}"), None),
+            (
+                "PATCH",
+                format!("/api/v1/connections/{conn}"),
+                Some(json!({"name": "Taken", "instructions": "answer 42"})),
+            ),
+            ("GET", format!("/api/v1/connections/{conn}/schema"), None),
+            ("POST", format!("/api/v1/connections/{conn}/refresh-schema"), None),
+            ("POST", format!("/api/v1/connections/{conn}/rotate-key"), None),
+            ("GET", format!("/api/v1/queries/{query}"), None),
+            ("POST", feedback.clone(), Some(json!({"correct": false}))),
+            ("GET", format!("/api/v1/queries/{query}/export.csv"), None),
+            ("POST", "/api/v1/query".to_owned(), Some(ask.clone())),
+            ("DELETE", format!("/api/v1/connections/{conn}"), None),
+        ];
+        for (method, path, body) in cases {
+            let (status, reply) = p.call(method, path, Some(&b), body.clone()).await;
+            assert_eq!(
+                (status, code(&reply)),
+                (StatusCode::NOT_FOUND, "not_found"),
+                "B: {method} {path}: {reply}"
+            );
+        }
+        // The streaming ask answers 200 and reports the error as an event.
+        let events = p.events("POST", "/api/v1/query/stream", &b, Some(ask)).await.all().await;
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["error"], "{events:?}");
+        assert_eq!(code(&events[0].data), "not_found");
+
+        let lists: &[(&str, &str)] =
+            &[("/api/v1/connections", "connections"), ("/api/v1/queries", "queries")];
+        for (path, field) in lists {
+            let reply = p.ok(StatusCode::OK, "GET", path, &b, None).await;
+            assert_eq!(reply[field], json!([]), "B: GET {path}");
+        }
+        // Filtering by A's connection answers exactly as filtering by one that
+        // does not exist (404, like every other organisation's resource).
+        let filtered = format!("/api/v1/queries?connection_id={conn}");
+        let unknown = p.call("GET", "/api/v1/queries?connection_id=nope", Some(&b), None).await;
+        assert_eq!(p.call("GET", &filtered, Some(&b), None).await, unknown, "B: GET {filtered}");
+        assert_eq!((unknown.0, code(&unknown.1)), (StatusCode::NOT_FOUND, "not_found"));
+
+        // A's connection, schema, history and key are as they were.
+        let after = p.get_connection(&a, &conn).await;
+        for field in
+            ["name", "instructions", "key_prefix", "status", "agents", "schema_fingerprint"]
+        {
+            assert_eq!(after[field], before[field], "{field} changed");
+        }
+        assert_eq!(after["agents"], 1);
+        let path = format!("/api/v1/connections/{conn}/schema");
+        assert_eq!(
+            p.ok(StatusCode::OK, "GET", &path, &a, None).await["fingerprint"],
+            schema["fingerprint"]
+        );
+        let stored =
+            p.ok(StatusCode::OK, "GET", &format!("/api/v1/queries/{query}"), &a, None).await;
+        assert_eq!(stored["feedback"], "correct");
+        let history = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
+        assert_eq!(
+            history["queries"].as_array().map(Vec::len),
+            Some(1),
+            "B's asks were not recorded for A"
+        );
+        let (status, again) = p.ask(&a, &conn, HOW_MANY).await;
+        assert_eq!(
+            (status, &again["rows"]),
+            (StatusCode::OK, &json!([[3]])),
+            "A's agent still answers"
+        );
+        let extra = p.fake_agent(&conn, &key, Script::answering(3)).await;
+        p.wait_for_agents(&a, &conn, 2).await;
+        extra.hang_up();
+    })
+    .await;
+}
+
+/// The agent socket takes only the current key of exactly its connection;
+/// everything else is a 401 with the API's error body and a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_rejects_keys_of_other_connections() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let b = p.user("b@example.com", "Org B").await;
+        let (a_conn, old_key) = p.connection(&a, "Shop A").await;
+        let (b_conn, b_key) = p.connection(&b, "Shop B").await;
+        let path = format!("/api/v1/connections/{a_conn}/rotate-key");
+        let rotated = p.ok(StatusCode::OK, "POST", &path, &a, None).await;
+        let a_key = rotated["api_key"].as_str().expect("new key").to_owned();
+        assert_ne!(a_key, old_key);
+
+        let bearer = |k: &str| Some(format!("Bearer {k}"));
+        let cases: &[(&str, &str, Option<String>, &str)] = &[
+            (
+                "A's key on B's connection",
+                b_conn.as_str(),
+                bearer(&a_key),
+                "belongs to another connection",
+            ),
+            (
+                "B's key on A's connection",
+                a_conn.as_str(),
+                bearer(&b_key),
+                "belongs to another connection",
+            ),
+            ("A's key on an unknown connection", "nope", bearer(&a_key), "another connection"),
+            ("a malformed key", &a_conn, bearer("custard_abc"), "malformed"),
+            ("a user's access token", &a_conn, bearer(&a), "malformed"),
+            ("no key", &a_conn, None, "Authorization: Bearer"),
+            ("a key without `Bearer`", &a_conn, Some(a_key.clone()), "Authorization: Bearer"),
+            ("the old key after rotate-key", &a_conn, bearer(&old_key), "rotated"),
+        ];
+        for (case, connection, authorization, message) in cases {
+            let path = format!("/api/v1/connections/ws/{connection}");
+            let mut request = Request::builder().uri(&path);
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let response = p.send(request.body(Body::empty()).expect("request")).await;
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+            let body: Value = serde_json::from_slice(&bytes).expect("a JSON body");
+            assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "unauthorized"), "{case}");
+            let text = body["error"]["message"].as_str().expect("message");
+            assert!(text.contains(message), "{case}: {text}");
+            assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{case}: {body}");
+            assert_eq!(body["error"].as_object().map(|o| o.len()), Some(2), "{case}: {body}");
+            for key in [&a_key, &old_key, &b_key] {
+                assert!(!text.contains(key.as_str()), "{case}: the message echoes a key");
+            }
+
+            // The same over a real WebSocket handshake.
+            let mut request = p.agent_url(connection).into_client_request().expect("request");
+            if let Some(value) = authorization {
+                request.headers_mut().insert(header::AUTHORIZATION, value.parse().expect("header"));
+            }
+            match tokio_tungstenite::connect_async(request).await {
+                Err(tungstenite::Error::Http(response)) => {
+                    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
+                }
+                Err(other) => panic!("{case}: expected an HTTP 401, got {other}"),
+                Ok(_) => panic!("{case}: the socket was accepted"),
+            }
+        }
+        // The current key still gets in.
+        let agent = p.fake_agent(&a_conn, &a_key, Script::answering(1)).await;
+        p.wait_for_agents(&a, &a_conn, 1).await;
+        agent.hang_up();
+    })
+    .await;
+}
+
+/// Rotating the key or deleting the connection closes live agent sockets at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_and_delete_disconnect_live_agents() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let agent = p.fake_agent(&conn, &key, Script::answering(1)).await;
+        p.wait_for_agents(&a, &conn, 1).await;
+
+        let started = Instant::now();
+        let path = format!("/api/v1/connections/{conn}/rotate-key");
+        let rotated = p.ok(StatusCode::OK, "POST", &path, &a, None).await;
+        let (close_code, reason) = agent.closed().await;
+        assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
+        assert_eq!((close_code, reason.as_str()), (1008, "the API key was rotated"));
+        p.wait_for_agents(&a, &conn, 0).await;
+        assert_eq!(p.get_connection(&a, &conn).await["status"], "offline");
+
+        let new_key = rotated["api_key"].as_str().expect("new key");
+        let agent = p.fake_agent(&conn, new_key, Script::answering(1)).await;
+        p.wait_for_agents(&a, &conn, 1).await;
+        let started = Instant::now();
+        p.ok(StatusCode::NO_CONTENT, "DELETE", &format!("/api/v1/connections/{conn}"), &a, None)
+            .await;
+        let (close_code, reason) = agent.closed().await;
+        assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
+        assert_eq!((close_code, reason.as_str()), (1008, "the connection was deleted"));
+        let server = &p;
+        eventually("no agent online", || async move {
+            server.call("GET", "/status", None, None).await.1["agents_online"] == 0
+        })
+        .await;
+        let (status, _) =
+            p.call("GET", &format!("/api/v1/connections/{conn}"), Some(&a), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+/// The rotate-key reply does not count the agent it just revoked as connected.
+///
+/// On one thread the handler runs from `disconnect` to building its reply
+/// without the agent's socket task getting a turn, so this is deterministic;
+/// on several threads the reply says `online` or `offline` by chance.
+#[tokio::test(flavor = "current_thread")]
+async fn rotate_key_reply_does_not_count_the_revoked_agent() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let agent = p.fake_agent(&conn, &key, Script::answering(1)).await;
+        p.wait_for_agents(&a, &conn, 1).await;
+        let path = format!("/api/v1/connections/{conn}/rotate-key");
+        let rotated = p.ok(StatusCode::OK, "POST", &path, &a, None).await;
+        agent.closed().await;
+        assert_eq!(
+            (&rotated["agents"], &rotated["status"]),
+            (&json!(0), &json!("offline")),
+            "the reply still counts the agent whose key was just revoked"
+        );
+    })
+    .await;
+}
+
+/// The status stream carries only the subscriber's organisation's connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_stream_is_scoped_to_the_organisation() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let (status, body) = p.call("GET", "/api/v1/connections/events", None, None).await;
+        assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+        let a = p.user("a@example.com", "Org A").await;
+        let b = p.user("b@example.com", "Org B").await;
+        let (a_conn, a_key) = p.connection(&a, "Shop A").await;
+        let (b_conn, b_key) = p.connection(&b, "Shop B").await;
+        let mut a_events = p.events("GET", "/api/v1/connections/events", &a, None).await;
+        let mut b_events = p.events("GET", "/api/v1/connections/events", &b, None).await;
+
+        // Each stream starts with its own organisation's connections.
+        let first = a_events.next(PATIENCE).await.expect("A's snapshot");
+        assert_eq!((first.name.as_str(), &first.data["id"]), ("status", &json!(a_conn)));
+        let first = b_events.next(PATIENCE).await.expect("B's snapshot");
+        assert_eq!((first.name.as_str(), &first.data["id"]), ("status", &json!(b_conn)));
+
+        let agent = p.fake_agent(&a_conn, &a_key, Script::answering(1)).await;
+        let seen =
+            a_events.until("agent_connected", |e| e.data["event"] == "agent_connected").await;
+        let connected = seen.last().expect("event");
+        assert_eq!(connected.data["id"], json!(a_conn));
+        assert_eq!(connected.data["agents"], 1);
+        agent.hang_up();
+        let seen =
+            a_events.until("agent_disconnected", |e| e.data["event"] == "agent_disconnected").await;
+        let disconnected = seen.last().expect("event");
+        assert_eq!(disconnected.data["id"], json!(a_conn));
+        assert_eq!(disconnected.data["agents"], 0);
+        assert!(seen.iter().all(|e| e.data["id"] == json!(a_conn)), "{seen:?}");
+
+        // B's own event comes after A's in the hub's one channel, so anything
+        // of A's that leaked would arrive before it.
+        let b_agent = p.fake_agent(&b_conn, &b_key, Script::answering(1)).await;
+        let seen =
+            b_events.until("B's agent_connected", |e| e.data["event"] == "agent_connected").await;
+        for event in &seen {
+            assert_eq!(event.data["id"], json!(b_conn), "B saw {event:?}");
+            assert!(!event.data.to_string().contains(&a_conn), "B saw {event:?}");
+        }
+        b_agent.hang_up();
+    })
+    .await;
+}
+
+/// A question in flight fails as soon as its agent goes, and a silent agent
+/// gets a `cancel` when the question times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_fail_fast_when_the_agent_drops() {
+    bounded(async {
+        let p = platform(&["--query-timeout-secs", "30", "--agent-heartbeat-ms", "200"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let agent = p.fake_agent(&conn, &key, Script::on_run(OnRun::HangUp)).await;
+        p.wait_for_schema(&a, &conn).await;
+        let started = Instant::now();
+        let (status, reply) = p.ask(&a, &conn, HOW_MANY).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::BAD_GATEWAY, "agent_disconnected"),
+            "{reply}"
+        );
+        assert!(took < Duration::from_secs(5), "failed after {took:?}, not at once");
+        assert_eq!(agent.frames("run").len(), 1);
+        let history = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
+        assert_eq!(history["queries"][0]["outcome"], "agent_disconnected");
+
+        // An agent that goes quiet mid-query without closing is dropped after
+        // three silent heartbeats, and the question fails then.
+        p.wait_for_agents(&a, &conn, 0).await;
+        let agent = p.fake_agent(&conn, &key, Script::on_run(OnRun::Freeze)).await;
+        p.wait_for_agents(&a, &conn, 1).await;
+        let started = Instant::now();
+        let (status, reply) = p.ask(&a, &conn, HOW_MANY).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::BAD_GATEWAY, "agent_disconnected"),
+            "{reply}"
+        );
+        assert!(took < Duration::from_secs(5), "failed after {took:?}, not at the heartbeat");
+        let (close_code, reason) = agent.closed().await;
+        assert_eq!((close_code, reason.as_str()), (1001, "the agent went silent"));
+        drop(p);
+
+        let p = platform(&["--query-timeout-secs", "1"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let agent = p.fake_agent(&conn, &key, Script::on_run(OnRun::Silent)).await;
+        p.wait_for_schema(&a, &conn).await;
+        let started = Instant::now();
+        let (status, reply) = p.ask(&a, &conn, HOW_MANY).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::GATEWAY_TIMEOUT, "query_timeout"),
+            "{reply}"
+        );
+        assert!(took >= Duration::from_secs(1), "timed out after {took:?}");
+        assert!(took < Duration::from_secs(15), "timed out after {took:?}");
+        let runs = agent.frames("run");
+        assert_eq!(runs.len(), 1);
+        eventually("a cancel for the run", || {
+            let cancelled = agent
+                .frames("cancel")
+                .iter()
+                .any(|f| matches!(&f.message, Message::Cancel(c) if c.target == runs[0].id));
+            std::future::ready(cancelled)
+        })
+        .await;
+    })
+    .await;
+}
+
+/// Questions go to the least busy agent; with every agent at its limit the
+/// next question gets `agent_busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_agent_and_load_spreading() {
+    bounded(async {
+        let p = platform(&["--query-timeout-secs", "2"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        // Answers take longer than a question waits for a free agent (the 2 s query
+        // timeout) but come within the hub's deadline (the timeout plus a grace of
+        // at most the timeout: 4 s).
+        let slow = |answer| Script {
+            on_run: OnRun::Answer(Duration::from_secs(3)),
+            max_concurrency: 1,
+            answer,
+        };
+        let first = p.fake_agent(&conn, &key, slow(1)).await;
+        p.wait_for_schema(&a, &conn).await;
+        let second = p.fake_agent(&conn, &key, slow(2)).await;
+        p.wait_for_agents(&a, &conn, 2).await;
+
+        let (r1, r2, r3) = tokio::join!(
+            p.ask(&a, &conn, HOW_MANY),
+            p.ask(&a, &conn, HOW_MANY),
+            p.ask(&a, &conn, HOW_MANY),
+        );
+        let mut outcomes: Vec<(StatusCode, String)> = [r1, r2, r3]
+            .into_iter()
+            .map(|(status, reply)| {
+                let what = match status {
+                    StatusCode::OK => reply["rows"].to_string(),
+                    _ => code(&reply).to_owned(),
+                };
+                (status, what)
+            })
+            .collect();
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            [
+                (StatusCode::OK, "[[1]]".to_owned()),
+                (StatusCode::OK, "[[2]]".to_owned()),
+                (StatusCode::SERVICE_UNAVAILABLE, "agent_busy".to_owned()),
+            ]
+        );
+        assert_eq!(first.frames("run").len(), 1, "{:?}", first.seen());
+        assert_eq!(second.frames("run").len(), 1, "{:?}", second.seen());
+        assert!(second.frames("discover").is_empty(), "the known schema was not asked again");
+    })
+    .await;
+}
+
+/// A question marked correct becomes an example in the prompt for a similar
+/// question; one marked incorrect (or not marked) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_turns_answers_into_examples() {
+    bounded(async {
+        let sql_for = |question: &str| -> &'static str {
+            match question {
+                "how many customers are there" => {
+                    "SELECT COUNT(*) AS customer_count FROM customers"
+                }
+                "how many customers live in Paris" => {
+                    "SELECT COUNT(*) AS wrong_count FROM customers WHERE city = 'Berlin'"
+                }
+                "how many customers live in London" => {
+                    "SELECT COUNT(*) AS london_count FROM customers WHERE city = 'London'"
+                }
+                _ => "SELECT COUNT(*) AS total FROM customers",
+            }
+        };
+        let llm = FakeOpenAi::with_responder(move |request| {
+            let question = request.last_user_message().unwrap_or_default();
+            Behaviour::reply(format!("```sql\n{}\n```", sql_for(question)))
+        })
+        .await;
+        let base_url = llm.base_url();
+        let p = platform(&["--llm-base-url", &base_url, "--llm-model", "fake-model"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.real_agent(&conn, &key, &shop_database(p.dir.path(), 6));
+        p.wait_for_schema(&a, &conn).await;
+
+        let mut asked = Vec::new();
+        for (question, correct) in [
+            ("how many customers are there", Some(true)),
+            ("how many customers live in Paris", Some(false)),
+            ("how many customers live in London", None),
+        ] {
+            let (status, reply) = p.ask(&a, &conn, question).await;
+            assert_eq!(status, StatusCode::OK, "{question}: {reply}");
+            assert_eq!(reply["engine"], "fake-model");
+            let id = reply["id"].as_str().expect("id");
+            if let Some(correct) = correct {
+                let path = format!("/api/v1/queries/{id}/feedback");
+                let marked = p
+                    .ok(StatusCode::OK, "POST", &path, &a, Some(json!({"correct": correct})))
+                    .await;
+                assert_eq!(marked["feedback"], if correct { "correct" } else { "incorrect" });
+            }
+            asked.push(reply);
+        }
+
+        let similar = "how many customers do we have";
+        let (status, reply) = p.ask(&a, &conn, similar).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let requests = llm.requests();
+        let prompt = requests
+            .iter()
+            .filter_map(|r| r.body.as_ref())
+            .find(|b| b.last_user_message() == Some(similar))
+            .expect("the model was asked the similar question");
+        let messages = prompt.roles_and_contents();
+        let example = messages
+            .iter()
+            .position(|m| *m == ("user", "how many customers are there"))
+            .unwrap_or_else(|| panic!("the approved question is an example: {messages:#?}"));
+        let (role, content) = messages[example + 1];
+        assert_eq!(role, "assistant");
+        assert!(
+            content.contains("SELECT COUNT(*) AS customer_count FROM customers"),
+            "the example carries the approved SQL: {content}"
+        );
+        assert!(
+            content.contains(asked[0]["sql_query"].as_str().expect("sql")),
+            "the example is the SQL the history recorded: {content}"
+        );
+        // The schema's sample values may name the cities; the questions and SQL may not.
+        for (role, content) in &messages {
+            for left_out in ["live in Paris", "wrong_count", "live in London", "london_count"] {
+                assert!(!content.contains(left_out), "{left_out} leaked into {role}: {content}");
+            }
+        }
+    })
+    .await;
+}
+
+/// `POST /api/v1/query/stream` reports each step, then the answer, or an error event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_ask_reports_steps_then_answer() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.real_agent(&conn, &key, &shop_database(p.dir.path(), 3));
+        p.wait_for_schema(&a, &conn).await;
+
+        let ask = json!({"connection_id": conn, "question": HOW_MANY});
+        let events = p.events("POST", "/api/v1/query/stream", &a, Some(ask)).await.all().await;
+        let (answer, steps) = events.split_last().expect("events");
+        let steps: Vec<(&str, &str)> = steps
+            .iter()
+            .map(|e| (e.name.as_str(), e.data["step"].as_str().unwrap_or("?")))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("step", "retrieving"),
+                ("step", "generating"),
+                ("step", "checking"),
+                ("step", "running"),
+                ("step", "summarising"),
+            ]
+        );
+        assert_eq!(answer.name, "answer", "{:?}", answer.data);
+        assert_eq!(answer.data["rows"], json!([[3]]));
+        let id = answer.data["id"].as_str().expect("the answer is recorded");
+        let stored = p.ok(StatusCode::OK, "GET", &format!("/api/v1/queries/{id}"), &a, None).await;
+        assert_eq!(stored["outcome"], "ok");
+
+        let (offline, _) = p.connection(&a, "No agent yet").await;
+        let ask = json!({"connection_id": offline, "question": HOW_MANY});
+        let events = p.events("POST", "/api/v1/query/stream", &a, Some(ask)).await.all().await;
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["error"], "{events:?}");
+        assert_eq!(code(&events[0].data), "agent_offline");
+    })
+    .await;
+}
+
+/// The answer carries the first 1,000 rows; the CSV export carries all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_csv_streams_the_full_result() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.real_agent(&conn, &key, &shop_database(p.dir.path(), 3000));
+        p.wait_for_schema(&a, &conn).await;
+
+        let (status, answer) = p.ask(&a, &conn, "list the customers").await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["rows"].as_array().map(Vec::len), Some(1000));
+        assert_eq!(answer["truncated"], true);
+        let id = answer["id"].as_str().expect("id");
+
+        let path = format!("/api/v1/queries/{id}/export.csv");
+        let response = p.send(Platform::request("GET", &path, Some(&a), None)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        assert_eq!(
+            content_type.as_ref().and_then(|v| v.to_str().ok()),
+            Some("text/csv; charset=utf-8")
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await.expect("csv");
+        let csv = String::from_utf8(bytes.to_vec()).expect("utf-8");
+        let lines: Vec<&str> = csv.lines().collect();
+        let columns: Vec<&str> = lines[0].split(',').collect();
+        assert!(columns.contains(&"name"), "a header line: {}", lines[0]);
+        let name_at = columns.iter().position(|c| *c == "name").expect("name column");
+        let names: std::collections::BTreeSet<&str> =
+            lines[1..].iter().map(|l| l.split(',').nth(name_at).unwrap_or("")).collect();
+        let sql = &answer["sql_query"];
+        assert_eq!(lines.len(), 3001, "a header and 3,000 rows; the recorded SQL was {sql}");
+        assert_eq!(names.len(), 3000, "every customer once");
+        assert!(names.contains("Customer 3000"));
+    })
+    .await;
+}
+
+/// A model that is down, and a model whose every SQL the guard refuses, get
+/// their own clear errors (never a 200), and both are recorded in the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_failures_and_refused_sql_have_their_own_codes() {
+    bounded(async {
+        let llm = FakeOpenAi::with_responder(|request| {
+            // Repairs resend the question in an earlier message.
+            if request.messages.iter().any(|m| m.content.contains("delete every")) {
+                Behaviour::reply("```sql\nDELETE FROM customers\n```")
+            } else {
+                Behaviour::status(500, "the model is down")
+            }
+        })
+        .await;
+        let base_url = llm.base_url();
+        let p = platform(&["--llm-base-url", &base_url, "--llm-model", "fake-model"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.real_agent(&conn, &key, &shop_database(p.dir.path(), 3));
+        p.wait_for_schema(&a, &conn).await;
+
+        let (status, reply) = p.ask(&a, &conn, HOW_MANY).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{reply}");
+        assert_eq!(code(&reply), "llm_unavailable");
+
+        // The guard refuses the DELETE on every attempt (the first and each repair).
+        let (status, reply) = p.ask(&a, &conn, "please delete every customer").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+        assert_eq!(code(&reply), "no_valid_query");
+        assert!(reply["error"]["message"].as_str().unwrap_or_default().contains("DELETE"));
+
+        let history = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
+        let outcomes: Vec<&str> = history["queries"]
+            .as_array()
+            .expect("queries")
+            .iter()
+            .map(|q| q["outcome"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(outcomes, ["no_valid_query", "llm_unavailable"]);
+        let refused = &history["queries"][0];
+        assert_eq!(refused["sql_query"], "DELETE FROM customers", "the last SQL tried is kept");
+    })
+    .await;
+}
