@@ -551,8 +551,9 @@ pub(crate) async fn load_schema(
     match state.inner().store.get_schema(&connection.org_id, &connection.id).await {
         Ok(stored) => schema_from_json(&stored.json).map_err(AppError::internal),
         Err(StoreError::NotFound) => Err(AppError::new(
-            ErrorCode::AgentOffline,
-            "no agent has connected for this connection yet, so its schema is unknown; start the agent",
+            ErrorCode::SchemaUnavailable,
+            "the connection's schema is not known yet: start its agent, or wait a moment while \
+             a connected agent reports it",
         )),
         Err(e) => Err(e.into()),
     }

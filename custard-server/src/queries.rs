@@ -20,6 +20,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::CurrentUser;
@@ -757,13 +758,18 @@ pub(crate) async fn export_csv(
         ..RunLimits::default()
     };
     let connection_id = connection.id.clone();
-    let run = tokio::spawn(async move { router.run(&connection_id, &checked, &limits, tx).await });
+    // Aborted when the response is dropped (the client went away), which
+    // cancels the query on the agent.
+    let mut run = AbortOnDropHandle::new(tokio::spawn(async move {
+        router.run(&connection_id, &checked, &limits, tx).await
+    }));
     // Wait for the header row, so an offline agent is an error status, not an empty file.
     let first = rx.recv().await;
     let columns = match first {
         Some(RowBatch::Columns(columns)) => columns,
         _ => {
-            let result = run.await.map_err(AppError::internal)?;
+            drop(rx);
+            let result = (&mut run).await.map_err(AppError::internal)?;
             return Err(match result {
                 Err(e) => AppError::from_exec(e),
                 Ok(_) => AppError::internal("the agent sent no columns"),
@@ -788,15 +794,27 @@ pub(crate) async fn export_csv(
                 }
                 Some(RowBatch::Columns(_)) => Some((Ok(Bytes::new()), (None, rx, run))),
                 None => {
-                    // The rows ended: a failure now can only cut the body short.
+                    // The rows ended: a failure now can only cut the body short,
+                    // which the client sees as a failed download, never as a
+                    // complete-looking file.
                     let run = run?;
                     match run.await {
-                        Ok(Ok(summary)) => {
-                            tracing::info!(
+                        Ok(Ok(summary)) if summary.truncated => {
+                            tracing::warn!(
                                 rows = summary.row_count,
-                                truncated = summary.truncated,
-                                "CSV export finished"
+                                "CSV export cut short by the agent's row or byte cap"
                             );
+                            Some((
+                                Err(std::io::Error::other(format!(
+                                    "the export stopped at the agent's cap after {} rows \
+                                     (raise CUSTARD_MAX_ROWS / CUSTARD_MAX_BYTES on the agent)",
+                                    summary.row_count
+                                ))),
+                                (None, rx, None),
+                            ))
+                        }
+                        Ok(Ok(summary)) => {
+                            tracing::info!(rows = summary.row_count, "CSV export finished");
                             None
                         }
                         Ok(Err(e)) => Some((

@@ -30,6 +30,9 @@ use crate::rate_limit::{AttemptLimiter, Limits};
 use crate::store::{SqliteStore, Store};
 use crate::{connections, openapi, queries};
 
+/// How long open requests and streams get to finish after SIGTERM or Ctrl-C.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
 /// The most bytes a request body may have.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -198,7 +201,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             stop.cancel();
         }
     };
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
+    let serve = axum::serve(listener, service).with_graceful_shutdown(shutdown);
+    // Open streams (the status stream, a long export) would hold a graceful
+    // shutdown forever: give them a bounded time after the signal.
+    let drain_limit = async {
+        stop.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = drain_limit => {
+            tracing::warn!("open connections did not finish within {} s; stopping", SHUTDOWN_DRAIN.as_secs());
+        }
+    }
     stop.cancel();
     Ok(())
 }

@@ -1208,3 +1208,53 @@ async fn model_failures_and_refused_sql_have_their_own_codes() {
     })
     .await;
 }
+
+/// A socket that passed the key check before a rotation but says `hello` only
+/// after it is refused: a revoked key never gets a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_during_the_handshake_gets_no_session() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let mut request = p.agent_url(&conn).into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("upgraded");
+        let (mut sink, mut stream) = socket.split();
+
+        let path = format!("/api/v1/connections/{conn}/rotate-key");
+        p.ok(StatusCode::OK, "POST", &path, &a, None).await;
+
+        let hello = Hello {
+            agent_version: "late-1.0".to_owned(),
+            dialect: Dialect::Sqlite.as_str().to_owned(),
+            capabilities: Vec::new(),
+            schema_fingerprint: None,
+            max_concurrency: 1,
+        };
+        sink.send(text(&Frame::new("hello-1", Message::Hello(hello)))).await.expect("hello");
+        let mut refused = false;
+        while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, stream.next()).await {
+            match message {
+                Ok(tungstenite::Message::Text(t)) => {
+                    let frame = Frame::decode(t.as_str()).expect("a frame");
+                    assert!(
+                        !matches!(frame.message, Message::Welcome(_)),
+                        "a revoked key was welcomed"
+                    );
+                    if let Message::Error(e) = frame.message {
+                        assert_eq!(e.code, "unauthorized", "{e:?}");
+                        refused = true;
+                    }
+                }
+                Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        assert!(refused, "the late hello got an `unauthorized` error frame");
+        assert_eq!(p.get_connection(&a, &conn).await["agents"], 0);
+    })
+    .await;
+}

@@ -58,6 +58,9 @@ impl From<ErrorReport> for ExecError {
         let code = ExecErrorCode::parse(&report.code).unwrap_or_else(|| {
             if report.code == "busy" {
                 ExecErrorCode::AgentBusy
+            } else if report.code == "privileged_role" {
+                // The agent refuses to query until its database role is fixed.
+                ExecErrorCode::DatabaseUnavailable
             } else if RejectionCode::parse(&report.code).is_some() {
                 ExecErrorCode::Rejected
             } else {
@@ -115,6 +118,7 @@ mod tests {
         assert_eq!(code("canceled"), ExecErrorCode::Canceled);
         assert_eq!(code("database_unavailable"), ExecErrorCode::DatabaseUnavailable);
         assert_eq!(code("malformed_frame"), ExecErrorCode::Internal);
+        assert_eq!(code("privileged_role"), ExecErrorCode::DatabaseUnavailable);
         let rejected = ExecError::from(ErrorReport::new("table_not_allowed", "no"));
         assert!(rejected.message.contains("table_not_allowed"), "{}", rejected.message);
     }

@@ -143,6 +143,9 @@ impl LocalHub {
             }
         }
         drop(connections);
+        // Closing first: a request that registers after the clear below sees it
+        // (`start` checks after inserting) instead of waiting for its deadline.
+        link.closing.cancel();
         // Dropping the senders ends every waiting caller with `agent_disconnected`.
         lock(&link.pending).clear();
         self.publish(link, StatusKind::AgentDisconnected, agents);
@@ -176,15 +179,15 @@ impl LocalHub {
                 let Some(entry) = connections.get(connection) else {
                     return Err(offline());
                 };
-                let best = entry
-                    .links
-                    .iter()
-                    .filter(|l| !l.closing.is_cancelled())
-                    .min_by_key(|l| l.in_flight.load(Ordering::Relaxed));
-                let Some(best) = best else {
+                let mut live = entry.links.iter().filter(|l| !l.closing.is_cancelled()).peekable();
+                if live.peek().is_none() {
                     return Err(offline());
-                };
-                if best.in_flight.load(Ordering::Relaxed) < best.max_concurrency {
+                }
+                // The least busy of the agents with room; none with room means wait.
+                if let Some(best) = live
+                    .filter(|l| l.has_room())
+                    .min_by_key(|l| l.in_flight.load(Ordering::Relaxed))
+                {
                     best.in_flight.fetch_add(1, Ordering::Relaxed);
                     return Ok(Slot { link: Arc::clone(best) });
                 }
@@ -192,11 +195,13 @@ impl LocalHub {
             };
             let notified = freed.notified();
             tokio::pin!(notified);
-            // Register before re-checking, so a wake-up in between is not lost.
+            // Register before re-checking, so a wake-up in between is not lost;
+            // the re-check uses the same test as the pick above, so it cannot spin.
             notified.as_mut().enable();
-            if lock(&self.connections).get(connection).is_some_and(|e| {
-                e.links.iter().any(|l| l.in_flight.load(Ordering::Relaxed) < l.max_concurrency)
-            }) {
+            if lock(&self.connections)
+                .get(connection)
+                .is_none_or(|e| e.links.iter().any(|l| l.has_room()))
+            {
                 continue;
             }
             if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
@@ -215,7 +220,11 @@ impl LocalHub {
         let (tx, rx) = mpsc::channel(REPLY_BUFFER);
         lock(&link.pending).insert(id.clone(), tx);
         let request = InFlight { slot, id: id.clone(), replies: rx, finished: false };
-        if link.closing.is_cancelled() || link.outbox.send(Frame::new(id, message)).await.is_err() {
+        let sent = tokio::time::timeout(
+            self.settings.handshake_timeout,
+            link.outbox.send(Frame::new(id, message)),
+        );
+        if link.closing.is_cancelled() || !matches!(sent.await, Ok(Ok(()))) {
             return Err(disconnected());
         }
         Ok(request)
@@ -247,6 +256,12 @@ impl AgentLink {
     /// The reason given to [`AgentLink::close`].
     pub(crate) fn close_reason(&self) -> Option<String> {
         lock(&self.close_reason).clone()
+    }
+
+    /// Whether the session takes another request now.
+    fn has_room(&self) -> bool {
+        !self.closing.is_cancelled()
+            && self.in_flight.load(Ordering::Relaxed) < self.max_concurrency
     }
 
     /// Requests in flight on this session.

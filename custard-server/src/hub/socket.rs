@@ -39,8 +39,12 @@ pub(crate) async fn agent_socket(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let connection = match authenticate(state.inner().store.as_ref(), &connection_id, &headers)
-        .await
+    let (connection, key_hash) = match authenticate(
+        state.inner().store.as_ref(),
+        &connection_id,
+        &headers,
+    )
+    .await
     {
         Ok(c) => c,
         Err(refusal) => {
@@ -61,17 +65,18 @@ pub(crate) async fn agent_socket(
     upgrade.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES).on_upgrade(
         move |socket| async move {
             let hub = Arc::clone(&state.inner().hub);
-            serve(&state, &hub, connection, socket).await;
+            serve(&state, &hub, connection, &key_hash, socket).await;
         },
     )
 }
 
-/// The connection whose current key is the bearer token, if it is this one.
+/// The connection whose current key is the bearer token, if it is this one,
+/// with the key's hash.
 async fn authenticate(
     store: &dyn Store,
     connection_id: &str,
     headers: &HeaderMap,
-) -> Result<Connection, AppError> {
+) -> Result<(Connection, String), AppError> {
     let refuse = |message: &str| AppError::new(ErrorCode::Unauthorized, message);
     let key = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -95,7 +100,13 @@ async fn authenticate(
     if connection.id.as_str() != connection_id {
         return Err(refuse("the API key belongs to another connection"));
     }
-    Ok(connection)
+    Ok((connection, hash))
+}
+
+/// Whether `key_hash` is still the connection's key (it may have been rotated
+/// or the connection deleted since the upgrade).
+async fn key_still_valid(store: &dyn Store, connection: &Connection, key_hash: &str) -> bool {
+    matches!(store.connection_by_key_hash(key_hash).await, Ok(c) if c.id == connection.id)
 }
 
 /// How a session ended, for the log and the close frame.
@@ -104,7 +115,13 @@ struct End {
     reason: String,
 }
 
-async fn serve(state: &AppState, hub: &Arc<LocalHub>, connection: Connection, socket: WebSocket) {
+async fn serve(
+    state: &AppState,
+    hub: &Arc<LocalHub>,
+    connection: Connection,
+    key_hash: &str,
+    socket: WebSocket,
+) {
     let settings = hub.settings();
     let store = Arc::clone(&state.inner().store);
     let (mut sink, mut stream) = socket.split();
@@ -167,6 +184,18 @@ async fn serve(state: &AppState, hub: &Arc<LocalHub>, connection: Connection, so
         max_concurrency,
         outbox: outbox.clone(),
     });
+    // The key was checked before the upgrade; a rotation or deletion since then
+    // ran its disconnect before this session was registered, so check again now
+    // that it is: from here on, `disconnect` reaches it.
+    if !key_still_valid(store.as_ref(), &connection, key_hash).await {
+        hub.unregister(&link);
+        let (text, reason) = refusal(
+            "unauthorized",
+            "the API key was rotated or revoked while connecting".to_owned(),
+        );
+        refuse(&mut sink, text, reason).await;
+        return;
+    }
     tracing::info!(
         connection = %connection.id,
         session = link.session,
