@@ -9,6 +9,9 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "PostgreSQL"
 scripts/ensure-postgres.sh
 
+step "Chromium"
+scripts/ensure-chromium.sh
+
 if [ ! -d ../shared/security ] && [ -z "${CUSTARD_SHARED_DIR:-}" ]; then
   echo "test.sh: the shared data folder ../shared is missing (or set CUSTARD_SHARED_DIR)" >&2
   exit 1

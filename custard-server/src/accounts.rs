@@ -22,6 +22,7 @@ use crate::routes::AppState;
 use crate::store::{
     NewToken, NewUser, OrgId, ProfileUpdate, Role, SessionId, StoreError, User, UserId,
 };
+use crate::web::session;
 
 const VERIFICATION_VALID: Span = Span::hours(24);
 const RESET_VALID: Span = Span::hours(1);
@@ -62,10 +63,27 @@ impl FromRequestParts<AppState> for CurrentUser {
     ) -> Result<Self, Self::Rejection> {
         let unauthorized =
             || AppError::new(ErrorCode::Unauthorized, "sign in: a valid bearer token is required");
+        let inner = state.inner();
         let header =
             parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or_else(unauthorized)?;
-        let inner = state.inner();
+        let token = match header {
+            Some(h) => h.strip_prefix("Bearer ").ok_or_else(unauthorized)?.to_owned(),
+            // A browser's session cookie: a request that changes something must
+            // also prove it comes from our own page (CSRF).
+            None => {
+                let token = session::cookie_value(&parts.headers, session::SESSION_COOKIE)
+                    .ok_or_else(unauthorized)?;
+                if !parts.method.is_safe()
+                    && !session::request_has_valid_csrf(&inner.jwt, &parts.headers, None)
+                {
+                    return Err(AppError::new(
+                        ErrorCode::Forbidden,
+                        "the request's CSRF token is missing or wrong; reload the page",
+                    ));
+                }
+                token
+            }
+        };
         let claims = auth::decode_access(token.trim(), &inner.jwt).map_err(|_| unauthorized())?;
         let session = inner
             .store
@@ -487,6 +505,52 @@ pub(crate) struct LoginRequest {
     password: String,
 }
 
+/// Checks the credentials (rate-limited, the same answer for unknown emails and
+/// wrong passwords), starts a store session valid for `lifetime` and returns
+/// the user with an access token for it. Shared by the API and the web login.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    email: &str,
+    password: String,
+    lifetime: std::time::Duration,
+) -> Result<(User, String), AppError> {
+    let inner = state.inner();
+    inner.login_limiter.check(ip, Some(email))?;
+    let found = match inner.store.get_user_by_email(email).await {
+        Ok(user) => Some(user),
+        Err(StoreError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let ok = verify(password, found.as_ref().map(|u| u.password_hash.clone())).await?;
+    let user = match found {
+        Some(user) if ok => user,
+        _ => return Err(AppError::new(ErrorCode::Unauthorized, "wrong email or password")),
+    };
+    if user.email_verified_at.is_none() {
+        return Err(AppError::new(
+            ErrorCode::EmailNotVerified,
+            "verify your email first: follow the link we sent",
+        ));
+    }
+    let orgs = inner.store.organizations_of_user(&user.id).await?;
+    let Some((org, _)) = orgs.first() else {
+        return Err(AppError::new(ErrorCode::Forbidden, "this account belongs to no organisation"));
+    };
+    let session = inner
+        .store
+        .create_session(
+            &user.id,
+            Utc::now() + Span::from_std(lifetime).map_err(AppError::internal)?,
+        )
+        .await?;
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    let claims =
+        AccessClaims::new(user.id.as_str(), session.id.as_str(), org.id.as_str(), now, lifetime);
+    let token = auth::encode_access(&claims, &inner.jwt).map_err(AppError::internal)?;
+    Ok((user, token))
+}
+
 /// Log in
 ///
 /// Opens a session in the user's first organisation and returns its bearer token.
@@ -510,40 +574,8 @@ pub(crate) async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, AppError> {
-    let inner = state.inner();
-    inner.login_limiter.check(ip, Some(&request.email))?;
-    let found = match inner.store.get_user_by_email(&request.email).await {
-        Ok(user) => Some(user),
-        Err(StoreError::NotFound) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let ok = verify(request.password, found.as_ref().map(|u| u.password_hash.clone())).await?;
-    let user = match found {
-        Some(user) if ok => user,
-        _ => return Err(AppError::new(ErrorCode::Unauthorized, "wrong email or password")),
-    };
-    if user.email_verified_at.is_none() {
-        return Err(AppError::new(
-            ErrorCode::EmailNotVerified,
-            "verify your email first: follow the link we sent",
-        ));
-    }
-    let orgs = inner.store.organizations_of_user(&user.id).await?;
-    let Some((org, _)) = orgs.first() else {
-        return Err(AppError::new(ErrorCode::Forbidden, "this account belongs to no organisation"));
-    };
-    let lifetime = inner.access_lifetime;
-    let session = inner
-        .store
-        .create_session(
-            &user.id,
-            Utc::now() + Span::from_std(lifetime).map_err(AppError::internal)?,
-        )
-        .await?;
-    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-    let claims =
-        AccessClaims::new(user.id.as_str(), session.id.as_str(), org.id.as_str(), now, lifetime);
-    let token = auth::encode_access(&claims, &inner.jwt).map_err(AppError::internal)?;
+    let lifetime = state.inner().access_lifetime;
+    let (user, token) = sign_in(&state, ip, &request.email, request.password, lifetime).await?;
     Ok(Json(LoginResponse {
         access_token: token,
         token_type: "bearer",

@@ -17,6 +17,7 @@ pub mod rate_limit;
 mod routes;
 pub mod secrets;
 pub mod store;
+mod web;
 
 pub use error::{AppError, ErrorCode};
 pub use routes::{AppState, app, run};

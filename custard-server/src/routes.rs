@@ -126,6 +126,7 @@ pub fn app(state: AppState) -> Router {
     let (router, document) = endpoints().split_for_parts();
     router
         .merge(openapi::docs(document))
+        .merge(crate::web::pages())
         .fallback(not_found)
         // A route layer sees the matched route; unmatched paths are not counted,
         // so random URLs cannot grow the label set.

@@ -449,3 +449,143 @@ async fn nothing_confirmed_is_lost_on_a_crash() {
     }
     let _ = restarted.kill().await;
 }
+
+// ---------------------------------------------------------------------------
+// Web pages: session cookie and CSRF
+
+/// A page request with cookies and optional form body; (status, headers, body text).
+async fn web(
+    s: &Server,
+    method: &str,
+    path: &str,
+    cookies: &str,
+    form: Option<&str>,
+    csrf_header: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut request = Request::builder().method(method).uri(path);
+    if !cookies.is_empty() {
+        request = request.header("cookie", cookies);
+    }
+    if let Some(token) = csrf_header {
+        request = request.header("x-csrf-token", token);
+    }
+    let body = match form {
+        Some(form) => {
+            request = request.header("content-type", "application/x-www-form-urlencoded");
+            Body::from(form.to_owned())
+        }
+        None => Body::empty(),
+    };
+    let response = s.app.clone().oneshot(request.body(body).expect("request")).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The `name=value` part of the response's `Set-Cookie` for `name`, and the whole header.
+fn set_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<(String, String)> {
+    headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        let pair = v.split(';').next()?.trim();
+        pair.starts_with(&format!("{name}=")).then(|| (pair.to_owned(), v.to_owned()))
+    })
+}
+
+/// The hidden CSRF field's value in a page.
+fn csrf_field(html: &str) -> String {
+    let start = html.find("name=\"csrf_token\" value=\"").expect("a CSRF field") + 25;
+    html[start..].chars().take_while(|c| *c != '"').collect()
+}
+
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[tokio::test]
+async fn web_sign_in_uses_a_session_cookie_and_csrf() {
+    let s = server().await;
+    s.verified_user("web@example.com", "Web org", 0).await;
+
+    // Signed out: the home page sends the browser to the sign-in page.
+    let (status, headers, _) = web(&s, "GET", "/", "", None, None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/login");
+
+    let (status, headers, html) = web(&s, "GET", "/login", "", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for name in ["content-security-policy", "x-frame-options", "x-content-type-options"] {
+        assert!(headers.contains_key(name), "{name} is set");
+    }
+    let (csrf_cookie, raw) = set_cookie(&headers, "custard_csrf").expect("a CSRF cookie");
+    assert!(raw.contains("HttpOnly") && raw.contains("SameSite=Strict"), "{raw}");
+    let token = csrf_field(&html);
+
+    // A form without its token (a cross-site post) is refused; a wrong password says so.
+    let no_token = form_encode(&[("email", "web@example.com"), ("password", PASSWORD)]);
+    let (status, _, _) = web(&s, "POST", "/login", &csrf_cookie, Some(&no_token), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let other_cookie = "custard_csrf=someone-elses-nonce";
+    let stolen = form_encode(&[
+        ("email", "web@example.com"),
+        ("password", PASSWORD),
+        ("csrf_token", &token),
+    ]);
+    let (status, _, _) = web(&s, "POST", "/login", other_cookie, Some(&stolen), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a token only fits its own cookie");
+    let wrong =
+        form_encode(&[("email", "web@example.com"), ("password", "nope"), ("csrf_token", &token)]);
+    let (status, _, html) = web(&s, "POST", "/login", &csrf_cookie, Some(&wrong), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("Wrong email or password"), "{html}");
+
+    let (status, headers, _) = web(&s, "POST", "/login", &csrf_cookie, Some(&stolen), None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/");
+    let (session, raw) = set_cookie(&headers, "custard_session").expect("a session cookie");
+    assert!(raw.contains("HttpOnly") && raw.contains("SameSite=Lax"), "{raw}");
+    assert!(!raw.contains("Secure"), "not over plain http: {raw}");
+    let cookies = format!("{csrf_cookie}; {session}");
+
+    let (status, _, html) = web(&s, "GET", "/", &cookies, None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("web@example.com") && html.contains("No connections yet"), "{html}");
+
+    // The cookie also signs API calls, but a change needs the CSRF header too.
+    let body = r#"{"name":"Shop","db_type":"postgresql"}"#;
+    let request = |csrf: Option<&str>| {
+        let mut r = Request::builder()
+            .method("POST")
+            .uri("/api/v1/connections")
+            .header("cookie", &cookies)
+            .header("content-type", "application/json");
+        if let Some(csrf) = csrf {
+            r = r.header("x-csrf-token", csrf);
+        }
+        r.body(Body::from(body)).expect("request")
+    };
+    let refused = s.app.clone().oneshot(request(None)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let created = s.app.clone().oneshot(request(Some(&token))).await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let (_, _, html) = web(&s, "GET", "/", &cookies, None, None).await;
+    assert!(html.contains("Shop") && html.contains("pending"), "{html}");
+
+    // Signing out revokes the session: the old cookie no longer works.
+    let out = form_encode(&[("csrf_token", &token)]);
+    let (status, headers, _) = web(&s, "POST", "/logout", &cookies, Some(&out), None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        set_cookie(&headers, "custard_session").is_some_and(|(_, raw)| raw.contains("Max-Age=0"))
+    );
+    let (status, headers, _) = web(&s, "GET", "/", &cookies, None, None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/login");
+}

@@ -32,7 +32,8 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 }
 
 /// The folder of the running test's profile: `target/debug` for `target/debug/deps/e2e-xxxx`.
-fn profile_dir() -> Result<PathBuf, String> {
+/// The cargo profile folder the running test binary was built into (`target/debug`).
+pub(crate) fn profile_dir() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding the test executable: {e}"))?;
     let deps = exe.parent().ok_or_else(|| format!("{} has no folder", exe.display()))?;
     // Tests live in `<profile>/deps`; anything else (an example, a bench) sits in `<profile>`.

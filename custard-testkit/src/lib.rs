@@ -13,8 +13,12 @@
 //!
 //! [`bins::workspace_binary`] builds (a quick no-op when fresh) and finds another crate's
 //! binary, for end-to-end tests that run several of them.
+//!
+//! [`browser::Browser`] is headless Chromium driven over WebDriver, for
+//! end-to-end tests of the web UI (`scripts/ensure-chromium.sh` installs it).
 
 pub mod bins;
+pub mod browser;
 pub mod fake_openai;
 pub mod smtp_sink;
 
