@@ -22,16 +22,16 @@ pub struct RunArgs {
     #[arg(long, env = "CUSTARD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Queries run at once; more are refused with `busy`.
-    #[arg(long, env = "CUSTARD_MAX_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "CUSTARD_MAX_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub max_concurrency: usize,
     /// The most rows one query returns (the server may ask for fewer).
-    #[arg(long, env = "CUSTARD_MAX_ROWS", default_value_t = 10_000)]
+    #[arg(long, env = "CUSTARD_MAX_ROWS", default_value_t = DEFAULT_MAX_ROWS)]
     pub max_rows: u64,
     /// The most bytes of rows one query returns.
-    #[arg(long, env = "CUSTARD_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "CUSTARD_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
     pub max_bytes: u64,
     /// The longest a query may run, in seconds (the server may ask for less).
-    #[arg(long, env = "CUSTARD_QUERY_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "CUSTARD_QUERY_TIMEOUT_SECS", default_value_t = DEFAULT_QUERY_TIMEOUT_SECS)]
     pub query_timeout_secs: u64,
     /// Only tables in these schemas may be read or shared (comma-separated).
     #[arg(long, env = "CUSTARD_ALLOWED_SCHEMAS", value_delimiter = ',')]
@@ -49,7 +49,7 @@ pub struct RunArgs {
     #[arg(long, env = "CUSTARD_ALLOW_PRIVILEGED_ROLE")]
     pub allow_privileged_role: bool,
     /// Seconds in-flight queries get to finish on SIGTERM before they are cancelled.
-    #[arg(long, env = "CUSTARD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    #[arg(long, env = "CUSTARD_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
     /// Where the agent records its state for `custard-agent health`.
     #[arg(long, env = "CUSTARD_HEALTH_FILE", default_value = "/tmp/custard-agent.health")]
@@ -108,6 +108,45 @@ impl fmt::Debug for AgentConfig {
             .field("allowed_tables", &self.allowed_tables)
             .field("masked_columns", &self.masked_columns)
             .finish_non_exhaustive()
+    }
+}
+
+/// Queries one agent runs at once, unless configured.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// Rows one query returns at most, unless configured.
+pub const DEFAULT_MAX_ROWS: u64 = 10_000;
+/// JSON bytes of rows one query returns at most, unless configured.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Seconds one query may run, unless configured.
+pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 30;
+/// Seconds in-flight queries get on shutdown, unless configured.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+impl AgentConfig {
+    /// A configuration for embedding the agent (the demo, tests, benchmarks):
+    /// the three required settings and the defaults of `custard-agent run` for
+    /// the rest (no policy, no samples, no health file), read from nothing else.
+    pub fn new(
+        server_url: impl Into<String>,
+        api_key: impl Into<String>,
+        database_url: impl Into<String>,
+    ) -> Self {
+        AgentConfig {
+            server_url: server_url.into(),
+            api_key: api_key.into(),
+            database_url: database_url.into(),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_rows: DEFAULT_MAX_ROWS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            query_timeout: Duration::from_secs(DEFAULT_QUERY_TIMEOUT_SECS),
+            allowed_schemas: None,
+            allowed_tables: None,
+            masked_columns: Vec::new(),
+            sample_values: 0,
+            allow_privileged_role: false,
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            health_file: None,
+        }
     }
 }
 

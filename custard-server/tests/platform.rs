@@ -241,21 +241,11 @@ impl Platform {
     /// Starts the real agent over `database`; it stops with the test or the
     /// returned token.
     fn real_agent(&self, connection: &str, key: &str, database: &Path) -> CancellationToken {
+        let database_url = format!("sqlite:{}", database.display());
         let config = AgentConfig {
-            server_url: self.agent_url(connection),
-            api_key: key.to_owned(),
-            database_url: format!("sqlite:{}", database.display()),
-            max_concurrency: 4,
-            max_rows: 10_000,
-            max_bytes: 64 * 1024 * 1024,
-            query_timeout: Duration::from_secs(30),
-            allowed_schemas: None,
-            allowed_tables: None,
-            masked_columns: Vec::new(),
             sample_values: 5,
-            allow_privileged_role: false,
             shutdown_grace: Duration::from_millis(100),
-            health_file: None,
+            ..AgentConfig::new(self.agent_url(connection), key, database_url)
         };
         let stop = self.stop.child_token();
         let backoff = Backoff::with(

@@ -145,20 +145,12 @@ impl ServerSide {
 
 fn config(server_url: &str, database_url: &str, max_concurrency: usize) -> AgentConfig {
     AgentConfig {
-        server_url: server_url.into(),
-        api_key: KEY.into(),
-        database_url: database_url.into(),
         max_concurrency,
         max_rows: 100_000,
         max_bytes: 1 << 28,
-        query_timeout: Duration::from_secs(30),
-        allowed_schemas: None,
-        allowed_tables: None,
-        masked_columns: Vec::new(),
-        sample_values: 0,
         allow_privileged_role: true,
         shutdown_grace: Duration::from_secs(2),
-        health_file: None,
+        ..AgentConfig::new(server_url, KEY, database_url)
     }
 }
 

@@ -9,7 +9,6 @@
 pub(crate) mod dataset;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use custard_agent::config::AgentConfig;
@@ -109,22 +108,10 @@ pub(crate) async fn start(
         }
     };
 
-    let config = AgentConfig {
-        server_url: format!("ws://{server}/api/v1/connections/ws/{}", connection.id),
-        api_key: key,
-        database_url: format!("sqlite:{}", database.display()),
-        max_concurrency: 4,
-        max_rows: 10_000,
-        max_bytes: 64 * 1024 * 1024,
-        query_timeout: Duration::from_secs(30),
-        allowed_schemas: None,
-        allowed_tables: None,
-        masked_columns: Vec::new(),
-        sample_values: 5,
-        allow_privileged_role: false,
-        shutdown_grace: Duration::from_secs(5),
-        health_file: None,
-    };
+    let database_url = format!("sqlite:{}", database.display());
+    let server_url = format!("ws://{server}/api/v1/connections/ws/{}", connection.id);
+    let config =
+        AgentConfig { sample_values: 5, ..AgentConfig::new(server_url, key, database_url) };
     tokio::spawn(async move {
         if let Err(e) = custard_agent::run(config, shutdown).await {
             tracing::error!("the demo agent stopped: {e:#}");

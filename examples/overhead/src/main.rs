@@ -274,23 +274,14 @@ async fn start_platform(
         .json()
         .await?;
     let id = created["id"].as_str().context("no connection id")?.to_owned();
+    let server_url = created["setup"]["server_url"].as_str().context("no server URL")?;
+    let api_key = created["api_key"].as_str().context("no API key")?;
     let config = AgentConfig {
-        server_url: created["setup"]["server_url"].as_str().context("no server URL")?.to_owned(),
-        api_key: created["api_key"].as_str().context("no API key")?.to_owned(),
-        database_url: database_url.to_owned(),
         max_concurrency: 16,
-        max_rows: 10_000,
-        max_bytes: 64 * 1024 * 1024,
-        query_timeout: Duration::from_secs(30),
-        allowed_schemas: None,
-        allowed_tables: None,
-        masked_columns: Vec::new(),
-        sample_values: 0,
         // The scratch database's owner is the test superuser; the benchmark
         // measures speed, not the role check.
         allow_privileged_role: true,
-        shutdown_grace: Duration::from_secs(1),
-        health_file: None,
+        ..AgentConfig::new(server_url, api_key, database_url)
     };
     // The agent runs until the process exits.
     tokio::spawn(custard_agent::run(config, CancellationToken::new()));
