@@ -163,8 +163,8 @@ pub(crate) struct VerifiedResponse {
     user: UserView,
 }
 
-/// A session: the bearer token for every other call.
-#[derive(Debug, Serialize, ToSchema)]
+/// A session: the bearer token for every other call (no `Debug`: it holds the token).
+#[derive(Serialize, ToSchema)]
 pub(crate) struct LoginResponse {
     /// A JWT to send as `Authorization: Bearer <token>`.
     access_token: String,

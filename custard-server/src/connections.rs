@@ -103,7 +103,7 @@ impl ConnectionView {
 }
 
 /// A connection with its new API key, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct ConnectionWithKey {
     #[serde(flatten)]
     connection: ConnectionView,
@@ -113,7 +113,7 @@ pub(crate) struct ConnectionWithKey {
 }
 
 /// Ready-to-paste lines that start the agent for a connection.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct AgentSetup {
     /// The agent's WebSocket URL.
     #[schema(example = "wss://custard.example.com/api/v1/connections/ws/abc123")]
@@ -124,6 +124,21 @@ pub(crate) struct AgentSetup {
     docker_run: String,
     /// A `cargo run` command.
     cargo_run: String,
+}
+
+// The key is a secret: `Debug` (and so any log line) leaves it out.
+impl std::fmt::Debug for ConnectionWithKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionWithKey")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AgentSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSetup").field("server_url", &self.server_url).finish_non_exhaustive()
+    }
 }
 
 /// The organisation's connections.

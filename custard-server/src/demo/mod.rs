@@ -25,7 +25,8 @@ const DEMO_ORG: &str = "Demo organisation";
 const DEMO_CONNECTION: &str = "Demo shop";
 
 /// What the demo start created, for the console and for tests.
-#[derive(Debug, Clone)]
+// No `Debug`: it holds the password.
+#[derive(Clone)]
 pub(crate) struct DemoLogin {
     /// The demo user's email.
     pub(crate) email: String,

@@ -102,7 +102,8 @@ pub(crate) async fn login_page(State(state): State<AppState>, headers: HeaderMap
     page(StatusCode::OK, html, cookie.into_iter().collect())
 }
 
-#[derive(Debug, Deserialize)]
+// No `Debug`: it holds the password.
+#[derive(Deserialize)]
 pub(crate) struct LoginForm {
     #[serde(default)]
     email: String,
