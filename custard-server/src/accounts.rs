@@ -20,7 +20,7 @@ use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::mail;
 use crate::routes::AppState;
 use crate::store::{
-    NewToken, NewUser, OrgId, ProfileUpdate, Role, SessionId, StoreError, User, UserId,
+    Membership, NewToken, NewUser, OrgId, ProfileUpdate, Role, SessionId, StoreError, User, UserId,
 };
 use crate::web::session;
 
@@ -46,7 +46,7 @@ impl From<StoreError> for AppError {
 }
 
 /// The signed-in user, their session and the organisation the token is for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct CurrentUser {
     user: User,
     session: SessionId,
@@ -84,6 +84,18 @@ impl FromRequestParts<AppState> for CurrentUser {
                 token
             }
         };
+        CurrentUser::of_token(state, &token).await.map_err(|_| unauthorized())
+    }
+}
+
+impl CurrentUser {
+    /// The user of an access token (a bearer token or a session cookie's value)
+    /// whose session is active and who is still a member of its organisation.
+    /// Checks no CSRF token: callers that take a cookie check it themselves.
+    pub(crate) async fn of_token(state: &AppState, token: &str) -> Result<Self, AppError> {
+        let unauthorized =
+            || AppError::new(ErrorCode::Unauthorized, "sign in: the session is not valid");
+        let inner = state.inner();
         let claims = auth::decode_access(token.trim(), &inner.jwt).map_err(|_| unauthorized())?;
         let session = inner
             .store
@@ -99,9 +111,17 @@ impl FromRequestParts<AppState> for CurrentUser {
             inner.store.get_membership(&org, &user.id).await.map_err(|_| unauthorized())?;
         Ok(CurrentUser { user, session: session.id, org, role: membership.role })
     }
-}
 
-impl CurrentUser {
+    /// The caller's role in the organisation.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The store session the caller's token belongs to.
+    pub(crate) fn session(&self) -> &SessionId {
+        &self.session
+    }
+
     /// The organisation the caller acts in.
     pub(crate) fn org(&self) -> &OrgId {
         &self.org
@@ -344,16 +364,16 @@ async fn send(state: &AppState, message: mail::Message) {
 /// A new account.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct SignupRequest {
-    email: String,
+    pub(crate) email: String,
     /// Checked against the password policy (length, common passwords, the
     /// email and names).
-    password: String,
-    first_name: String,
-    last_name: String,
-    /// The organisation to create; by default "<first name>'s organisation".
-    organization_name: Option<String>,
+    pub(crate) password: String,
+    pub(crate) first_name: String,
+    pub(crate) last_name: String,
+    /// The organisation to create; by default "`<first name>`'s organisation".
+    pub(crate) organization_name: Option<String>,
     /// An invitation's token: join that organisation instead of creating one.
-    invitation_token: Option<String>,
+    pub(crate) invitation_token: Option<String>,
 }
 
 /// Sign up
@@ -380,6 +400,23 @@ pub(crate) async fn signup(
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<SignupRequest>,
 ) -> Result<impl IntoResponse, AppError> {
+    let (user, verification_sent) = sign_up(&state, ip, request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SignupResponse { user: UserView::from(&user), verification_sent }),
+    ))
+}
+
+/// Creates the account (rate-limited, validated, the password policy
+/// checked): with an invitation token the user joins that organisation,
+/// already verified; otherwise a new organisation and a verification email.
+/// Returns the user and whether a verification email was sent. Shared by the
+/// API and the web sign-up.
+pub(crate) async fn sign_up(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    request: SignupRequest,
+) -> Result<(User, bool), AppError> {
     let inner = state.inner();
     inner.signup_limiter.check(ip, Some(&request.email))?;
     let email = validate_email(&request.email)?;
@@ -404,8 +441,7 @@ pub(crate) async fn signup(
                 ),
                 other => other.into(),
             })?;
-        let body = SignupResponse { user: UserView::from(&signed.user), verification_sent: false };
-        return Ok((StatusCode::CREATED, Json(body)));
+        return Ok((signed.user, false));
     }
     let org_name = match request.organization_name.filter(|n| !n.trim().is_empty()) {
         Some(name) => validate_name("organization_name", &name)?,
@@ -419,15 +455,12 @@ pub(crate) async fn signup(
             other => other.into(),
         })?;
     let user = signed.user;
-    let secret = issue_token(&state, |h| {
+    let secret = issue_token(state, |h| {
         NewToken::email_verification(&user, h, Utc::now() + VERIFICATION_VALID)
     })
     .await?;
-    send(&state, mail::verification_email(&inner.config.public_url, &user.email, &secret)).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(SignupResponse { user: UserView::from(&user), verification_sent: true }),
-    ))
+    send(state, mail::verification_email(&inner.config.public_url, &user.email, &secret)).await;
+    Ok((user, true))
 }
 
 /// A one-time token from an email link.
@@ -438,19 +471,22 @@ pub(crate) struct TokenRequest {
     token: String,
 }
 
-async fn verify_token(state: &AppState, token: &str) -> Result<Json<VerifiedResponse>, AppError> {
-    let user = state
-        .inner()
-        .store
-        .verify_email(&auth::hash_secret(token.trim()), Utc::now())
-        .await
-        .map_err(|e| match e {
+/// Consumes an email-verification token and marks its user verified. Shared
+/// by the API and the web page the email links to.
+pub(crate) async fn verify_email_token(state: &AppState, token: &str) -> Result<User, AppError> {
+    state.inner().store.verify_email(&auth::hash_secret(token.trim()), Utc::now()).await.map_err(
+        |e| match e {
             StoreError::NotFound => AppError::new(
                 ErrorCode::InvalidToken,
                 "the verification link is unknown, used or expired",
             ),
             other => other.into(),
-        })?;
+        },
+    )
+}
+
+async fn verify_token(state: &AppState, token: &str) -> Result<Json<VerifiedResponse>, AppError> {
+    let user = verify_email_token(state, token).await?;
     Ok(Json(VerifiedResponse { verified: true, user: UserView::from(&user) }))
 }
 
@@ -478,8 +514,8 @@ pub(crate) async fn verify_email_post(
 
 /// Verify an email from its link
 ///
-/// The same as the `POST`, with the token in the query string, so the link in
-/// the email works as is.
+/// The same as the `POST`, with the token in the query string (the emailed
+/// link opens the web page `/verify-email`, which does the same for people).
 #[utoipa::path(
     get,
     path = "/api/v1/auth/verify-email",
@@ -537,18 +573,24 @@ pub(crate) async fn sign_in(
     let Some((org, _)) = orgs.first() else {
         return Err(AppError::new(ErrorCode::Forbidden, "this account belongs to no organisation"));
     };
-    let session = inner
-        .store
-        .create_session(
-            &user.id,
-            Utc::now() + Span::from_std(lifetime).map_err(AppError::internal)?,
-        )
-        .await?;
-    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-    let claims =
-        AccessClaims::new(user.id.as_str(), session.id.as_str(), org.id.as_str(), now, lifetime);
-    let token = auth::encode_access(&claims, &inner.jwt).map_err(AppError::internal)?;
+    let token = open_session(state, &user.id, &org.id, lifetime).await?;
     Ok((user, token))
+}
+
+/// Starts a store session for the user in `org`, valid for `lifetime`, and
+/// returns its access token. The caller has checked who the user is.
+pub(crate) async fn open_session(
+    state: &AppState,
+    user: &UserId,
+    org: &OrgId,
+    lifetime: std::time::Duration,
+) -> Result<String, AppError> {
+    let inner = state.inner();
+    let expires = Utc::now() + Span::from_std(lifetime).map_err(AppError::internal)?;
+    let session = inner.store.create_session(user, expires).await?;
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    let claims = AccessClaims::new(user.as_str(), session.id.as_str(), org.as_str(), now, lifetime);
+    auth::encode_access(&claims, &inner.jwt).map_err(AppError::internal)
 }
 
 /// Log in
@@ -632,11 +674,27 @@ pub(crate) async fn forgot_password(
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<ForgotRequest>,
 ) -> Result<(StatusCode, Json<StatusMessage>), AppError> {
+    request_password_reset(&state, ip, &request.email).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(StatusMessage {
+            status: "if an account exists for this email, a reset link is on its way",
+        }),
+    ))
+}
+
+/// Emails a reset link if an account has this email (rate-limited); succeeds
+/// the same way either way. Shared by the API and the web page.
+pub(crate) async fn request_password_reset(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    email: &str,
+) -> Result<(), AppError> {
     let inner = state.inner();
-    inner.forgot_limiter.check(ip, Some(&request.email))?;
+    inner.forgot_limiter.check(ip, Some(email))?;
     // The same answer whether or not the account exists, and no email round
     // trip in the response time: the token and the email happen in the background.
-    if let Ok(user) = inner.store.get_user_by_email(&request.email).await {
+    if let Ok(user) = inner.store.get_user_by_email(email).await {
         let state = state.clone();
         tokio::spawn(async move {
             let token = |h| NewToken::password_reset(&user, h, Utc::now() + RESET_VALID);
@@ -650,12 +708,7 @@ pub(crate) async fn forgot_password(
             }
         });
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(StatusMessage {
-            status: "if an account exists for this email, a reset link is on its way",
-        }),
-    ))
+    Ok(())
 }
 
 /// A reset token and the new password.
@@ -685,20 +738,30 @@ pub(crate) async fn reset_password(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ResetRequest>,
 ) -> Result<Json<ResetResponse>, AppError> {
-    check_password(&request.new_password, "", &[])?;
-    let password_hash = hash(request.new_password).await?;
-    let user = state
+    let user = reset_password_with_token(&state, &request.token, request.new_password).await?;
+    Ok(Json(ResetResponse { reset: true, user: UserView::from(&user) }))
+}
+
+/// Consumes a reset token, sets the new password (policy checked) and revokes
+/// every session of the user. Shared by the API and the web page.
+pub(crate) async fn reset_password_with_token(
+    state: &AppState,
+    token: &str,
+    new_password: String,
+) -> Result<User, AppError> {
+    check_password(&new_password, "", &[])?;
+    let password_hash = hash(new_password).await?;
+    state
         .inner()
         .store
-        .reset_password(&auth::hash_secret(request.token.trim()), password_hash, Utc::now())
+        .reset_password(&auth::hash_secret(token.trim()), password_hash, Utc::now())
         .await
         .map_err(|e| match e {
             StoreError::NotFound => {
                 AppError::new(ErrorCode::InvalidToken, "the reset link is unknown, used or expired")
             }
             other => other.into(),
-        })?;
-    Ok(Json(ResetResponse { reset: true, user: UserView::from(&user) }))
+        })
 }
 
 /// The caller's profile
@@ -749,20 +812,27 @@ pub(crate) async fn update_profile(
     current: CurrentUser,
     ApiJson(request): ApiJson<ProfileRequest>,
 ) -> Result<Json<UserResponse>, AppError> {
-    let first_name = validate_name(
-        "first_name",
-        request.first_name.as_deref().unwrap_or(&current.user.first_name),
-    )?;
-    let last_name = validate_name(
-        "last_name",
-        request.last_name.as_deref().unwrap_or(&current.user.last_name),
-    )?;
-    let user = state
+    let user =
+        set_names(&state, &current, request.first_name.as_deref(), request.last_name.as_deref())
+            .await?;
+    Ok(Json(UserResponse { user: UserView::from(&user) }))
+}
+
+/// Validates and sets the caller's names (`None` keeps one as it is). Shared
+/// by the API and the settings page.
+pub(crate) async fn set_names(
+    state: &AppState,
+    current: &CurrentUser,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+) -> Result<User, AppError> {
+    let first_name = validate_name("first_name", first_name.unwrap_or(&current.user.first_name))?;
+    let last_name = validate_name("last_name", last_name.unwrap_or(&current.user.last_name))?;
+    Ok(state
         .inner()
         .store
         .update_profile(&current.user.id, ProfileUpdate { first_name, last_name })
-        .await?;
-    Ok(Json(UserResponse { user: UserView::from(&user) }))
+        .await?)
 }
 
 /// The current password and the new one.
@@ -792,14 +862,26 @@ pub(crate) async fn change_password(
     current: CurrentUser,
     ApiJson(request): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, AppError> {
-    if !verify(request.current_password, Some(current.user.password_hash.clone())).await? {
+    change_own_password(&state, &current, request.current_password, request.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Checks the caller's current password and the new one's policy, then sets
+/// it; sessions are left alone. Shared by the API and the settings page.
+pub(crate) async fn change_own_password(
+    state: &AppState,
+    current: &CurrentUser,
+    current_password: String,
+    new_password: String,
+) -> Result<(), AppError> {
+    if !verify(current_password, Some(current.user.password_hash.clone())).await? {
         return Err(AppError::new(ErrorCode::Unauthorized, "the current password is wrong"));
     }
     let user = &current.user;
-    check_password(&request.new_password, &user.email, &[&user.first_name, &user.last_name])?;
-    let password_hash = hash(request.new_password).await?;
+    check_password(&new_password, &user.email, &[&user.first_name, &user.last_name])?;
+    let password_hash = hash(new_password).await?;
     state.inner().store.set_password_hash(&user.id, password_hash).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Accept an invitation
@@ -825,22 +907,35 @@ pub(crate) async fn accept_invitation(
     current: CurrentUser,
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> Result<Json<MembershipResponse>, AppError> {
-    let membership = state
+    let membership = join_by_invitation(&state, &current, &request.token).await?;
+    Ok(Json(MembershipResponse {
+        organization_id: membership.org_id.as_str().to_owned(),
+        role: membership.role.as_str(),
+    }))
+}
+
+/// Consumes an invitation sent to the caller's email and makes the caller a
+/// member of its organisation. Shared by the API and the invitation page.
+pub(crate) async fn join_by_invitation(
+    state: &AppState,
+    current: &CurrentUser,
+    token: &str,
+) -> Result<Membership, AppError> {
+    state
         .inner()
         .store
-        .accept_invitation(&auth::hash_secret(request.token.trim()), &current.user.id, Utc::now())
+        .accept_invitation(&auth::hash_secret(token.trim()), &current.user.id, Utc::now())
         .await
         .map_err(|e| match e {
             StoreError::NotFound => AppError::new(
                 ErrorCode::InvalidToken,
                 "the invitation is unknown, used, expired or for another email",
             ),
+            StoreError::Conflict(_) => {
+                AppError::new(ErrorCode::Conflict, "you are already a member of this organisation")
+            }
             other => other.into(),
-        })?;
-    Ok(Json(MembershipResponse {
-        organization_id: membership.org_id.as_str().to_owned(),
-        role: membership.role.as_str(),
-    }))
+        })
 }
 
 /// The caller's organisation
@@ -934,20 +1029,33 @@ pub(crate) async fn invite(
     current: CurrentUser,
     ApiJson(request): ApiJson<InviteRequest>,
 ) -> Result<(StatusCode, Json<InvitationResponse>), AppError> {
+    let (email, role) = invite_by_email(&state, &current, &request.email, &request.role).await?;
+    Ok((StatusCode::CREATED, Json(InvitationResponse { email, role: role.as_str(), sent: true })))
+}
+
+/// Emails an invitation to join the caller's organisation as `role`: owners
+/// and admins may invite, only owners may invite owners. Returns the checked
+/// email and role. Shared by the API and the settings page.
+pub(crate) async fn invite_by_email(
+    state: &AppState,
+    current: &CurrentUser,
+    email: &str,
+    role: &str,
+) -> Result<(String, Role), AppError> {
     current.require_admin()?;
-    let email = validate_email(&request.email)?;
-    let role = parse_role(&request.role)?;
+    let email = validate_email(email)?;
+    let role = parse_role(role)?;
     if role == Role::Owner && current.role != Role::Owner {
         return Err(AppError::new(ErrorCode::Forbidden, "only owners may invite owners"));
     }
     let org = state.inner().store.get_organization(&current.org).await?;
-    let secret = issue_token(&state, |h| {
+    let secret = issue_token(state, |h| {
         NewToken::invitation(&current.org, &email, role, h, Utc::now() + INVITATION_VALID)
     })
     .await?;
     let inviter = format!("{} {}", current.user.first_name, current.user.last_name);
     send(
-        &state,
+        state,
         mail::invitation_email(
             &state.inner().config.public_url,
             &email,
@@ -957,7 +1065,7 @@ pub(crate) async fn invite(
         ),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(InvitationResponse { email, role: role.as_str(), sent: true })))
+    Ok((email, role))
 }
 
 /// A member's new role.
@@ -994,8 +1102,24 @@ pub(crate) async fn change_role(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<RoleRequest>,
 ) -> Result<Json<RoleResponse>, AppError> {
+    let membership = set_member_role(&state, &current, id, &request.role).await?;
+    Ok(Json(RoleResponse {
+        id: membership.user_id.as_str().to_owned(),
+        role: membership.role.as_str(),
+    }))
+}
+
+/// Changes a member's role: owners and admins may, only owners may grant or
+/// take the owner role, and the organisation keeps an owner. Shared by the API
+/// and the settings page.
+pub(crate) async fn set_member_role(
+    state: &AppState,
+    current: &CurrentUser,
+    id: String,
+    role: &str,
+) -> Result<Membership, AppError> {
     current.require_admin()?;
-    let role = parse_role(&request.role)?;
+    let role = parse_role(role)?;
     let target = UserId::from(id);
     let existing = state.inner().store.get_membership(&current.org, &target).await?;
     if (role == Role::Owner || existing.role == Role::Owner) && current.role != Role::Owner {
@@ -1004,11 +1128,7 @@ pub(crate) async fn change_role(
             "only owners may grant or take the owner role",
         ));
     }
-    let membership = state.inner().store.set_role(&current.org, &target, role).await?;
-    Ok(Json(RoleResponse {
-        id: membership.user_id.as_str().to_owned(),
-        role: membership.role.as_str(),
-    }))
+    Ok(state.inner().store.set_role(&current.org, &target, role).await?)
 }
 
 /// Remove a member
@@ -1034,6 +1154,17 @@ pub(crate) async fn remove_member(
     current: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
+    remove_from_org(&state, &current, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a member: owners and admins may, only owners may remove an owner,
+/// and the organisation keeps an owner. Shared by the API and the settings page.
+pub(crate) async fn remove_from_org(
+    state: &AppState,
+    current: &CurrentUser,
+    id: String,
+) -> Result<(), AppError> {
     current.require_admin()?;
     let target = UserId::from(id);
     let existing = state.inner().store.get_membership(&current.org, &target).await?;
@@ -1041,5 +1172,5 @@ pub(crate) async fn remove_member(
         return Err(AppError::new(ErrorCode::Forbidden, "only owners may remove an owner"));
     }
     state.inner().store.remove_member(&current.org, &target).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

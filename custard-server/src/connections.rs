@@ -47,37 +47,37 @@ pub(crate) fn status_of(connection: &Connection, agents: usize) -> &'static str 
 /// A connection as the API shows it, with its live status.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConnectionView {
-    id: String,
-    name: String,
+    pub(crate) id: String,
+    pub(crate) name: String,
     /// `postgres` or `sqlite`.
     #[schema(example = "postgres")]
-    db_type: &'static str,
+    pub(crate) db_type: &'static str,
     /// `online` (an agent is connected), `offline` (one was, none is now) or
     /// `pending` (no agent ever connected).
     #[schema(example = "online")]
-    status: &'static str,
+    pub(crate) status: &'static str,
     /// Agent sessions connected now.
-    agents: usize,
+    pub(crate) agents: usize,
     /// The version of the connected agent, or of the last one.
     #[schema(required)]
-    agent_version: Option<String>,
+    pub(crate) agent_version: Option<String>,
     /// When an agent was last connected.
     #[schema(format = DateTime, required)]
-    last_seen_at: Option<String>,
+    pub(crate) last_seen_at: Option<String>,
     /// The fingerprint of the cached schema, once an agent reported one.
     #[schema(required)]
-    schema_fingerprint: Option<String>,
+    pub(crate) schema_fingerprint: Option<String>,
     #[schema(format = DateTime, required)]
-    schema_refreshed_at: Option<String>,
+    pub(crate) schema_refreshed_at: Option<String>,
     /// The first characters of the current API key, to tell keys apart.
     #[schema(example = "custard_AbCd")]
-    key_prefix: String,
+    pub(crate) key_prefix: String,
     /// Business instructions added to every prompt for this database.
-    instructions: String,
+    pub(crate) instructions: String,
     #[schema(format = DateTime)]
-    created_at: String,
+    pub(crate) created_at: String,
     #[schema(format = DateTime)]
-    updated_at: String,
+    pub(crate) updated_at: String,
 }
 
 impl ConnectionView {
@@ -106,10 +106,10 @@ impl ConnectionView {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ConnectionWithKey {
     #[serde(flatten)]
-    connection: ConnectionView,
+    pub(crate) connection: ConnectionView,
     /// The agent's API key; only its hash is kept, so it cannot be shown again.
-    api_key: String,
-    setup: AgentSetup,
+    pub(crate) api_key: String,
+    pub(crate) setup: AgentSetup,
 }
 
 /// Ready-to-paste lines that start the agent for a connection.
@@ -117,13 +117,13 @@ pub(crate) struct ConnectionWithKey {
 pub(crate) struct AgentSetup {
     /// The agent's WebSocket URL.
     #[schema(example = "wss://custard.example.com/api/v1/connections/ws/abc123")]
-    server_url: String,
+    pub(crate) server_url: String,
     /// An env file for the agent.
-    env: String,
+    pub(crate) env: String,
     /// A `docker run` command.
-    docker_run: String,
+    pub(crate) docker_run: String,
     /// A `cargo run` command.
-    cargo_run: String,
+    pub(crate) cargo_run: String,
 }
 
 // The key is a secret: `Debug` (and so any log line) leaves it out.
@@ -144,7 +144,7 @@ impl std::fmt::Debug for AgentSetup {
 /// The organisation's connections.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConnectionList {
-    connections: Vec<ConnectionView>,
+    pub(crate) connections: Vec<ConnectionView>,
 }
 
 /// A connection's cached schema.
@@ -161,11 +161,11 @@ pub(crate) struct SchemaResponse {
 /// A freshly discovered schema.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SchemaRefreshed {
-    fingerprint: String,
+    pub(crate) fingerprint: String,
     #[schema(format = DateTime)]
-    refreshed_at: String,
+    pub(crate) refreshed_at: String,
     /// Tables in the schema.
-    tables: usize,
+    pub(crate) tables: usize,
 }
 
 fn validate_name(name: &str) -> Result<String, AppError> {
@@ -236,10 +236,10 @@ fn new_key() -> (String, String, String) {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateConnection {
     /// 1 to 100 characters.
-    name: String,
+    pub(crate) name: String,
     /// `postgresql` (or `postgres`, `pg`) or `sqlite`.
     #[schema(example = "postgresql")]
-    db_type: String,
+    pub(crate) db_type: String,
 }
 
 /// Create a connection
@@ -266,6 +266,17 @@ pub(crate) async fn create(
     current: CurrentUser,
     ApiJson(body): ApiJson<CreateConnection>,
 ) -> Result<impl IntoResponse, AppError> {
+    let created = create_connection(&state, &current, body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates a connection with a new API key (owners and admins only). Shared
+/// by the API and the web UI.
+pub(crate) async fn create_connection(
+    state: &AppState,
+    current: &CurrentUser,
+    body: CreateConnection,
+) -> Result<ConnectionWithKey, AppError> {
     current.require_admin()?;
     let name = validate_name(&body.name)?;
     let dialect: Dialect = body.db_type.parse().map_err(|_| {
@@ -285,12 +296,11 @@ pub(crate) async fn create(
         match inner.store.create_connection(new).await {
             Ok(connection) => {
                 tracing::info!(connection = %connection.id, org = %connection.org_id, "connection created");
-                let body = ConnectionWithKey {
+                return Ok(ConnectionWithKey {
                     connection: ConnectionView::new(&connection, inner.router.as_ref()),
                     setup: AgentSetup::new(&inner.config.public_url, &connection, &key),
                     api_key: key,
-                };
-                return Ok((StatusCode::CREATED, Json(body)));
+                });
             }
             Err(StoreError::Conflict(ConflictKind::ApiKey)) => continue,
             Err(e) => return Err(e.into()),
@@ -352,10 +362,10 @@ pub(crate) async fn get(
 pub(crate) struct UpdateConnection {
     /// 1 to 100 characters.
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Business instructions added to every prompt, up to 4000 characters.
     #[serde(default)]
-    instructions: Option<String>,
+    pub(crate) instructions: Option<String>,
 }
 
 /// Update a connection

@@ -94,6 +94,11 @@ impl ErrorCode {
         self.parts().0
     }
 
+    /// The code whose stable name is `code` (as stored in the history).
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code)
+    }
+
     /// The HTTP status of this code.
     pub fn status(self) -> StatusCode {
         self.parts().1

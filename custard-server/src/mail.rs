@@ -170,8 +170,9 @@ impl Mailer {
 
 /// The email that confirms an address after sign-up.
 pub fn verification_email(public_url: &str, to: &str, token: &str) -> Message {
-    // The API endpoint verifies on GET, so the link works without the web UI.
-    let link = link(public_url, "/api/v1/auth/verify-email", token);
+    // The web page verifies and says so; API clients can still take the token
+    // to `GET /api/v1/auth/verify-email`.
+    let link = link(public_url, "/verify-email", token);
     Message {
         to: to.to_owned(),
         subject: "Verify your email address for Custard".to_owned(),
@@ -321,7 +322,7 @@ mod tests {
         let cases = [
             (
                 verification_email("http://127.0.0.1:8000", "a@example.com", TOKEN),
-                format!("http://127.0.0.1:8000/api/v1/auth/verify-email?token={ENCODED}"),
+                format!("http://127.0.0.1:8000/verify-email?token={ENCODED}"),
             ),
             (
                 password_reset_email("https://custard.example/", "a@example.com", TOKEN),
@@ -419,7 +420,7 @@ mod tests {
             Some("Verify your email address for Custard")
         );
         assert_eq!(mail.header("To").as_deref(), Some("new.user@example.com"));
-        let link = format!("{DEFAULT_PUBLIC_URL}/api/v1/auth/verify-email?token={token}");
+        let link = format!("{DEFAULT_PUBLIC_URL}/verify-email?token={token}");
         assert!(mail.data.contains(&link), "{}", mail.data);
         assert_eq!(received[1].to, ["other@example.com"]);
         assert_eq!(received[1].header("Subject").as_deref(), Some("Reset your Custard password"));

@@ -123,14 +123,14 @@ impl Pipelines {
 #[serde(deny_unknown_fields)]
 pub(crate) struct AskBody {
     /// The connection to ask.
-    connection_id: String,
+    pub(crate) connection_id: String,
     /// The question, in plain language.
     #[schema(example = "How many orders were placed last month?")]
-    question: String,
+    pub(crate) question: String,
     /// Continues a conversation: earlier questions give context. 1 to 64
     /// letters, digits, `-` or `_`; a new one is started when absent.
     #[serde(default)]
-    conversation_id: Option<String>,
+    pub(crate) conversation_id: Option<String>,
 }
 
 /// Ask a question
@@ -161,7 +161,7 @@ pub(crate) async fn ask(
     current: CurrentUser,
     ApiJson(body): ApiJson<AskBody>,
 ) -> Result<Json<AnswerView>, AppError> {
-    answer(&state, &current, body, None).await.map(Json)
+    answer(&state, &current, body, None).await.map(Json).map_err(|f| f.error)
 }
 
 /// Ask a question, following its progress
@@ -201,7 +201,7 @@ pub(crate) async fn ask_stream(
         };
         let event = match answer(&state, &current, body, Some(&progress)).await {
             Ok(body) => Event::default().event("answer").data(json!(body).to_string()),
-            Err(e) => Event::default().event("error").data(e.body().to_string()),
+            Err(f) => Event::default().event("error").data(f.error.body().to_string()),
         };
         let _ = tx.send(event);
     });
@@ -242,13 +242,14 @@ fn parse_conversation(id: Option<String>) -> Result<ConversationId, AppError> {
     }
 }
 
-/// Answers one question and records it, whatever the outcome.
-async fn answer(
+/// Answers one question and records it, whatever the outcome. Shared by the
+/// API and the web UI's Ask page (which shows a failure's last SQL).
+pub(crate) async fn answer(
     state: &AppState,
     current: &CurrentUser,
     body: AskBody,
     progress: Option<&(dyn Fn(AskStep) + Send + Sync)>,
-) -> Result<AnswerView, AppError> {
+) -> Result<AnswerView, Failure> {
     let started = Instant::now();
     let question = validate_question(&body.question)?.to_owned();
     let conversation = parse_conversation(body.conversation_id)?;
@@ -346,7 +347,7 @@ async fn answer(
             if let Err(e) = saved {
                 tracing::error!("could not record a failed question: {e}");
             }
-            return Err(failure.error);
+            return Err(failure);
         }
     };
     let saved = saved?;
@@ -367,36 +368,36 @@ async fn answer(
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AnswerView {
     #[serde(flatten)]
-    result: ResultView,
+    pub(crate) result: ResultView,
     /// The question's id in the history.
-    id: String,
+    pub(crate) id: String,
     /// A plain-language answer built from the whole result.
-    answer: String,
+    pub(crate) answer: String,
     /// The SQL that ran, as checked by the guard.
-    sql_query: String,
+    pub(crate) sql_query: String,
     /// Which engine wrote the SQL: `offline` or a model name.
-    engine: String,
+    pub(crate) engine: String,
     /// SQL attempts, the answering one included.
-    attempts: usize,
-    timings: Timings,
+    pub(crate) attempts: usize,
+    pub(crate) timings: Timings,
     /// The conversation the question belongs to; send it with the next question to follow up.
-    conversation_id: String,
-    connection_id: String,
+    pub(crate) conversation_id: String,
+    pub(crate) connection_id: String,
 }
 
 /// A result: columns, rows, counts and a chart.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ResultView {
-    columns: Vec<ColumnView>,
+    pub(crate) columns: Vec<ColumnView>,
     /// The rows, each a list of JSON values in column order.
-    rows: Vec<Vec<Value>>,
+    pub(crate) rows: Vec<Vec<Value>>,
     /// Rows in the answer (the rows listed may be fewer in the history).
-    row_count: usize,
+    pub(crate) row_count: usize,
     /// Whether rows were left out by a cap.
-    truncated: bool,
+    pub(crate) truncated: bool,
     /// A chart for the result, when its shape suits one.
     #[schema(required)]
-    chart: Option<ChartView>,
+    pub(crate) chart: Option<ChartView>,
 }
 
 impl ResultView {
@@ -415,10 +416,10 @@ impl ResultView {
 /// A result column.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ColumnView {
-    name: String,
+    pub(crate) name: String,
     /// The database's name for its type (`int4`, `numeric`, `text`, ...).
     #[serde(rename = "type")]
-    type_name: String,
+    pub(crate) type_name: String,
 }
 
 impl From<&ColumnMeta> for ColumnView {
@@ -433,11 +434,11 @@ pub(crate) struct ChartView {
     /// `line` or `bar`.
     #[serde(rename = "type")]
     #[schema(example = "bar")]
-    kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The column along the x axis.
-    x: String,
+    pub(crate) x: String,
     /// The measure columns drawn against x.
-    y: Vec<String>,
+    pub(crate) y: Vec<String>,
 }
 
 impl From<&ChartSpec> for ChartView {
@@ -449,16 +450,16 @@ impl From<&ChartSpec> for ChartView {
 /// Milliseconds spent per step of answering.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Timings {
-    retrieve_ms: f64,
-    prompt_ms: f64,
-    generate_ms: f64,
-    guard_ms: f64,
-    execute_ms: f64,
-    answer_ms: f64,
+    pub(crate) retrieve_ms: f64,
+    pub(crate) prompt_ms: f64,
+    pub(crate) generate_ms: f64,
+    pub(crate) guard_ms: f64,
+    pub(crate) execute_ms: f64,
+    pub(crate) answer_ms: f64,
     /// The pipeline's total.
-    pipeline_ms: f64,
+    pub(crate) pipeline_ms: f64,
     /// The request's total, with the history and the store.
-    total_ms: f64,
+    pub(crate) total_ms: f64,
 }
 
 impl Timings {
@@ -478,9 +479,12 @@ impl Timings {
 }
 
 /// A failed question: the API error plus what the history keeps of it.
-struct Failure {
-    error: AppError,
-    sql: Option<String>,
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// What the API answers.
+    pub(crate) error: AppError,
+    /// The last SQL tried, when the failure came after writing some.
+    pub(crate) sql: Option<String>,
     attempts: u32,
 }
 
@@ -512,38 +516,38 @@ fn ms(d: Duration) -> f64 {
 /// A recorded question as the history shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct QueryView {
-    id: String,
-    connection_id: String,
-    conversation_id: String,
+    pub(crate) id: String,
+    pub(crate) connection_id: String,
+    pub(crate) conversation_id: String,
     /// Who asked.
-    user_id: String,
-    question: String,
+    pub(crate) user_id: String,
+    pub(crate) question: String,
     /// The SQL that ran, or the last SQL tried when the question failed.
     #[schema(required)]
-    sql_query: Option<String>,
+    pub(crate) sql_query: Option<String>,
     /// `ok`, or the error code the question ended with.
     #[schema(example = "ok")]
-    outcome: String,
+    pub(crate) outcome: String,
     /// The error message shown, when it failed.
     #[schema(required)]
-    error_message: Option<String>,
+    pub(crate) error_message: Option<String>,
     /// The answer text, when it succeeded.
     #[schema(required)]
-    answer: Option<String>,
+    pub(crate) answer: Option<String>,
     /// Rows in the answer, when it succeeded.
     #[schema(required)]
-    row_count: Option<u64>,
-    truncated: bool,
-    engine: String,
-    attempts: u32,
+    pub(crate) row_count: Option<u64>,
+    pub(crate) truncated: bool,
+    pub(crate) engine: String,
+    pub(crate) attempts: u32,
     /// The `Timings` of an answer; only `total_ms` for a failed question.
     #[schema(value_type = Object)]
-    timings: Value,
+    pub(crate) timings: Value,
     /// `correct`, `incorrect`, or null before any feedback.
     #[schema(required)]
-    feedback: Option<&'static str>,
+    pub(crate) feedback: Option<&'static str>,
     #[schema(format = DateTime)]
-    created_at: String,
+    pub(crate) created_at: String,
 }
 
 impl From<&QueryRecord> for QueryView {
@@ -574,22 +578,22 @@ impl From<&QueryRecord> for QueryView {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct QueryDetail {
     #[serde(flatten)]
-    query: QueryView,
+    pub(crate) query: QueryView,
     /// The answer's `ResultView` with its first 200 rows (`row_count` says how
     /// many there were); null for a failed question.
     #[schema(value_type = Option<ResultView>, required)]
-    result: Value,
+    pub(crate) result: Value,
 }
 
 /// A page of the history.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct QueryPage {
-    queries: Vec<QueryView>,
-    limit: u32,
-    offset: u32,
+    pub(crate) queries: Vec<QueryView>,
+    pub(crate) limit: u32,
+    pub(crate) offset: u32,
     /// The `offset` of the next page, or null on the last page.
     #[schema(required)]
-    next_offset: Option<u32>,
+    pub(crate) next_offset: Option<u32>,
 }
 
 /// Which page of the history to list.
@@ -598,13 +602,13 @@ pub(crate) struct QueryPage {
 pub(crate) struct ListParams {
     /// Only questions about this connection.
     #[serde(default)]
-    connection_id: Option<String>,
+    pub(crate) connection_id: Option<String>,
     /// 1 to 200; 50 by default.
     #[serde(default)]
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// Skip this many of the newest; 0 by default.
     #[serde(default)]
-    offset: Option<u32>,
+    pub(crate) offset: Option<u32>,
 }
 
 /// List asked questions
@@ -671,7 +675,7 @@ pub(crate) async fn get(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FeedbackBody {
-    correct: bool,
+    pub(crate) correct: bool,
 }
 
 /// Give feedback on an answer

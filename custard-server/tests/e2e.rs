@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use custard_testkit::bins::workspace_binary;
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
-use custard_testkit::{ScratchDb, connect, test_database_url, url_with_user};
+use custard_testkit::{ReaderRole, ScratchDb, url_with_user};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -509,9 +509,11 @@ impl Server {
         });
         let (status, reply) = anonymous.post("/api/v1/auth/signup", &signup).await;
         assert_eq!(status, StatusCode::CREATED, "{reply}");
-        let link = self.outbox_link("/api/v1/auth/verify-email?token=").await;
+        let link = self.outbox_link("/verify-email?token=").await;
         assert!(link.starts_with(&self.base), "the link points at the public URL: {link}");
-        let response = self.http.get(&link).send().await.expect("following the link");
+        // The link opens the page; its API twin answers JSON for the same token.
+        let api = link.replacen("/verify-email?", "/api/v1/auth/verify-email?", 1);
+        let response = self.http.get(&api).send().await.expect("following the link");
         assert_eq!(response.status(), StatusCode::OK, "{link}");
         let verified: Value = response.json().await.expect("JSON");
         assert_eq!(verified["verified"], true, "{verified}");
@@ -728,44 +730,5 @@ impl Shop {
                 (0..3).map(|i| row.get::<_, Option<String>>(i).unwrap_or("NULL".into())).collect()
             })
             .collect()
-    }
-}
-
-/// A login role made for one test, dropped (after its database) when dropped.
-struct ReaderRole {
-    name: String,
-}
-
-impl ReaderRole {
-    async fn create(database: &str) -> ReaderRole {
-        let name = format!("{database}_reader");
-        let admin = connect(&test_database_url()).await;
-        admin
-            .batch_execute(&format!(
-                "DROP ROLE IF EXISTS \"{name}\";\n\
-                 CREATE ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
-                 NOBYPASSRLS NOINHERIT;\n\
-                 GRANT CONNECT ON DATABASE \"{database}\" TO \"{name}\";"
-            ))
-            .await
-            .expect("creating the read-only role");
-        ReaderRole { name }
-    }
-}
-
-impl Drop for ReaderRole {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside a runtime; a thread with its own runtime can block.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async {
-                let admin = connect(&test_database_url()).await;
-                let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\"")).await;
-            });
-        })
-        .join();
     }
 }

@@ -556,7 +556,10 @@ async fn web_sign_in_uses_a_session_cookie_and_csrf() {
 
     let (status, _, html) = web(&s, "GET", "/", &cookies, None, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("web@example.com") && html.contains("No connections yet"), "{html}");
+    assert!(
+        html.contains("web@example.com") && html.contains("There is no connection yet"),
+        "{html}"
+    );
 
     // The cookie also signs API calls, but a change needs the CSRF header too.
     let body = r#"{"name":"Shop","db_type":"postgresql"}"#;
@@ -588,4 +591,634 @@ async fn web_sign_in_uses_a_session_cookie_and_csrf() {
     let (status, headers, _) = web(&s, "GET", "/", &cookies, None, None).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers["location"], "/login");
+}
+
+// ---------------------------------------------------------------------------
+// Account pages: sign up, verify, reset, invitations and settings
+
+/// A browser of the in-process server: keeps the cookies it is given, like a browser.
+struct Visitor<'a> {
+    s: &'a Server,
+    jar: Vec<(String, String)>,
+}
+
+impl<'a> Visitor<'a> {
+    fn new(s: &'a Server) -> Self {
+        Visitor { s, jar: Vec::new() }
+    }
+
+    fn cookies(&self) -> String {
+        self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn has_cookie(&self, name: &str) -> bool {
+        self.jar.iter().any(|(k, _)| k == name)
+    }
+
+    fn keep(&mut self, headers: &axum::http::HeaderMap) {
+        for raw in headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+            let Some((name, value)) = raw.split(';').next().and_then(|p| p.trim().split_once('='))
+            else {
+                continue;
+            };
+            self.jar.retain(|(k, _)| k != name);
+            if !raw.contains("Max-Age=0") {
+                self.jar.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+        let reply = web(self.s, "GET", path, &self.cookies(), None, None).await;
+        self.keep(&reply.1);
+        reply
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        pairs: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let form = form_encode(pairs);
+        let reply = web(self.s, "POST", path, &self.cookies(), Some(&form), None).await;
+        self.keep(&reply.1);
+        reply
+    }
+
+    /// Opens a form page: checks it is a page with the security headers and a
+    /// CSRF field, and returns the field's token.
+    async fn form(&mut self, path: &str) -> String {
+        let (status, headers, html) = self.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        assert_page_headers(&headers);
+        assert!(self.has_cookie("custard_csrf"), "{path} leaves a CSRF cookie");
+        csrf_field(&html)
+    }
+
+    /// Posts `pairs` without a CSRF token, then with a token of another
+    /// browser's nonce: both are refused with 403.
+    async fn assert_csrf_refused(&mut self, path: &str, pairs: &[(&str, &str)]) {
+        let (status, _, html) = self.post(path, pairs).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} without a token: {html}");
+        let mut other = Visitor::new(self.s);
+        let foreign = other.form("/login").await;
+        let mut forged = pairs.to_vec();
+        forged.push(("csrf_token", &foreign));
+        let (status, _, html) = self.post(path, &forged).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path} with another browser's token: {html}");
+    }
+
+    /// Signs in through `/login`.
+    async fn sign_in(&mut self, email: &str, password: &str) {
+        let token = self.form("/login").await;
+        let (status, headers, html) = self
+            .post("/login", &[("email", email), ("password", password), ("csrf_token", &token)])
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+        assert_eq!(headers["location"], "/");
+        assert!(self.has_cookie("custard_session"));
+    }
+}
+
+fn assert_page_headers(headers: &axum::http::HeaderMap) {
+    for name in ["content-security-policy", "x-frame-options", "x-content-type-options"] {
+        assert!(headers.contains_key(name), "{name} is set");
+    }
+    assert_eq!(headers["cache-control"], "no-store");
+}
+
+/// Owned form pairs as the borrowed pairs [`Visitor::post`] takes.
+fn as_pairs<'p>(pairs: &'p [(&'static str, String)]) -> Vec<(&'static str, &'p str)> {
+    pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The newest email's text.
+async fn newest_mail(s: &Server, count: usize) -> String {
+    let mails = s.sink.wait_for(count, Duration::from_secs(10)).await;
+    mails.last().expect("an email").body().to_owned()
+}
+
+/// Whether the API accepts these credentials.
+async fn can_log_in(s: &Server, email: &str, password: &str) -> bool {
+    let body = json!({"email": email, "password": password});
+    s.call("POST", "/api/v1/auth/login", None, Some(body)).await.0 == StatusCode::OK
+}
+
+#[tokio::test]
+async fn web_signup_sends_a_link_that_verifies_the_email() {
+    let s = server().await;
+    let mut v = Visitor::new(&s);
+    let token = v.form("/signup").await;
+    let (_, _, html) = v.get("/signup").await;
+    assert!(html.contains("At least 8 characters"), "the policy hint: {html}");
+    let fields = |email: &'static str, first: &'static str, password: &'static str| {
+        vec![
+            ("first_name", first),
+            ("last_name", "Lovelace"),
+            ("email", email),
+            ("password", password),
+            ("organization_name", "Engines"),
+        ]
+    };
+    v.assert_csrf_refused("/signup", &fields("ada@example.com", "Ada", PASSWORD)).await;
+
+    // Problems come back on the form with the input kept, never the password.
+    let cases = [
+        (
+            fields("ada@example.com", "Ada", "Zq9!x"),
+            "password",
+            "Password rejected: password too short.",
+        ),
+        (fields("ada@example.com", " ", PASSWORD), "first_name", "First name must be 1 to 100"),
+        (fields("not-an-email", "Ada", PASSWORD), "email", "Email is not a valid address."),
+    ];
+    for (mut pairs, field, message) in cases {
+        pairs.push(("csrf_token", &token));
+        let (status, headers, html) = v.post("/signup", &pairs).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+        assert_page_headers(&headers);
+        assert!(html.contains(message), "{message}: {html}");
+        let marked = format!("id=\"{field}\" name=\"{field}\"");
+        let input = &html[html.find(&marked).expect("the field")..];
+        let input = &input[..input.find('>').expect("the tag's end")];
+        assert!(input.contains("aria-invalid=\"true\""), "{input}");
+        assert!(input.contains(&format!("{field}-error\"")), "{input}");
+        assert!(html.contains(&format!("id=\"{field}-error\"")), "{html}");
+        assert!(html.contains("value=\"Lovelace\"") && html.contains("value=\"Engines\""));
+        assert!(!html.contains("Zq9!x") && !html.contains(PASSWORD), "no password in the page");
+    }
+    assert!(s.sink.messages().is_empty(), "nothing was created");
+
+    let mut pairs = fields("ada@example.com", "Ada", PASSWORD);
+    pairs.push(("csrf_token", &token));
+    let (status, _, html) = v.post("/signup", &pairs).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Check your email") && html.contains("ada@example.com"), "{html}");
+    let mail = newest_mail(&s, 1).await;
+    assert!(
+        mail.contains("/verify-email?token=") && !mail.contains("/api/v1/auth/verify-email"),
+        "the link opens the page: {mail}"
+    );
+    let (status, _, html) = v.post("/signup", &pairs).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(html.contains("An account with this email already exists."), "{html}");
+    assert!(html.contains("aria-describedby=\"email-error\""), "{html}");
+
+    // Not verified yet: signing in says so.
+    let login = v.form("/login").await;
+    let (status, _, html) = v
+        .post(
+            "/login",
+            &[("email", "ada@example.com"), ("password", PASSWORD), ("csrf_token", &login)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("Verify your email first"), "{html}");
+
+    let secret = s.token_from_email(1, "/verify-email").await;
+    let link = format!(
+        "/verify-email?token={}",
+        percent_encoding::utf8_percent_encode(&secret, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let (status, headers, html) = v.get(&link).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_page_headers(&headers);
+    assert!(html.contains("Your email is verified") && html.contains("href=\"/login\""), "{html}");
+    assert!(!html.contains(&secret), "the token is not shown");
+    let (status, _, html) = v.get(&link).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "single use");
+    assert!(html.contains("unknown, used or expired"), "{html}");
+    let (status, _, _) = v.get("/verify-email").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no token");
+    let (status, _, _) = v.get("/verify-email?token=made-up").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    v.sign_in("ada@example.com", PASSWORD).await;
+    // Signed in, the (used) link's page offers the way back to Ask.
+    let (_, _, html) = v.get("/verify-email?token=made-up").await;
+    assert!(html.contains("ada@example.com"), "the signed-in layout: {html}");
+}
+
+#[tokio::test]
+async fn web_password_reset_changes_the_password_once() {
+    let s = server().await;
+    let (_, access) = s.verified_user("reset@example.com", "Resets", 0).await;
+    let mut v = Visitor::new(&s);
+    let token = v.form("/forgot-password").await;
+    v.assert_csrf_refused("/forgot-password", &[("email", "reset@example.com")]).await;
+    let (status, _, html) =
+        v.post("/forgot-password", &[("email", " "), ("csrf_token", &token)]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("Enter your email address.") && html.contains("aria-invalid=\"true\""));
+
+    // The same answer for unknown and known accounts.
+    let (status, _, unknown) = v
+        .post("/forgot-password", &[("email", "nobody@example.com"), ("csrf_token", &token)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, known) =
+        v.post("/forgot-password", &[("email", "reset@example.com"), ("csrf_token", &token)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(unknown.contains("If an account exists for nobody@example.com, we sent a reset link"));
+    assert_eq!(unknown.replace("nobody@example.com", "reset@example.com"), known);
+    let secret = s.token_from_email(2, "/reset-password").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.sink.messages().len(), 2, "only the accepted request sent an email");
+
+    let (status, _, _) = v.get("/reset-password").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no token");
+    let path = format!(
+        "/reset-password?token={}",
+        percent_encoding::utf8_percent_encode(&secret, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let csrf = v.form(&path).await;
+    let (_, _, html) = v.get(&path).await;
+    assert!(html.contains("name=\"token\""), "the token travels in the form: {html}");
+    let new = "a brand new passphrase";
+    let reset = |new: &'static str, confirm: &'static str, csrf: &str| {
+        let mut pairs = vec![
+            ("token", secret.clone()),
+            ("new_password", new.into()),
+            ("confirm_password", confirm.into()),
+        ];
+        if !csrf.is_empty() {
+            pairs.push(("csrf_token", csrf.to_owned()));
+        }
+        pairs
+    };
+    v.assert_csrf_refused("/reset-password", &as_pairs(&reset(new, new, ""))).await;
+    let (status, _, html) =
+        v.post("/reset-password", &as_pairs(&reset(new, "something else", &csrf))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("do not match") && html.contains("id=\"confirm_password-error\""));
+    let (status, _, html) =
+        v.post("/reset-password", &as_pairs(&reset("short", "short", &csrf))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("Password rejected: password too short."), "{html}");
+    assert!(can_log_in(&s, "reset@example.com", PASSWORD).await, "nothing changed yet");
+
+    let (status, headers, html) =
+        v.post("/reset-password", &as_pairs(&reset(new, new, &csrf))).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Your password was changed") && html.contains("href=\"/login\""));
+    assert!(
+        set_cookie(&headers, "custard_session").is_some_and(|(_, raw)| raw.contains("Max-Age=0"))
+    );
+    let (status, _, html) = v.post("/reset-password", &as_pairs(&reset(new, new, &csrf))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "single use");
+    assert!(html.contains("unknown, used or expired") && html.contains("/forgot-password"));
+    assert!(can_log_in(&s, "reset@example.com", new).await);
+    assert!(!can_log_in(&s, "reset@example.com", PASSWORD).await);
+    let (status, _) = s.call("GET", "/api/v1/auth/profile", Some(&access), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the reset signed out every session");
+}
+
+/// The query-string form of a token.
+fn encoded(token: &str) -> String {
+    percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[tokio::test]
+async fn web_settings_change_the_name_and_the_password() {
+    let s = server().await;
+    let (_, _) = s.verified_user("me@example.com", "My team", 0).await;
+    let mut signed_out = Visitor::new(&s);
+    let (status, headers, _) = signed_out.get("/settings").await;
+    assert_eq!((status, &headers["location"]), (StatusCode::SEE_OTHER, &"/login".parse().unwrap()));
+    let (status, headers, _) = signed_out.post("/settings/profile", &[("first_name", "X")]).await;
+    assert_eq!((status, &headers["location"]), (StatusCode::SEE_OTHER, &"/login".parse().unwrap()));
+
+    let mut v = Visitor::new(&s);
+    v.sign_in("me@example.com", PASSWORD).await;
+    let csrf = v.form("/settings").await;
+    let (_, _, html) = v.get("/settings").await;
+    assert!(html.contains("href=\"/settings\" aria-current=\"page\""), "the menu marks Settings");
+    for text in ["value=\"Ada\"", "value=\"Lovelace\"", "me@example.com", "My team", "owner"] {
+        assert!(html.contains(text), "{text}: {html}");
+    }
+    assert!(!html.contains("password_hash") && !html.contains("$argon2"), "no secrets");
+
+    // Profile: refused without the token, errors keep the input, success redirects.
+    v.assert_csrf_refused("/settings/profile", &[("first_name", "Evil"), ("last_name", "X")]).await;
+    let (status, _, html) = v
+        .post(
+            "/settings/profile",
+            &[("first_name", " "), ("last_name", "Byron"), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("First name must be 1 to 100 characters."), "{html}");
+    assert!(
+        html.contains("value=\"Byron\"") && html.contains("aria-describedby=\"first_name-error\"")
+    );
+    let (status, headers, _) = v
+        .post(
+            "/settings/profile",
+            &[("first_name", "Augusta"), ("last_name", "King"), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/settings?done=profile");
+    let (_, _, html) = v.get("/settings?done=profile").await;
+    assert!(html.contains("Your name is saved.") && html.contains("value=\"Augusta\""), "{html}");
+    assert!(!html.contains("Evil"), "the refused form changed nothing");
+
+    // Password: mismatch, wrong current and weak passwords are refused with the message.
+    let new = "an entirely new passphrase";
+    v.assert_csrf_refused(
+        "/settings/password",
+        &[("current_password", PASSWORD), ("new_password", new), ("confirm_password", new)],
+    )
+    .await;
+    let cases = [
+        (
+            (PASSWORD, new, "other words"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "confirm_password",
+            "do not match",
+        ),
+        (
+            ("wrong guess here", new, new),
+            StatusCode::UNAUTHORIZED,
+            "current_password",
+            "The current password is wrong.",
+        ),
+        (
+            (PASSWORD, "short", "short"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "new_password",
+            "Password rejected: password too short.",
+        ),
+    ];
+    for ((current, fresh, confirm), status, field, message) in cases {
+        let pairs = [
+            ("current_password", current),
+            ("new_password", fresh),
+            ("confirm_password", confirm),
+            ("csrf_token", &csrf),
+        ];
+        let (got, _, html) = v.post("/settings/password", &pairs).await;
+        assert_eq!(got, status, "{html}");
+        assert!(html.contains(message), "{message}: {html}");
+        assert!(html.contains(&format!("id=\"{field}-error\"")), "{field}: {html}");
+        assert!(!html.contains(PASSWORD) && !html.contains(new), "no password in the page");
+    }
+    assert!(can_log_in(&s, "me@example.com", PASSWORD).await, "nothing changed yet");
+    let pairs = [
+        ("current_password", PASSWORD),
+        ("new_password", new),
+        ("confirm_password", new),
+        ("csrf_token", &csrf),
+    ];
+    let (status, headers, _) = v.post("/settings/password", &pairs).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/settings?done=password");
+    let (status, _, html) = v.get("/settings?done=password").await;
+    assert_eq!(status, StatusCode::OK, "this browser stays signed in");
+    assert!(html.contains("Your password is changed."), "{html}");
+    assert!(can_log_in(&s, "me@example.com", new).await);
+    assert!(!can_log_in(&s, "me@example.com", PASSWORD).await);
+}
+
+#[tokio::test]
+async fn web_invitations_members_and_roles() {
+    let s = server().await;
+    let (owner_id, owner_token) = s.verified_user("boss@example.com", "Team", 0).await;
+    let mut owner = Visitor::new(&s);
+    owner.sign_in("boss@example.com", PASSWORD).await;
+    let csrf = owner.form("/settings").await;
+    let (_, _, html) = owner.get("/settings").await;
+    assert!(html.contains("action=\"/settings/invitations\""), "owners may invite");
+
+    owner
+        .assert_csrf_refused(
+            "/settings/invitations",
+            &[("email", "new@example.com"), ("role", "member")],
+        )
+        .await;
+    let (status, _, html) = owner
+        .post(
+            "/settings/invitations",
+            &[("email", "not an email"), ("role", "member"), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.contains("Email is not a valid address.") && html.contains("value=\"not an email\"")
+    );
+    assert!(html.contains("aria-describedby=\"invite_email-error\""), "{html}");
+    assert_eq!(s.sink.messages().len(), 1, "no invitation went out");
+    let (status, headers, _) = owner
+        .post(
+            "/settings/invitations",
+            &[("email", "new@example.com"), ("role", "member"), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/settings?done=invited");
+    let mail = newest_mail(&s, 2).await;
+    assert!(mail.contains("/accept-invitation?token="), "{mail}");
+    let secret = s.token_from_email(2, "/accept-invitation").await;
+    let (_, _, html) = owner.get("/settings?done=invited").await;
+    assert!(html.contains("The invitation is on its way."), "{html}");
+    assert!(!html.contains(&secret), "the token is not shown");
+
+    // A visitor signs up through the invitation: the email must be the invited one.
+    let mut member = Visitor::new(&s);
+    let path = format!("/accept-invitation?token={}", encoded(&secret));
+    let token = member.form(&path).await;
+    let (_, _, html) = member.get(&path).await;
+    assert!(html.contains("Create account and join") && html.contains("/login?next="), "{html}");
+    let (status, _, _) = member.get("/accept-invitation").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no token");
+    let join = |email: &'static str| {
+        vec![
+            ("token", secret.clone()),
+            ("first_name", "New".to_owned()),
+            ("last_name", "Member".to_owned()),
+            ("email", email.to_owned()),
+            ("password", PASSWORD.to_owned()),
+        ]
+    };
+    member.assert_csrf_refused("/accept-invitation", &as_pairs(&join("new@example.com"))).await;
+    let mut wrong = join("other@example.com");
+    wrong.push(("csrf_token", token.clone()));
+    let (status, _, html) = member.post("/accept-invitation", &as_pairs(&wrong)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Use the email address the invitation was sent to."), "{html}");
+    assert!(html.contains("value=\"other@example.com\"") && !html.contains(PASSWORD));
+    let mut right = join("new@example.com");
+    right.push(("csrf_token", token.clone()));
+    let (status, headers, html) = member.post("/accept-invitation", &as_pairs(&right)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(headers["location"], "/", "signed in and sent to Ask");
+    assert!(member.has_cookie("custard_session"));
+    let member_csrf = member.form("/settings").await;
+    let (_, _, html) = member.get("/settings").await;
+    assert!(html.contains("Team") && html.contains("Your role: member."), "{html}");
+    assert!(!html.contains("/settings/invitations") && !html.contains("/remove\""), "no controls");
+
+    // A member's posts are refused by the API's rules; nothing changes.
+    let member_id = {
+        let (_, list) = s.call("GET", "/api/v1/org/members", Some(&owner_token), None).await;
+        let found = list["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["email"] == "new@example.com");
+        found.expect("the new member")["id"].as_str().expect("id").to_owned()
+    };
+    let refused = [
+        (format!("/settings/members/{owner_id}/role"), vec![("role", "member")]),
+        (format!("/settings/members/{member_id}/role"), vec![("role", "owner")]),
+        (format!("/settings/members/{owner_id}/remove"), vec![]),
+        ("/settings/invitations".to_owned(), vec![("email", "x@example.com"), ("role", "admin")]),
+    ];
+    for (path, mut pairs) in refused {
+        pairs.push(("csrf_token", &member_csrf));
+        let (status, _, html) = member.post(&path, &pairs).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {html}");
+        assert!(html.contains("Only owners and admins may do this."), "{path}: {html}");
+    }
+    let roles = |list: &Value| -> Vec<(String, String)> {
+        list["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                (m["email"].as_str().unwrap().to_owned(), m["role"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let (_, list) = s.call("GET", "/api/v1/org/members", Some(&owner_token), None).await;
+    assert_eq!(
+        roles(&list),
+        [("boss@example.com".into(), "owner".into()), ("new@example.com".into(), "member".into())]
+    );
+    assert_eq!(s.sink.messages().len(), 2, "the member's invitation was not sent");
+
+    // The owner manages: the last owner stays, roles change, members go.
+    let (_, _, html) = owner.get("/settings").await;
+    assert!(html.contains(&format!("action=\"/settings/members/{member_id}/remove\"")), "{html}");
+    assert!(
+        html.contains("<details>") && html.contains("Remove new@example.com"),
+        "confirmation step"
+    );
+    let (status, _, html) = owner
+        .post(
+            &format!("/settings/members/{owner_id}/role"),
+            &[("role", "member"), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("An organisation must keep at least one owner."), "{html}");
+    owner
+        .assert_csrf_refused(&format!("/settings/members/{member_id}/role"), &[("role", "admin")])
+        .await;
+    let (status, headers, _) = owner
+        .post(
+            &format!("/settings/members/{member_id}/role"),
+            &[("role", "admin"), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        (status, &headers["location"]),
+        (StatusCode::SEE_OTHER, &"/settings?done=role".parse().unwrap())
+    );
+    let (_, list) = s.call("GET", "/api/v1/org/members", Some(&owner_token), None).await;
+    assert_eq!(roles(&list)[1].1, "admin");
+    owner.assert_csrf_refused(&format!("/settings/members/{member_id}/remove"), &[]).await;
+    let (status, headers, _) = owner
+        .post(&format!("/settings/members/{member_id}/remove"), &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(
+        (status, &headers["location"]),
+        (StatusCode::SEE_OTHER, &"/settings?done=removed".parse().unwrap())
+    );
+    let (_, list) = s.call("GET", "/api/v1/org/members", Some(&owner_token), None).await;
+    assert_eq!(roles(&list).len(), 1);
+    let (status, headers, _) = member.get("/settings").await;
+    assert_eq!(
+        (status, &headers["location"]),
+        (StatusCode::SEE_OTHER, &"/login".parse().unwrap()),
+        "removed members are out"
+    );
+}
+
+#[tokio::test]
+async fn web_signed_in_user_accepts_an_invitation_and_works_in_it() {
+    let s = server().await;
+    let (_, owner) = s.verified_user("host@example.com", "Host team", 0).await;
+    s.verified_user("guest@example.com", "Guest team", 1).await;
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/org/invitations",
+            Some(&owner),
+            Some(json!({"email": "guest@example.com", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let secret = s.token_from_email(3, "/accept-invitation").await;
+    let path = format!("/accept-invitation?token={}", encoded(&secret));
+
+    // Signed out, "sign in first" comes back to the invitation.
+    let mut guest = Visitor::new(&s);
+    let (_, _, html) = guest.get(&path).await;
+    let start = html.find("/login?next=").expect("the sign-in link");
+    let login: String = html[start..].chars().take_while(|c| *c != '"').collect();
+    let csrf = guest.form(&login).await;
+    let (_, _, html) = guest.get(&login).await;
+    assert!(html.contains("name=\"next\""), "{html}");
+    let (status, headers, _) = guest
+        .post(
+            "/login",
+            &[
+                ("email", "guest@example.com"),
+                ("password", PASSWORD),
+                ("next", &path),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], path.as_str());
+    // Only paths of this site: anything else goes to `/`.
+    for next in ["//evil.example/", "https://evil.example/", "/\\evil.example"] {
+        let mut other = Visitor::new(&s);
+        let csrf = other.form("/login").await;
+        let (_, headers, _) = other
+            .post(
+                "/login",
+                &[
+                    ("email", "guest@example.com"),
+                    ("password", PASSWORD),
+                    ("next", next),
+                    ("csrf_token", &csrf),
+                ],
+            )
+            .await;
+        assert_eq!(headers["location"], "/", "{next}");
+    }
+
+    let csrf = guest.form(&path).await;
+    let (_, _, html) = guest.get(&path).await;
+    assert!(html.contains("Accept the invitation") && html.contains("guest@example.com"), "{html}");
+    guest.assert_csrf_refused("/accept-invitation", &[("token", &secret)]).await;
+    let old_session = guest.cookies();
+    let (status, headers, html) =
+        guest.post("/accept-invitation", &[("token", &secret), ("csrf_token", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(headers["location"], "/");
+    let (_, _, html) = guest.get("/settings").await;
+    assert!(
+        html.contains("Host team") && html.contains("Your role: admin."),
+        "now in the host's team: {html}"
+    );
+    let (status, _, _) = web(&s, "GET", "/settings", &old_session, None, None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the old session was replaced");
+    let (status, _, html) =
+        guest.post("/accept-invitation", &[("token", &secret), ("csrf_token", &csrf)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "single use");
+    assert!(html.contains("This invitation does not work"), "{html}");
 }

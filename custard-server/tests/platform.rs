@@ -1248,3 +1248,336 @@ async fn a_key_rotated_during_the_handshake_gets_no_session() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// Web pages (cookie session + CSRF) over the same platform
+
+/// A browser's session: its cookies and the CSRF token of its pages.
+struct WebSession {
+    cookie: String,
+    csrf: String,
+}
+
+impl Platform {
+    /// A browser session for an access token: the session cookie plus the
+    /// CSRF nonce cookie and token a page hands out.
+    async fn web_session(&self, token: &str) -> WebSession {
+        let session = format!("custard_session={token}");
+        let response = self.web("GET", "/connections", &session, None, None).await;
+        assert_eq!(response.0, StatusCode::OK);
+        let nonce = response
+            .1
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("custard_csrf="))
+            .and_then(|c| c.split(';').next())
+            .expect("a CSRF cookie")
+            .to_owned();
+        let html = response.2;
+        let start = html.find("name=\"csrf_token\" value=\"").expect("a CSRF field")
+            + "name=\"csrf_token\" value=\"".len();
+        let csrf = html[start..].split('"').next().expect("the token").to_owned();
+        WebSession { cookie: format!("{session}; custard_csrf={nonce}"), csrf }
+    }
+
+    /// One browser request: status, headers and body text. `form` is sent
+    /// urlencoded; `csrf_header` as `X-CSRF-Token`.
+    async fn web(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: &str,
+        form: Option<&[(&str, &str)]>,
+        csrf_header: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let mut request =
+            Request::builder().method(method).uri(path).header(header::COOKIE, cookie);
+        if let Some(token) = csrf_header {
+            request = request.header("x-csrf-token", token);
+        }
+        let body = match form {
+            Some(pairs) => {
+                request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                let encoded: Vec<String> = pairs
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = percent_encoding::utf8_percent_encode(
+                            v,
+                            percent_encoding::NON_ALPHANUMERIC,
+                        );
+                        format!("{k}={v}")
+                    })
+                    .collect();
+                Body::from(encoded.join("&"))
+            }
+            None => Body::empty(),
+        };
+        let response = self.send(request.body(body).expect("request")).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await.expect("body");
+        (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Starts a real agent on a fresh SQLite shop for `conn` and waits for its schema.
+    async fn shop_agent(&self, token: &str, conn: &str, key: &str, customers: usize) {
+        let database = shop_database(self.dir.path(), customers);
+        self.real_agent(conn, key, &database);
+        self.wait_for_schema(token, conn).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_pages_and_actions_are_scoped_to_the_organisation() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let b = p.user("b@example.com", "Org B").await;
+        let (conn, key) = p.connection(&a, "Secret shop").await;
+        p.shop_agent(&a, &conn, &key, 9).await;
+        let (status, answer) = p.ask(&a, &conn, HOW_MANY).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let query = answer["id"].as_str().expect("query id").to_owned();
+
+        let web_a = p.web_session(&a).await;
+        let (status, _, page) =
+            p.web("GET", &format!("/connections/{conn}"), &web_a.cookie, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("Secret shop") && page.contains("customers"), "A sees its schema");
+        assert!(!page.contains(&key), "the API key is never shown again");
+
+        let web_b = p.web_session(&b).await;
+        for path in ["/", "/connections", "/history"] {
+            let (status, headers, page) = p.web("GET", path, &web_b.cookie, None, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(headers.contains_key("content-security-policy"), "{path} has a CSP");
+            assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+            assert!(!page.contains("Secret shop") && !page.contains(&conn), "{path} leaks A");
+        }
+        for path in [format!("/connections/{conn}"), format!("/history/{query}")] {
+            let (status, _, page) = p.web("GET", &path, &web_b.cookie, None, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert!(!page.contains("Secret shop"), "{path}");
+        }
+        let csrf = Some(web_b.csrf.as_str());
+        let actions: [(String, Vec<(&str, &str)>); 6] = [
+            (format!("/connections/{conn}"), vec![("name", "Taken"), ("instructions", "x")]),
+            (format!("/connections/{conn}/delete"), vec![("confirm", "Secret shop")]),
+            (format!("/connections/{conn}/rotate-key"), vec![]),
+            (format!("/connections/{conn}/refresh-schema"), vec![]),
+            (format!("/history/{query}/feedback"), vec![("correct", "true")]),
+            (format!("/history/{query}/rerun"), vec![]),
+        ];
+        for (path, form) in &actions {
+            let (status, _, _) = p.web("POST", path, &web_b.cookie, Some(form), csrf).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "POST {path} by another organisation");
+        }
+        // Asking about A's connection from B's session is an error event, not an answer.
+        let form = [("connection_id", conn.as_str()), ("question", HOW_MANY)];
+        let (status, _, events) = p.web("POST", "/ask", &web_b.cookie, Some(&form), csrf).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(events.contains("event: error") && events.contains("not_found"), "{events}");
+        assert!(!events.contains("event: answer"), "{events}");
+
+        // A's connection and question are untouched.
+        let view = p.get_connection(&a, &conn).await;
+        assert_eq!(view["name"], "Secret shop");
+        assert_eq!(view["key_prefix"].as_str().map(|k| key.starts_with(k)), Some(true));
+        let q = p.ok(StatusCode::OK, "GET", &format!("/api/v1/queries/{query}"), &a, None).await;
+        assert_eq!(q["feedback"], Value::Null);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_actions_need_the_csrf_token_and_delete_needs_the_name() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let web = p.web_session(&a).await;
+        let form = [("name", "Shop"), ("db_type", "sqlite")];
+
+        // Without a token, or with another browser's, nothing is created.
+        let (status, _, _) = p.web("POST", "/connections", &web.cookie, Some(&form), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let other = p.web_session(&a).await;
+        let (status, _, _) =
+            p.web("POST", "/connections", &web.cookie, Some(&form), Some(&other.csrf)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a token only fits its own nonce cookie");
+        let list = p.ok(StatusCode::OK, "GET", "/api/v1/connections", &a, None).await;
+        assert_eq!(list["connections"].as_array().map(Vec::len), Some(0));
+
+        // With it: the key is on the page once, with the agent's lines.
+        let csrf = Some(web.csrf.as_str());
+        let (status, _, page) = p.web("POST", "/connections", &web.cookie, Some(&form), csrf).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let marker = "id=\"api-key\" class=\"secret\">";
+        let start = page.find(marker).expect("the key") + marker.len();
+        let key: String = page[start..].chars().take_while(|c| *c != '<').collect();
+        assert!(key.starts_with("custard_") && page.contains("docker run"), "{key}");
+        let list = p.ok(StatusCode::OK, "GET", "/api/v1/connections", &a, None).await;
+        let conn = list["connections"][0]["id"].as_str().expect("id").to_owned();
+
+        // A blank name re-renders the form with the reason.
+        let blank = [("name", "  "), ("db_type", "sqlite")];
+        let (status, _, page) =
+            p.web("POST", "/connections", &web.cookie, Some(&blank), csrf).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.contains("role=\"alert\""), "the error is announced");
+
+        // Delete asks for the name; a wrong one deletes nothing.
+        let delete = format!("/connections/{conn}/delete");
+        let wrong = [("confirm", "Shp")];
+        let (status, _, page) = p.web("POST", &delete, &web.cookie, Some(&wrong), csrf).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.contains("to confirm deleting it"), "the page says why");
+        p.get_connection(&a, &conn).await;
+
+        // Rotating shows a new key once; the old one no longer opens the hub.
+        let rotate = format!("/connections/{conn}/rotate-key");
+        let (status, _, page) = p.web("POST", &rotate, &web.cookie, Some(&[]), csrf).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("id=\"api-key\"") && !page.contains(&key), "a new key, not the old");
+
+        let right = [("confirm", "Shop")];
+        let (status, headers, _) = p.web("POST", &delete, &web.cookie, Some(&right), csrf).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers["location"], "/connections?done=deleted");
+        let (status, _) =
+            p.call("GET", &format!("/api/v1/connections/{conn}"), Some(&a), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_ask_streams_steps_then_the_rendered_answer_or_error() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let web = p.web_session(&a).await;
+        let csrf = Some(web.csrf.as_str());
+        let (conn, key) = p.connection(&a, "Shop").await;
+
+        // No agent: an error card that says so, before any step runs.
+        let form = [("connection_id", conn.as_str()), ("question", HOW_MANY)];
+        let (status, _, events) = p.web("POST", "/ask", &web.cookie, Some(&form), csrf).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            events.contains("event: error") && events.contains("The agent is offline"),
+            "{events}"
+        );
+
+        // Without the CSRF token nothing is asked.
+        let (status, _, _) = p.web("POST", "/ask", &web.cookie, Some(&form), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        p.shop_agent(&a, &conn, &key, 9).await;
+        let question = "how many customers are there per city";
+        let form = [("connection_id", conn.as_str()), ("question", question)];
+        let (status, headers, events) = p.web("POST", "/ask", &web.cookie, Some(&form), csrf).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/event-stream");
+        let steps = events.lines().filter(|l| *l == "event: step").count();
+        assert!(steps >= 4, "progress steps come first: {events}");
+        assert!(events.find("event: step") < events.find("event: answer"), "{events}");
+        let answer = events.split("event: answer").nth(1).expect("an answer event");
+        for city in ["Paris", "London", "Berlin"] {
+            assert!(answer.contains(&format!("<td>{city}</td>")), "{city} in the table: {answer}");
+        }
+        assert!(answer.contains("<svg"), "a chart for a count per city: {answer}");
+        assert!(answer.contains("the offline engine"), "the engine is named");
+        assert!(answer.contains("/export.csv"), "a CSV link");
+        let conversation = answer
+            .split("data-conversation=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("the conversation id")
+            .to_owned();
+
+        // The History page lists it, with outcome and timing.
+        let (_, _, history) = p.web("GET", "/history", &web.cookie, None, None).await;
+        assert!(history.contains(question) && history.contains(" ms"), "{history}");
+        assert!(!conversation.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_web_form_refuses_a_post_without_its_csrf_token() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.shop_agent(&a, &conn, &key, 3).await;
+        let (status, answer) = p.ask(&a, &conn, HOW_MANY).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let query = answer["id"].as_str().expect("id").to_owned();
+        let me = p.ok(StatusCode::OK, "GET", "/api/v1/auth/profile", &a, None).await;
+        let user = me["id"].as_str().or(me["user"]["id"].as_str()).expect("user id").to_owned();
+        let web = p.web_session(&a).await;
+
+        // Every page that changes something, with plausible fields but no token.
+        let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+            ("/login".into(), vec![("email", "a@example.com"), ("password", PASSWORD)]),
+            ("/logout".into(), vec![]),
+            (
+                "/signup".into(),
+                vec![
+                    ("email", "new@example.com"),
+                    ("password", PASSWORD),
+                    ("first_name", "N"),
+                    ("last_name", "N"),
+                ],
+            ),
+            ("/forgot-password".into(), vec![("email", "a@example.com")]),
+            (
+                "/reset-password".into(),
+                vec![("token", "x"), ("password", PASSWORD), ("confirm", PASSWORD)],
+            ),
+            ("/accept-invitation".into(), vec![("token", "x")]),
+            ("/settings/profile".into(), vec![("first_name", "Eve"), ("last_name", "Evil")]),
+            (
+                "/settings/password".into(),
+                vec![
+                    ("current_password", PASSWORD),
+                    ("new_password", "another correct horse"),
+                    ("confirm", "another correct horse"),
+                ],
+            ),
+            (format!("/settings/members/{user}/role"), vec![("role", "member")]),
+            (format!("/settings/members/{user}/remove"), vec![]),
+            ("/settings/invitations".into(), vec![("email", "x@example.com"), ("role", "admin")]),
+            ("/connections".into(), vec![("name", "Evil"), ("db_type", "sqlite")]),
+            (format!("/connections/{conn}"), vec![("name", "Evil"), ("instructions", "drop it")]),
+            (format!("/connections/{conn}/refresh-schema"), vec![]),
+            (format!("/connections/{conn}/rotate-key"), vec![]),
+            (format!("/connections/{conn}/delete"), vec![("confirm", "Shop")]),
+            ("/ask".into(), vec![("connection_id", &conn), ("question", HOW_MANY)]),
+            (format!("/history/{query}/feedback"), vec![("correct", "true")]),
+            (format!("/history/{query}/rerun"), vec![]),
+        ];
+        for (path, form) in &forms {
+            let (status, _, _) = p.web("POST", path, &web.cookie, Some(form), None).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "POST {path} without a CSRF token");
+            let (status, _, _) = p.web("POST", path, &web.cookie, Some(form), Some("00ff")).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "POST {path} with a wrong CSRF token");
+        }
+
+        // Nothing changed: the connection, its key, the history and the session.
+        let view = p.get_connection(&a, &conn).await;
+        assert_eq!(view["name"], "Shop");
+        assert_eq!(view["instructions"], "");
+        assert_eq!(view["key_prefix"].as_str().map(|k| key.starts_with(k)), Some(true));
+        let list = p.ok(StatusCode::OK, "GET", "/api/v1/connections", &a, None).await;
+        assert_eq!(list["connections"].as_array().map(Vec::len), Some(1));
+        let q = p.ok(StatusCode::OK, "GET", &format!("/api/v1/queries/{query}"), &a, None).await;
+        assert_eq!(q["feedback"], Value::Null);
+        let me = p.ok(StatusCode::OK, "GET", "/api/v1/auth/profile", &a, None).await;
+        assert!(!me.to_string().contains("Eve"), "the profile is unchanged: {me}");
+        let history = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
+        assert_eq!(history["queries"].as_array().map(Vec::len), Some(1), "nothing was asked");
+    })
+    .await;
+}

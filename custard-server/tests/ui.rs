@@ -12,6 +12,10 @@ use custard_server::config::ServerConfig;
 use custard_server::{AppState, app};
 use custard_testkit::browser::{Browser, DESKTOP_SIZE};
 
+/// The whole flow with a real agent and PostgreSQL.
+#[path = "ui/flow.rs"]
+mod flow;
+
 /// The longest any one test may take, browser start included.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 /// How long a page may take to render what a test waits for.
@@ -79,7 +83,7 @@ async fn api_docs_render_in_chromium_on_desktop_and_phone() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn signing_in_through_the_form_shows_the_connections_page() {
+async fn signing_in_through_the_form_shows_the_ask_page() {
     use fantoccini::Locator;
     bounded(async {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -121,10 +125,7 @@ async fn signing_in_through_the_form_shows_the_connections_page() {
             .expect("submit");
         browser.wait_for(".who", RENDER_LIMIT).await;
         assert_eq!(browser.text_of(".who").await, EMAIL);
-        assert_eq!(browser.text_of("main h1").await, "Connections");
-        browser.screenshot("connections-desktop").await;
-        browser.set_size(390, 844).await;
-        browser.screenshot("connections-phone").await;
+        assert_eq!(browser.text_of("main h1").await, "Ask your database", "the Ask page");
 
         // Signing out returns to the form, and the old session is gone.
         client
@@ -140,4 +141,122 @@ async fn signing_in_through_the_form_shows_the_connections_page() {
         browser.close().await;
     })
     .await;
+}
+
+/// The longest the sign-up and reset flow may take: it hashes passwords
+/// (slow in debug builds) and loads a dozen pages.
+const ACCOUNT_FLOW_LIMIT: Duration = Duration::from_secs(150);
+
+/// The token of the link to `path` in an email of the server's outbox (the
+/// server has no SMTP), as it stands in the link (percent-encoded), once one
+/// arrives (waiting at most [`RENDER_LIMIT`]).
+async fn outbox_token(dir: &tempfile::TempDir, path: &str) -> String {
+    let needle = format!("{path}?token=");
+    let outbox = dir.path().join(custard_server::mail::OUTBOX_DIR);
+    let started = std::time::Instant::now();
+    while started.elapsed() < RENDER_LIMIT {
+        for entry in std::fs::read_dir(&outbox).into_iter().flatten().flatten() {
+            let Ok(mail) = std::fs::read_to_string(entry.path()) else { continue };
+            if let Some(start) = mail.find(&needle) {
+                let token = &mail[start + needle.len()..];
+                return token.chars().take_while(|c| !c.is_whitespace()).collect();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no email with a {needle} link in {} after {RENDER_LIMIT:?}", outbox.display())
+}
+
+/// Signs in through the form at `base` and waits for the page after it.
+async fn sign_in_as(browser: &Browser, base: &str, email: &str, password: &str) {
+    browser.goto(&format!("{base}/login")).await;
+    browser.fill("#email", email).await;
+    browser.fill("#password", password).await;
+    browser.click("form[action='/login'] button[type=submit]").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_up_verifying_and_resetting_a_password_in_chromium() {
+    let flow = async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = serve(&dir).await;
+        let browser = Browser::start().await;
+        let email = "newcomer@example.com";
+        let new_password = "a fresh and unrelated passphrase";
+
+        // Sign up: a weak password comes back with the reason, then it works.
+        browser.goto(&format!("{base}/signup")).await;
+        browser.wait_for("form[action='/signup']", RENDER_LIMIT).await;
+        browser.fill("#first_name", "Grace").await;
+        browser.fill("#last_name", "Hopper").await;
+        browser.fill("#email", email).await;
+        browser.fill("#password", "password1").await;
+        browser.fill("#organization_name", "Compilers").await;
+        browser.screenshot("signup-desktop").await;
+        browser.click("form[action='/signup'] button[type=submit]").await;
+        browser.wait_for_text("#password-error", "Password rejected", RENDER_LIMIT).await;
+        let source = browser.source().await;
+        assert!(source.contains("value=\"Grace\"") && !source.contains("password1"), "{source}");
+        browser.fill("#password", PASSWORD).await;
+        browser.click("form[action='/signup'] button[type=submit]").await;
+        browser.wait_for_text("main h1", "Check your email", RENDER_LIMIT).await;
+        assert!(browser.text_of("main").await.contains(email));
+
+        // The emailed link verifies; then signing in lands on Ask.
+        let token = outbox_token(&dir, "/verify-email").await;
+        browser.goto(&format!("{base}/verify-email?token={token}")).await;
+        browser.wait_for_text("main h1", "Your email is verified", RENDER_LIMIT).await;
+        browser.click("main a[href='/login']").await;
+        browser.wait_for("form[action='/login']", RENDER_LIMIT).await;
+        browser.fill("#email", email).await;
+        browser.fill("#password", PASSWORD).await;
+        browser.click("form[action='/login'] button[type=submit]").await;
+        browser.wait_for_text(".who", email, RENDER_LIMIT).await;
+        assert_eq!(browser.path().await, "/", "signing in lands on the Ask page");
+
+        // Settings shows the account and its organisation.
+        browser.goto(&format!("{base}/settings")).await;
+        browser.wait_for_text("#organisation-title", "Compilers", RENDER_LIMIT).await;
+        browser.screenshot("settings-desktop").await;
+        let members = "document.getElementById('organisation-title').scrollIntoView();";
+        browser.client().execute(members, vec![]).await.expect("scrolling to the members");
+        browser.screenshot("settings-members-desktop").await;
+        browser.set_size(390, 844).await;
+        browser.screenshot("settings-phone").await;
+        browser.set_size(DESKTOP_SIZE.0, DESKTOP_SIZE.1).await;
+
+        // Sign out, then forgot password from the sign-in page.
+        browser.click("form[action='/logout'] button").await;
+        browser.wait_for("form[action='/login']", RENDER_LIMIT).await;
+        browser.click("a[href='/forgot-password']").await;
+        browser.wait_for("form[action='/forgot-password']", RENDER_LIMIT).await;
+        browser.fill("#email", email).await;
+        browser.click("form[action='/forgot-password'] button[type=submit]").await;
+        let said = browser.wait_for_text("main", "If an account exists for", RENDER_LIMIT).await;
+        assert!(said.contains(email), "{said}");
+
+        // The reset link's page: mismatched passwords are caught, then it changes.
+        let token = outbox_token(&dir, "/reset-password").await;
+        browser.goto(&format!("{base}/reset-password?token={token}")).await;
+        browser.wait_for("form[action='/reset-password']", RENDER_LIMIT).await;
+        browser.fill("#new_password", new_password).await;
+        browser.fill("#confirm_password", "not the same words").await;
+        browser.click("form[action='/reset-password'] button[type=submit]").await;
+        browser.wait_for_text("#confirm_password-error", "do not match", RENDER_LIMIT).await;
+        browser.fill("#new_password", new_password).await;
+        browser.fill("#confirm_password", new_password).await;
+        browser.click("form[action='/reset-password'] button[type=submit]").await;
+        browser.wait_for_text("main h1", "Your password was changed", RENDER_LIMIT).await;
+
+        // The old password is refused; the new one signs in.
+        sign_in_as(&browser, &base, email, PASSWORD).await;
+        browser.wait_for_text(".error", "Wrong email or password", RENDER_LIMIT).await;
+        sign_in_as(&browser, &base, email, new_password).await;
+        browser.wait_for_text(".who", email, RENDER_LIMIT).await;
+        assert_eq!(browser.path().await, "/");
+        browser.close().await;
+    };
+    tokio::time::timeout(ACCOUNT_FLOW_LIMIT, flow)
+        .await
+        .expect("the flow finished within its time limit");
 }

@@ -191,6 +191,52 @@ impl Browser {
         self.bounded(&format!("reading the text of {css:?}"), element.text()).await
     }
 
+    /// Replaces the value of the form field matching `css` with `text`, as typed.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let what = format!("filling {css:?}");
+        let field = self.bounded(&what, self.client.find(Locator::Css(css))).await;
+        self.bounded(&what, field.clear()).await;
+        self.bounded(&what, field.send_keys(text)).await;
+    }
+
+    /// Clicks the first element matching `css`.
+    pub async fn click(&self, css: &str) {
+        let what = format!("clicking {css:?}");
+        let element = self.bounded(&what, self.client.find(Locator::Css(css))).await;
+        self.bounded(&what, element.click()).await;
+    }
+
+    /// The text of the first element matching `css` once it contains `needle`
+    /// (waiting at most `timeout`; the page is not reloaded meanwhile).
+    pub async fn wait_for_text(&self, css: &str, needle: &str, timeout: Duration) -> String {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < timeout {
+            if let Ok(Ok(element)) =
+                tokio::time::timeout(COMMAND_LIMIT, self.client.find(Locator::Css(css))).await
+                && let Ok(Ok(text)) = tokio::time::timeout(COMMAND_LIMIT, element.text()).await
+            {
+                if text.contains(needle) {
+                    return text;
+                }
+                last = text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css:?} did not come to contain {needle:?} within {timeout:?}; it reads {last:?}")
+    }
+
+    /// The path of the page the browser shows (`/login`, `/history/...`).
+    pub async fn path(&self) -> String {
+        let url = self.bounded("reading the URL", self.client.current_url()).await;
+        url.path().to_owned()
+    }
+
+    /// The page's HTML source.
+    pub async fn source(&self) -> String {
+        self.bounded("reading the page source", self.client.source()).await
+    }
+
     /// Quits Chromium and stops chromedriver, waiting for both; dropping the
     /// browser does the same without waiting for chromedriver to exit.
     pub async fn close(mut self) {

@@ -258,3 +258,47 @@ mod tests {
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }
+
+/// A login role without privileges made for one test (an agent's read-only
+/// role: grant it what it may read), dropped when dropped: drop it after the
+/// databases it has grants in.
+#[derive(Debug)]
+pub struct ReaderRole {
+    /// The role's name: `{database}_reader`.
+    pub name: String,
+}
+
+impl ReaderRole {
+    /// Creates the role `{database}_reader` with CONNECT on `database`.
+    pub async fn create(database: &str) -> ReaderRole {
+        let name = format!("{database}_reader");
+        let admin = connect(&test_database_url()).await;
+        admin
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS \"{name}\";\n\
+                 CREATE ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
+                 NOBYPASSRLS NOINHERIT;\n\
+                 GRANT CONNECT ON DATABASE \"{database}\" TO \"{name}\";"
+            ))
+            .await
+            .expect("creating the read-only role");
+        ReaderRole { name }
+    }
+}
+
+impl Drop for ReaderRole {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside a runtime; a thread with its own runtime can block.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                let admin = connect(&test_database_url()).await;
+                let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\"")).await;
+            });
+        })
+        .join();
+    }
+}

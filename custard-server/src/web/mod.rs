@@ -1,76 +1,169 @@
 //! The web UI: server-rendered pages (askama templates compiled into the
-//! binary) over the same store and rules as the API, signed in with a session
-//! cookie and protected by CSRF tokens ([`session`]).
+//! binary, htmx and one small script vendored in `assets/`) over the same
+//! handlers, store and rules as the API, signed in with a session cookie and
+//! protected by CSRF tokens ([`session`]).
 //!
-//! Pages so far: sign in (`/login`), sign out (`/logout`) and the organisation's
-//! connections with their live status (`/`); the rest of the UI builds on these.
+//! - [`account`]: sign up, verify, sign in and out, forgot and reset password,
+//!   invitations, and the settings page.
+//! - [`ask`]: the Ask page (`/`), its streamed answers and feedback.
+//! - [`connections`]: the connections wizard, list, schema browser and actions.
+//! - [`history`]: past questions and their answers.
+//!
+//! Every page carries the same security headers ([`page`]); every form and
+//! every htmx request carries the CSRF token (a hidden field, or the
+//! `X-CSRF-Token` header htmx sends from `<body hx-headers>`).
 
+pub(crate) mod account;
+pub(crate) mod ask;
+pub(crate) mod chart;
+pub(crate) mod connections;
+pub(crate) mod highlight;
+pub(crate) mod history;
 pub(crate) mod session;
 
 use std::time::Duration;
 
 use askama::Template;
-use axum::Form;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Deserialize;
 
-use crate::accounts::{self, CurrentUser};
-use crate::connections::status_of;
+use crate::accounts::CurrentUser;
 use crate::error::{AppError, ErrorCode};
-use crate::extract::ClientIp;
 use crate::routes::AppState;
 
 /// The pages: HTML for browsers, outside the API document.
 pub(crate) fn pages() -> axum::Router<AppState> {
-    use axum::routing::{get, post};
     axum::Router::new()
-        .route("/", get(home))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
-        .route("/assets/{name}", get(asset))
+        .route("/assets/{name}", axum::routing::get(asset))
+        .merge(account::routes())
+        .merge(ask::routes())
+        .merge(connections::routes())
+        .merge(history::routes())
 }
 
 /// How long a browser stays signed in.
-const WEB_SESSION: Duration = Duration::from_secs(12 * 60 * 60);
+pub(crate) const WEB_SESSION: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// Whether cookies get the `Secure` attribute: when the public URL is https.
-fn secure(state: &AppState) -> bool {
+pub(crate) fn secure(state: &AppState) -> bool {
     state.config().public_url.starts_with("https://")
 }
 
-/// A rendered page with the headers every page carries.
-fn page(status: StatusCode, html: Result<String, askama::Error>, cookies: Vec<String>) -> Response {
+/// What the shared layout (`base.html`) shows around every page.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// The CSRF token for this page's forms and htmx requests.
+    pub(crate) csrf_token: String,
+    /// The signed-in user's email; `None` on the signed-out pages (no menu).
+    pub(crate) email: Option<String>,
+    /// The menu entry to mark as current: `ask`, `connections`, `history`,
+    /// `settings`, or empty.
+    pub(crate) active: &'static str,
+}
+
+impl Layout {
+    /// The nav entry's `aria-current` attribute value for `name`.
+    pub(crate) fn current(&self, name: &str) -> &'static str {
+        if self.active == name { "page" } else { "false" }
+    }
+}
+
+/// The CSRF token of a page and the nonce cookie to set when the browser has none.
+#[derive(Debug)]
+pub(crate) struct Csrf {
+    /// The token to put in forms.
+    pub(crate) token: String,
+    /// `Set-Cookie` for a new nonce, when the request had none.
+    pub(crate) cookie: Option<String>,
+}
+
+impl Csrf {
+    /// The token for this browser's nonce (a new nonce when it has none).
+    pub(crate) fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        let (nonce, cookie) = session::csrf_nonce(headers, secure(state));
+        Csrf { token: session::csrf_token(&state.inner().jwt, &nonce), cookie }
+    }
+
+    /// The layout of a signed-out page.
+    pub(crate) fn signed_out(&self) -> Layout {
+        Layout { csrf_token: self.token.clone(), email: None, active: "" }
+    }
+
+    /// The layout of a signed-in page with `active` marked in the menu.
+    pub(crate) fn signed_in(&self, user: &CurrentUser, active: &'static str) -> Layout {
+        Layout { csrf_token: self.token.clone(), email: Some(user.user().email.clone()), active }
+    }
+
+    /// The cookies to send with the page.
+    pub(crate) fn cookies(&self) -> Vec<String> {
+        self.cookie.clone().into_iter().collect()
+    }
+}
+
+/// Whether a form post (hidden field) or an htmx request (header) carries a
+/// valid CSRF token; the error to answer with when not.
+pub(crate) fn check_csrf(
+    state: &AppState,
+    headers: &HeaderMap,
+    form_token: Option<&str>,
+) -> Result<(), AppError> {
+    if session::request_has_valid_csrf(&state.inner().jwt, headers, form_token) {
+        Ok(())
+    } else {
+        Err(AppError::new(ErrorCode::Forbidden, "the form expired; reload the page and try again"))
+    }
+}
+
+/// A form with nothing but its CSRF token (buttons that POST).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct TokenForm {
+    /// The page's CSRF token.
+    #[serde(default)]
+    pub(crate) csrf_token: String,
+}
+
+/// The headers every HTML response carries.
+fn security_headers(headers: &mut HeaderMap) {
+    use axum::http::HeaderValue;
+    let set = |headers: &mut HeaderMap, name, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(headers, header::CACHE_CONTROL, "no-store");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::REFERRER_POLICY, "same-origin");
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+         connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    );
+}
+
+/// A rendered page (or htmx fragment) with the headers every page carries.
+pub(crate) fn page(
+    status: StatusCode,
+    html: Result<String, askama::Error>,
+    cookies: Vec<String>,
+) -> Response {
     let html = match html {
         Ok(html) => html,
         Err(e) => return AppError::internal(e).into_response(),
     };
-    let mut response = (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "same-origin"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
-                 frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-            ),
-        ],
-        html,
-    )
-        .into_response();
+    let mut response =
+        (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    security_headers(response.headers_mut());
     session::set_cookies(response.headers_mut(), cookies);
     response
 }
 
-/// The signed-in user of a page; anyone else is sent to `/login`.
+/// The signed-in user of a page (by the session cookie); anyone else is sent
+/// to `/login`. It checks no CSRF token: every page that changes something
+/// takes its input through [`CheckedForm`], which does.
 #[derive(Debug)]
-pub(crate) struct WebUser(CurrentUser);
+pub(crate) struct WebUser(pub(crate) CurrentUser);
 
 impl FromRequestParts<AppState> for WebUser {
     type Rejection = Response;
@@ -79,147 +172,119 @@ impl FromRequestParts<AppState> for WebUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        CurrentUser::from_request_parts(parts, state)
-            .await
-            .map(WebUser)
-            .map_err(|_| Redirect::to("/login").into_response())
-    }
-}
-
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage<'a> {
-    csrf_token: String,
-    email: &'a str,
-    error: Option<&'a str>,
-}
-
-/// `GET /login`.
-pub(crate) async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (nonce, cookie) = session::csrf_nonce(&headers, secure(&state));
-    let csrf_token = session::csrf_token(&state.inner().jwt, &nonce);
-    let html = LoginPage { csrf_token, email: "", error: None }.render();
-    page(StatusCode::OK, html, cookie.into_iter().collect())
-}
-
-// No `Debug`: it holds the password.
-#[derive(Deserialize)]
-pub(crate) struct LoginForm {
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    csrf_token: String,
-}
-
-/// `POST /login`: signs in and sends the browser to `/`.
-pub(crate) async fn login(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
-) -> Response {
-    let secure = secure(&state);
-    let (nonce, new_nonce) = session::csrf_nonce(&headers, secure);
-    let again = |status: StatusCode, error: &str| {
-        let csrf_token = session::csrf_token(&state.inner().jwt, &nonce);
-        let html = LoginPage { csrf_token, email: form.email.trim(), error: Some(error) }.render();
-        page(status, html, new_nonce.clone().into_iter().collect())
-    };
-    if !session::request_has_valid_csrf(&state.inner().jwt, &headers, Some(&form.csrf_token)) {
-        return again(StatusCode::FORBIDDEN, "The form expired. Please sign in again.");
-    }
-    match accounts::sign_in(&state, ip, form.email.trim(), form.password.clone(), WEB_SESSION).await
-    {
-        Ok((_, token)) => {
-            let mut response = Redirect::to("/").into_response();
-            session::set_cookies(
-                response.headers_mut(),
-                [session::session_cookie(&token, WEB_SESSION, secure)],
-            );
-            response
-        }
-        Err(e) if e.code == ErrorCode::Internal || e.code == ErrorCode::Unavailable => {
-            again(e.code.status(), "Something went wrong on our side. Please try again.")
-        }
-        Err(e) => again(e.code.status(), &capitalised(&e.message)),
-    }
-}
-
-fn capitalised(message: &str) -> String {
-    let mut chars = message.chars();
-    chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect()) + "."
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct CsrfForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
-/// `POST /logout`: ends the browser's session.
-pub(crate) async fn logout(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, AppError> {
-    if !session::request_has_valid_csrf(&state.inner().jwt, &headers, Some(&form.csrf_token)) {
-        return Err(AppError::new(ErrorCode::Forbidden, "the form expired; reload the page"));
-    }
-    if let Some(token) = session::cookie_value(&headers, session::SESSION_COOKIE)
-        && let Ok(claims) = crate::auth::decode_access(&token, &state.inner().jwt)
-    {
-        state.inner().store.revoke_session(&claims.sid.clone().into()).await?;
-    }
-    let mut response = Redirect::to("/login").into_response();
-    session::set_cookies(response.headers_mut(), [session::clear_session_cookie(secure(&state))]);
-    Ok(response)
-}
-
-/// One row of the connections table.
-#[derive(Debug)]
-struct ConnectionRow {
-    name: String,
-    db_type: &'static str,
-    status: &'static str,
-}
-
-#[derive(Template)]
-#[template(path = "home.html")]
-struct HomePage {
-    csrf_token: String,
-    email: String,
-    connections: Vec<ConnectionRow>,
-}
-
-/// `GET /`: the organisation's connections and their live status.
-pub(crate) async fn home(
-    State(state): State<AppState>,
-    WebUser(user): WebUser,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    let inner = state.inner();
-    let connections = inner.store.list_connections(user.org()).await?;
-    let rows = connections
-        .iter()
-        .map(|c| ConnectionRow {
-            name: c.name.clone(),
-            db_type: c.dialect.as_str(),
-            status: status_of(c, inner.router.presence(&c.id).agents),
+        let token = session::cookie_value(&parts.headers, session::SESSION_COOKIE);
+        let user = match token {
+            Some(token) => CurrentUser::of_token(state, &token).await.ok(),
+            None => None,
+        };
+        user.map(WebUser).ok_or_else(|| {
+            // htmx follows `HX-Redirect` instead of swapping the login page into a fragment.
+            if parts.headers.contains_key("hx-request") {
+                ([("hx-redirect", "/login")], StatusCode::UNAUTHORIZED).into_response()
+            } else {
+                Redirect::to("/login").into_response()
+            }
         })
-        .collect();
-    let (nonce, cookie) = session::csrf_nonce(&headers, secure(&state));
-    let csrf_token = session::csrf_token(&inner.jwt, &nonce);
-    let html =
-        HomePage { csrf_token, email: user.user().email.clone(), connections: rows }.render();
-    Ok(page(StatusCode::OK, html, cookie.into_iter().collect()))
+    }
 }
 
-/// `GET /assets/{name}`: the stylesheet (and later scripts), compiled in.
+/// A form posted from one of our pages (urlencoded), accepted only with the
+/// page's CSRF token: the `csrf_token` field, or the `X-CSRF-Token` header
+/// htmx sends. A handler cannot get at the form without the check.
+#[derive(Debug)]
+pub(crate) struct CheckedForm<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for CheckedForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let body = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let token: TokenForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+        check_csrf(state, &headers, Some(&token.csrf_token))
+            .map_err(|e| WebError(e).into_response())?;
+        serde_urlencoded::from_bytes(&body).map(CheckedForm).map_err(|e| {
+            let error = AppError::new(ErrorCode::Validation, format!("the form is malformed: {e}"));
+            WebError(error).into_response()
+        })
+    }
+}
+
+/// An error answered to a browser: a page that says what happened, with the
+/// API's status and code (`data-code`), never internals.
+#[derive(Debug)]
+pub(crate) struct WebError(pub(crate) AppError);
+
+impl From<AppError> for WebError {
+    fn from(error: AppError) -> Self {
+        WebError(error)
+    }
+}
+
+impl From<crate::store::StoreError> for WebError {
+    fn from(error: crate::store::StoreError) -> Self {
+        WebError(error.into())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error_page.html")]
+struct ErrorPage {
+    layout: Layout,
+    title: &'static str,
+    message: String,
+    code: &'static str,
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = self.0.code.status();
+        let title = match self.0.code {
+            ErrorCode::NotFound => "Not found",
+            ErrorCode::Forbidden => "Not allowed",
+            ErrorCode::Validation => "Check the form",
+            ErrorCode::RateLimited => "Too many attempts",
+            _ if status.is_server_error() => "Something went wrong",
+            _ => "That did not work",
+        };
+        // The error page has no menu and no form, so it needs no CSRF token.
+        let layout = Layout { csrf_token: String::new(), email: None, active: "" };
+        let html =
+            ErrorPage { layout, title, message: sentence(&self.0), code: self.0.code.as_str() }
+                .render();
+        page(status, html, Vec::new())
+    }
+}
+
+/// A message for people from an API error: the message capitalised as a
+/// sentence, or a generic one for errors on our side (never their details).
+pub(crate) fn sentence(error: &AppError) -> String {
+    if matches!(error.code, ErrorCode::Internal | ErrorCode::Unavailable) {
+        return "Something went wrong on our side. Please try again.".to_owned();
+    }
+    let mut chars = error.message.chars();
+    let mut text: String =
+        chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect());
+    if !text.ends_with(['.', '!', '?']) {
+        text.push('.');
+    }
+    text
+}
+
+/// `GET /assets/{name}`: the stylesheet, the script and vendored htmx, compiled in.
 pub(crate) async fn asset(Path(name): Path<String>) -> Response {
     let (body, content_type): (&'static [u8], &str) = match name.as_str() {
         "app.css" => (include_bytes!("../../assets/app.css"), "text/css; charset=utf-8"),
+        "app.js" => (include_bytes!("../../assets/app.js"), "text/javascript; charset=utf-8"),
+        "htmx.min.js" => (
+            include_bytes!("../../assets/vendor/htmx-2.0.11.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return AppError::new(ErrorCode::NotFound, "no such asset").into_response(),
     };
     (

@@ -72,7 +72,9 @@ pub(crate) fn request_has_valid_csrf(
     form_token: Option<&str>,
 ) -> bool {
     let Some(nonce) = cookie_value(headers, CSRF_COOKIE) else { return false };
+    // An empty field (a form without one) defers to the header htmx sends.
     let token = form_token
+        .filter(|t| !t.is_empty())
         .map(str::to_owned)
         .or_else(|| headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned));
     token.is_some_and(|t| csrf_valid(secret, &nonce, &t))

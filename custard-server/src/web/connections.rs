@@ -1,0 +1,394 @@
+//! The Connections pages: the list with live status, the wizard that creates a
+//! connection and shows its API key once with the agent's setup lines, and one
+//! connection's page (status, business instructions, schema browser, refresh,
+//! rotate key, delete with confirmation).
+//!
+//! Every action calls the same function as its API endpoint, so roles,
+//! validation and the hub's side effects (a rotated or deleted connection's
+//! agents are disconnected at once) are the API's.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use custard_core::Schema;
+use serde::Deserialize;
+
+use super::{CheckedForm, Csrf, Layout, TokenForm, WebError, WebUser, page, sentence};
+use crate::accounts::CurrentUser;
+use crate::connections::{
+    self as api, ConnectionView, ConnectionWithKey, CreateConnection, UpdateConnection,
+};
+use crate::error::AppError;
+use crate::extract::ApiJson;
+use crate::routes::AppState;
+use crate::store::{ConnectionId, Role};
+
+/// The Connections pages' routes.
+pub(crate) fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/connections", get(list).post(create))
+        .route("/connections/{id}", get(detail).post(update))
+        .route("/connections/{id}/refresh-schema", post(refresh_schema))
+        .route("/connections/{id}/rotate-key", post(rotate_key))
+        .route("/connections/{id}/delete", post(delete))
+}
+
+/// Whether the user may create and change connections.
+fn manages(user: &CurrentUser) -> bool {
+    matches!(user.role(), Role::Owner | Role::Admin)
+}
+
+/// A new API key with the lines that start the agent, shown once.
+#[derive(Debug)]
+struct NewKey {
+    connection_id: String,
+    connection_name: String,
+    status: &'static str,
+    api_key: String,
+    env: String,
+    docker_run: String,
+    cargo_run: String,
+}
+
+impl From<ConnectionWithKey> for NewKey {
+    fn from(c: ConnectionWithKey) -> Self {
+        NewKey {
+            connection_id: c.connection.id,
+            connection_name: c.connection.name,
+            status: c.connection.status,
+            api_key: c.api_key,
+            env: c.setup.env,
+            docker_run: c.setup.docker_run,
+            cargo_run: c.setup.cargo_run,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "connections.html")]
+struct ListPage {
+    layout: Layout,
+    connections: Vec<ConnectionView>,
+    manages: bool,
+    new_key: Option<NewKey>,
+    name: String,
+    db_type: String,
+    error: Option<String>,
+    notice: Option<&'static str>,
+}
+
+/// `?done=` after an action, as a notice.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Done {
+    #[serde(default)]
+    done: String,
+}
+
+impl Done {
+    fn notice(&self) -> Option<&'static str> {
+        match self.done.as_str() {
+            "deleted" => Some("The connection was deleted and its agents disconnected."),
+            "saved" => Some("Saved."),
+            _ => None,
+        }
+    }
+}
+
+async fn connection_views(
+    state: &AppState,
+    user: &CurrentUser,
+) -> Result<Vec<ConnectionView>, AppError> {
+    let inner = state.inner();
+    let stored = inner.store.list_connections(user.org()).await?;
+    Ok(stored.iter().map(|c| ConnectionView::new(c, inner.router.as_ref())).collect())
+}
+
+/// `GET /connections`: the list with live status and the create form.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    headers: HeaderMap,
+    Query(done): Query<Done>,
+) -> Result<Response, WebError> {
+    let csrf = Csrf::of(&state, &headers);
+    let html = ListPage {
+        layout: csrf.signed_in(&user, "connections"),
+        connections: connection_views(&state, &user).await?,
+        manages: manages(&user),
+        new_key: None,
+        name: String::new(),
+        db_type: "postgresql".to_owned(),
+        error: None,
+        notice: done.notice(),
+    }
+    .render();
+    Ok(page(StatusCode::OK, html, csrf.cookies()))
+}
+
+/// The create form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    db_type: String,
+}
+
+/// `POST /connections`: creates a connection and shows its key once (the
+/// page is the response: the key is never stored, so it cannot be shown again).
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    headers: HeaderMap,
+    CheckedForm(form): CheckedForm<CreateForm>,
+) -> Result<Response, WebError> {
+    let body = CreateConnection { name: form.name.clone(), db_type: form.db_type.clone() };
+    let (status, new_key, error) = match api::create_connection(&state, &user, body).await {
+        Ok(created) => (StatusCode::CREATED, Some(NewKey::from(created)), None),
+        Err(e) => (e.code.status(), None, Some(sentence(&e))),
+    };
+    let csrf = Csrf::of(&state, &headers);
+    let failed = error.is_some();
+    let html = ListPage {
+        layout: csrf.signed_in(&user, "connections"),
+        connections: connection_views(&state, &user).await?,
+        manages: manages(&user),
+        new_key,
+        name: if failed { form.name } else { String::new() },
+        db_type: form.db_type,
+        error,
+        notice: None,
+    }
+    .render();
+    Ok(page(status, html, csrf.cookies()))
+}
+
+/// A table of the schema browser.
+#[derive(Debug)]
+struct TableView {
+    name: String,
+    kind: &'static str,
+    comment: Option<String>,
+    columns: Vec<ColumnView>,
+}
+
+/// A column of the schema browser.
+#[derive(Debug)]
+struct ColumnView {
+    name: String,
+    data_type: String,
+    nullable: bool,
+    key: String,
+    comment: Option<String>,
+}
+
+/// The schema browser's tables.
+fn tables_of(schema: &Schema) -> Vec<TableView> {
+    schema
+        .tables
+        .iter()
+        .map(|t| TableView {
+            name: if t.schema == "public" || t.schema == "main" {
+                t.name.clone()
+            } else {
+                format!("{}.{}", t.schema, t.name)
+            },
+            kind: t.kind.as_str(),
+            comment: t.comment.clone(),
+            columns: t
+                .columns
+                .iter()
+                .map(|c| {
+                    let mut key = Vec::new();
+                    if t.primary_key.contains(&c.name) {
+                        key.push("primary key".to_owned());
+                    }
+                    for fk in t.foreign_keys.iter().filter(|fk| fk.columns.contains(&c.name)) {
+                        key.push(format!("→ {}", fk.referenced_table));
+                    }
+                    ColumnView {
+                        name: c.name.clone(),
+                        data_type: c.data_type.clone(),
+                        nullable: c.nullable,
+                        key: key.join(", "),
+                        comment: c.comment.clone(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "connection.html")]
+struct DetailPage {
+    layout: Layout,
+    c: ConnectionView,
+    manages: bool,
+    new_key: Option<NewKey>,
+    tables: Option<Vec<TableView>>,
+    schema_error: Option<String>,
+    error: Option<String>,
+    notice: Option<&'static str>,
+}
+
+/// What a connection's page adds on top of the stored connection.
+#[derive(Default)]
+struct DetailExtras {
+    new_key: Option<NewKey>,
+    error: Option<String>,
+    notice: Option<&'static str>,
+    status: Option<StatusCode>,
+}
+
+async fn render_detail(
+    state: &AppState,
+    user: &CurrentUser,
+    headers: &HeaderMap,
+    id: &str,
+    extras: DetailExtras,
+) -> Result<Response, WebError> {
+    let inner = state.inner();
+    let connection =
+        inner.store.get_connection(user.org(), &ConnectionId::from(id.to_owned())).await?;
+    let (tables, schema_error) = match api::load_schema(state, &connection).await {
+        Ok(schema) => (Some(tables_of(&schema)), None),
+        Err(e) => (None, Some(sentence(&e))),
+    };
+    let csrf = Csrf::of(state, headers);
+    let html = DetailPage {
+        layout: csrf.signed_in(user, "connections"),
+        c: ConnectionView::new(&connection, inner.router.as_ref()),
+        manages: manages(user),
+        new_key: extras.new_key,
+        tables,
+        schema_error,
+        error: extras.error,
+        notice: extras.notice,
+    }
+    .render();
+    Ok(page(extras.status.unwrap_or(StatusCode::OK), html, csrf.cookies()))
+}
+
+/// `GET /connections/{id}`: status, instructions, schema and actions.
+pub(crate) async fn detail(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(done): Query<Done>,
+) -> Result<Response, WebError> {
+    let extras = DetailExtras { notice: done.notice(), ..DetailExtras::default() };
+    render_detail(&state, &user, &headers, &id, extras).await
+}
+
+/// The name and instructions form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UpdateForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    instructions: String,
+}
+
+/// `POST /connections/{id}`: saves the name and business instructions.
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    CheckedForm(form): CheckedForm<UpdateForm>,
+) -> Result<Response, WebError> {
+    let body = UpdateConnection { name: Some(form.name), instructions: Some(form.instructions) };
+    match api::update(State(state.clone()), user.clone(), Path(id.clone()), ApiJson(body)).await {
+        Ok(_) => Ok(Redirect::to(&format!("/connections/{id}?done=saved")).into_response()),
+        Err(e) => {
+            let extras = DetailExtras {
+                error: Some(sentence(&e)),
+                status: Some(e.code.status()),
+                ..DetailExtras::default()
+            };
+            render_detail(&state, &user, &headers, &id, extras).await
+        }
+    }
+}
+
+/// `POST /connections/{id}/refresh-schema`: asks the agent for the schema now.
+pub(crate) async fn refresh_schema(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    CheckedForm(_): CheckedForm<TokenForm>,
+) -> Result<Response, WebError> {
+    let extras = match api::refresh_schema(State(state.clone()), user.clone(), Path(id.clone()))
+        .await
+    {
+        Ok(_) => {
+            DetailExtras { notice: Some("The schema was refreshed."), ..DetailExtras::default() }
+        }
+        Err(e) => DetailExtras {
+            error: Some(sentence(&e)),
+            status: Some(e.code.status()),
+            ..DetailExtras::default()
+        },
+    };
+    render_detail(&state, &user, &headers, &id, extras).await
+}
+
+/// `POST /connections/{id}/rotate-key`: a new key, shown once; the old one
+/// stops working and its agents are disconnected.
+pub(crate) async fn rotate_key(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    CheckedForm(_): CheckedForm<TokenForm>,
+) -> Result<Response, WebError> {
+    let extras = match api::rotate_key(State(state.clone()), user.clone(), Path(id.clone())).await {
+        Ok(rotated) => {
+            DetailExtras { new_key: Some(NewKey::from(rotated.0)), ..DetailExtras::default() }
+        }
+        Err(e) => DetailExtras {
+            error: Some(sentence(&e)),
+            status: Some(e.code.status()),
+            ..DetailExtras::default()
+        },
+    };
+    render_detail(&state, &user, &headers, &id, extras).await
+}
+
+/// The delete form: the connection's name typed again.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /connections/{id}/delete`: deletes the connection once its name is
+/// typed to confirm.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    CheckedForm(form): CheckedForm<DeleteForm>,
+) -> Result<Response, WebError> {
+    let connection =
+        state.inner().store.get_connection(user.org(), &ConnectionId::from(id.clone())).await?;
+    if form.confirm.trim() != connection.name {
+        let extras = DetailExtras {
+            error: Some(format!(
+                "Type the connection's name, {}, to confirm deleting it.",
+                connection.name
+            )),
+            status: Some(StatusCode::UNPROCESSABLE_ENTITY),
+            ..DetailExtras::default()
+        };
+        return render_detail(&state, &user, &headers, &id, extras).await;
+    }
+    api::delete(State(state.clone()), user.clone(), Path(id)).await?;
+    Ok(Redirect::to("/connections?done=deleted").into_response())
+}
