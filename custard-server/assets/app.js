@@ -10,10 +10,16 @@
     var source = document.querySelector(button.getAttribute("data-copy"));
     if (!source) return;
     var text = source.textContent;
+    // The label is kept once, so a second click does not make "Copied" stick.
+    if (!button.hasAttribute("data-copy-label")) {
+      button.setAttribute("data-copy-label", button.textContent);
+    }
     var done = function () {
-      var label = button.textContent;
       button.textContent = "Copied";
-      setTimeout(function () { button.textContent = label; }, 1500);
+      clearTimeout(button.copyTimer);
+      button.copyTimer = setTimeout(function () {
+        button.textContent = button.getAttribute("data-copy-label");
+      }, 1500);
     };
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(text).then(done, function () { fallbackCopy(source, done); });
@@ -78,17 +84,21 @@
     showSelectedStatus();
   }
 
+  var statusSource = null;
   function startStatusStream() {
     if (!document.querySelector("[data-status-for]") || !window.EventSource) return;
-    var source = new EventSource("/api/v1/connections/events");
-    source.addEventListener("status", function (event) {
+    if (statusSource) statusSource.close();
+    statusSource = new EventSource("/api/v1/connections/events");
+    statusSource.addEventListener("status", function (event) {
       try {
         var data = JSON.parse(event.data);
-        if (data.id && data.status) updateStatus(data.id, data.event === "deleted" ? "deleted" : data.status);
+        if (data.id && data.status) updateStatus(data.id, data.status);
       } catch (e) { /* a malformed event changes nothing */ }
     });
-    window.addEventListener("pagehide", function () { source.close(); });
+    // The server fell behind and dropped events: a new stream starts with a snapshot.
+    statusSource.addEventListener("resync", startStatusStream);
   }
+  window.addEventListener("pagehide", function () { if (statusSource) statusSource.close(); });
 
   // The Ask page.
   var form = document.getElementById("ask-form");
@@ -126,12 +136,15 @@
     if (!card) return null;
     answers.appendChild(card);
     if (window.htmx) window.htmx.process(card);
-    card.scrollIntoView({ behavior: "smooth", block: "start" });
+    card.scrollIntoView({ block: "start" });
     return card;
   }
 
+  var asking = false;
   function ask(event) {
     event.preventDefault();
+    // Enter while an answer is on its way does not ask twice.
+    if (asking) return;
     var question = document.getElementById("question");
     if (!question.value.trim()) {
       question.setAttribute("aria-invalid", "true");
@@ -155,9 +168,11 @@
       steps.appendChild(current);
     };
     step("Sending the question");
+    asking = true;
     var finished = false;
     var finish = function () {
       finished = true;
+      asking = false;
       button.disabled = false;
       button.textContent = "Ask";
       progress.hidden = true;
@@ -191,8 +206,9 @@
       if (response.redirected && /\/login$/.test(response.url)) { window.location = "/login"; return; }
       if (!response.ok || type.indexOf("text/event-stream") !== 0) {
         return response.text().then(function (text) {
-          var message = "The server answered " + response.status + ".";
-          try { message = JSON.parse(text).error.message; } catch (e) { /* not JSON */ }
+          var message = "The server answered " + response.status + ". Try again.";
+          if (response.status === 403) message = "The page expired: reload it and ask again.";
+          try { message = JSON.parse(text).error.message; } catch (e) { /* an HTML page */ }
           showError(message);
         });
       }

@@ -296,7 +296,7 @@ pub(crate) async fn answer(
                     }
                     _ => None,
                 };
-                Failure { error: app_error, sql, attempts: attempt_count(&ask_error) }
+                Failure { error: app_error, sql, attempts: attempt_count(&ask_error), history_id: None }
             },
         )
     }
@@ -343,9 +343,10 @@ pub(crate) async fn answer(
     let saved = inner.store.record_query(record).await;
     let answer = match result {
         Ok(answer) => answer,
-        Err(failure) => {
-            if let Err(e) = saved {
-                tracing::error!("could not record a failed question: {e}");
+        Err(mut failure) => {
+            match saved {
+                Ok(q) => failure.history_id = Some(q.id.as_str().to_owned()),
+                Err(e) => tracing::error!("could not record a failed question: {e}"),
             }
             return Err(failure);
         }
@@ -486,11 +487,13 @@ pub(crate) struct Failure {
     /// The last SQL tried, when the failure came after writing some.
     pub(crate) sql: Option<String>,
     attempts: u32,
+    /// Its entry in the history, once recorded.
+    pub(crate) history_id: Option<String>,
 }
 
 impl From<AppError> for Failure {
     fn from(error: AppError) -> Self {
-        Failure { error, sql: None, attempts: 0 }
+        Failure { error, sql: None, attempts: 0, history_id: None }
     }
 }
 

@@ -357,6 +357,13 @@ async fn agent_socket(
     hub::agent_socket(state, id, ip, headers, upgrade).await
 }
 
-async fn not_found() -> AppError {
-    AppError::new(ErrorCode::NotFound, "no such endpoint")
+/// Unknown paths: a JSON error under `/api/`, an HTML page for browsers elsewhere.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/api/") {
+        AppError::new(ErrorCode::NotFound, "no such endpoint").into_response()
+    } else {
+        crate::web::WebError(AppError::new(ErrorCode::NotFound, "there is no such page"))
+            .into_response()
+    }
 }

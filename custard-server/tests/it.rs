@@ -525,7 +525,7 @@ async fn web_sign_in_uses_a_session_cookie_and_csrf() {
         assert!(headers.contains_key(name), "{name} is set");
     }
     let (csrf_cookie, raw) = set_cookie(&headers, "custard_csrf").expect("a CSRF cookie");
-    assert!(raw.contains("HttpOnly") && raw.contains("SameSite=Strict"), "{raw}");
+    assert!(raw.contains("HttpOnly") && raw.contains("SameSite=Lax"), "{raw}");
     let token = csrf_field(&html);
 
     // A form without its token (a cross-site post) is refused; a wrong password says so.
@@ -552,10 +552,16 @@ async fn web_sign_in_uses_a_session_cookie_and_csrf() {
     let (session, raw) = set_cookie(&headers, "custard_session").expect("a session cookie");
     assert!(raw.contains("HttpOnly") && raw.contains("SameSite=Lax"), "{raw}");
     assert!(!raw.contains("Secure"), "not over plain http: {raw}");
-    let cookies = format!("{csrf_cookie}; {session}");
+    // Signing in replaces the CSRF nonce: one known before (or planted) is worthless after.
+    let (new_csrf, _) = set_cookie(&headers, "custard_csrf").expect("a new CSRF nonce");
+    assert_ne!(new_csrf, csrf_cookie, "the nonce changed at sign-in");
+    let cookies = format!("{new_csrf}; {session}");
 
     let (status, _, html) = web(&s, "GET", "/", &cookies, None, None).await;
     assert_eq!(status, StatusCode::OK);
+    let stale_token = token;
+    let token = csrf_field(&html);
+    assert_ne!(token, stale_token);
     assert!(
         html.contains("web@example.com") && html.contains("There is no connection yet"),
         "{html}"
@@ -576,6 +582,8 @@ async fn web_sign_in_uses_a_session_cookie_and_csrf() {
     };
     let refused = s.app.clone().oneshot(request(None)).await.unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let refused = s.app.clone().oneshot(request(Some(&stale_token))).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "the token of the old nonce");
     let created = s.app.clone().oneshot(request(Some(&token))).await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let (_, _, html) = web(&s, "GET", "/", &cookies, None, None).await;
@@ -884,7 +892,11 @@ async fn web_settings_change_the_name_and_the_password() {
     let (_, _) = s.verified_user("me@example.com", "My team", 0).await;
     let mut signed_out = Visitor::new(&s);
     let (status, headers, _) = signed_out.get("/settings").await;
-    assert_eq!((status, &headers["location"]), (StatusCode::SEE_OTHER, &"/login".parse().unwrap()));
+    assert_eq!(
+        (status, &headers["location"]),
+        (StatusCode::SEE_OTHER, &"/login?next=%2Fsettings".parse().unwrap()),
+        "to sign in, then back"
+    );
     let (status, headers, _) = signed_out.post("/settings/profile", &[("first_name", "X")]).await;
     assert_eq!((status, &headers["location"]), (StatusCode::SEE_OTHER, &"/login".parse().unwrap()));
 
@@ -1140,7 +1152,7 @@ async fn web_invitations_members_and_roles() {
     let (status, headers, _) = member.get("/settings").await;
     assert_eq!(
         (status, &headers["location"]),
-        (StatusCode::SEE_OTHER, &"/login".parse().unwrap()),
+        (StatusCode::SEE_OTHER, &"/login?next=%2Fsettings".parse().unwrap()),
         "removed members are out"
     );
 }
@@ -1217,6 +1229,8 @@ async fn web_signed_in_user_accepts_an_invitation_and_works_in_it() {
     );
     let (status, _, _) = web(&s, "GET", "/settings", &old_session, None, None).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "the old session was replaced");
+    // The new session came with a new CSRF nonce: the page's token is a new one.
+    let csrf = guest.form(&path).await;
     let (status, _, html) =
         guest.post("/accept-invitation", &[("token", &secret), ("csrf_token", &csrf)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "single use");

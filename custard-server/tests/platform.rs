@@ -1581,3 +1581,147 @@ async fn every_web_form_refuses_a_post_without_its_csrf_token() {
     })
     .await;
 }
+
+/// The value of the first `attribute="..."` in `html`.
+fn attribute<'a>(html: &'a str, attribute: &str) -> Option<&'a str> {
+    let marker = format!("{attribute}=\"");
+    let start = html.find(&marker)? + marker.len();
+    html[start..].split('"').next()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_answer_cards_escape_data_say_when_rows_were_cut_and_keep_the_conversation() {
+    bounded(async {
+        let llm = FakeOpenAi::with_responder(|request| {
+            let asked = request.last_user_message().unwrap_or_default();
+            if asked.contains("every customer") {
+                Behaviour::reply("```sql\nSELECT id, name FROM customers ORDER BY id\n```")
+            } else {
+                Behaviour::reply(
+                    "```sql\nSELECT '<img src=x onerror=alert(1)>' AS \"<b>label</b>\", count(*) AS n FROM customers\n```",
+                )
+            }
+        })
+        .await;
+        let base_url = llm.base_url();
+        let p = platform(&["--llm-base-url", &base_url, "--llm-model", "fake-model"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.shop_agent(&a, &conn, &key, 1100).await;
+        let web = p.web_session(&a).await;
+        let csrf = Some(web.csrf.as_str());
+
+        // Markup in the question, the column names and the values comes back as text.
+        let question = "count <script>alert('q')</script> customers";
+        let form = [("connection_id", conn.as_str()), ("question", question)];
+        let (_, _, events) = p.web("POST", "/ask", &web.cookie, Some(&form), csrf).await;
+        let card = events.split("event: answer").nth(1).expect("an answer");
+        assert!(!card.contains("<script>") && !card.contains("<img") && !card.contains("<b>"), "{card}");
+        for text in ["&#60;script&#62;alert", "&#60;img src=x", "&#60;b&#62;label&#60;/b&#62;"] {
+            assert!(card.contains(text), "{text} is shown as text: {card}");
+        }
+        let conversation = attribute(card, "data-conversation").expect("a conversation").to_owned();
+
+        // A follow-up with the conversation id stays in it; a cut result says so.
+        let form = [
+            ("connection_id", conn.as_str()),
+            ("question", "and now list every customer"),
+            ("conversation_id", conversation.as_str()),
+        ];
+        let (_, _, events) = p.web("POST", "/ask", &web.cookie, Some(&form), csrf).await;
+        let card = events.split("event: answer").nth(1).expect("an answer");
+        assert_eq!(attribute(card, "data-conversation"), Some(conversation.as_str()));
+        assert!(card.contains("The result was cut at 1000 rows"), "{card}");
+        let id = attribute(card, "data-answer-id").expect("an id").to_owned();
+
+        // History keeps 200 of them and says so; the number column sorts as numbers.
+        let (status, _, page) = p.web("GET", &format!("/history/{id}"), &web.cookie, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("Showing the first 200 of 1000 rows"), "{page}");
+        assert!(page.contains("data-numeric=\"true\"") && page.contains("data-v=\"200\""), "{page}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_connection_and_history_actions_work_and_failures_say_why() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let web = p.web_session(&a).await;
+        let csrf = Some(web.csrf.as_str());
+
+        // Asking without an agent fails, is recorded, and the error card links to it.
+        let form = [("connection_id", conn.as_str()), ("question", HOW_MANY)];
+        let (_, _, events) = p.web("POST", "/ask", &web.cookie, Some(&form), csrf).await;
+        let card = events.split("event: error").nth(1).expect("an error");
+        let link = card.split("href=\"/history/").nth(1).and_then(|r| r.split('"').next());
+        let failed = link.expect("a link to the history entry").to_owned();
+        let (status, _, page) =
+            p.web("GET", &format!("/history/{failed}"), &web.cookie, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            page.contains("The agent is offline") && page.contains("data-code=\"agent_offline\"")
+        );
+
+        // Instructions are saved; a failed save keeps what was typed.
+        let long_name = "n".repeat(101);
+        let typed = "Revenue is amount minus refunds.";
+        let path = format!("/connections/{conn}");
+        let bad = [("name", long_name.as_str()), ("instructions", typed)];
+        let (status, _, page) = p.web("POST", &path, &web.cookie, Some(&bad), csrf).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.contains(typed) && page.contains("role=\"alert\""), "{page}");
+        let good = [("name", "Shop"), ("instructions", typed)];
+        let (status, headers, _) = p.web("POST", &path, &web.cookie, Some(&good), csrf).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers["location"], format!("/connections/{conn}?done=saved"));
+        assert_eq!(p.get_connection(&a, &conn).await["instructions"], typed);
+
+        // Refreshing needs an agent; with one, the schema browser lists the table.
+        let refresh = format!("/connections/{conn}/refresh-schema");
+        let (status, _, page) = p.web("POST", &refresh, &web.cookie, Some(&[]), csrf).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(page.contains("role=\"alert\""), "the reason is shown: {page}");
+        p.shop_agent(&a, &conn, &key, 3).await;
+        let (status, _, page) = p.web("POST", &refresh, &web.cookie, Some(&[]), csrf).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("The schema was refreshed") && page.contains("customers"), "{page}");
+        assert!(page.contains("<code>city</code>"), "columns are listed: {page}");
+
+        // Asking again opens the Ask page with the question, to be asked at once.
+        let rerun = format!("/history/{failed}/rerun");
+        let (status, _, page) = p.web("POST", &rerun, &web.cookie, Some(&[]), csrf).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("data-autorun=\"true\"") && page.contains(HOW_MANY), "{page}");
+
+        // The CSV of an answer, and an error page (not a JSON file) when it cannot run.
+        let (_, answer) = p.ask(&a, &conn, HOW_MANY).await;
+        let id = answer["id"].as_str().expect("id");
+        let csv = format!("/history/{id}/export.csv");
+        let (status, headers, body) = p.web("GET", &csv, &web.cookie, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers[header::CONTENT_TYPE].to_str().unwrap_or_default().starts_with("text/csv"));
+        assert!(body.lines().count() == 2, "a header and one count: {body}");
+        let delete = format!("/connections/{conn}/rotate-key");
+        p.web("POST", &delete, &web.cookie, Some(&[]), csrf).await;
+        p.wait_for_agents(&a, &conn, 0).await;
+        let (status, headers, body) = p.web("GET", &csv, &web.cookie, None, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            headers[header::CONTENT_TYPE].to_str().unwrap_or_default().starts_with("text/html")
+        );
+        assert!(body.contains("data-code=\"agent_offline\""), "{body}");
+
+        // Signed out, a page sends the browser to sign in and back.
+        let (status, headers, _) = p.web("GET", &format!("/history/{id}"), "", None, None).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let to = headers["location"].to_str().unwrap_or_default();
+        assert!(to.starts_with("/login?next=%2Fhistory%2F"), "{to}");
+        let (status, _, page) = p.web("GET", "/no/such/page", "", None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(page.contains("data-code=\"not_found\""), "browsers get a page: {page}");
+    })
+    .await;
+}

@@ -123,7 +123,10 @@ fn signed_in_redirect(state: &AppState, to: &str, token: &str) -> Response {
     let mut response = Redirect::to(to).into_response();
     session::set_cookies(
         response.headers_mut(),
-        [session::session_cookie(token, WEB_SESSION, secure(state))],
+        [
+            session::session_cookie(token, WEB_SESSION, secure(state)),
+            session::fresh_csrf_cookie(secure(state)),
+        ],
     );
     response
 }
@@ -236,7 +239,10 @@ pub(crate) async fn logout(
         state.inner().store.revoke_session(&claims.sid.clone().into()).await?;
     }
     let mut response = Redirect::to("/login").into_response();
-    session::set_cookies(response.headers_mut(), [session::clear_session_cookie(secure(&state))]);
+    session::set_cookies(
+        response.headers_mut(),
+        [session::clear_session_cookie(secure(&state)), session::fresh_csrf_cookie(secure(&state))],
+    );
     Ok(response)
 }
 

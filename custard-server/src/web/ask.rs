@@ -64,6 +64,7 @@ struct AskPage {
     connections: Vec<ConnectionChoice>,
     question: String,
     autorun: bool,
+    notice: Option<&'static str>,
 }
 
 /// `GET /` query parameters.
@@ -96,10 +97,13 @@ pub(crate) async fn render_ask_page(
     let stored = inner.store.list_connections(user.org()).await?;
     // The requested connection, else the first online one, else the first.
     let status = |c: &crate::store::Connection| status_of(c, inner.router.presence(&c.id).agents);
-    let chosen = prefill
-        .connection_id
-        .as_deref()
-        .and_then(|id| stored.iter().find(|c| c.id.as_str() == id))
+    let requested =
+        prefill.connection_id.as_deref().and_then(|id| stored.iter().find(|c| c.id.as_str() == id));
+    // A question is only asked at once about the connection it was asked of.
+    let autorun = prefill.autorun && requested.is_some();
+    let notice = (prefill.connection_id.is_some() && requested.is_none())
+        .then_some("That connection no longer exists; pick another one.");
+    let chosen = requested
         .or_else(|| stored.iter().find(|c| status(c) == "online"))
         .or(stored.first())
         .map(|c| c.id.clone());
@@ -117,7 +121,8 @@ pub(crate) async fn render_ask_page(
         layout: csrf.signed_in(user, "ask"),
         connections,
         question: prefill.question,
-        autorun: prefill.autorun,
+        autorun,
+        notice,
     }
     .render();
     Ok(page(StatusCode::OK, html, csrf.cookies()))
@@ -182,9 +187,10 @@ fn step_label(step: AskStep) -> &'static str {
 }
 
 fn error_event(failure: &Failure) -> Event {
-    let html = ErrorCard::new(&failure.error, failure.sql.as_deref(), None)
-        .render()
-        .unwrap_or_else(|_| "<p class=\"error\">Something went wrong.</p>".to_owned());
+    let html =
+        ErrorCard::new(&failure.error, failure.sql.as_deref(), failure.history_id.as_deref())
+            .render()
+            .unwrap_or_else(|_| "<p class=\"error\">Something went wrong.</p>".to_owned());
     Event::default().event("error").data(no_cr(&html))
 }
 
@@ -209,10 +215,11 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
-    fn new(value: &Value) -> Self {
+    /// A cell of a column; numbers get a sort key only in number columns.
+    fn new(value: &Value, numeric: bool) -> Self {
         let number = match value {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.parse::<f64>().ok().filter(|n| n.is_finite()),
+            Value::Number(n) if numeric => n.as_f64(),
+            Value::String(s) if numeric => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
             _ => None,
         };
         let text = match value {
@@ -270,22 +277,38 @@ pub(crate) struct CardInput<'a> {
     pub(crate) feedback: Option<bool>,
 }
 
-/// Database types whose values are numbers (right-aligned, sorted as numbers).
-fn numeric_type(type_name: &str) -> bool {
-    let t = type_name.to_ascii_lowercase();
-    ["int", "numeric", "decimal", "float", "double", "real", "money", "serial"]
-        .iter()
-        .any(|n| t.contains(n))
+/// Whether a result column holds numbers (right-aligned, sorted as numbers):
+/// a numeric database type, or, when the type says nothing (SQLite
+/// expressions), JSON numbers in every non-null cell.
+fn numeric_column(type_name: &str, index: usize, rows: &[Vec<Value>]) -> bool {
+    let t = type_name.trim().to_ascii_lowercase();
+    let base = t.split('(').next().unwrap_or_default().trim();
+    match base {
+        "int2" | "int4" | "int8" | "smallint" | "integer" | "int" | "bigint" | "numeric"
+        | "decimal" | "real" | "float4" | "float8" | "float" | "double" | "double precision"
+        | "money" => true,
+        "" => {
+            let mut values = rows.iter().filter_map(|r| r.get(index)).filter(|v| !v.is_null());
+            let first = values.next();
+            first.is_some_and(Value::is_number) && values.all(Value::is_number)
+        }
+        _ => false,
+    }
 }
 
 impl AnswerCard {
     /// The card of a card input.
     pub(crate) fn new(input: CardInput<'_>) -> Self {
         let names: Vec<String> = input.columns.iter().map(|(name, _)| name.clone()).collect();
-        let chart_svg = input
-            .chart
-            .as_ref()
-            .and_then(|(kind, x, y)| chart::svg(kind, x, y, &names, input.rows));
+        let numeric: Vec<bool> = input
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, type_name))| numeric_column(type_name, i, input.rows))
+            .collect();
+        let chart_svg = input.chart.as_ref().and_then(|(kind, x, y)| {
+            chart::svg(&format!("chart-{}", input.id), kind, x, y, &names, input.rows)
+        });
         AnswerCard {
             id: input.id.to_owned(),
             question: input.question.to_owned(),
@@ -294,18 +317,20 @@ impl AnswerCard {
             sql_html: highlight::sql_html(input.sql),
             engine: engine_label(input.engine),
             attempts: input.attempts,
-            total_ms: input.total_ms.map(|ms| format!("{ms:.0} ms")),
+            total_ms: input.total_ms.map(super::duration_text),
             conversation_id: input.conversation_id.to_owned(),
             connection_id: input.connection_id.to_owned(),
+            rows: input
+                .rows
+                .iter()
+                .map(|row| row.iter().zip(&numeric).map(|(v, n)| Cell::new(v, *n)).collect())
+                .collect(),
             columns: input
                 .columns
                 .iter()
-                .map(|(name, type_name)| CardColumn {
-                    name: name.clone(),
-                    numeric: numeric_type(type_name),
-                })
+                .zip(&numeric)
+                .map(|((name, _), numeric)| CardColumn { name: name.clone(), numeric: *numeric })
                 .collect(),
-            rows: input.rows.iter().map(|row| row.iter().map(Cell::new).collect()).collect(),
             row_count: input.row_count,
             truncated: input.truncated,
             partial: input.rows.len() < input.row_count,

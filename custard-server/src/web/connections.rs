@@ -41,7 +41,6 @@ fn manages(user: &CurrentUser) -> bool {
 }
 
 /// A new API key with the lines that start the agent, shown once.
-#[derive(Debug)]
 struct NewKey {
     connection_id: String,
     connection_name: String,
@@ -50,6 +49,16 @@ struct NewKey {
     env: String,
     docker_run: String,
     cargo_run: String,
+}
+
+// The key is a secret: `Debug` (and so any log line) leaves it and the lines holding it out.
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("connection_id", &self.connection_id)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<ConnectionWithKey> for NewKey {
@@ -241,6 +250,19 @@ struct DetailExtras {
     error: Option<String>,
     notice: Option<&'static str>,
     status: Option<StatusCode>,
+    /// The name and instructions as submitted, when saving them failed.
+    edited: Option<(String, String)>,
+}
+
+impl DetailExtras {
+    /// The page for a failed action: the reason, with the action's status.
+    fn failed(error: &AppError) -> Self {
+        DetailExtras {
+            error: Some(sentence(error)),
+            status: Some(error.code.status()),
+            ..DetailExtras::default()
+        }
+    }
 }
 
 async fn render_detail(
@@ -258,9 +280,13 @@ async fn render_detail(
         Err(e) => (None, Some(sentence(&e))),
     };
     let csrf = Csrf::of(state, headers);
+    let mut c = ConnectionView::new(&connection, inner.router.as_ref());
+    if let Some((name, instructions)) = extras.edited {
+        (c.name, c.instructions) = (name, instructions);
+    }
     let html = DetailPage {
         layout: csrf.signed_in(user, "connections"),
-        c: ConnectionView::new(&connection, inner.router.as_ref()),
+        c,
         manages: manages(user),
         new_key: extras.new_key,
         tables,
@@ -301,14 +327,16 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     CheckedForm(form): CheckedForm<UpdateForm>,
 ) -> Result<Response, WebError> {
-    let body = UpdateConnection { name: Some(form.name), instructions: Some(form.instructions) };
+    let body = UpdateConnection {
+        name: Some(form.name.clone()),
+        instructions: Some(form.instructions.clone()),
+    };
     match api::update(State(state.clone()), user.clone(), Path(id.clone()), ApiJson(body)).await {
         Ok(_) => Ok(Redirect::to(&format!("/connections/{id}?done=saved")).into_response()),
         Err(e) => {
             let extras = DetailExtras {
-                error: Some(sentence(&e)),
-                status: Some(e.code.status()),
-                ..DetailExtras::default()
+                edited: Some((form.name, form.instructions)),
+                ..DetailExtras::failed(&e)
             };
             render_detail(&state, &user, &headers, &id, extras).await
         }
@@ -329,11 +357,7 @@ pub(crate) async fn refresh_schema(
         Ok(_) => {
             DetailExtras { notice: Some("The schema was refreshed."), ..DetailExtras::default() }
         }
-        Err(e) => DetailExtras {
-            error: Some(sentence(&e)),
-            status: Some(e.code.status()),
-            ..DetailExtras::default()
-        },
+        Err(e) => DetailExtras::failed(&e),
     };
     render_detail(&state, &user, &headers, &id, extras).await
 }
@@ -351,11 +375,7 @@ pub(crate) async fn rotate_key(
         Ok(rotated) => {
             DetailExtras { new_key: Some(NewKey::from(rotated.0)), ..DetailExtras::default() }
         }
-        Err(e) => DetailExtras {
-            error: Some(sentence(&e)),
-            status: Some(e.code.status()),
-            ..DetailExtras::default()
-        },
+        Err(e) => DetailExtras::failed(&e),
     };
     render_detail(&state, &user, &headers, &id, extras).await
 }

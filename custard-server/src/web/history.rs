@@ -27,6 +27,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/history", get(list))
         .route("/history/{id}", get(detail))
         .route("/history/{id}/rerun", post(rerun))
+        .route("/history/{id}/export.csv", get(export_csv))
 }
 
 /// One row of the History table.
@@ -118,9 +119,9 @@ pub(crate) async fn list(
             outcome: q.record.outcome.replace('_', " "),
             ok: q.record.outcome == "ok",
             rows: q.record.row_count,
-            total_ms: total_ms(q).map(|ms| format!("{ms:.0} ms")),
+            total_ms: total_ms(q).map(super::duration_text),
             engine: q.record.engine.clone(),
-            asked_at: q.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            asked_at: super::time_text(&q.created_at),
             feedback: q.feedback,
         })
         .collect();
@@ -217,7 +218,7 @@ pub(crate) async fn detail(
         layout: csrf.signed_in(&user, "history"),
         id: q.id.as_str().to_owned(),
         question: r.question.clone(),
-        asked_at: q.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        asked_at: super::time_text(&q.created_at),
         card,
     }
     .render();
@@ -240,4 +241,15 @@ pub(crate) async fn rerun(
         autorun: true,
     };
     render_ask_page(&state, &user, &headers, prefill).await
+}
+
+/// `GET /history/{id}/export.csv`: the API's export for a browser: the CSV as
+/// an attachment, or an error page (agent offline, timeout, ...) rather than
+/// a JSON error saved as a file.
+pub(crate) async fn export_csv(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    Ok(crate::queries::export_csv(State(state), user, Path(id)).await?)
 }

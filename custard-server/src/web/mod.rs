@@ -181,6 +181,12 @@ impl FromRequestParts<AppState> for WebUser {
             // htmx follows `HX-Redirect` instead of swapping the login page into a fragment.
             if parts.headers.contains_key("hx-request") {
                 ([("hx-redirect", "/login")], StatusCode::UNAUTHORIZED).into_response()
+            } else if parts.method == axum::http::Method::GET && parts.uri.path() != "/" {
+                // Back to the page asked for once signed in.
+                let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let next =
+                    percent_encoding::utf8_percent_encode(here, percent_encoding::NON_ALPHANUMERIC);
+                Redirect::to(&format!("/login?next={next}")).into_response()
             } else {
                 Redirect::to("/login").into_response()
             }
@@ -274,6 +280,16 @@ pub(crate) fn sentence(error: &AppError) -> String {
         text.push('.');
     }
     text
+}
+
+/// Milliseconds for people: `42 ms`.
+pub(crate) fn duration_text(ms: f64) -> String {
+    format!("{ms:.0} ms")
+}
+
+/// A moment for people, in UTC: `2026-11-25 14:03 UTC`.
+pub(crate) fn time_text(at: &chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// `GET /assets/{name}`: the stylesheet, the script and vendored htmx, compiled in.

@@ -6,11 +6,15 @@
 //! `Path=/`, and `Secure` when the public URL is https.
 //!
 //! CSRF uses signed double-submit: a random nonce in its own `HttpOnly`,
-//! `SameSite=Strict` cookie, and a token that is the HMAC-SHA256 of that nonce
+//! `SameSite=Lax` cookie, and a token that is the HMAC-SHA256 of that nonce
 //! under the server's secret. Forms carry the token in a hidden field and
 //! scripts in the `X-CSRF-Token` header; a request passes only when the token
 //! matches its own cookie's nonce, which a cross-site page can neither read nor
-//! forge (injecting a cookie does not help without the secret).
+//! forge. (`Lax`, not `Strict`: a link from another site, such as an emailed
+//! one, must not arrive without the cookie, or a new nonce would expire the
+//! forms of every open tab.) The nonce is replaced at every sign-in and
+//! sign-out ([`fresh_csrf_cookie`]), so a nonce planted before signing in (by
+//! someone able to set cookies for the site) is worthless afterwards.
 
 use axum::http::HeaderMap;
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -86,14 +90,25 @@ pub(crate) fn csrf_nonce(headers: &HeaderMap, secure: bool) -> (String, Option<S
     if let Some(nonce) = cookie_value(headers, CSRF_COOKIE).filter(|n| !n.is_empty()) {
         return (nonce, None);
     }
+    let (nonce, cookie) = new_nonce(secure);
+    (nonce, Some(cookie))
+}
+
+/// A new nonce and the `Set-Cookie` value that stores it.
+fn new_nonce(secure: bool) -> (String, String) {
     let nonce = auth::new_secret();
     let cookie = Cookie::build((CSRF_COOKIE, nonce.clone()))
         .http_only(true)
-        .same_site(SameSite::Strict)
+        .same_site(SameSite::Lax)
         .secure(secure)
         .path("/")
         .build();
-    (nonce, Some(cookie.to_string()))
+    (nonce, cookie.to_string())
+}
+
+/// `Set-Cookie` for a new CSRF nonce: sent when a session starts or ends.
+pub(crate) fn fresh_csrf_cookie(secure: bool) -> String {
+    new_nonce(secure).1
 }
 
 /// The `Set-Cookie` value that stores a browser session for `max_age`.
@@ -172,7 +187,7 @@ mod tests {
         assert!(!plain.contains("Secure"), "{plain}");
         let (nonce, cookie) = csrf_nonce(&HeaderMap::new(), false);
         let cookie = cookie.expect("a new nonce is set");
-        assert!(cookie.contains(&nonce) && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(cookie.contains(&nonce) && cookie.contains("SameSite=Lax"), "{cookie}");
         let cleared = clear_session_cookie(false);
         assert!(cleared.contains("custard_session=") && cleared.contains("Max-Age=0"), "{cleared}");
     }

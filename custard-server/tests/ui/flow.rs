@@ -24,6 +24,8 @@ const FLOW_LIMIT: Duration = Duration::from_secs(150);
 const RENDER_LIMIT: Duration = Duration::from_secs(20);
 
 const PASSWORD: &str = "correct horse battery staple";
+/// How long the fake model takes to answer.
+const MODEL_DELAY: Duration = Duration::from_millis(1500);
 const MODEL: &str = "fake-model-1";
 /// What the fake model answers to every question.
 const MODEL_SQL: &str = "SELECT status, count(*) AS orders, sum(amount) AS revenue FROM orders GROUP BY status ORDER BY status";
@@ -128,7 +130,9 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
         .await
         .expect("building the agent");
     let flow = async {
-        let model = FakeOpenAi::always(Behaviour::reply(format!("```sql\n{MODEL_SQL}\n```"))).await;
+        // A model that takes a moment, so the progress steps can be seen.
+        let reply = Behaviour::reply(format!("```sql\n{MODEL_SQL}\n```"));
+        let model = FakeOpenAi::always(Behaviour::delay(MODEL_DELAY, reply)).await;
         let server = Server::start(&model).await;
         let db = ScratchDb::create("ui").await;
         let reader = ReaderRole::create(&db.name).await;
@@ -202,6 +206,9 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
         let question = "How many orders and how much revenue per status?";
         let enter: char = fantoccini::key::Key::Enter.into();
         browser.fill("#question", &format!("{question}{enter}")).await;
+        browser.wait_for_text("#steps", "Writing SQL", RENDER_LIMIT).await;
+        let shot = browser.screenshot("ask-progress-desktop").await;
+        println!("screenshot: {}", shot.display());
         browser.wait_for("#answers article.answer table.result", RENDER_LIMIT).await;
         let table = browser.text_of("#answers table.result").await;
         for expected in ["delivered 3 60.00", "pending 2 12.00", "shipped 4 10.00"] {
@@ -230,7 +237,7 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
             .client()
             .execute_async(
                 "const done = arguments[arguments.length - 1];\
-                 fetch(document.querySelector('#answers a[download]').href)\
+                 fetch(document.querySelector('#answers a.csv').href)\
                  .then(r => r.text()).then(done, e => done(String(e)));",
                 vec![],
             )
@@ -260,9 +267,13 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
             .await
             .expect("reading the cards");
         assert_eq!(conversations[0], conversations[1], "one conversation: {conversations}");
-        let prompt = model.requests().last().and_then(|r| r.body.clone()).expect("a chat request");
-        let said: String =
-            prompt.roles_and_contents().iter().map(|(_, content)| *content).collect();
+        let said: String = model
+            .requests()
+            .iter()
+            .filter_map(|r| r.body.as_ref())
+            .map(|body| body.roles_and_contents().iter().map(|(_, c)| *c).collect::<String>())
+            .find(|text| text.contains(follow_up))
+            .expect("the follow-up's chat request");
         assert!(said.contains(question), "the follow-up's prompt holds the first question");
 
         // Both are in History, newest first; the first one shows its feedback.
