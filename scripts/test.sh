@@ -34,3 +34,6 @@ cargo test --workspace --all-features --locked 2>&1 | tee "$log"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' "$log"
+
+step "Python package (maturin, pytest, mypy --strict, stubtest)"
+scripts/test-python.sh

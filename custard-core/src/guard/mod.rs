@@ -164,7 +164,8 @@ impl CheckedSql {
         self.row_limit
     }
 
-    /// The tables and views the query reads, as written (CTEs excluded), deduplicated.
+    /// The tables and views the query reads as `schema.table` (unqualified
+    /// names resolved on the search path; CTEs excluded), deduplicated.
     pub fn tables(&self) -> &[String] {
         &self.tables
     }
