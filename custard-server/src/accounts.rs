@@ -97,18 +97,15 @@ impl CurrentUser {
             || AppError::new(ErrorCode::Unauthorized, "sign in: the session is not valid");
         let inner = state.inner();
         let claims = auth::decode_access(token.trim(), &inner.jwt).map_err(|_| unauthorized())?;
-        let session = inner
+        let org = OrgId::from(claims.org.clone());
+        let (session, user, membership) = inner
             .store
-            .get_session(&SessionId::from(claims.sid.clone()))
+            .session_context(&SessionId::from(claims.sid.clone()), &org)
             .await
             .map_err(|_| unauthorized())?;
         if !session.is_active(Utc::now()) || session.user_id.as_str() != claims.sub {
             return Err(unauthorized());
         }
-        let user = inner.store.get_user(&session.user_id).await.map_err(|_| unauthorized())?;
-        let org = OrgId::from(claims.org.clone());
-        let membership =
-            inner.store.get_membership(&org, &user.id).await.map_err(|_| unauthorized())?;
         Ok(CurrentUser { user, session: session.id, org, role: membership.role })
     }
 

@@ -252,6 +252,7 @@ pub(crate) async fn answer(
 ) -> Result<AnswerView, Failure> {
     let started = Instant::now();
     let question = validate_question(&body.question)?.to_owned();
+    let continues = body.conversation_id.is_some();
     let conversation = parse_conversation(body.conversation_id)?;
     let inner = state.inner();
     let org = current.org();
@@ -267,10 +268,13 @@ pub(crate) async fn answer(
             ))));
         }
         let pipeline = inner.pipelines.get(state, &connection).await?;
-        let turns: Vec<Turn> = inner
-            .store
-            .conversation(org, &conversation, CONVERSATION_TURNS)
-            .await?
+        // A new conversation has no earlier turns to read.
+        let earlier = if continues {
+            inner.store.conversation(org, &conversation, CONVERSATION_TURNS).await?
+        } else {
+            Vec::new()
+        };
+        let turns: Vec<Turn> = earlier
             .into_iter()
             .filter(|q| q.record.connection_id == connection.id && q.record.outcome == "ok")
             .map(|q| Turn { question: q.record.question, sql: q.record.sql, answer: q.record.answer })

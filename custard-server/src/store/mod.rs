@@ -160,6 +160,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The session with this id, active or not (see [`Session::is_active`]).
     fn get_session<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session, StoreError>>;
 
+    /// What authenticating a request reads: the session (active or not), its
+    /// user, and the user's membership in `org`; NotFound when any is missing.
+    /// Stores read the three at once where they can (every request does this).
+    fn session_context<'a>(
+        &'a self,
+        session: &'a SessionId,
+        org: &'a OrgId,
+    ) -> BoxFuture<'a, Result<(Session, User, Membership), StoreError>> {
+        Box::pin(async move {
+            let session = self.get_session(session).await?;
+            let user = self.get_user(&session.user_id).await?;
+            let membership = self.get_membership(org, &user.id).await?;
+            Ok((session, user, membership))
+        })
+    }
+
     /// Revokes one session; revoking it again is not an error.
     fn revoke_session<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<(), StoreError>>;
 

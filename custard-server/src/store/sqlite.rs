@@ -1,8 +1,11 @@
 //! [`SqliteStore`]: the embedded store, one SQLite file in the data dir.
 //!
-//! One connection behind an async mutex serves every call on a blocking thread;
-//! SQLite has a single writer anyway, and waiting callers hold no thread. WAL
-//! with `synchronous = FULL` makes each commit durable before the call returns.
+//! One writing connection behind an async mutex serves every write on a
+//! blocking thread (SQLite has a single writer anyway, and waiting callers
+//! hold no thread); reads go to a small pool of read-only connections, which
+//! WAL lets run beside a commit instead of queueing behind its fsync. WAL with
+//! `synchronous = FULL` makes each commit durable before the call returns, and
+//! a read that starts after a commit sees it.
 //! Multi-statement writes use `BEGIN IMMEDIATE`, so they never fail half-way on
 //! a lock upgrade when another process shares the file.
 //!
@@ -34,6 +37,9 @@ mod platform;
 /// How long a statement waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Read-only connections: enough for the reads of a few concurrent requests.
+const READERS: usize = 4;
+
 const USER_COLUMNS: &str =
     "id, email, password_hash, first_name, last_name, email_verified_at, created_at, updated_at";
 const ORG_COLUMNS: &str = "id, name, created_at";
@@ -47,6 +53,14 @@ const TOKEN_COLUMNS: &str =
 pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+/// The read-only connections: a permit per connection, and the idle ones.
+#[derive(Debug)]
+struct Readers {
+    permits: tokio::sync::Semaphore,
+    idle: std::sync::Mutex<Vec<Connection>>,
 }
 
 impl SqliteStore {
@@ -71,8 +85,21 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {shown}: {e}")))?;
         configure(&conn)
             .map_err(|e| StoreError::Unavailable(format!("cannot configure {shown}: {e}")))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn)?;
-        Ok(SqliteStore { path: path.to_owned(), conn: Arc::new(Mutex::new(conn)) })
+        let readers = (0..READERS)
+            .map(|_| open_reader(&plain))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {shown} to read: {e}")))?;
+        let readers = Readers {
+            permits: tokio::sync::Semaphore::new(readers.len()),
+            idle: std::sync::Mutex::new(readers),
+        };
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
+        })
     }
 
     /// The path of the database file.
@@ -95,7 +122,68 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
         })
     }
+
+    /// Runs `f`, which only reads, with a read-only connection on a blocking thread.
+    fn read<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        Box::pin(async move {
+            // A permit means an idle connection is there to take.
+            let _permit = readers
+                .permits
+                .acquire()
+                .await
+                .map_err(|e| StoreError::Internal(format!("store readers closed: {e}")))?;
+            let take =
+                || readers.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+            let mut conn = take()
+                .ok_or_else(|| StoreError::Internal("no idle reader under a permit".to_owned()))?;
+            let (conn, result) = tokio::task::spawn_blocking(move || {
+                let result = f(&mut conn);
+                (conn, result)
+            })
+            .await
+            .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?;
+            readers.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
+            result
+        })
+    }
 }
+
+/// A read-only connection to the (migrated) file: it refuses writes itself.
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// `query_row` through the connection's statement cache: the hot statements
+/// (sessions, users, memberships, connections, history) are parsed once.
+trait CachedRow {
+    fn cached_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl CachedRow for Connection {
+    fn cached_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Statements kept prepared per connection.
+const STATEMENT_CACHE: usize = 64;
 
 /// Creates the file readable by its owner only (it holds password hashes);
 /// SQLite gives the `-wal` and `-shm` files the same permissions.
@@ -134,7 +222,7 @@ fn configure(conn: &Connection) -> Result<(), String> {
 impl Store for SqliteStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.run(|conn| {
-            conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get::<_, i64>(0))
+            conn.cached_row("SELECT count(*) FROM schema_migrations", [], |r| r.get::<_, i64>(0))
                 .map(drop)
                 .map_err(db_error)
         })
@@ -162,13 +250,13 @@ impl Store for SqliteStore {
 
     fn get_user<'a>(&'a self, id: &'a UserId) -> BoxFuture<'a, Result<User, StoreError>> {
         let id = id.clone();
-        self.run(move |conn| select_user(conn, &id))
+        self.read(move |conn| select_user(conn, &id))
     }
 
     fn get_user_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<User, StoreError>> {
         let email = normalize_email(email);
-        self.run(move |conn| {
-            conn.query_row(
+        self.read(move |conn| {
+            conn.cached_row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"),
                 [&email],
                 user_from_row,
@@ -184,7 +272,7 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<User, StoreError>> {
         let id = id.clone();
         self.run(move |conn| {
-            conn.query_row(
+            conn.cached_row(
                 &format!(
                     "UPDATE users SET first_name = ?2, last_name = ?3, updated_at = ?4
                      WHERE id = ?1 RETURNING {USER_COLUMNS}"
@@ -218,7 +306,7 @@ impl Store for SqliteStore {
         org: &'a OrgId,
     ) -> BoxFuture<'a, Result<Organization, StoreError>> {
         let org = org.clone();
-        self.run(move |conn| select_org(conn, &org))
+        self.read(move |conn| select_org(conn, &org))
     }
 
     fn organizations_of_user<'a>(
@@ -226,7 +314,7 @@ impl Store for SqliteStore {
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<Vec<(Organization, Membership)>, StoreError>> {
         let user = user.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT o.id, o.name, o.created_at, m.org_id, m.user_id, m.role, m.created_at
@@ -259,7 +347,7 @@ impl Store for SqliteStore {
         org: &'a OrgId,
     ) -> BoxFuture<'a, Result<Vec<Member>, StoreError>> {
         let org = org.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             // One read transaction: the organisation check and the list see one snapshot.
             let tx = conn.transaction().map_err(db_error)?;
             select_org(&tx, &org)?;
@@ -292,7 +380,7 @@ impl Store for SqliteStore {
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<Membership, StoreError>> {
         let (org, user) = (org.clone(), user.clone());
-        self.run(move |conn| select_membership(conn, &org, &user))
+        self.read(move |conn| select_membership(conn, &org, &user))
     }
 
     fn set_role<'a>(
@@ -309,7 +397,7 @@ impl Store for SqliteStore {
                 ensure_other_owner(&tx, &org)?;
             }
             let membership = tx
-                .query_row(
+                .cached_row(
                     &format!(
                         "UPDATE memberships SET role = ?3 WHERE org_id = ?1 AND user_id = ?2
                          RETURNING {MEMBERSHIP_COLUMNS}"
@@ -351,7 +439,7 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Session, StoreError>> {
         let user = user.clone();
         self.run(move |conn| {
-            conn.query_row(
+            conn.cached_row(
                 &format!(
                     "INSERT INTO sessions (id, user_id, created_at, expires_at)
                      VALUES (?1, ?2, ?3, ?4) RETURNING {SESSION_COLUMNS}"
@@ -365,13 +453,35 @@ impl Store for SqliteStore {
 
     fn get_session<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session, StoreError>> {
         let id = id.clone();
-        self.run(move |conn| {
-            conn.query_row(
+        self.read(move |conn| {
+            conn.cached_row(
                 &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
                 [&id],
                 session_from_row,
             )
             .map_err(db_error)
+        })
+    }
+
+    fn session_context<'a>(
+        &'a self,
+        session: &'a SessionId,
+        org: &'a OrgId,
+    ) -> BoxFuture<'a, Result<(Session, User, Membership), StoreError>> {
+        let (id, org) = (session.clone(), org.clone());
+        self.read(move |conn| {
+            // One snapshot for the three reads.
+            let tx = conn.transaction().map_err(db_error)?;
+            let session = tx
+                .cached_row(
+                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                    [&id],
+                    session_from_row,
+                )
+                .map_err(db_error)?;
+            let user = select_user(&tx, &session.user_id)?;
+            let membership = select_membership(&tx, &org, &user.id)?;
+            Ok((session, user, membership))
         })
     }
 
@@ -398,7 +508,7 @@ impl Store for SqliteStore {
 
     fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<OneTimeToken, StoreError>> {
         self.run(move |conn| {
-            conn.query_row(
+            conn.cached_row(
                 &format!(
                     "INSERT INTO one_time_tokens
                          (id, kind, token_hash, user_id, email, org_id, role, created_at, expires_at)
@@ -523,7 +633,7 @@ impl Store for SqliteStore {
         org: &'a OrgId,
     ) -> BoxFuture<'a, Result<Vec<DbConnection>, StoreError>> {
         let org = org.clone();
-        self.run(move |conn| platform::list_connections(conn, &org))
+        self.read(move |conn| platform::list_connections(conn, &org))
     }
 
     fn get_connection<'a>(
@@ -532,7 +642,7 @@ impl Store for SqliteStore {
         id: &'a ConnectionId,
     ) -> BoxFuture<'a, Result<DbConnection, StoreError>> {
         let (org, id) = (org.clone(), id.clone());
-        self.run(move |conn| platform::select_connection(conn, &org, &id))
+        self.read(move |conn| platform::select_connection(conn, &org, &id))
     }
 
     fn connection_by_key_hash<'a>(
@@ -540,7 +650,7 @@ impl Store for SqliteStore {
         key_hash: &'a str,
     ) -> BoxFuture<'a, Result<DbConnection, StoreError>> {
         let key_hash = key_hash.to_owned();
-        self.run(move |conn| platform::connection_by_key_hash(conn, &key_hash))
+        self.read(move |conn| platform::connection_by_key_hash(conn, &key_hash))
     }
 
     fn update_connection<'a>(
@@ -579,7 +689,7 @@ impl Store for SqliteStore {
         id: &'a ConnectionId,
     ) -> BoxFuture<'a, Result<StoredSchema, StoreError>> {
         let (org, id) = (org.clone(), id.clone());
-        self.run(move |conn| platform::get_schema(conn, &org, &id))
+        self.read(move |conn| platform::get_schema(conn, &org, &id))
     }
 
     fn save_schema<'a>(
@@ -616,7 +726,7 @@ impl Store for SqliteStore {
         filter: QueryFilter,
     ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>> {
         let org = org.clone();
-        self.run(move |conn| platform::list_queries(conn, &org, &filter))
+        self.read(move |conn| platform::list_queries(conn, &org, &filter))
     }
 
     fn get_query<'a>(
@@ -625,7 +735,7 @@ impl Store for SqliteStore {
         id: &'a QueryId,
     ) -> BoxFuture<'a, Result<QueryRecord, StoreError>> {
         let (org, id) = (org.clone(), id.clone());
-        self.run(move |conn| platform::get_query(conn, &org, &id))
+        self.read(move |conn| platform::get_query(conn, &org, &id))
     }
 
     fn set_feedback<'a>(
@@ -645,7 +755,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>> {
         let (org, conversation) = (org.clone(), conversation.clone());
-        self.run(move |conn| platform::conversation(conn, &org, &conversation, limit))
+        self.read(move |conn| platform::conversation(conn, &org, &conversation, limit))
     }
 
     fn approved_examples<'a>(
@@ -655,7 +765,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<ApprovedExample>, StoreError>> {
         let (org, id) = (org.clone(), id.clone());
-        self.run(move |conn| platform::approved_examples(conn, &org, &id, limit))
+        self.read(move |conn| platform::approved_examples(conn, &org, &id, limit))
     }
 }
 
@@ -670,7 +780,7 @@ fn insert_user(
     verified_at: Option<Millis>,
     at: Millis,
 ) -> Result<User, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!(
             "INSERT INTO users (id, email, password_hash, first_name, last_name,
                                 email_verified_at, created_at, updated_at)
@@ -691,7 +801,7 @@ fn insert_user(
 }
 
 fn insert_org(conn: &Connection, name: &str, at: Millis) -> Result<Organization, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!(
             "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)
              RETURNING {ORG_COLUMNS}"
@@ -709,7 +819,7 @@ fn insert_membership(
     role: Role,
     at: Millis,
 ) -> Result<Membership, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!(
             "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)
              RETURNING {MEMBERSHIP_COLUMNS}"
@@ -723,12 +833,12 @@ fn insert_membership(
 }
 
 fn select_user(conn: &Connection, id: &UserId) -> Result<User, StoreError> {
-    conn.query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"), [id], user_from_row)
+    conn.cached_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"), [id], user_from_row)
         .map_err(db_error)
 }
 
 fn select_org(conn: &Connection, id: &OrgId) -> Result<Organization, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = ?1"),
         [id],
         org_from_row,
@@ -741,7 +851,7 @@ fn select_membership(
     org: &OrgId,
     user: &UserId,
 ) -> Result<Membership, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE org_id = ?1 AND user_id = ?2"),
         params![org, user],
         membership_from_row,
@@ -752,7 +862,7 @@ fn select_membership(
 /// Fails with [`StoreError::LastOwner`] unless the organisation has two owners or more.
 fn ensure_other_owner(conn: &Connection, org: &OrgId) -> Result<(), StoreError> {
     let owners: i64 = conn
-        .query_row(
+        .cached_row(
             "SELECT count(*) FROM memberships WHERE org_id = ?1 AND role = 'owner'",
             [org],
             |r| r.get(0),
@@ -767,7 +877,7 @@ fn update_password(
     password_hash: &str,
     at: Millis,
 ) -> Result<User, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!(
             "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1
              RETURNING {USER_COLUMNS}"
@@ -786,7 +896,7 @@ fn mark_verified(
     email: Option<&str>,
     at: Millis,
 ) -> Result<User, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!(
             "UPDATE users SET email_verified_at = coalesce(email_verified_at, ?3), updated_at = ?3
              WHERE id = ?1 AND (?2 IS NULL OR email = ?2) RETURNING {USER_COLUMNS}"
@@ -814,7 +924,7 @@ fn consume(
     token_hash: &str,
     now: Millis,
 ) -> Result<OneTimeToken, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!(
             "UPDATE one_time_tokens SET used_at = ?3
              WHERE kind = ?1 AND token_hash = ?2 AND used_at IS NULL AND expires_at > ?3

@@ -11,7 +11,7 @@ use custard_core::Dialect;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
-use super::{Millis, conflict_or, db_error, write_tx};
+use super::{CachedRow, Millis, conflict_or, db_error, write_tx};
 use crate::store::{
     ApprovedExample, ConflictKind, Connection as DbConnection, ConnectionId, ConnectionUpdate,
     ConversationId, NewConnection, NewQueryRecord, OrgId, QueryFilter, QueryId, QueryRecord,
@@ -78,7 +78,7 @@ pub(super) fn select_connection(
     id: &ConnectionId,
 ) -> Result<DbConnection, StoreError> {
     let sql = format!("{CONNECTION_SELECT} WHERE c.org_id = ?1 AND c.id = ?2");
-    conn.query_row(&sql, params![org, id], connection_from_row).map_err(db_error)
+    conn.cached_row(&sql, params![org, id], connection_from_row).map_err(db_error)
 }
 
 pub(super) fn connection_by_key_hash(
@@ -86,7 +86,7 @@ pub(super) fn connection_by_key_hash(
     key_hash: &str,
 ) -> Result<DbConnection, StoreError> {
     let sql = format!("{CONNECTION_SELECT} WHERE c.key_hash = ?1");
-    conn.query_row(&sql, [key_hash], connection_from_row).map_err(db_error)
+    conn.cached_row(&sql, [key_hash], connection_from_row).map_err(db_error)
 }
 
 pub(super) fn update_connection(
@@ -153,7 +153,7 @@ pub(super) fn get_schema(
     org: &OrgId,
     id: &ConnectionId,
 ) -> Result<StoredSchema, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         "SELECT s.fingerprint, s.json, s.refreshed_at
          FROM connection_schemas s JOIN connections c ON c.id = s.connection_id
          WHERE c.org_id = ?1 AND c.id = ?2",
@@ -173,7 +173,7 @@ pub(super) fn save_schema(
     let tx = write_tx(conn)?;
     ensure_connection(&tx, org, id)?;
     let saved = tx
-        .query_row(
+        .cached_row(
             "INSERT INTO connection_schemas (connection_id, fingerprint, json, refreshed_at)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (connection_id) DO UPDATE SET fingerprint = excluded.fingerprint,
@@ -212,7 +212,7 @@ pub(super) fn record_query(
     ensure_connection(&tx, &record.org_id, &record.connection_id)?;
     let r = record;
     let recorded = tx
-        .query_row(
+        .cached_row(
             &format!(
                 "INSERT INTO queries
                      (id, org_id, connection_id, user_id, conversation_id, question, sql,
@@ -277,7 +277,7 @@ pub(super) fn get_query(
     org: &OrgId,
     id: &QueryId,
 ) -> Result<QueryRecord, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {QUERY_COLUMNS} FROM queries WHERE org_id = ?1 AND id = ?2"),
         params![org, id],
         query_from_row,
@@ -291,7 +291,7 @@ pub(super) fn set_feedback(
     id: &QueryId,
     correct: bool,
 ) -> Result<QueryRecord, StoreError> {
-    conn.query_row(
+    conn.cached_row(
         &format!(
             "UPDATE queries SET feedback = ?3 WHERE org_id = ?1 AND id = ?2
              RETURNING {QUERY_COLUMNS}"
@@ -371,7 +371,7 @@ fn select_queries(
 
 /// NotFound unless the organisation has this connection.
 fn ensure_connection(conn: &Connection, org: &OrgId, id: &ConnectionId) -> Result<(), StoreError> {
-    conn.query_row(
+    conn.cached_row(
         "SELECT 1 FROM connections WHERE org_id = ?1 AND id = ?2",
         params![org, id],
         |_| Ok(()),

@@ -1173,3 +1173,63 @@ async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_context_reads_session_user_and_membership_together() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let ada = store.create_user_with_org(new_user("ada@example.com"), "Ada's".into()).await;
+        let ada = ada.expect("ada");
+        let bob = store.create_user_with_org(new_user("bob@example.com"), "Bob's".into()).await;
+        let bob = bob.expect("bob");
+        let session = store.create_session(&ada.user.id, in_hours(1)).await.expect("session");
+
+        let (s, user, membership) =
+            store.session_context(&session.id, &ada.organization.id).await.expect("context");
+        assert_eq!((s.id, user.id.clone()), (session.id.clone(), ada.user.id.clone()));
+        assert_eq!(
+            (membership.org_id, membership.user_id),
+            (ada.organization.id.clone(), ada.user.id)
+        );
+
+        // Another organisation, or an unknown session, is NotFound.
+        let other = store.session_context(&session.id, &bob.organization.id).await;
+        assert!(matches!(other, Err(StoreError::NotFound)), "{other:?}");
+        let unknown = SessionId::from("nope".to_owned());
+        let unknown = store.session_context(&unknown, &ada.organization.id).await;
+        assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+
+        // A revoked session still reads (the caller decides), marked revoked.
+        store.revoke_session(&session.id).await.expect("revoke");
+        let (s, _, _) =
+            store.session_context(&session.id, &ada.organization.id).await.expect("context");
+        assert!(!s.is_active(Utc::now()));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_run_beside_a_write_and_see_every_committed_write() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.clone();
+        let ada = store.create_user(new_user("ada@example.com")).await.expect("ada");
+        // Many reads and writes at once: each read after a write sees it.
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let store = store.clone();
+            let id = ada.id.clone();
+            tasks.push(tokio::spawn(async move {
+                let session = store.create_session(&id, in_hours(1)).await.expect("write");
+                let read = store.get_session(&session.id).await.expect("read after write");
+                assert_eq!(read.id, session.id, "task {i}");
+                store.get_user(&id).await.expect("read").id
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.expect("task"), ada.id);
+        }
+    })
+    .await;
+}
