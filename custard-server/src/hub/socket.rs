@@ -62,13 +62,22 @@ pub(crate) async fn agent_socket(
             .into_response();
         }
     };
-    upgrade.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES).on_upgrade(
-        move |socket| async move {
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        // Thousands of mostly idle agents: a small read buffer (a big result
+        // is read in more, smaller reads) and none for writing (the server
+        // writes small frames, each at once), not tungstenite's 128 KiB each.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move {
             let hub = Arc::clone(&state.inner().hub);
             serve(&state, &hub, connection, &key_hash, socket).await;
-        },
-    )
+        })
 }
+
+/// The read buffer of an agent's socket.
+const READ_BUFFER_BYTES: usize = 4096;
 
 /// The connection whose current key is the bearer token, if it is this one,
 /// with the key's hash.
