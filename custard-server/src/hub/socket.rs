@@ -76,8 +76,10 @@ pub(crate) async fn agent_socket(
         })
 }
 
-/// The read buffer of an agent's socket.
-const READ_BUFFER_BYTES: usize = 4096;
+/// The read buffer of an agent's socket: 1 KiB keeps 10,000 idle agents
+/// under 180 MiB, and a 1,000,000-row export reads as fast as with 4 KiB
+/// (`docs/performance.md`).
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// The connection whose current key is the bearer token, if it is this one,
 /// with the key's hash.
