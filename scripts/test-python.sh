@@ -27,7 +27,7 @@ requirements=bindings/python/requirements-test.txt
 python -m pip install --quiet --disable-pip-version-check -r "$requirements"
 
 # A debug build: the tests are about behaviour, and it links in seconds.
-maturin develop --quiet --manifest-path bindings/python/Cargo.toml
+maturin develop --quiet --locked --manifest-path bindings/python/Cargo.toml
 
 python -m pytest bindings/python/tests -q -p no:cacheprovider
 python -m mypy --strict --no-incremental bindings/python/tests/typed_usage.py

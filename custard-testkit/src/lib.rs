@@ -302,3 +302,27 @@ impl Drop for ReaderRole {
         .join();
     }
 }
+
+/// A scratch database with a read-only login role for an agent. Fields drop in
+/// order: the database (holding the role's grants) first, then the role.
+#[derive(Debug)]
+pub struct ReadableDb {
+    /// The database.
+    pub db: ScratchDb,
+    /// The role; grant it what it may read (`GRANT SELECT ...`).
+    pub reader: ReaderRole,
+}
+
+impl ReadableDb {
+    /// Creates the database and its role `{database}_reader` with CONNECT.
+    pub async fn create(prefix: &str) -> ReadableDb {
+        let db = ScratchDb::create(prefix).await;
+        let reader = ReaderRole::create(&db.name).await;
+        ReadableDb { db, reader }
+    }
+
+    /// A URL that connects to the database as the role.
+    pub fn reader_url(&self) -> String {
+        url_with_user(&self.db.url, &self.reader.name)
+    }
+}

@@ -92,14 +92,19 @@ impl CheckedSql {
 /// Checks that `sql` is one read-only query (against `schema` when given:
 /// then unknown tables and columns are refused too).
 #[pyfunction]
-#[pyo3(signature = (sql, dialect = "postgres", schema = None, max_rows = None))]
+#[pyo3(signature = (sql, dialect = None, schema = None, max_rows = None))]
 fn check_sql(
     sql: &str,
-    dialect: &str,
+    dialect: Option<&str>,
     schema: Option<PyRef<'_, Schema>>,
     max_rows: Option<u64>,
 ) -> PyResult<CheckedSql> {
-    let dialect = parse_dialect(dialect)?;
+    // The schema's dialect unless one is named; PostgreSQL without either.
+    let dialect = match (dialect, &schema) {
+        (Some(d), _) => parse_dialect(d)?,
+        (None, Some(schema)) => schema.0.dialect,
+        (None, None) => Dialect::Postgres,
+    };
     let mut builder = Guard::builder(dialect);
     builder = match max_rows {
         Some(rows) => builder.max_rows(rows),
@@ -460,10 +465,10 @@ impl Engine {
                     .map_err(Failure::from)?,
                 )
             }
-            None if base_url.is_some() => {
+            None if base_url.is_some() || api_key.is_some() => {
                 return Err(Failure::Invalid(
                     "missing_model",
-                    "base_url is set but model is not: name the model to use".into(),
+                    "base_url or api_key is set but model is not: name the model to use".into(),
                 )
                 .into());
             }
@@ -471,14 +476,15 @@ impl Engine {
         };
         let mut options = AskOptions { max_rows, instructions, ..AskOptions::default() };
         if let Some(seconds) = timeout {
-            if !(seconds.is_finite() && seconds > 0.0) {
-                return Err(Failure::Invalid(
-                    "invalid_timeout",
-                    "timeout must be a positive number of seconds".into(),
-                )
-                .into());
-            }
-            options.limits.timeout = Duration::from_secs_f64(seconds);
+            options.limits.timeout = Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Failure::Invalid(
+                        "invalid_timeout",
+                        "timeout must be a positive number of seconds".into(),
+                    )
+                })?;
         }
         let engine = model.name();
         let pipeline = block_on(py, async {

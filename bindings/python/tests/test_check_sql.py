@@ -133,3 +133,10 @@ def test_wrong_argument_types_raise_type_error_not_crash() -> None:
         custard.check_sql(None)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         custard.check_sql("SELECT 1", max_rows="ten")  # type: ignore[arg-type]
+
+
+def test_the_schema_gives_the_dialect_when_none_is_named(sqlite_shop: ShopDb) -> None:
+    schema = custard.discover(sqlite_shop.url)
+    checked = custard.check_sql("SELECT name FROM customers", schema=schema)
+    assert checked.dialect == "sqlite"
+    assert custard.check_sql("SELECT 1").dialect == "postgres"

@@ -137,3 +137,17 @@ def test_an_unreachable_model_is_an_llm_error(sqlite_shop: ShopDb) -> None:
 def test_a_negative_max_rows_is_refused(sqlite_shop: ShopDb) -> None:
     with pytest.raises((custard.InvalidInputError, OverflowError, ValueError)):
         custard.Engine(sqlite_shop.url, max_rows=-1)
+
+
+def test_an_out_of_range_timeout_is_invalid_input_not_a_panic(sqlite_shop: ShopDb) -> None:
+    for timeout in (1e30, 0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(custard.InvalidInputError) as raised:
+            custard.Engine(sqlite_shop.url, timeout=timeout)
+        assert raised.value.code == "invalid_timeout", timeout
+
+
+def test_an_api_key_without_a_model_is_refused(sqlite_shop: ShopDb) -> None:
+    with pytest.raises(custard.InvalidInputError) as raised:
+        custard.Engine(sqlite_shop.url, api_key="sk-test")
+    assert raised.value.code == "missing_model"
+    assert "sk-test" not in str(raised.value)

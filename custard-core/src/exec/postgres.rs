@@ -121,9 +121,15 @@ async fn stream(
     rows: RowSender,
 ) -> Result<(u64, u64, bool), ExecError> {
     let txn = client.build_transaction().read_only(true).start().await.map_err(db_error)?;
-    set_local_timeouts(&txn, limits.timeout, limits.lock_timeout).await?;
+    // One round trip for both: `biased` polls (and so sends) the timeouts
+    // first, and PostgreSQL runs a connection's messages in order, so they are
+    // set before anything of the query runs (preparing runs nothing).
     // prepare() is a Parse message: PostgreSQL refuses more than one statement in it.
-    let statement = txn.prepare(query.sql()).await.map_err(db_error)?;
+    let (_, statement) = tokio::try_join!(
+        biased;
+        set_local_timeouts(&txn, limits.timeout, limits.lock_timeout),
+        async { txn.prepare(query.sql()).await.map_err(db_error) },
+    )?;
     let columns = statement
         .columns()
         .iter()

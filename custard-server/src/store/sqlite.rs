@@ -59,7 +59,7 @@ pub struct SqliteStore {
 /// The read-only connections: a permit per connection, and the idle ones.
 #[derive(Debug)]
 struct Readers {
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
     idle: std::sync::Mutex<Vec<Connection>>,
 }
 
@@ -92,7 +92,7 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Unavailable(format!("cannot open {shown} to read: {e}")))?;
         let readers = Readers {
-            permits: tokio::sync::Semaphore::new(readers.len()),
+            permits: Arc::new(tokio::sync::Semaphore::new(readers.len())),
             idle: std::sync::Mutex::new(readers),
         };
         Ok(SqliteStore {
@@ -124,6 +124,10 @@ impl SqliteStore {
     }
 
     /// Runs `f`, which only reads, with a read-only connection on a blocking thread.
+    ///
+    /// Cancellation-safe: the permit and the connection travel into the
+    /// blocking task, which returns the connection to the pool when it ends
+    /// (panics included), whether or not anyone still awaits the result.
     fn read<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
     where
         T: Send + 'static,
@@ -132,24 +136,50 @@ impl SqliteStore {
         let readers = Arc::clone(&self.readers);
         Box::pin(async move {
             // A permit means an idle connection is there to take.
-            let _permit = readers
-                .permits
-                .acquire()
+            let permit = Arc::clone(&readers.permits)
+                .acquire_owned()
                 .await
                 .map_err(|e| StoreError::Internal(format!("store readers closed: {e}")))?;
-            let take =
-                || readers.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-            let mut conn = take()
-                .ok_or_else(|| StoreError::Internal("no idle reader under a permit".to_owned()))?;
-            let (conn, result) = tokio::task::spawn_blocking(move || {
-                let result = f(&mut conn);
-                (conn, result)
+            tokio::task::spawn_blocking(move || {
+                let mut lease = Lease::take(&readers, permit)?;
+                f(lease.conn())
             })
             .await
-            .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?;
-            readers.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
-            result
+            .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
         })
+    }
+}
+
+/// A reader taken from the pool under a permit; dropping it puts the
+/// connection back before the permit is released.
+struct Lease<'a> {
+    readers: &'a Readers,
+    conn: Option<Connection>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<'a> Lease<'a> {
+    fn take(
+        readers: &'a Readers,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Self, StoreError> {
+        let conn = readers.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let conn =
+            conn.ok_or_else(|| StoreError::Internal("no idle reader under a permit".to_owned()))?;
+        Ok(Lease { readers, conn: Some(conn), _permit: permit })
+    }
+
+    fn conn(&mut self) -> &mut Connection {
+        // Set in `take`, taken only in `drop`.
+        self.conn.as_mut().unwrap_or_else(|| unreachable!("a lease holds its connection"))
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.readers.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
+        }
     }
 }
 

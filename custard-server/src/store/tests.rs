@@ -1210,26 +1210,38 @@ async fn session_context_reads_session_user_and_membership_together() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_run_beside_a_write_and_see_every_committed_write() {
+async fn cancelled_reads_give_their_connection_back() {
     bounded(async {
         let fx = Fixture::new();
         let store = fx.store.clone();
         let ada = store.create_user(new_user("ada@example.com")).await.expect("ada");
-        // Many reads and writes at once: each read after a write sees it.
-        let mut tasks = Vec::new();
-        for i in 0..16 {
-            let store = store.clone();
-            let id = ada.id.clone();
-            tasks.push(tokio::spawn(async move {
-                let session = store.create_session(&id, in_hours(1)).await.expect("write");
-                let read = store.get_session(&session.id).await.expect("read after write");
-                assert_eq!(read.id, session.id, "task {i}");
-                store.get_user(&id).await.expect("read").id
-            }));
+        // Drop many reads at once mid-flight (a client that went away).
+        for _ in 0..64 {
+            let read = store.get_user(&ada.id);
+            let _ = tokio::time::timeout(Duration::ZERO, read).await;
         }
-        for task in tasks {
-            assert_eq!(task.await.expect("task"), ada.id);
+        let aborted: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, id) = (store.clone(), ada.id.clone());
+                tokio::spawn(async move { store.get_user(&id).await })
+            })
+            .collect();
+        for task in &aborted {
+            task.abort();
         }
+        // Every reader is still there: more reads at once than the pool holds all succeed.
+        let reads: Vec<_> = (0..32)
+            .map(|_| {
+                let (store, id) = (store.clone(), ada.id.clone());
+                tokio::spawn(async move { store.get_user(&id).await })
+            })
+            .collect();
+        for read in reads {
+            assert_eq!(read.await.expect("task").expect("read").id, ada.id);
+        }
+        // And a read after a write sees it.
+        let session = store.create_session(&ada.id, in_hours(1)).await.expect("write");
+        assert_eq!(store.get_session(&session.id).await.expect("read").id, session.id);
     })
     .await;
 }

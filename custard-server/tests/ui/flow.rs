@@ -12,11 +12,11 @@ use std::time::Duration;
 use clap::Parser;
 use custard_server::config::ServerConfig;
 use custard_server::{AppState, app};
+use custard_testkit::ReadableDb;
 use custard_testkit::bins::workspace_binary;
 use custard_testkit::browser::{Browser, DESKTOP_SIZE};
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
 use custard_testkit::smtp_sink::SmtpSink;
-use custard_testkit::{ReaderRole, ScratchDb, url_with_user};
 
 /// The longest the flow may take, browser and agent start included.
 const FLOW_LIMIT: Duration = Duration::from_secs(150);
@@ -134,8 +134,8 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
         let reply = Behaviour::reply(format!("```sql\n{MODEL_SQL}\n```"));
         let model = FakeOpenAi::always(Behaviour::delay(MODEL_DELAY, reply)).await;
         let server = Server::start(&model).await;
-        let db = ScratchDb::create("ui").await;
-        let reader = ReaderRole::create(&db.name).await;
+        let shop = ReadableDb::create("ui").await;
+        let (db, reader) = (&shop.db, &shop.reader);
         let admin = db.client().await;
         admin.batch_execute(SHOP_SQL).await.expect("creating the shop");
         admin
@@ -187,7 +187,7 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
             .execute("window.__custard_marker = arguments[0];", vec![marker.into()])
             .await
             .expect("marking the page");
-        let _agent = Agent::start(&agent_binary, &env, &url_with_user(&db.url, &reader.name));
+        let _agent = Agent::start(&agent_binary, &env, &shop.reader_url());
         browser.wait_for_text("#new-key-status", "online", RENDER_LIMIT).await;
         let list_status = browser.text_of("#connection-list .status").await;
         assert_eq!(list_status, "online", "the list's badge follows too");

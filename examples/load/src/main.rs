@@ -15,7 +15,7 @@
 //!
 //! ```text
 //! cargo run --release -p custard-server -- --demo      # prints the demo password
-//! cargo run --release -p example-load -- --password <printed> --agents 10000 \
+//! CUSTARD_LOAD_PASSWORD=<printed> cargo run --release -p example-load -- --agents 10000 \
 //!     --questions 2000 --concurrency 8 --server-pid "$(pgrep -f 'custard-server --demo')"
 //! ```
 //!
@@ -98,7 +98,6 @@ async fn main() -> anyhow::Result<()> {
     };
     let process = args.server_pid.map(Process);
 
-    let before = process.map(|p| p.sample()).transpose()?;
     let baseline = if args.questions > 0 {
         eprintln!(
             "questions without extra agents: {} at concurrency {}",
@@ -111,9 +110,13 @@ async fn main() -> anyhow::Result<()> {
 
     let connections = args.agents.div_ceil(args.agents_per_connection);
     eprintln!("creating {connections} connections for {} agents...", args.agents);
-    let created =
-        bounded(limit, "creating connections", api.create_connections(connections)).await?;
+    // Filled as they are made, so a failure half-way still deletes them all.
+    let mut created = Vec::with_capacity(connections);
     let result = async {
+        bounded(limit, "creating connections", api.create_connections(connections, &mut created))
+            .await?;
+        // Measured from here: the agents' own cost, not the question run's or the rows'.
+        let before = process.map(|p| p.sample()).transpose()?;
         let held = bounded(limit, "connecting the agents", hold_agents(&created, &args)).await?;
         tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
         let with_agents = process.map(|p| p.sample()).transpose()?;
@@ -125,12 +128,12 @@ async fn main() -> anyhow::Result<()> {
         };
         let after_questions = process.map(|p| p.sample()).transpose()?;
         held.close();
-        anyhow::Ok((held, with_agents, loaded, after_questions))
+        anyhow::Ok((held, before, with_agents, loaded, after_questions))
     }
     .await;
     // Whatever happened, remove what this run created.
     let deleted = bounded(limit, "deleting connections", api.delete_connections(&created)).await;
-    let (held, with_agents, loaded, after_questions) = result?;
+    let (held, before, with_agents, loaded, after_questions) = result?;
     deleted?;
 
     println!("custard-load against {base} (pid {:?})", args.server_pid);
@@ -208,7 +211,13 @@ struct Api {
 
 impl Api {
     async fn sign_in(base: &Url, email: &str, password: &str) -> anyhow::Result<Api> {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+        // No redirects: the password must never follow one off loopback.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()?;
         let response = http
             .post(base.join("/api/v1/auth/login")?)
             .json(&json!({"email": email, "password": password}))
@@ -247,9 +256,12 @@ impl Api {
             .context("the account has no online connection to ask (start its agent, or pass --connection)")
     }
 
-    /// Creates `count` SQLite connections: (id, key, agent URL).
-    async fn create_connections(&self, count: usize) -> anyhow::Result<Vec<Created>> {
-        let mut created = Vec::with_capacity(count);
+    /// Creates `count` SQLite connections into `created` (id, key, agent URL).
+    async fn create_connections(
+        &self,
+        count: usize,
+        created: &mut Vec<Created>,
+    ) -> anyhow::Result<()> {
         for i in 0..count {
             let body = json!({"name": format!("custard-load {i}"), "db_type": "sqlite"});
             let (status, reply) =
@@ -257,14 +269,16 @@ impl Api {
             ensure!(status == 201, "creating a connection failed ({status}): {reply}");
             let text =
                 |k: &str| reply[k].as_str().map(str::to_owned).with_context(|| format!("no {k}"));
-            let mut url: Url =
+            let agent_url: Url =
                 reply["setup"]["server_url"].as_str().context("no agent URL")?.parse()?;
-            // The server's public URL may name another host; the agents dial the base's.
-            url.set_host(self.base.host_str())?;
-            url.set_port(self.base.port_or_known_default()).ok();
+            // The server's public URL may name another host or wss: the agents
+            // dial the (loopback, plain) base instead, on the same path.
+            let mut url = self.base.clone();
+            url.set_scheme("ws").ok();
+            url.set_path(agent_url.path());
             created.push(Created { id: text("id")?, key: text("api_key")?, url: url.to_string() });
         }
-        Ok(created)
+        Ok(())
     }
 
     async fn delete_connections(&self, created: &[Created]) -> anyhow::Result<()> {

@@ -181,7 +181,7 @@ class Engine:
 
 def check_sql(
     sql: str,
-    dialect: str = "postgres",
+    dialect: str | None = None,
     schema: Schema | None = None,
     max_rows: int | None = None,
 ) -> CheckedSql: ...
