@@ -27,13 +27,30 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
 }
 
+/// How often a blocking call looks for Ctrl-C (and other signal handlers).
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
 /// Runs a future to completion on the shared runtime, without the GIL.
-fn block_on<F>(py: Python<'_>, future: F) -> F::Output
+/// Every [`SIGNAL_CHECK`] it runs Python's signal handlers: Ctrl-C raises
+/// `KeyboardInterrupt` and drops the future, which cancels its work.
+fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
-    py.detach(|| runtime().block_on(future))
+    py.detach(|| {
+        runtime().block_on(async {
+            tokio::pin!(future);
+            loop {
+                tokio::select! {
+                    output = &mut future => return Ok(output),
+                    () = tokio::time::sleep(SIGNAL_CHECK) => {
+                        Python::attach(|py| py.check_signals())?;
+                    }
+                }
+            }
+        })
+    })
 }
 
 fn parse_dialect(dialect: &str) -> Result<Dialect, Failure> {
@@ -253,7 +270,7 @@ fn discover(py: Python<'_>, database_url: &str, sample_values: usize) -> PyResul
     let schema = block_on(py, async {
         let executor = custard_core::connect(database_url).await?;
         executor.discover(&DiscoverOptions { sample_values }).await
-    })
+    })?
     .map_err(Failure::from)?;
     Ok(Schema(Arc::new(schema)))
 }
@@ -492,7 +509,7 @@ impl Engine {
             let schema = executor.discover(&DiscoverOptions { sample_values: 5 }).await?;
             AskPipeline::new(schema, model, Arc::from(executor), options)
                 .map_err(|e| Failure::Invalid("invalid_options", e.to_string()))
-        })?;
+        })??;
         Ok(Engine { pipeline: Arc::new(pipeline), engine })
     }
 
@@ -510,7 +527,7 @@ impl Engine {
 
     /// Answers a question; blocks (without holding the GIL) until done.
     fn ask(&self, py: Python<'_>, question: &str) -> PyResult<Answer> {
-        let answer = block_on(py, self.pipeline.ask(question, &[])).map_err(Failure::from)?;
+        let answer = block_on(py, self.pipeline.ask(question, &[]))?.map_err(Failure::from)?;
         Ok(Answer(answer))
     }
 

@@ -298,6 +298,12 @@ class FakeOpenAI:
             with self._lock:
                 self._waiting -= 1
 
+    @property
+    def waiting(self) -> int:
+        """Requests held in a reply delay right now."""
+        with self._lock:
+            return self._waiting
+
     def recorded(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self.requests)

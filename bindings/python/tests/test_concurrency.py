@@ -171,3 +171,28 @@ def test_custard_engine_is_the_native_engine_with_ask_async() -> None:
 
     assert issubclass(custard.Engine, _custard.Engine)
     assert inspect.iscoroutinefunction(custard.Engine.ask_async)
+
+
+def test_ctrl_c_interrupts_a_blocking_ask_and_the_engine_still_works(
+    sqlite_shop: ShopDb, fake_openai: FakeOpenAI
+) -> None:
+    import _thread
+
+    count_by_question(fake_openai, delay=30.0)
+    engine = custard.Engine(
+        sqlite_shop.url, model="fake-model", base_url=fake_openai.base_url, api_key="test-key"
+    )
+    # Ctrl-C as Python sees it, once the question is waiting on the model.
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            engine.ask("how many customers")
+    finally:
+        timer.cancel()
+    # Raised while the model was still on it (its reply is 30 s away), not
+    # after the answer came back.
+    assert fake_openai.waiting == 1
+    # The interrupted question was dropped; the next one is answered.
+    count_by_question(fake_openai, delay=0.0)
+    assert engine.ask("how many customers").rows == [[CUSTOMER_COUNT]]
