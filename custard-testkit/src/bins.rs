@@ -89,3 +89,43 @@ fn build(name: &str) -> Result<PathBuf, String> {
         Err(format!("`cargo build -p {name}` succeeded but {} is missing", binary.display()))
     }
 }
+
+/// The binary `name` next to the running executable (a benchmark and the
+/// binaries it drives, built into the same target folder), or an error that
+/// says how to build it.
+pub fn sibling_binary(name: &str) -> std::io::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} not found: cargo build --release -p {name}", path.display()),
+        ))
+    }
+}
+
+/// A figure of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`, ...; Linux).
+pub fn status_kib(pid: u32, field: &str) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no {field} for {pid}"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_figures_of_this_process_are_read() {
+        let rss = status_kib(std::process::id(), "VmRSS").expect("VmRSS");
+        let peak = status_kib(std::process::id(), "VmHWM").expect("VmHWM");
+        assert!(rss > 0 && peak >= rss, "rss {rss} KiB, peak {peak} KiB");
+        assert!(status_kib(std::process::id(), "NoSuchField").is_err());
+    }
+}

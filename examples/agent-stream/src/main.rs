@@ -8,12 +8,12 @@
 //! target/release/example-agent-stream [ROWS] [DATABASE_URL]
 //! ```
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use custard_core::wire::{Frame, Message, Run, Welcome, WireLimits};
+use custard_testkit::bins::{sibling_binary, status_kib};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         "SELECT g AS id, 'row number ' || g AS label, (g * 0.5)::float8 AS half FROM generate_series(1, {rows}) AS g"
     );
 
-    let agent_bin = sibling("custard-agent")?;
+    let agent_bin = sibling_binary("custard-agent")?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}/api/v1/connections/ws/bench", listener.local_addr()?);
     let mut agent = tokio::process::Command::new(&agent_bin)
@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     ws.send(WsMessage::text(Frame::new(hello.id, Message::Welcome(welcome)).encode())).await?;
-    let idle_rss = rss_kib(pid, "VmRSS:")?;
+    let idle_rss = status_kib(pid, "VmRSS")?;
 
     let (tokio_pg, connection) =
         tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await?;
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
             direct[round]
         );
     }
-    let peak = rss_kib(pid, "VmHWM:")?;
+    let peak = status_kib(pid, "VmHWM")?;
     let _ = agent.kill().await;
 
     let (agent_rate, direct_rate) = (median(&mut through_agent), median(&mut direct));
@@ -138,29 +138,6 @@ where
             other => bail!("the agent's connection ended: {other:?}"),
         }
     }
-}
-
-/// A binary next to this one (both built into the same target folder).
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.with_file_name(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p custard-agent)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// A memory figure of a process from /proc (Linux), in KiB.
-fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .with_context(|| format!("{field} in /proc"))?;
-    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -15,12 +15,13 @@
 //! answered by an instant fake model that writes the SQL, so the numbers are
 //! about moving rows, not about writing SQL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use custard_testkit::ReadableDb;
+use custard_testkit::bins::{sibling_binary, status_kib};
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -56,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let agent_url = created["setup"]["server_url"].as_str().context("no agent URL")?;
     let connection = created["id"].as_str().context("no id")?.to_owned();
     let agent_log = std::fs::File::create(data.join("agent.log"))?;
-    let mut agent = spawn(&sibling("custard-agent")?, &data, |c| {
+    let mut agent = spawn(&sibling_binary("custard-agent")?, &data, |c| {
         c.stderr(agent_log)
             .env("CUSTARD_SERVER_URL", agent_url)
             .env("CUSTARD_API_KEY", key)
@@ -159,13 +160,6 @@ async fn bounded<T>(
     }
 }
 
-/// A binary next to this one (build it with --release first).
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name(name);
-    ensure!(path.exists(), "{} not found: cargo build --release -p {name}", path.display());
-    Ok(path)
-}
-
 /// Starts `program` in `dir` (so no developer's `.env` is read) without the
 /// caller's `CUSTARD_*` settings.
 fn spawn(
@@ -185,16 +179,10 @@ fn spawn(
     command.spawn().with_context(|| format!("starting {}", program.display()))
 }
 
-/// The peak resident memory of a process (Linux /proc), in KiB.
+/// The peak resident memory of a process, in KiB.
 fn peak_kib(pid: Option<u32>) -> anyhow::Result<u64> {
     let pid = pid.context("the process has exited")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmHWM")
+    Ok(status_kib(pid, "VmHWM")?)
 }
 
 /// The server binary with `--demo` on a free loopback port.
@@ -209,7 +197,7 @@ impl Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let base = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(data.join("server.log"))?;
-        let mut child = spawn(&sibling("custard-server")?, data, |command| {
+        let mut child = spawn(&sibling_binary("custard-server")?, data, |command| {
             command
                 .args(["--demo", "--bind", &format!("127.0.0.1:{port}"), "--public-url", &base])
                 .arg("--data-dir")

@@ -519,14 +519,8 @@ struct Sample {
 
 impl Process {
     fn sample(self) -> anyhow::Result<Sample> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0))
+        let rss_kib = custard_testkit::bins::status_kib(self.0, "VmRSS")
             .with_context(|| format!("reading /proc/{}/status (is --server-pid right?)", self.0))?;
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("no VmRSS")?;
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0))?;
         // Fields after the command (which may hold spaces) start after the last ')'.
         let fields: Vec<&str> =
