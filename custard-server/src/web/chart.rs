@@ -11,6 +11,8 @@ use std::fmt::{self, Write};
 
 use serde_json::Value;
 
+use super::Escaped;
+
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 320.0;
 /// The most categories a bar chart draws; later rows are left out.
@@ -178,27 +180,6 @@ fn text_width(text: &str) -> f64 {
     text.chars().count() as f64 * CHAR_WIDTH
 }
 
-/// Text escaped for XML content and attribute values.
-struct Xml<'a>(&'a str);
-
-impl fmt::Display for Xml<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
-            f.write_str(&rest[..i])?;
-            f.write_str(match rest.as_bytes()[i] {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = &rest[i + 1..];
-        }
-        f.write_str(rest)
-    }
-}
-
 /// `a`, `a and b`, `a, b and c`.
 fn listing(names: &[String]) -> String {
     match names {
@@ -364,7 +345,7 @@ fn render(
     let top = if legend.is_empty() { 12.0 } else { 18.0 + legend_height };
     let plot = Plot::new(kind, data.labels.len(), ticks, &tick_labels, top);
 
-    let id = Xml(id);
+    let id = Escaped(id);
     let title = format!(
         "{} chart of {} by {x}",
         if kind == Kind::Line { "Line" } else { "Bar" },
@@ -375,7 +356,7 @@ fn render(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-{kind}" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" preserveAspectRatio="xMidYMid meet" role="img" aria-labelledby="{id}" font-family="system-ui, sans-serif" font-size="{FONT_SIZE}" fill="{INK}"><title id="{id}">{title}</title>"#,
         kind = kind.name(),
-        title = Xml(&title),
+        title = Escaped(&title),
     )?;
     write_grid(&mut out, &plot, &tick_labels)?;
     match kind {
@@ -407,7 +388,7 @@ fn write_grid(out: &mut String, plot: &Plot, tick_labels: &[String]) -> fmt::Res
             plot.right,
             plot.left - 6.0,
             ty + FONT_SIZE / 3.0,
-            Xml(text),
+            Escaped(text),
         )?;
     }
     out.push_str("</g>");
@@ -434,7 +415,7 @@ fn write_bars(out: &mut String, plot: &Plot, y: &[String], data: &Data) -> fmt::
                 bar - gap,
                 (vy - zero).abs(),
                 colour(s),
-                Xml(&tooltip(data, y, i, s, v)),
+                Escaped(&tooltip(data, y, i, s, v)),
             )?;
         }
     }
@@ -456,7 +437,7 @@ fn write_lines(out: &mut String, plot: &Plot, y: &[String], data: &Data) -> fmt:
         for (k, (px, py)) in points.enumerate() {
             write!(out, "{}{px:.1},{py:.1}", if k == 0 { "" } else { " " })?;
         }
-        write!(out, r#""><title>{}</title></polyline>"#, Xml(&y[s]))?;
+        write!(out, r#""><title>{}</title></polyline>"#, Escaped(&y[s]))?;
         if values.len() > MAX_MARKERS {
             continue;
         }
@@ -468,7 +449,7 @@ fn write_lines(out: &mut String, plot: &Plot, y: &[String], data: &Data) -> fmt:
                 plot.xs[i],
                 plot.y(v),
                 colour(s),
-                Xml(&tooltip(data, y, i, s, v)),
+                Escaped(&tooltip(data, y, i, s, v)),
             )?;
         }
     }
@@ -490,7 +471,7 @@ fn write_x_labels(out: &mut String, plot: &Plot, data: &Data) -> fmt::Result {
             out,
             r#"<text class="x-label" x="{lx:.1}" y="{:.1}">{}</text>"#,
             plot.bottom + 18.0,
-            Xml(text),
+            Escaped(text),
         )?;
     }
     out.push_str("</g>");
@@ -513,7 +494,7 @@ fn write_legend(out: &mut String, legend: &[LegendItem<'_>]) -> fmt::Result {
             colour(item.series),
             item.x + 14.0,
             item.y + 9.0,
-            Xml(&item.text),
+            Escaped(&item.text),
         )?;
     }
     out.push_str("</g>");

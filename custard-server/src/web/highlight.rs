@@ -4,9 +4,13 @@
 //! comments; the HTML is cut from the original text by token location, never
 //! re-printed from tokens, so its text content is exactly the input.
 
+use std::fmt::Write as _;
+
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
+
+use super::Escaped;
 
 /// The SQL as escaped HTML with keywords, strings, numbers and comments in classed `<span>`s.
 pub(crate) fn sql_html(sql: &str) -> String {
@@ -138,22 +142,12 @@ impl Offsets {
 }
 
 fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    push_escaped(&mut out, text);
-    out
+    Escaped(text).to_string()
 }
 
 fn push_escaped(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{}", Escaped(text));
 }
 
 #[cfg(test)]

@@ -282,6 +282,28 @@ pub(crate) fn sentence(error: &AppError) -> String {
     text
 }
 
+/// Text escaped for HTML and XML content and attribute values (`&`, `<`,
+/// `>`, `"`, `'`): for markup built outside templates (charts, highlighting).
+pub(crate) struct Escaped<'a>(pub(crate) &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+            f.write_str(&rest[..i])?;
+            f.write_str(match rest.as_bytes()[i] {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#39;",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
 /// Milliseconds for people: `42 ms`.
 pub(crate) fn duration_text(ms: f64) -> String {
     format!("{ms:.0} ms")
