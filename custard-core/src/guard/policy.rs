@@ -41,13 +41,72 @@ pub(super) fn check(g: &GuardInner, sql: &str) -> Result<CheckedSql, Rejection> 
         Statement::Query(query) => query,
         other => return Err(statement_rejection(&other)),
     };
+    // SQL this guard wrapped in its row limit (what an agent receives from the
+    // server) is checked as the query inside, keeping the tighter limit.
+    let (query, wrapped_limit) = match unwrap_row_limit(g, &query) {
+        Some((inner, limit)) => (inner, Some(limit)),
+        None => (query, None),
+    };
     let mut walker = Walker::new(g);
     if let ControlFlow::Break(rejection) = query.visit(&mut walker) {
         return Err(rejection);
     }
     let tables = walker.resolve()?;
-    let (sql, row_limit) = limit(g.max_rows, &query);
-    Ok(CheckedSql { query: query.to_string(), sql, dialect: g.dialect, row_limit, tables })
+    let max_rows = match (g.max_rows, wrapped_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let printed = query.to_string();
+    let (sql, row_limit) = limit(max_rows, &query);
+    reads_back(g, &printed, &query, &sql)?;
+    Ok(CheckedSql { query: printed, sql, dialect: g.dialect, row_limit, tables })
+}
+
+/// What runs is the checked tree printed back, so the printed text must mean
+/// exactly that tree: sqlparser prints some string literals (an escaped quote
+/// inside) in a way that reads back as different SQL, and SQL near the depth
+/// limit can pass alone but not inside the row-limit wrapper. Either way the
+/// text is refused rather than run with a meaning the guard did not check.
+fn reads_back(g: &GuardInner, printed: &str, query: &Query, sql: &str) -> Result<(), Rejection> {
+    let same = match parse(g, printed)?.as_slice() {
+        [Statement::Query(again)] => **again == *query,
+        _ => false,
+    };
+    if !same {
+        return Err(Rejection::new(
+            RejectionCode::Unsupported,
+            "this SQL does not read back the same once normalised (check the quoting of its \
+             string literals); write it without backslashes or doubled quotes inside strings",
+        ));
+    }
+    if sql != printed {
+        parse(g, sql).map_err(|r| {
+            Rejection::new(r.code, format!("{} once wrapped in the row limit", r.message))
+        })?;
+    }
+    Ok(())
+}
+
+/// The query inside this guard's own row-limit wrapper
+/// (`SELECT * FROM (<query>) AS custard_result LIMIT n`) and the rows it
+/// allows (`n - 1`), when `query` is exactly that wrapper.
+fn unwrap_row_limit(g: &GuardInner, query: &Query) -> Option<(Box<Query>, u64)> {
+    let SetExpr::Select(select) = query.body.as_ref() else { return None };
+    let [from] = select.from.as_slice() else { return None };
+    let TableFactor::Derived { subquery, alias: Some(alias), .. } = &from.relation else {
+        return None;
+    };
+    if alias.name.value != WRAP_ALIAS {
+        return None;
+    }
+    let n = literal_limit(query)?;
+    let allowed = n.checked_sub(1)?;
+    // Exactly the wrapper, nothing more: rebuilt from its parts, it must be equal.
+    let rebuilt = format!("SELECT * FROM ({subquery}) AS {WRAP_ALIAS} LIMIT {n}");
+    match parse(g, &rebuilt).ok()?.as_slice() {
+        [Statement::Query(again)] if **again == *query => Some((subquery.clone(), allowed)),
+        _ => None,
+    }
 }
 
 fn parse(g: &GuardInner, sql: &str) -> Result<Vec<Statement>, Rejection> {

@@ -378,3 +378,71 @@ fn masked_columns_cannot_be_read_any_way() {
         Err(GuardConfigError::UnqualifiedMaskedColumn(_))
     ));
 }
+
+/// What runs is the checked tree printed back: text whose printing reads back
+/// as different SQL is refused (sqlparser prints some quotes inside string
+/// literals unescaped), found by the fuzzing suite.
+#[test]
+fn printing_that_would_change_the_meaning_is_refused() {
+    let masked = Guard::builder(Dialect::Postgres)
+        .schema(shop_schema())
+        .mask_columns(["public.customers.email"])
+        .build()
+        .expect("guard");
+    let cases = [
+        (pg(), r"SELECT ''''''"),
+        (pg(), r"SELECT 'x\'' UNION SELECT usename FROM pg_user --' AS s"),
+        (
+            masked,
+            r"SELECT name FROM customers WHERE name = 'x\'''' UNION SELECT email FROM customers --' LIMIT 10",
+        ),
+    ];
+    for (guard, sql) in cases {
+        check_rejected(&guard, sql, RejectionCode::Unsupported);
+    }
+}
+
+/// Whatever the guard accepts, the same guard (or the agent's, with its own
+/// limits) accepts again as printed, with the row limit it wrapped it in.
+#[test]
+fn accepted_sql_is_accepted_again_as_printed_and_wrapped() {
+    let server = Guard::builder(Dialect::Postgres)
+        .schema(shop_schema())
+        .max_rows(1000)
+        .build()
+        .expect("server guard");
+    let agent = Guard::builder(Dialect::Postgres)
+        .schema(shop_schema())
+        .mask_columns(["public.customers.email"])
+        .max_rows(100)
+        .build()
+        .expect("agent guard");
+    let once = check_ok(&server, "SELECT name FROM customers ORDER BY name");
+    assert!(once.sql().ends_with("LIMIT 1001"), "{}", once.sql());
+    // The agent checks the query inside the wrapper (a `*` over the wrapper
+    // is not a `*` over a masked table) and keeps the tighter limit.
+    let again = check_ok(&agent, once.sql());
+    assert_eq!(again.query(), once.query());
+    assert_eq!((again.row_limit(), again.sql().ends_with("LIMIT 101")), (Some(100), true));
+    assert_eq!(check_ok(&agent, again.sql()).sql(), again.sql(), "stable");
+    // Only the exact wrapper is unwrapped: anything else is checked as written.
+    for sql in [
+        "SELECT * FROM (SELECT email FROM customers) AS custard_result LIMIT 5",
+        "SELECT *, 1 FROM (SELECT id FROM customers) AS custard_result LIMIT 5",
+    ] {
+        assert!(agent.check(sql).is_err(), "{sql}");
+    }
+
+    // Near the depth limit: accepted means accepted again once wrapped.
+    for depth in 40..70 {
+        let parens = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
+        let subqueries =
+            format!("{}SELECT 1{}", "SELECT * FROM (".repeat(depth), ") AS t".repeat(depth));
+        for sql in [parens, subqueries] {
+            if let Ok(checked) = pg().check(&sql) {
+                let again = pg().check(checked.sql());
+                assert!(again.is_ok(), "depth {depth}: {:?}", again.err());
+            }
+        }
+    }
+}
