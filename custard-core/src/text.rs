@@ -1,5 +1,6 @@
 //! Word normalization shared by retrieval and the offline engine: identifiers
-//! and questions become the same kind of lowercase, singular word stems.
+//! and questions become the same kind of lowercase, singular word stems; and
+//! cutting text that comes from elsewhere to a bounded length.
 
 /// Splits text or an identifier into normalized words: `customerOrders`,
 /// `customer_orders` and "customer orders" all give `["customer", "order"]`.
@@ -86,9 +87,24 @@ pub fn estimate_tokens(text: &str) -> usize {
     text.chars().count().div_ceil(4)
 }
 
+/// At most `max` characters of `text`, with `...` when cut: for text from a
+/// peer or a model that is echoed in an error or a prompt.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_cuts_at_characters() {
+        assert_eq!(truncate("héllo", 2), "hé...");
+        assert_eq!(truncate("hi", 2), "hi");
+    }
 
     #[test]
     fn stop_words_are_sorted() {

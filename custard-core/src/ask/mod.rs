@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::llm::{GenerationRequest, LanguageModel, LlmError};
+use crate::text::truncate;
 use crate::{
     ChatMessage, ColumnMeta, Example, ExecError, ExecErrorCode, Executor, Feedback, Guard,
     GuardConfigError, PromptBuilder, RejectionCode, RetrieveOptions, Role, RunLimits, Schema,
@@ -502,6 +503,11 @@ impl AskPipeline {
     }
 }
 
+/// The most characters of a failed attempt's SQL fed back to the model.
+const FEEDBACK_SQL_CHARS: usize = 8_000;
+/// The most characters of a failed reply without SQL, or of an error, fed back.
+const FEEDBACK_REPLY_CHARS: usize = 2_000;
+
 fn record(
     attempts: &mut Vec<Attempt>,
     feedback: &mut Vec<Feedback>,
@@ -509,12 +515,15 @@ fn record(
     sql: Option<String>,
     failure: AttemptFailure,
 ) {
-    // Feed back the SQL, not the whole reply: reasoning and prose only grow the prompt.
+    // Feed back the SQL, not the whole reply: reasoning and prose only grow the
+    // prompt. Both are cut, so a runaway reply cannot be sent back to the
+    // model whole on every repair.
     let shown = match &sql {
-        Some(sql) => format!("```sql\n{sql}\n```"),
-        None => reply.chars().take(2000).collect(),
+        Some(sql) => format!("```sql\n{}\n```", truncate(sql, FEEDBACK_SQL_CHARS)),
+        None => truncate(&reply, FEEDBACK_REPLY_CHARS),
     };
-    feedback.push(Feedback { reply: shown, error: failure.message.clone() });
+    let error = truncate(&failure.message, FEEDBACK_REPLY_CHARS);
+    feedback.push(Feedback { reply: shown, error });
     attempts.push(Attempt { reply, sql, failure: Some(failure) });
 }
 
@@ -575,5 +584,46 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(cannot_answer_reason(text).as_deref(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn runaway_replies_are_cut_before_they_are_fed_back() {
+        let (mut attempts, mut feedback) = (Vec::new(), Vec::new());
+        let sql = format!("SELECT 1 WHERE 'a' IN ({})", vec!["'x'"; 100_000].join(", "));
+        let failure = |message: String| AttemptFailure {
+            stage: AttemptStage::Guard,
+            code: "too_large".to_owned(),
+            message,
+        };
+        record(
+            &mut attempts,
+            &mut feedback,
+            sql.clone(),
+            Some(sql.clone()),
+            failure("x".repeat(50_000)),
+        );
+        record(
+            &mut attempts,
+            &mut feedback,
+            "é".repeat(50_000),
+            None,
+            failure("no SQL".to_owned()),
+        );
+        let sizes: Vec<_> =
+            feedback.iter().map(|f| (f.reply.chars().count(), f.error.chars().count())).collect();
+        assert_eq!(
+            sizes,
+            [(FEEDBACK_SQL_CHARS + 14, FEEDBACK_REPLY_CHARS + 3), (FEEDBACK_REPLY_CHARS + 3, 6)]
+        );
+        assert!(
+            feedback[0].reply.starts_with("```sql\nSELECT 1 WHERE"),
+            "{}",
+            &feedback[0].reply[..40]
+        );
+        assert_eq!(
+            attempts[0].sql.as_deref(),
+            Some(sql.as_str()),
+            "the attempt keeps what was written"
+        );
     }
 }

@@ -27,6 +27,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, RETRY_A
 use secrecy::SecretString;
 
 use super::{Generation, GenerationRequest, LanguageModel, LlmError, LlmErrorCode, extract_sql};
+use crate::text::truncate;
 use crate::{BoxFuture, ChatMessage, Role};
 
 /// The longest streamed reply read; a query never needs more.
@@ -758,14 +759,6 @@ fn is_quota_exhausted(body: &str) -> bool {
     })
 }
 
-/// At most `max` characters of `text`, with an ellipsis when cut.
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_owned(),
-    }
-}
-
 /// An error and its sources, which hold the useful part ("connection refused").
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -1013,8 +1006,6 @@ mod tests {
         for (body, expected) in cases {
             assert_eq!(server_message(body).as_deref(), *expected, "{body}");
         }
-        assert_eq!(truncate("héllo", 2), "hé...");
-        assert_eq!(truncate("hi", 2), "hi");
     }
 
     #[test]
