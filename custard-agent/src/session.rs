@@ -23,8 +23,13 @@ use crate::state::AgentState;
 
 /// How long connecting and the `hello`/`welcome` exchange may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long cancelled queries get to stop in the database when the session is lost.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
 /// A `rows` frame is split when its JSON grows past this.
 const ROWS_FRAME_BYTES: usize = 1024 * 1024;
+/// The most `rows` frames of one run the server may let the agent send ahead
+/// (a bound on what a `flow` window or `more` credits can add up to).
+const MAX_CREDIT: usize = 1 << 16;
 
 /// How a session ended.
 #[derive(Debug)]
@@ -84,7 +89,7 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
     let hello = Hello {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         dialect: state.executor.dialect().as_str().to_owned(),
-        capabilities: vec!["discover".into(), "run".into(), "cancel".into()],
+        capabilities: vec!["discover".into(), "run".into(), "cancel".into(), "flow".into()],
         schema_fingerprint: state.catalog().fingerprint.clone(),
         max_concurrency: u32::try_from(state.config.max_concurrency).unwrap_or(u32::MAX),
     };
@@ -126,6 +131,10 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
     let silent_limit = heartbeat * 3;
     let permits = Arc::new(Semaphore::new(state.config.max_concurrency));
     let mut in_flight: HashMap<String, CancellationToken> = HashMap::new();
+    // With flow control (a `flow` frame from the server): each run's credit of
+    // `rows` frames, topped up by `more`.
+    let mut window: Option<usize> = None;
+    let mut credits: HashMap<String, Arc<Semaphore>> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut last_heard = Instant::now();
 
@@ -138,6 +147,7 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(id) = done {
                     in_flight.remove(&id);
+                    credits.remove(&id);
                 }
             }
             message = stream.next() => {
@@ -170,6 +180,13 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                             token.cancel();
                         }
                     }
+                    Message::Flow(flow) => window = Some(credit_size(flow.window).max(1)),
+                    Message::More(more) => {
+                        if let Some(credit) = credits.get(&more.target) {
+                            let room = MAX_CREDIT.saturating_sub(credit.available_permits());
+                            credit.add_permits(credit_size(more.frames).min(room));
+                        }
+                    }
                     Message::Discover(_) | Message::Run(_) => {
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
                             let report = ErrorReport::new("busy", format!(
@@ -181,6 +198,11 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                         };
                         let token = CancellationToken::new();
                         in_flight.insert(frame.id.clone(), token.clone());
+                        let credit = window.map(|w| {
+                            let credit = Arc::new(Semaphore::new(w));
+                            credits.insert(frame.id.clone(), Arc::clone(&credit));
+                            credit
+                        });
                         let (state, out) = (state.clone(), out.clone());
                         tasks.spawn(async move {
                             let id = frame.id.clone();
@@ -190,7 +212,9 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                                 return id;
                             }
                             match frame.message {
-                                Message::Run(run) => run_query(&state, &id, run, &token, &out).await,
+                                Message::Run(run) => {
+                                    run_query(&state, &id, run, &token, credit.as_deref(), &out).await;
+                                }
                                 Message::Discover(d) => discover(&state, &id, d.sample_values, &out).await,
                                 _ => {}
                             }
@@ -227,12 +251,23 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
         }
         let _ = out.send(WsMessage::Close(None)).await;
     } else {
+        // Cancelled queries stop in the database (a cancel request); aborting
+        // them at once would leave them running there to their own timeout.
         in_flight.values().for_each(CancellationToken::cancel);
+        let _ = tokio::time::timeout(CANCEL_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
         tasks.abort_all();
     }
     drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     end
+}
+
+/// A count of `rows` frames from the server, at most [`MAX_CREDIT`].
+fn credit_size(frames: u32) -> usize {
+    usize::try_from(frames).map_or(MAX_CREDIT, |n| n.min(MAX_CREDIT))
 }
 
 fn text(frame: &Frame) -> WsMessage {
@@ -250,12 +285,14 @@ async fn discover(state: &AgentState, id: &str, requested: u32, out: &mpsc::Send
 }
 
 /// Checks `run` with the agent's own guard and policy, runs it, and streams
-/// `columns`, `rows` and `done` (or `error`) back under the request's id.
+/// `columns`, `rows` and `done` (or `error`) back under the request's id;
+/// with flow control each `rows` frame takes one of `credit`'s permits.
 async fn run_query(
     state: &AgentState,
     id: &str,
     run: custard_core::wire::Run,
     cancel: &CancellationToken,
+    credit: Option<&Semaphore>,
     out: &mpsc::Sender<WsMessage>,
 ) {
     let started = Instant::now();
@@ -303,6 +340,17 @@ async fn run_query(
                     }
                     Some(RowBatch::Rows(rows)) => {
                         for frame in rows_frames(id, rows) {
+                            // Wait for the server to take earlier frames (a slow reader
+                            // pauses this query, nothing else), or for a cancel.
+                            if let Some(credit) = credit {
+                                tokio::select! {
+                                    permit = credit.acquire() => match permit {
+                                        Ok(permit) => permit.forget(),
+                                        Err(_) => return false,
+                                    },
+                                    () = cancel.cancelled() => return true,
+                                }
+                            }
                             if out.send(frame).await.is_err() {
                                 return false;
                             }

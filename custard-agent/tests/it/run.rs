@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use custard_agent::backoff::Backoff;
 use custard_agent::config::AgentConfig;
-use custard_core::wire::{Cancel, Discover, Frame, Message, Run, Welcome, WireLimits};
+use custard_core::wire::{Cancel, Discover, Flow, Frame, Message, More, Run, Welcome, WireLimits};
 use custard_testkit::ScratchDb;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -436,6 +436,91 @@ async fn a_superuser_is_refused_with_the_sql_for_a_read_only_role() {
     assert!(message.contains("CREATE ROLE \"custard_reader\""), "{message}");
     assert!(message.contains("--allow-privileged-role"), "{message}");
     assert_eq!(server.attempts.load(Ordering::SeqCst), 0, "it never connected to the server");
+}
+
+/// When the server goes away, the queries it asked for stop in PostgreSQL
+/// instead of running on to their own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_cancels_its_queries_in_the_database() {
+    let db = numbers().await;
+    // Sleeps where the guard cannot see it (it refuses pg_sleep in a query).
+    db.client()
+        .await
+        .batch_execute("CREATE VIEW slow_answer AS SELECT 42 AS answer FROM pg_sleep(30)")
+        .await
+        .expect("the slow view");
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &db.url, 2));
+    let mut side = server.agent().await;
+    side.run("slow", "SELECT answer FROM slow_answer", 60_000).await;
+    let client = db.client().await;
+    let running = || async {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow_answer%' \
+                 AND state = 'active' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        n
+    };
+    let deadline = Instant::now() + WAIT;
+    while running().await == 0 {
+        assert!(Instant::now() < deadline, "the slow query did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(side);
+    while running().await > 0 {
+        assert!(Instant::now() < deadline, "the lost session's query still runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The agent is back; welcome it so it stops at once.
+    let _again = server.agent().await;
+    agent.stop().await;
+}
+
+/// With flow control a run sends at most its window of `rows` frames until the
+/// server takes them (`more`); meanwhile other runs are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_control_pauses_one_run_until_the_server_takes_its_rows() {
+    let db = numbers().await;
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &db.url, 2));
+    let mut side = server.agent().await;
+    side.send(Frame::new("flow", Message::Flow(Flow { window: 2 }))).await;
+    // 3,000 rows in batches of 500: six `rows` frames.
+    side.run("big", "SELECT i FROM n ORDER BY i", 30_000).await;
+    side.run("small", "SELECT 1 AS one", 30_000).await;
+    let mut big = Vec::new();
+    loop {
+        let frame = side.recv().await;
+        if frame.id == "small" {
+            if matches!(frame.message, Message::Done(_)) {
+                break;
+            }
+        } else {
+            big.push(frame.message);
+        }
+    }
+    // Take what the paused run sends until it has been quiet for a while.
+    while let Ok(frame) = tokio::time::timeout(Duration::from_millis(500), side.recv()).await {
+        big.push(frame.message);
+    }
+    let rows =
+        |messages: &[Message]| messages.iter().filter(|m| matches!(m, Message::Rows(_))).count();
+    assert!(matches!(big.first(), Some(Message::Columns(_))), "{big:?}");
+    assert_eq!(rows(&big), 2, "the window's two frames, then nothing: {big:?}");
+
+    side.send(Frame::new("m1", Message::More(More { target: "big".into(), frames: 100 }))).await;
+    let rest = side.reply_to("big").await;
+    assert_eq!(rows(&big) + rows(&rest), 6, "{rest:?}");
+    assert!(
+        matches!(rest.last(), Some(Message::Done(d)) if d.row_count == 3000 && !d.truncated),
+        "{rest:?}"
+    );
+    agent.stop().await;
 }
 
 /// On shutdown the agent stops taking work but lets a running query finish

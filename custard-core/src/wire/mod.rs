@@ -18,6 +18,8 @@
 //! | `rows` | agent -> server | [`Rows`] | |
 //! | `done` | agent -> server | [`Done`] | |
 //! | `cancel` | server -> agent | [`Cancel`] | |
+//! | `flow` | server -> agent | [`Flow`] | |
+//! | `more` | server -> agent | [`More`] | |
 //! | `error` | agent -> server | [`ErrorReport`] | |
 //! | `ping` | server -> agent | none | `pong` |
 //! | `pong` | agent -> server | none | |
@@ -27,6 +29,14 @@
 //! result carry the id of their `run`), which is how the server correlates them.
 //! [`Frame::reply`] builds such a frame. A `cancel` has its own id and names the
 //! `run` to stop in [`Cancel::target`].
+//!
+//! Flow control: an agent that lists the `flow` capability in `hello` may get
+//! a `flow` frame right after `welcome` (and before any request). From then on
+//! it sends at most [`Flow::window`] `rows` frames of each `run` beyond those
+//! the server has acknowledged with `more` ([`More::frames`] for the `run` named
+//! in [`More::target`]). So a caller that reads one result slowly pauses that
+//! query alone, and the server keeps reading the socket for every other
+//! request. Without a `flow` frame the agent sends rows as fast as it can.
 //!
 //! Decoding is defensive: the size cap is checked before parsing, a wrong `v` is
 //! [`WireError::UnsupportedVersion`], an unknown `type` is [`WireError::UnknownType`]
@@ -183,6 +193,10 @@ pub enum Message {
     Run(Run),
     /// `cancel`: asks the agent to stop a `run`.
     Cancel(Cancel),
+    /// `flow`: turns on flow control for the session's results.
+    Flow(Flow),
+    /// `more`: lets the agent send more `rows` frames of one `run`.
+    More(More),
     /// `ping`: a heartbeat; the agent answers with `pong`.
     Ping,
 }
@@ -202,6 +216,8 @@ impl Message {
             Message::Discover(_) => "discover",
             Message::Run(_) => "run",
             Message::Cancel(_) => "cancel",
+            Message::Flow(_) => "flow",
+            Message::More(_) => "more",
             Message::Ping => "ping",
         }
     }
@@ -220,6 +236,8 @@ impl Message {
             | Message::Discover(_)
             | Message::Run(_)
             | Message::Cancel(_)
+            | Message::Flow(_)
+            | Message::More(_)
             | Message::Ping => Origin::Server,
         }
     }
@@ -407,6 +425,25 @@ pub struct Cancel {
     pub target: String,
 }
 
+/// `flow`: from now on, each `run` may have at most `window` `rows` frames
+/// sent and not yet acknowledged with `more`. Sent once, after `welcome`, to
+/// agents with the `flow` capability.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// `rows` frames of one `run` the agent may send ahead (at least 1).
+    pub window: u32,
+}
+
+/// `more`: the server took `frames` more `rows` frames of the `run` named
+/// `target`; the agent may send that many more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct More {
+    /// The id of the `run` frame.
+    pub target: String,
+    /// How many more `rows` frames the agent may send.
+    pub frames: u32,
+}
+
 impl Frame {
     /// A frame with an id and a message.
     pub fn new(id: impl Into<String>, message: Message) -> Self {
@@ -438,6 +475,8 @@ impl Frame {
             Message::Discover(p) => self.encode_with(p),
             Message::Run(p) => self.encode_with(p),
             Message::Cancel(p) => self.encode_with(p),
+            Message::Flow(p) => self.encode_with(p),
+            Message::More(p) => self.encode_with(p),
             Message::Pong | Message::Ping => self.encode_with(&Empty {}),
         }
     }
@@ -504,6 +543,8 @@ impl Frame {
             "discover" => Message::Discover(payload(text, &kind)?),
             "run" => Message::Run(payload(text, &kind)?),
             "cancel" => Message::Cancel(payload(text, &kind)?),
+            "flow" => Message::Flow(payload(text, &kind)?),
+            "more" => Message::More(payload(text, &kind)?),
             "ping" => Message::Ping,
             _ => return Err(WireError::UnknownType { type_name: shorten(kind), id: header.id }),
         };
@@ -576,12 +617,8 @@ fn parse_dialect(name: &str) -> Option<Dialect> {
 }
 
 /// Cuts peer-supplied text to [`MAX_ECHO_CHARS`] characters.
-fn shorten(mut text: String) -> String {
-    if let Some((cut, _)) = text.char_indices().nth(MAX_ECHO_CHARS) {
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
+fn shorten(text: String) -> String {
+    crate::text::truncate(&text, MAX_ECHO_CHARS)
 }
 
 #[cfg(test)]
@@ -645,14 +682,16 @@ mod tests {
             Message::Discover(Discover { sample_values: 5 }),
             Message::Run(Run { sql: "SELECT 1".into(), max_rows: 100, timeout_ms: 30_000 }),
             Message::Cancel(Cancel { target: "q-7".into() }),
+            Message::Flow(Flow { window: 8 }),
+            Message::More(More { target: "q-7".into(), frames: 4 }),
             Message::Ping,
         ]
     }
 
     /// Every message type, in the order of the `match` below.
-    const TYPES: [&str; 12] = [
+    const TYPES: [&str; 14] = [
         "hello", "schema", "columns", "rows", "done", "error", "pong", "welcome", "discover",
-        "run", "cancel", "ping",
+        "run", "cancel", "ping", "flow", "more",
     ];
 
     #[test]
@@ -673,6 +712,8 @@ mod tests {
                 Message::Run(_) => 9,
                 Message::Cancel(_) => 10,
                 Message::Ping => 11,
+                Message::Flow(_) => 12,
+                Message::More(_) => 13,
             };
             seen[index] = true;
             assert_eq!(TYPES[index], message.type_name());
@@ -738,6 +779,11 @@ mod tests {
         check(
             Message::Cancel(Cancel { target: "q-7".into() }),
             r#"{"v":1,"type":"cancel","id":"r1","target":"q-7"}"#,
+        );
+        check(Message::Flow(Flow { window: 8 }), r#"{"v":1,"type":"flow","id":"r1","window":8}"#);
+        check(
+            Message::More(More { target: "q-7".into(), frames: 4 }),
+            r#"{"v":1,"type":"more","id":"r1","target":"q-7","frames":4}"#,
         );
     }
 

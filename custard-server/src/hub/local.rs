@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use custard_core::wire::{Cancel, Discover, Frame, Message, Run};
+use custard_core::wire::{Cancel, Discover, Frame, Message, More, Run};
 use custard_core::{
     BoxFuture, CheckedSql, Dialect, ExecError, ExecErrorCode, RowBatch, RowSender, RunLimits,
     RunSummary, Schema,
@@ -17,8 +17,14 @@ use tokio_util::sync::CancellationToken;
 use super::{AgentRouter, HubSettings, Presence, StatusEvent, StatusKind};
 use crate::store::{ConnectionId, OrgId};
 
-/// Frames buffered per request before the socket reader waits for the caller.
+/// Frames buffered per request of an agent without flow control before the
+/// socket reader waits for the caller.
 const REPLY_BUFFER: usize = 16;
+/// `rows` frames of one request an agent with flow control may send before the
+/// caller took them. The request's buffer holds them and `columns` and `done`.
+pub(crate) const FLOW_WINDOW: u32 = 16;
+/// The caller acknowledges taken frames in steps of this many (fewer `more` frames).
+const FLOW_STEP: u32 = FLOW_WINDOW / 2;
 /// Status events buffered for slow subscribers (they skip ahead when lagging).
 const EVENT_BUFFER: usize = 1024;
 
@@ -50,6 +56,9 @@ pub(crate) struct AgentLink {
     pub(crate) agent_version: String,
     pub(crate) dialect: Dialect,
     max_concurrency: usize,
+    /// [`FLOW_WINDOW`] when the agent takes `flow`/`more`; otherwise a slow caller
+    /// holds up the socket (see [`AgentLink::deliver`]).
+    window: Option<u32>,
     in_flight: AtomicUsize,
     next_request: AtomicU64,
     /// Frames for the socket writer.
@@ -70,6 +79,8 @@ pub(crate) struct NewLink {
     pub(crate) agent_version: String,
     pub(crate) dialect: Dialect,
     pub(crate) max_concurrency: usize,
+    /// The flow window the agent was given, if it takes flow control.
+    pub(crate) window: Option<u32>,
     pub(crate) outbox: mpsc::Sender<Frame>,
 }
 
@@ -109,6 +120,7 @@ impl LocalHub {
             agent_version: new.agent_version,
             dialect: new.dialect,
             max_concurrency: new.max_concurrency.max(1),
+            window: new.window,
             in_flight: AtomicUsize::new(0),
             next_request: AtomicU64::new(1),
             outbox: new.outbox,
@@ -217,9 +229,11 @@ impl LocalHub {
     async fn start(&self, slot: Slot, message: Message) -> Result<InFlight, ExecError> {
         let link = slot.link.clone();
         let id = format!("r{}", link.next_request.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+        // With flow control the agent never sends more than this holds.
+        let buffer = link.window.map_or(REPLY_BUFFER, |w| w as usize + 2);
+        let (tx, rx) = mpsc::channel(buffer);
         lock(&link.pending).insert(id.clone(), tx);
-        let request = InFlight { slot, id: id.clone(), replies: rx, finished: false };
+        let request = InFlight { slot, id: id.clone(), replies: rx, finished: false, taken: 0 };
         let sent = tokio::time::timeout(
             self.settings.handshake_timeout,
             link.outbox.send(Frame::new(id, message)),
@@ -232,16 +246,33 @@ impl LocalHub {
 }
 
 impl AgentLink {
-    /// Hands a reply to the request waiting for it. Waits while that caller's
-    /// buffer is full (so a slow reader slows its agent instead of growing memory),
-    /// up to `patience`; a caller gone or too slow loses its request.
+    /// Hands a reply to the request waiting for it; a caller gone loses its request.
+    ///
+    /// With flow control the agent never sends more than the caller's buffer
+    /// holds, so this never waits: a slow caller pauses only its own query,
+    /// and the socket keeps being read for the other requests. Without it
+    /// (an older agent) this waits while the caller's buffer is full, up to
+    /// `patience`, holding up the whole socket (a slow reader slows its agent
+    /// instead of growing memory); a caller too slow loses its request.
     pub(crate) async fn deliver(&self, frame: Frame, patience: Duration) {
         let Some(sender) = lock(&self.pending).get(&frame.id).cloned() else {
             // A reply to a request that ended (cancelled, timed out): drop it.
             return;
         };
-        let delivered = tokio::time::timeout(patience, sender.send(frame.message)).await;
-        if !matches!(delivered, Ok(Ok(()))) {
+        let delivered = if self.window.is_some() {
+            let sent = sender.try_send(frame.message);
+            if let Err(mpsc::error::TrySendError::Full(_)) = &sent {
+                tracing::warn!(
+                    connection = %self.connection_id,
+                    session = self.session,
+                    "the agent sent more rows than its flow window; dropping the request"
+                );
+            }
+            sent.is_ok()
+        } else {
+            matches!(tokio::time::timeout(patience, sender.send(frame.message)).await, Ok(Ok(())))
+        };
+        if !delivered {
             lock(&self.pending).remove(&frame.id);
             let _ = self.outbox.try_send(cancel_frame(&frame.id));
         }
@@ -308,12 +339,26 @@ struct InFlight {
     id: String,
     replies: mpsc::Receiver<Message>,
     finished: bool,
+    /// `rows` frames taken and not yet acknowledged to a flow-controlled agent.
+    taken: u32,
 }
 
 impl InFlight {
-    /// The next reply, or `agent_disconnected` when the session ended.
+    /// The next reply, or `agent_disconnected` when the session ended. Taking
+    /// `rows` lets a flow-controlled agent send more of them.
     async fn next(&mut self) -> Result<Message, ExecError> {
-        self.replies.recv().await.ok_or_else(disconnected)
+        let message = self.replies.recv().await.ok_or_else(disconnected)?;
+        if matches!(message, Message::Rows(_)) && self.slot.link.window.is_some() {
+            self.taken += 1;
+            if self.taken >= FLOW_STEP {
+                let more = More { target: self.id.clone(), frames: self.taken };
+                self.taken = 0;
+                let frame = Frame::new(format!("{}-more", self.id), Message::More(more));
+                // The socket's writer may be slow; waiting here is bounded by the caller's deadline.
+                let _ = self.slot.link.outbox.send(frame).await;
+            }
+        }
+        Ok(message)
     }
 
     fn finish(&mut self) {

@@ -14,12 +14,12 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use custard_core::wire::{
-    ErrorReport, Frame, MAX_FRAME_BYTES, Message, Origin, WireLimits, schema_to_json,
+    ErrorReport, Flow, Frame, MAX_FRAME_BYTES, Message, Origin, WireLimits, schema_to_json,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::local::{AgentLink, LocalHub, NewLink};
+use super::local::{AgentLink, FLOW_WINDOW, LocalHub, NewLink};
 use crate::auth;
 use crate::error::{AppError, ErrorCode};
 use crate::extract::ClientIp;
@@ -184,15 +184,34 @@ async fn serve(
         return;
     }
 
-    // 2. Register, welcome, and note the agent in the store.
+    // 2. Welcome (and flow control for an agent that takes it), register, and
+    // note the agent in the store. The welcome is queued before the session is
+    // registered, so no request can reach the agent ahead of it; if the session
+    // is refused below, the queue is dropped unsent.
     let (outbox, mut outgoing) = mpsc::channel::<Frame>(OUTBOX);
     let max_concurrency = usize::try_from(hello.max_concurrency).unwrap_or(1).clamp(1, 1024);
+    let window = hello.capabilities.iter().any(|c| c == "flow").then_some(FLOW_WINDOW);
+    let welcome = custard_core::wire::Welcome {
+        connection_id: connection.id.to_string(),
+        heartbeat_interval_ms: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(u64::MAX),
+        limits: WireLimits {
+            max_rows: 0,
+            max_bytes: 0,
+            timeout_ms: 0,
+            max_concurrency: hello.max_concurrency,
+        },
+    };
+    let _ = outbox.try_send(Frame::new(hello_id, Message::Welcome(welcome)));
+    if let Some(window) = window {
+        let _ = outbox.try_send(Frame::new("flow", Message::Flow(Flow { window })));
+    }
     let link = hub.register(NewLink {
         org_id: connection.org_id.clone(),
         connection_id: connection.id.clone(),
         agent_version: hello.agent_version.clone(),
         dialect: connection.dialect,
         max_concurrency,
+        window,
         outbox: outbox.clone(),
     });
     // The key was checked before the upgrade; a rotation or deletion since then
@@ -211,19 +230,9 @@ async fn serve(
         connection = %connection.id,
         session = link.session,
         agent_version = %hello.agent_version,
+        flow_control = window.is_some(),
         "agent connected"
     );
-    let welcome = custard_core::wire::Welcome {
-        connection_id: connection.id.to_string(),
-        heartbeat_interval_ms: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(u64::MAX),
-        limits: WireLimits {
-            max_rows: 0,
-            max_bytes: 0,
-            timeout_ms: 0,
-            max_concurrency: hello.max_concurrency,
-        },
-    };
-    let _ = outbox.send(Frame::new(hello_id, Message::Welcome(welcome))).await;
 
     // The writer owns the sink; it ends with a close frame when told to.
     let (close_tx, close_rx) = oneshot::channel::<End>();
