@@ -45,6 +45,18 @@ pub struct ServerConfig {
     /// intervals is dropped.
     #[arg(long, env = "CUSTARD_AGENT_HEARTBEAT_MS", default_value_t = 15_000, hide = true)]
     pub agent_heartbeat_ms: u64,
+    /// The most open connections, agents' WebSockets included; one more is
+    /// answered 503 and closed.
+    #[arg(long, env = "CUSTARD_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// The most open connections from one client address (agents behind one
+    /// NAT address count together).
+    #[arg(long, env = "CUSTARD_MAX_CONNECTIONS_PER_IP", default_value_t = 4_096)]
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send a request's headers, and then its
+    /// body, in milliseconds; idle keep-alive connections close after it too.
+    #[arg(long, env = "CUSTARD_REQUEST_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_read_timeout_ms: u64,
 }
 
 /// Which engine writes SQL, as configured.
@@ -102,6 +114,26 @@ impl ServerConfig {
         }
     }
 }
+
+impl ServerConfig {
+    /// The connection caps and read deadline the server is served with.
+    pub fn serve_limits(&self) -> crate::serve::ServeLimits {
+        crate::serve::ServeLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            request_read_timeout: self.request_read_timeout(),
+            drain: SHUTDOWN_DRAIN,
+        }
+    }
+
+    /// How long a request's headers, and then its body, may take to arrive.
+    pub fn request_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_read_timeout_ms.max(1))
+    }
+}
+
+/// How long open requests and streams get to finish after SIGTERM or Ctrl-C.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl fmt::Debug for ServerConfig {
     // The JWT secret and the SMTP URL (with its password) are never printed.

@@ -54,10 +54,16 @@ error_codes! {
     Forbidden => "forbidden", FORBIDDEN;
     /// Nothing here, or not in the caller's organisation.
     NotFound => "not_found", NOT_FOUND;
+    /// The path exists but does not take this method.
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED;
     /// The resource already exists (an email already registered).
     Conflict => "conflict", CONFLICT;
     /// The body is larger than the API accepts.
     PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE;
+    /// The request's headers or body did not arrive in time.
+    RequestTimeout => "request_timeout", REQUEST_TIMEOUT;
+    /// The server, or the caller's address, has as many open connections as it accepts.
+    TooManyConnections => "too_many_connections", SERVICE_UNAVAILABLE;
     /// Too many attempts; try again later.
     RateLimited => "rate_limited", TOO_MANY_REQUESTS;
     /// No agent is connected for the connection.

@@ -16,6 +16,7 @@ mod queries;
 pub mod rate_limit;
 mod routes;
 pub mod secrets;
+pub mod serve;
 pub mod store;
 mod web;
 

@@ -4,9 +4,11 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, ErrorCode};
 
@@ -28,11 +30,19 @@ impl Default for Limits {
     }
 }
 
+/// Checks between two prunings of the keys that are back to full capacity.
+const PRUNE_EVERY: u32 = 1024;
+
 /// Keyed limiters for one kind of attempt (login, signup, password reset).
+/// Accounts are keyed by the SHA-256 of the normalised email, so a key costs
+/// the same however long the email a client sends, and keys back at full
+/// capacity are forgotten every 1,024 checks: memory follows the
+/// attempts of the last few minutes, not of all time.
 #[derive(Debug)]
 pub struct AttemptLimiter {
     by_ip: DefaultKeyedRateLimiter<IpAddr>,
-    by_account: DefaultKeyedRateLimiter<String>,
+    by_account: DefaultKeyedRateLimiter<[u8; 32]>,
+    checks: AtomicU32,
 }
 
 impl AttemptLimiter {
@@ -46,6 +56,7 @@ impl AttemptLimiter {
         AttemptLimiter {
             by_ip: RateLimiter::keyed(quota(limits.per_ip)),
             by_account: RateLimiter::keyed(quota(limits.per_account)),
+            checks: AtomicU32::new(0),
         }
     }
 
@@ -54,9 +65,13 @@ impl AttemptLimiter {
         let refused = || {
             AppError::new(ErrorCode::RateLimited, "too many attempts; wait a minute and try again")
         };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.prune();
+        }
         self.by_ip.check_key(&ip).map_err(|_| refused())?;
         if let Some(account) = account {
-            self.by_account.check_key(&account.trim().to_lowercase()).map_err(|_| refused())?;
+            let key: [u8; 32] = Sha256::digest(account.trim().to_lowercase()).into();
+            self.by_account.check_key(&key).map_err(|_| refused())?;
         }
         Ok(())
     }
@@ -92,5 +107,25 @@ mod tests {
         assert!(limiter.check(a, None).is_ok());
         assert!(limiter.check(a, None).is_err(), "the IP is over its limit");
         limiter.prune();
+    }
+
+    #[test]
+    fn keys_are_bounded_however_many_and_however_long() {
+        let limiter = AttemptLimiter::new(Limits {
+            per_ip: 1,
+            per_account: 1,
+            replenish: Duration::from_millis(1),
+        });
+        let long = "x".repeat(6_000);
+        for i in 0..(3 * PRUNE_EVERY) {
+            let ip: IpAddr = std::net::Ipv6Addr::from(u128::from(i)).into();
+            let _ = limiter.check(ip, Some(&format!("{i}{long}@example.com")));
+            if i % 256 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        // Pruned along the way: what is left is what came since the last pruning.
+        assert!(limiter.by_ip.len() <= PRUNE_EVERY as usize, "{}", limiter.by_ip.len());
+        assert!(limiter.by_account.len() <= PRUNE_EVERY as usize, "{}", limiter.by_account.len());
     }
 }

@@ -30,9 +30,6 @@ use crate::rate_limit::{AttemptLimiter, Limits};
 use crate::store::{SqliteStore, Store};
 use crate::{connections, openapi, queries};
 
-/// How long open requests and streams get to finish after SIGTERM or Ctrl-C.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
-
 /// The most bytes a request body may have.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -123,15 +120,20 @@ impl AppState {
 /// The whole HTTP API, its OpenAPI document at `/api/v1/openapi.json` and
 /// the docs page at `/api/v1/docs`.
 pub fn app(state: AppState) -> Router {
+    let body_deadline = state.config().request_read_timeout();
     let (router, document) = endpoints().split_for_parts();
     router
         .merge(openapi::docs(document))
         .merge(crate::web::pages())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // A route layer sees the matched route; unmatched paths are not counted,
         // so random URLs cannot grow the label set.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            crate::serve::read_body_in_time(body_deadline, MAX_BODY_BYTES, request, next)
+        }))
         .with_state(state)
 }
 
@@ -193,28 +195,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             login.email, login.password
         );
     }
-    // Client addresses feed the per-IP rate limits.
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let shutdown = {
+    let limits = state.config().serve_limits();
+    tokio::spawn({
         let stop = stop.clone();
         async move {
             shutdown_signal().await;
             stop.cancel();
         }
-    };
-    let serve = axum::serve(listener, service).with_graceful_shutdown(shutdown);
-    // Open streams (the status stream, a long export) would hold a graceful
-    // shutdown forever: give them a bounded time after the signal.
-    let drain_limit = async {
-        stop.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_DRAIN).await;
-    };
-    tokio::select! {
-        served = serve => served?,
-        () = drain_limit => {
-            tracing::warn!("open connections did not finish within {} s; stopping", SHUTDOWN_DRAIN.as_secs());
-        }
-    }
+    });
+    crate::serve::serve(listener, app(state), limits, stop.clone()).await?;
     stop.cancel();
     Ok(())
 }
@@ -358,6 +347,12 @@ async fn agent_socket(
 }
 
 /// Unknown paths: a JSON error under `/api/`, an HTML page for browsers elsewhere.
+/// A known path asked with a method it does not take: the API's error body
+/// (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method) -> AppError {
+    AppError::new(ErrorCode::MethodNotAllowed, format!("this path does not take {method}"))
+}
+
 async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     use axum::response::IntoResponse;
     if uri.path().starts_with("/api/") {
