@@ -7,16 +7,14 @@
 //! failed test started are printed with the failure.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use custard_testkit::bins::workspace_binary;
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
+use custard_testkit::processes::{Process, Scene, free_port, start_agent, start_server};
 use custard_testkit::{ReaderRole, ScratchDb, url_with_user};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 const PASSWORD: &str = "correct horse battery staple";
 /// The most one test may take, start-ups included (building the agent is not).
@@ -90,7 +88,8 @@ async fn llm_flow(scene: &Scene, agent_bin: &Path) {
 
     let api = server.verified_user("ada@example.com").await;
     let (connection, key, agent_url) = server.create_postgres_connection(&api, "Shop").await;
-    let mut agent = start_agent(scene, agent_bin, "agent-1", &agent_url, &key, &shop.reader_url());
+    let mut agent =
+        start_agent(scene, agent_bin, "agent-1", &agent_url, &key, &shop.reader_url(), &[]);
     wait_for_connection(&api, &connection, "online with a schema", |c| {
         c["status"] == "online" && c["schema_fingerprint"].is_string()
     })
@@ -131,7 +130,8 @@ async fn llm_flow(scene: &Scene, agent_bin: &Path) {
     );
     assert_eq!(model.request_count(), 1, "no model call is spent while no agent is connected");
 
-    let _agent = start_agent(scene, agent_bin, "agent-2", &agent_url, &key, &shop.reader_url());
+    let _agent =
+        start_agent(scene, agent_bin, "agent-2", &agent_url, &key, &shop.reader_url(), &[]);
     wait_for_connection(&api, &connection, "online again", |c| c["status"] == "online").await;
     let (status, answer) = ask(&api, &connection, question).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -181,7 +181,7 @@ async fn offline_flow(scene: &Scene, agent_bin: &Path) {
 
     let api = server.verified_user("grace@example.com").await;
     let (connection, key, agent_url) = server.create_postgres_connection(&api, "Shop").await;
-    let _agent = start_agent(scene, agent_bin, "agent", &agent_url, &key, &shop.reader_url());
+    let _agent = start_agent(scene, agent_bin, "agent", &agent_url, &key, &shop.reader_url(), &[]);
     wait_for_connection(&api, &connection, "online with a schema", |c| {
         c["status"] == "online" && c["schema_fingerprint"].is_string()
     })
@@ -303,114 +303,13 @@ async fn demo_flow(scene: &Scene) {
 // ---------------------------------------------------------------------------
 // Processes
 
-/// One test's temporary folder and the logs of the processes it started;
-/// when the test fails, every log is printed.
-struct Scene {
-    name: String,
-    dir: tempfile::TempDir,
-    logs: Mutex<Vec<(String, PathBuf)>>,
-}
-
-impl Scene {
-    fn new(name: &str) -> Scene {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("custard-e2e-{name}-"))
-            .tempdir()
-            .expect("a temp dir");
-        Scene { name: name.to_owned(), dir, logs: Mutex::new(Vec::new()) }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A fresh log file for process `name`, remembered for printing.
-    fn log(&self, name: &str) -> (PathBuf, std::fs::File) {
-        let path = self.path().join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .expect("creating a log file");
-        self.logs.lock().expect("logs").push((name.to_owned(), path.clone()));
-        (path, file)
-    }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
-        for (name, path) in logs {
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("<{e}>"));
-            eprintln!("\n----- {name} ({}) -----\n{text}----- end of {name} -----", path.display());
-        }
-    }
-}
-
 /// Runs a test body under [`TEST_LIMIT`]; a timeout fails the test (with the logs).
 async fn bounded(scene: &Scene, body: impl std::future::Future<Output = ()>) {
     let started = Instant::now();
     if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
         panic!("the test did not finish within {TEST_LIMIT:?}; logs in {}", scene.path().display());
     }
-    eprintln!("{}: {:.1} s", scene.name, started.elapsed().as_secs_f64());
-}
-
-/// A child process with its output in a log file, SIGKILLed when dropped.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    /// Starts `program` with a clean `CUSTARD_*`/`OPENAI_*` environment, in the
-    /// scene's folder (so no `.env` file of the developer's is read).
-    fn spawn(
-        scene: &Scene,
-        name: &str,
-        program: &Path,
-        configure: impl FnOnce(&mut Command),
-    ) -> Process {
-        let mut command = Command::new(program);
-        for (key, _) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            if key_text.starts_with("CUSTARD_") || key_text.starts_with("OPENAI_") {
-                command.env_remove(&key);
-            }
-        }
-        let (log, file) = scene.log(name);
-        command
-            .env("CUSTARD_LOG", "info")
-            .env("NO_COLOR", "1")
-            .current_dir(scene.path())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .kill_on_drop(true);
-        configure(&mut command);
-        let child =
-            command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        Process { name: name.to_owned(), child, log }
-    }
-
-    /// Panics with the log when the process has exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            panic!("{} exited early ({status}):\n{text}", self.name);
-        }
-    }
-
-    /// SIGKILL (no chance to say goodbye), then reaps the process.
-    async fn kill(&mut self) {
-        self.child.start_kill().expect("sending SIGKILL");
-        let status = self.child.wait().await.expect("waiting for the killed process");
-        assert!(!status.success(), "{} was killed: {status}", self.name);
-    }
+    eprintln!("{}: {:.1} s", scene.name(), started.elapsed().as_secs_f64());
 }
 
 /// The agent binary, built first (outside the test's time limit: cargo may
@@ -424,24 +323,6 @@ async fn agent_binary() -> PathBuf {
     binary
 }
 
-/// Starts the agent binary for one connection.
-fn start_agent(
-    scene: &Scene,
-    binary: &Path,
-    name: &str,
-    server_url: &str,
-    key: &str,
-    database_url: &str,
-) -> Process {
-    let health = scene.path().join(format!("{name}.health"));
-    Process::spawn(scene, name, binary, |c| {
-        c.env("CUSTARD_SERVER_URL", server_url)
-            .env("CUSTARD_API_KEY", key)
-            .env("CUSTARD_DATABASE_URL", database_url)
-            .env("CUSTARD_HEALTH_FILE", health);
-    })
-}
-
 /// The `custard-server` binary on a free port with a fresh data dir.
 struct Server {
     process: Process,
@@ -452,48 +333,20 @@ struct Server {
 
 impl Server {
     async fn start(scene: &Scene, args: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let address = format!("127.0.0.1:{port}");
+        let address = format!("127.0.0.1:{}", free_port());
         let base = format!("http://{address}");
         let data_dir = scene.path().join("server-data");
         let timeout = QUERY_TIMEOUT_SECS.to_string();
-        let process =
-            Process::spawn(scene, "server", Path::new(env!("CARGO_BIN_EXE_custard-server")), |c| {
-                c.args([
-                    "--bind",
-                    &address,
-                    "--public-url",
-                    &base,
-                    "--query-timeout-secs",
-                    &timeout,
-                ])
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(args);
-            });
+        let mut all = vec!["--query-timeout-secs", &timeout];
+        all.extend_from_slice(args);
+        let binary = Path::new(env!("CARGO_BIN_EXE_custard-server"));
+        let process = start_server(scene, binary, &address, &data_dir, &all, WAIT).await;
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("an HTTP client");
-        let mut server = Server { process, base, data_dir, http };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            server.process.assert_running();
-            if let Ok(r) = server.http.get(format!("{}/health", server.base)).send().await
-                && r.status() == StatusCode::OK
-            {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "custard-server did not answer on {address} within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Server { process, base, data_dir, http }
     }
 
     fn anonymous(&self) -> Api {
@@ -570,7 +423,7 @@ impl Server {
     async fn demo_credentials(&self) -> (String, String) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let text = std::fs::read_to_string(&self.process.log).unwrap_or_default();
+            let text = self.process.log_text();
             let field = |name: &str| {
                 text.lines().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
             };

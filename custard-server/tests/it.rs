@@ -24,15 +24,23 @@ struct Server {
 }
 
 async fn server_with(limits: Limits) -> Server {
+    server_with_flags(limits, &[]).await
+}
+
+/// A server with `flags` on top of a fresh data dir and the SMTP sink.
+async fn server_with_flags(limits: Limits, flags: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = SmtpSink::start().await;
-    let config = ServerConfig::parse_from([
+    let smtp = sink.url();
+    let mut args = vec![
         "custard-server",
         "--data-dir",
         dir.path().to_str().expect("utf-8"),
         "--smtp-url",
-        &sink.url(),
-    ]);
+        &smtp,
+    ];
+    args.extend_from_slice(flags);
+    let config = ServerConfig::parse_from(args);
     let state = AppState::open_with_limits(config, limits).expect("state");
     Server { app: app(state), sink, _dir: dir }
 }
@@ -223,6 +231,8 @@ async fn bad_input_gets_clear_4xx_errors() {
     let huge = format!("{{\"email\": \"{}\"}}", "x".repeat(200_000));
     let (status, body) = s.raw("POST", "/api/v1/auth/signup", None, Some(&huge)).await;
     assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+    let (status, body) = s.raw("GET", "/api/v1/auth/signup", None, None).await;
+    assert_eq!((status, code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
 }
 
 #[tokio::test]
@@ -1235,4 +1245,87 @@ async fn web_signed_in_user_accepts_an_invitation_and_works_in_it() {
         guest.post("/accept-invitation", &[("token", &secret), ("csrf_token", &csrf)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "single use");
     assert!(html.contains("This invitation does not work"), "{html}");
+}
+
+/// Every page (signed in or out, error pages too) carries the security
+/// headers, and over https both cookies are `Secure` as well as `HttpOnly`
+/// and `SameSite=Lax`.
+#[tokio::test]
+async fn every_page_has_the_security_headers_and_cookies_are_secure_over_https() {
+    let limits = Limits { per_ip: 1000, per_account: 1000, replenish: Duration::from_millis(1) };
+    let s = server_with_flags(limits, &["--public-url", "https://custard.example"]).await;
+    let (_, token) = s.verified_user("https@example.com", "Https org", 0).await;
+    let (status, created) = s
+        .call(
+            "POST",
+            "/api/v1/connections",
+            Some(&token),
+            Some(json!({"name": "shop", "db_type": "sqlite"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let connection = created["id"].as_str().expect("id").to_owned();
+
+    let mut visitor = Visitor::new(&s);
+    let (_, headers, _) = visitor.get("/login").await;
+    let (_, raw) = set_cookie(&headers, "custard_csrf").expect("a CSRF cookie");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(raw.contains(attribute), "CSRF cookie {attribute}: {raw}");
+    }
+    let token = csrf_field(&visitor.get("/login").await.2);
+    let (status, headers, _) = visitor
+        .post(
+            "/login",
+            &[("email", "https@example.com"), ("password", PASSWORD), ("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, raw) = set_cookie(&headers, "custard_session").expect("a session cookie");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(raw.contains(attribute), "session cookie {attribute}: {raw}");
+    }
+
+    let signed_in = [
+        "/".to_owned(),
+        "/connections".to_owned(),
+        format!("/connections/{connection}"),
+        "/history".to_owned(),
+        "/history/no-such-entry".to_owned(),
+        "/settings".to_owned(),
+        "/no-such-page".to_owned(),
+    ];
+    let signed_out = [
+        "/login",
+        "/signup",
+        "/forgot-password",
+        "/reset-password?token=x",
+        "/verify-email?token=x",
+        "/accept-invitation?token=x",
+        "/connections",
+        "/no-such-page",
+    ];
+    let pages =
+        signed_in.iter().map(|p| (p.as_str(), true)).chain(signed_out.iter().map(|p| (*p, false)));
+    for (path, with_session) in pages {
+        let (status, headers, _) = if with_session {
+            visitor.get(path).await
+        } else {
+            web(&s, "GET", path, "", None, None).await
+        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if status.is_redirection() {
+            // Not a page: signed out, a page for members sends the browser to sign in.
+            assert!(!with_session && header("location").starts_with("/login"), "{path}");
+            continue;
+        }
+        let csp = header("content-security-policy");
+        assert!(
+            csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+        assert_eq!(header("x-frame-options"), "DENY", "{path} ({status})");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path} ({status})");
+        assert_eq!(header("referrer-policy"), "same-origin", "{path} ({status})");
+        assert_eq!(header("cache-control"), "no-store", "{path} ({status})");
+    }
 }

@@ -67,6 +67,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[path = "platform/injection.rs"]
+mod injection;
+
 // ---------------------------------------------------------------------------
 // The server
 
@@ -242,11 +245,21 @@ impl Platform {
     /// returned token.
     fn real_agent(&self, connection: &str, key: &str, database: &Path) -> CancellationToken {
         let database_url = format!("sqlite:{}", database.display());
-        let config = AgentConfig {
+        self.start_agent(self.agent_config(connection, key, &database_url))
+    }
+
+    /// The real agent's configuration for `connection` over `database_url`.
+    fn agent_config(&self, connection: &str, key: &str, database_url: &str) -> AgentConfig {
+        AgentConfig {
             sample_values: 5,
             shutdown_grace: Duration::from_millis(100),
             ..AgentConfig::new(self.agent_url(connection), key, database_url)
-        };
+        }
+    }
+
+    /// Starts the real agent with `config`; it stops with the test or the
+    /// returned token.
+    fn start_agent(&self, config: AgentConfig) -> CancellationToken {
         let stop = self.stop.child_token();
         let backoff = Backoff::with(
             Duration::from_millis(50),

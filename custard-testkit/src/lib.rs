@@ -16,16 +16,28 @@
 //!
 //! [`browser::Browser`] is headless Chromium driven over WebDriver, for
 //! end-to-end tests of the web UI (`scripts/ensure-chromium.sh` installs it).
+//!
+//! [`processes`] runs real binaries for end-to-end and fault tests: a
+//! [`processes::Scene`] (a test's folder and the logs printed when it fails)
+//! and [`processes::Process`] (a child that can be signalled, killed on drop).
+//!
+//! [`cluster::PostgresCluster`] is a private PostgreSQL cluster on its own
+//! port, for tests that stop or restart the database.
 
 pub mod bins;
 pub mod browser;
+pub mod cluster;
 pub mod fake_openai;
+pub mod processes;
 pub mod smtp_sink;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_postgres::{Client, NoTls};
+
+/// The PostgreSQL client the helpers here return, for tests whose crate does not depend on it.
+pub use tokio_postgres;
 
 /// The default test server, used when `CUSTARD_TEST_DATABASE_URL` is not set.
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
