@@ -11,6 +11,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::{PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use super::names::{NameIndex, TableId, catalog_key, closest, fold};
 use super::{CheckedSql, GuardInner, Rejection, RejectionCode, functions};
@@ -79,6 +80,16 @@ fn reads_back(g: &GuardInner, printed: &str, query: &Query, sql: &str) -> Result
              string literals); write it without backslashes or doubled quotes inside strings",
         ));
     }
+    if sql.len() > g.max_sql_bytes {
+        return Err(Rejection::new(
+            RejectionCode::TooLong,
+            format!(
+                "SQL is {} bytes long once wrapped in the row limit; the limit is {} bytes",
+                sql.len(),
+                g.max_sql_bytes
+            ),
+        ));
+    }
     if sql != printed {
         parse(g, sql).map_err(|r| {
             Rejection::new(r.code, format!("{} once wrapped in the row limit", r.message))
@@ -109,26 +120,95 @@ fn unwrap_row_limit(g: &GuardInner, query: &Query) -> Option<(Box<Query>, u64)> 
     }
 }
 
+/// The most set operations (`UNION`, `INTERSECT`, `EXCEPT`) one statement may
+/// chain, and the most binary operators. The parser builds such chains in a
+/// loop, so the recursion limit does not see them, but they become trees as
+/// deep as they are long, which walking, printing, comparing and dropping
+/// recurse into: unbounded, a long chain would overflow a worker's stack.
+const MAX_SET_OPERATIONS: usize = 64;
+const MAX_BINARY_OPERATORS: usize = 512;
+
 fn parse(g: &GuardInner, sql: &str) -> Result<Vec<Statement>, Rejection> {
-    let run = || -> Result<Vec<Statement>, ParserError> {
-        let parser = match g.dialect {
-            Dialect::Postgres => Parser::new(&PostgreSqlDialect {}),
-            Dialect::Sqlite => Parser::new(&SQLiteDialect {}),
+    let run = || -> Result<Vec<Statement>, Rejection> {
+        let dialect: &dyn sqlparser::dialect::Dialect = match g.dialect {
+            Dialect::Postgres => &PostgreSqlDialect {},
+            Dialect::Sqlite => &SQLiteDialect {},
         };
-        parser.with_recursion_limit(g.recursion_limit).try_with_sql(sql)?.parse_statements()
+        let tokens = Tokenizer::new(dialect, sql)
+            .tokenize_with_location()
+            .map_err(|e| parse_rejection(g, ParserError::TokenizerError(e.to_string())))?;
+        let (set_operations, binary_operators) = chained_operators(&tokens);
+        if set_operations > MAX_SET_OPERATIONS || binary_operators > MAX_BINARY_OPERATORS {
+            return Err(Rejection::new(
+                RejectionCode::ParseError,
+                format!(
+                    "SQL chains {set_operations} set operations and {binary_operators} operators; \
+                     the limits are {MAX_SET_OPERATIONS} and {MAX_BINARY_OPERATORS}"
+                ),
+            ));
+        }
+        Parser::new(dialect)
+            .with_recursion_limit(g.recursion_limit)
+            .with_tokens_with_locations(tokens)
+            .parse_statements()
+            .map_err(|e| parse_rejection(g, e))
     };
     // The parser is not supposed to panic; if it ever does, fail closed with an error.
-    match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(Ok(statements)) => Ok(statements),
-        Ok(Err(ParserError::RecursionLimitExceeded)) => Err(Rejection::new(
+    catch_unwind(AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Err(Rejection::new(RejectionCode::ParseError, "could not parse SQL")))
+}
+
+fn parse_rejection(g: &GuardInner, e: ParserError) -> Rejection {
+    match e {
+        ParserError::RecursionLimitExceeded => Rejection::new(
             RejectionCode::ParseError,
             format!("SQL nests more than {} levels deep", g.recursion_limit),
-        )),
-        Ok(Err(ParserError::TokenizerError(m) | ParserError::ParserError(m))) => {
-            Err(Rejection::new(RejectionCode::ParseError, format!("could not parse SQL: {m}")))
+        ),
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => {
+            Rejection::new(RejectionCode::ParseError, format!("could not parse SQL: {m}"))
         }
-        Err(_) => Err(Rejection::new(RejectionCode::ParseError, "could not parse SQL")),
     }
+}
+
+/// Set-operation keywords and binary-operator tokens, counted over the whole
+/// text (an upper bound on the longest chain of either).
+fn chained_operators(tokens: &[TokenWithSpan]) -> (usize, usize) {
+    use sqlparser::keywords::Keyword;
+    let mut counts = (0, 0);
+    for token in tokens {
+        match &token.token {
+            Token::Word(w)
+                if matches!(w.keyword, Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT) =>
+            {
+                counts.0 += 1;
+            }
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR) => counts.1 += 1,
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Caret
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::ShiftLeft
+            | Token::ShiftRight
+            | Token::DoubleColon
+            | Token::Arrow
+            | Token::LongArrow
+            | Token::HashArrow
+            | Token::HashLongArrow => counts.1 += 1,
+            _ => {}
+        }
+    }
+    counts
 }
 
 /// The rejection for a statement that is not a plain query.

@@ -433,6 +433,17 @@ fn accepted_sql_is_accepted_again_as_printed_and_wrapped() {
         assert!(agent.check(sql).is_err(), "{sql}");
     }
 
+    // Near the size limit, likewise.
+    let limit = 1_000;
+    let sized = Guard::builder(Dialect::Postgres).max_sql_bytes(limit).build().expect("guard");
+    for padding in (limit - 80)..limit {
+        let sql = format!("SELECT 1 AS {}", "a".repeat(padding - 12));
+        if let Ok(checked) = sized.check(&sql) {
+            let again = sized.check(checked.sql());
+            assert!(again.is_ok(), "{} bytes: {:?}", sql.len(), again.err());
+        }
+    }
+
     // Near the depth limit: accepted means accepted again once wrapped.
     for depth in 40..70 {
         let parens = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
@@ -445,4 +456,31 @@ fn accepted_sql_is_accepted_again_as_printed_and_wrapped() {
             }
         }
     }
+}
+
+/// Chains the parser builds in a loop (set operations, binary operators) are
+/// capped, so walking and printing them cannot overflow a worker's 2 MiB
+/// stack (683 `UNION ALL`s did, found by the fuzzing suite).
+#[test]
+fn long_operator_chains_are_refused_before_they_overflow_a_stack() {
+    let union = |n: usize| format!("SELECT 1{}", " UNION ALL SELECT 1".repeat(n));
+    let sum = |n: usize| format!("SELECT 1{}", " + 1".repeat(n));
+    // (A `*` counts as an operator, so stay a little under the cap.)
+    let within = [union(63), sum(500)];
+    let beyond = [union(65), union(5000), sum(513), sum(50_000)];
+    // On a thread with a tokio worker's stack, as the server and agent run it.
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            for sql in &within {
+                check_ok(&pg(), sql);
+            }
+            for sql in &beyond {
+                let r = check_rejected(&pg(), sql, RejectionCode::ParseError);
+                assert!(r.message.contains("limits are"), "{}", r.message);
+            }
+        })
+        .expect("thread")
+        .join()
+        .expect("no overflow");
 }
