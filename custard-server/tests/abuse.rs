@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use custard_testkit::api::Api;
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
 use custard_testkit::processes::{Process, Scene, free_port, start_server};
 use futures_util::SinkExt as _;
@@ -42,9 +43,8 @@ struct Target {
     scene: Scene,
     server: Process,
     addr: String,
-    token: String,
-    /// Another tenant's HTTP client (from `127.0.0.2`).
-    other: reqwest::Client,
+    /// Another tenant's client (from `127.0.0.2`), signed in as the demo user.
+    api: Api,
     _model: FakeOpenAi,
 }
 
@@ -83,7 +83,8 @@ async fn start(name: &str, model: FakeOpenAi, read_timeout: Duration) -> Target 
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    let mut target = Target { scene, server, addr, token: String::new(), other, _model: model };
+    let api = Api { http: other, base: format!("http://{addr}"), token: None };
+    let mut target = Target { scene, server, addr, api, _model: model };
     let (status, body) = target
         .call(
             "POST",
@@ -92,7 +93,7 @@ async fn start(name: &str, model: FakeOpenAi, read_timeout: Duration) -> Target 
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    target.token = body["access_token"].as_str().expect("a token").to_owned();
+    target.api.token = Some(body["access_token"].as_str().expect("a token").to_owned());
     target
 }
 
@@ -108,24 +109,14 @@ impl Target {
     /// A JSON call as the other tenant's client (with the demo token when set).
     async fn call(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.other.request(method, self.url(path));
-        if !self.token.is_empty() {
-            request = request.bearer_auth(&self.token);
-        }
-        if !body.is_null() {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("the server answers");
-        let status = response.status();
-        let text = response.text().await.expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        self.api.call(method, path, (!body.is_null()).then_some(&body)).await
     }
 
     /// Another tenant is served: `/health` answers 200 within the margin.
     async fn assert_others_served(&mut self, when: &str) {
         self.server.assert_running();
         let started = Instant::now();
-        let status = tokio::time::timeout(MARGIN, self.other.get(self.url("/health")).send())
+        let status = tokio::time::timeout(MARGIN, self.api.http.get(self.url("/health")).send())
             .await
             .unwrap_or_else(|_| panic!("{when}: /health did not answer within {MARGIN:?}"))
             .unwrap_or_else(|e| panic!("{when}: /health failed: {e}"))
@@ -439,7 +430,7 @@ async fn login_floods_are_rate_limited_and_others_sign_in() {
         assert!(!statuses.keys().any(|s| *s >= 500), "no 5xx: {statuses:?}");
         target.assert_others_served("during a login flood").await;
         // Signing in from another address still works.
-        let token = std::mem::take(&mut target.token);
+        let token = target.api.token.take();
         let password = target
             .server
             .log_text()
@@ -450,7 +441,7 @@ async fn login_floods_are_rate_limited_and_others_sign_in() {
             .call("POST", "/api/v1/auth/login", json!({"email": "demo@custard.local", "password": password}))
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        target.token = token;
+        target.api.token = token;
     })
     .await;
 }
@@ -460,7 +451,7 @@ async fn malformed_utf8_and_deep_json_get_4xx() {
     bounded(async {
         let mut target = start("abuse-malformed", FakeOpenAi::always(Behaviour::reply("SELECT 1")).await, READ_TIMEOUT).await;
         let addr = target.addr.clone();
-        let token = target.token.clone();
+        let token = target.api.token.clone().expect("signed in");
         let post = |path: &str, content_type: &str, body: &[u8]| {
             format!(
                 "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\n\

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use custard_testkit::api::Api;
 use custard_testkit::bins::workspace_binary;
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
 use custard_testkit::processes::{Process, Scene, free_port, start_agent, start_server};
@@ -97,7 +98,7 @@ async fn llm_flow(scene: &Scene, agent_bin: &Path) {
 
     let question = "How many customers and how much revenue do we have per country?";
     let expected = shop.expected_rows().await;
-    let (status, answer) = ask(&api, &connection, question).await;
+    let (status, answer) = api.ask(&connection, question).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_answer_rows(&answer, &["country", "customers", "revenue"], &expected);
     assert_eq!(answer["engine"], "test-model", "the answer names the model: {answer}");
@@ -115,7 +116,7 @@ async fn llm_flow(scene: &Scene, agent_bin: &Path) {
     agent.kill().await;
     wait_for_connection(&api, &connection, "offline", |c| c["status"] == "offline").await;
     let asked_at = Instant::now();
-    let (status, reply) = ask(&api, &connection, question).await;
+    let (status, reply) = api.ask(&connection, question).await;
     let (since_kill, since_ask) = (killed_at.elapsed(), asked_at.elapsed());
     assert_eq!(
         (status, error_code(&reply)),
@@ -133,7 +134,7 @@ async fn llm_flow(scene: &Scene, agent_bin: &Path) {
     let _agent =
         start_agent(scene, agent_bin, "agent-2", &agent_url, &key, &shop.reader_url(), &[]);
     wait_for_connection(&api, &connection, "online again", |c| c["status"] == "online").await;
-    let (status, answer) = ask(&api, &connection, question).await;
+    let (status, answer) = api.ask(&connection, question).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_answer_rows(&answer, &["country", "customers", "revenue"], &expected);
 
@@ -195,14 +196,14 @@ async fn offline_flow(scene: &Scene, agent_bin: &Path) {
         .await
         .expect("counting customers")
         .get(0);
-    let (status, answer) = ask(&api, &connection, "how many customers are there").await;
+    let (status, answer) = api.ask(&connection, "how many customers are there").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["engine"], "offline", "{answer}");
     assert_eq!(answer["rows"], json!([[customers]]), "{answer}");
     assert_eq!(answer["row_count"], 1, "{answer}");
 
     let weather = "what will the weather be like in Paris tomorrow?";
-    let (status, reply) = ask(&api, &connection, weather).await;
+    let (status, reply) = api.ask(&connection, weather).await;
     assert_eq!(
         (status, error_code(&reply)),
         (StatusCode::UNPROCESSABLE_ENTITY, "cannot_answer"),
@@ -253,14 +254,14 @@ async fn demo_flow(scene: &Scene) {
     })
     .await;
 
-    let (status, answer) = ask(&api, &connection, "how many customers are there").await;
+    let (status, answer) = api.ask(&connection, "how many customers are there").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["engine"], "offline", "{answer}");
     let rows = answer["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 1, "{answer}");
     assert!(rows[0][0].as_i64().is_some_and(|n| n > 0), "a positive count: {answer}");
 
-    let (status, products) = ask(&api, &connection, "list all products").await;
+    let (status, products) = api.ask(&connection, "list all products").await;
     assert_eq!(status, StatusCode::OK, "{products}");
     assert_eq!(products["engine"], "offline", "{products}");
     assert_eq!(products["truncated"], false, "{products}");
@@ -274,7 +275,11 @@ async fn demo_flow(scene: &Scene) {
         .collect();
 
     let id = products["id"].as_str().expect("id");
-    let response = api.send(Method::GET, &format!("/api/v1/queries/{id}/export.csv"), None).await;
+    let response = api
+        .request(Method::GET, &format!("/api/v1/queries/{id}/export.csv"))
+        .send()
+        .await
+        .expect("the export answers");
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response
         .headers()
@@ -438,46 +443,6 @@ impl Server {
 
 // ---------------------------------------------------------------------------
 // HTTP
-
-/// The API as one user (or nobody) calls it.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Api {
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> reqwest::Response {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
-        let response = self.send(method, path, body).await;
-        let status = response.status();
-        let text = response.text().await.expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-}
-
-async fn ask(api: &Api, connection: &str, question: &str) -> (StatusCode, Value) {
-    api.post("/api/v1/query", &json!({"connection_id": connection, "question": question})).await
-}
 
 /// Polls the connection until `want` holds; returns it.
 async fn wait_for_connection(

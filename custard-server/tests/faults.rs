@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use custard_testkit::api::Api;
 use custard_testkit::bins::{status_kib, workspace_binary};
 use custard_testkit::cluster::PostgresCluster;
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
@@ -902,67 +903,6 @@ impl Server {
             assert!(Instant::now() < deadline, "no email to {email} in {}", outbox.display());
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-    }
-}
-
-/// The API as one user (or nobody) calls it.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Api {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
-    async fn try_call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<(StatusCode, Value), reqwest::Error> {
-        let mut request = self.request(method, path);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.try_call(reqwest::Method::GET, path, None)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.try_call(reqwest::Method::POST, path, Some(body))
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-    }
-
-    async fn try_ask(
-        &self,
-        connection: &str,
-        question: &str,
-    ) -> Result<(StatusCode, Value), reqwest::Error> {
-        let body = json!({"connection_id": connection, "question": question});
-        self.try_call(reqwest::Method::POST, "/api/v1/query", Some(&body)).await
-    }
-
-    async fn ask(&self, connection: &str, question: &str) -> (StatusCode, Value) {
-        self.try_ask(connection, question)
-            .await
-            .unwrap_or_else(|e| panic!("asking {question}: {e}"))
     }
 }
 

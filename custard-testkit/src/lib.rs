@@ -24,6 +24,7 @@
 //! [`cluster::PostgresCluster`] is a private PostgreSQL cluster on its own
 //! port, for tests that stop or restart the database.
 
+pub mod api;
 pub mod bins;
 pub mod browser;
 pub mod cluster;
