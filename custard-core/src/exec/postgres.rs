@@ -127,7 +127,7 @@ async fn stream(
     // prepare() is a Parse message: PostgreSQL refuses more than one statement in it.
     let (_, statement) = tokio::try_join!(
         biased;
-        set_local_timeouts(&txn, limits.timeout, limits.lock_timeout),
+        set_local_envelope(&txn, limits.timeout, limits.lock_timeout, query.search_path()),
         async { txn.prepare(query.sql()).await.map_err(db_error) },
     )?;
     let columns = statement
@@ -169,21 +169,30 @@ async fn stream(
     Ok((caps.rows, caps.bytes, truncated))
 }
 
-async fn set_local_timeouts(
+/// The transaction's local settings: time limits, and the search path the
+/// guard resolved names in (with `pg_temp` last, so no temporary table can
+/// shadow a checked one; `pg_catalog` always comes first).
+async fn set_local_envelope(
     txn: &Transaction<'_>,
     statement: Duration,
     lock: Duration,
+    search_path: &[String],
 ) -> Result<(), ExecError> {
-    // Integers we format ourselves: nothing from the query reaches this string.
+    // Integers we format ourselves and identifiers quoted as identifiers:
+    // nothing from the query reaches this string.
     let statement_ms = statement.as_millis().max(1);
     let lock_ms = lock.as_millis().max(1);
-    txn.batch_execute(&format!(
+    let mut sql = format!(
         "SET LOCAL statement_timeout = {statement_ms}; \
          SET LOCAL lock_timeout = {lock_ms}; \
          SET LOCAL idle_in_transaction_session_timeout = {statement_ms}"
-    ))
-    .await
-    .map_err(db_error)
+    );
+    if !search_path.is_empty() {
+        let schemas: Vec<String> =
+            search_path.iter().map(|s| crate::schema::ddl_ident(Dialect::Postgres, s)).collect();
+        sql.push_str(&format!("; SET LOCAL search_path = {}, pg_temp", schemas.join(", ")));
+    }
+    txn.batch_execute(&sql).await.map_err(db_error)
 }
 
 impl Executor for PostgresExecutor {
@@ -206,7 +215,7 @@ impl Executor for PostgresExecutor {
                 .start()
                 .await
                 .map_err(db_error)?;
-            set_local_timeouts(&txn, DISCOVER_TIMEOUT, Duration::from_secs(5)).await?;
+            set_local_envelope(&txn, DISCOVER_TIMEOUT, Duration::from_secs(5), &[]).await?;
             let schema = pg_discover::discover(&txn, options).await.map_err(db_error)?;
             txn.rollback().await.map_err(db_error)?;
             Ok(schema)

@@ -9,6 +9,7 @@
 mod functions;
 mod names;
 mod policy;
+mod scope;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -129,6 +130,7 @@ pub struct CheckedSql {
     dialect: Dialect,
     row_limit: Option<u64>,
     tables: Vec<String>,
+    search_path: Arc<[String]>,
 }
 
 impl CheckedSql {
@@ -170,6 +172,13 @@ impl CheckedSql {
         &self.tables
     }
 
+    /// The schemas the guard resolved unqualified table names in, in order:
+    /// an executor runs the SQL with exactly this search path, so the
+    /// database reads the tables the guard checked.
+    pub fn search_path(&self) -> &[String] {
+        &self.search_path
+    }
+
     /// Builds a `CheckedSql` without the guard, for executor unit tests only
     /// (the layer-2 test runs attacks with the guard switched off).
     #[cfg(all(test, any(feature = "postgres", feature = "sqlite")))]
@@ -180,6 +189,7 @@ impl CheckedSql {
             dialect,
             row_limit,
             tables: Vec::new(),
+            search_path: vec![dialect.default_schema().to_owned()].into(),
         }
     }
 }
@@ -226,7 +236,7 @@ struct GuardInner {
     max_sql_bytes: usize,
     recursion_limit: usize,
     names: Option<NameIndex>,
-    search_path: Vec<String>,
+    search_path: Arc<[String]>,
     allowed_schemas: Option<HashSet<String>>,
     allowed_tables: Option<HashSet<(String, String)>>,
     /// (schema, table, column), each as the catalog spells it.
@@ -395,7 +405,7 @@ impl GuardBuilder {
                 max_sql_bytes: self.max_sql_bytes,
                 recursion_limit: self.recursion_limit,
                 names: self.schema.as_ref().map(NameIndex::new),
-                search_path,
+                search_path: search_path.into(),
                 allowed_schemas: self.allowed_schemas.map(|s| s.into_iter().collect()),
                 allowed_tables,
                 masked_columns,

@@ -31,7 +31,6 @@ pub(crate) struct NameIndex {
     schema: Schema,
     tables: HashMap<(String, String), usize>,
     by_name: HashMap<String, Vec<usize>>,
-    columns: Vec<HashMap<String, usize>>,
 }
 
 impl NameIndex {
@@ -39,15 +38,11 @@ impl NameIndex {
         let d = schema.dialect;
         let mut tables = HashMap::new();
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut columns = Vec::with_capacity(schema.tables.len());
         for (i, t) in schema.tables.iter().enumerate() {
             tables.insert((catalog_key(d, &t.schema), catalog_key(d, &t.name)), i);
             by_name.entry(catalog_key(d, &t.name)).or_default().push(i);
-            columns.push(
-                t.columns.iter().enumerate().map(|(j, c)| (catalog_key(d, &c.name), j)).collect(),
-            );
         }
-        NameIndex { schema: schema.clone(), tables, by_name, columns }
+        NameIndex { schema: schema.clone(), tables, by_name }
     }
 
     /// The table `schema.name` (both already folded).
@@ -78,10 +73,6 @@ impl NameIndex {
 
     pub(super) fn get(&self, id: TableId) -> &Table {
         &self.schema.tables[id.0]
-    }
-
-    pub(super) fn has_column(&self, id: TableId, folded: &str) -> bool {
-        self.columns[id.0].contains_key(folded)
     }
 
     /// How to write a table so that this dialect reads it back.

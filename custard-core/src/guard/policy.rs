@@ -1,20 +1,20 @@
 //! The read-only policy: parse, walk every node, then resolve names.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, Function, FunctionArguments, Ident, JoinConstraint, JoinOperator,
-    ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
-    SetExpr, Statement, TableAlias, TableFactor, Value, Visit, Visitor,
+    AccessExpr, BinaryOperator, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, Ident, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query,
+    Select, SetExpr, Statement, TableAlias, TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::dialect::{PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::names::{NameIndex, TableId, catalog_key, closest, fold};
-use super::{CheckedSql, GuardInner, Rejection, RejectionCode, functions};
+use super::names::fold;
+use super::{CheckedSql, GuardInner, Rejection, RejectionCode, functions, scope};
 use crate::Dialect;
 
 /// The alias given to the wrapped query when the guard adds a row limit.
@@ -52,7 +52,15 @@ pub(super) fn check(g: &GuardInner, sql: &str) -> Result<CheckedSql, Rejection> 
     if let ControlFlow::Break(rejection) = query.visit(&mut walker) {
         return Err(rejection);
     }
-    let tables = walker.resolve()?;
+    let bound = scope::bind(g, &query)?;
+    if bound.names != walker.names {
+        // Some part of the tree holds names the binder did not resolve: fail closed.
+        return Err(Rejection::new(
+            RejectionCode::Unsupported,
+            "the guard could not resolve every name in this query; write it more simply",
+        ));
+    }
+    let tables = bound.tables;
     let max_rows = match (g.max_rows, wrapped_limit) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -60,7 +68,14 @@ pub(super) fn check(g: &GuardInner, sql: &str) -> Result<CheckedSql, Rejection> 
     let printed = query.to_string();
     let (sql, row_limit) = limit(max_rows, &query);
     reads_back(g, &printed, &query, &sql)?;
-    Ok(CheckedSql { query: printed, sql, dialect: g.dialect, row_limit, tables })
+    Ok(CheckedSql {
+        query: printed,
+        sql,
+        dialect: g.dialect,
+        row_limit,
+        tables,
+        search_path: g.search_path.clone(),
+    })
 }
 
 /// What runs is the checked tree printed back, so the printed text must mean
@@ -233,44 +248,20 @@ fn statement_rejection(statement: &Statement) -> Rejection {
     }
 }
 
-/// A table named in a FROM clause (or `TABLE name`), as written.
-#[derive(Debug)]
-struct RelationRef {
-    schema: Option<Ident>,
-    name: Ident,
-    alias: Option<Ident>,
-}
-
-/// Walks the whole AST: stops at the first policy violation and collects the
-/// names used, to be resolved against the schema once the walk is complete.
+/// Walks the whole AST for what does not depend on names: statements, locking,
+/// functions, types, syntax from other dialects. It also counts the name nodes
+/// (column references, whole-row references, FROM items), which the binder
+/// must resolve one for one.
 struct Walker<'g> {
     g: &'g GuardInner,
-    ctes: HashSet<String>,
-    relations: Vec<RelationRef>,
-    /// Aliases of derived tables, CTE references and table functions.
-    opaque_qualifiers: HashSet<String>,
-    /// Names a query may use without a table column behind them: select-list
-    /// aliases, alias column lists, CTE columns and function result names.
-    output_names: HashSet<String>,
-    column_refs: Vec<Vec<Ident>>,
-    /// `*` (None) and `t.*` (Some(t)) select items.
-    wildcards: Vec<Option<Ident>>,
-    /// Whether a NATURAL join matches columns by name.
-    natural_join: bool,
+    names: usize,
+    /// Field names after a `.` in `(x).f`, which are not column references.
+    fields: HashSet<*const Expr>,
 }
 
 impl<'g> Walker<'g> {
     fn new(g: &'g GuardInner) -> Self {
-        Walker {
-            g,
-            ctes: HashSet::new(),
-            relations: Vec::new(),
-            opaque_qualifiers: HashSet::new(),
-            output_names: HashSet::new(),
-            column_refs: Vec::new(),
-            wildcards: Vec::new(),
-            natural_join: false,
-        }
+        Walker { g, names: 0, fields: HashSet::new() }
     }
 
     fn fold(&self, ident: &Ident) -> String {
@@ -282,17 +273,6 @@ impl<'g> Walker<'g> {
             RejectionCode::Unsupported,
             format!("{what} is not supported in read-only queries"),
         ))
-    }
-
-    fn add_alias(&mut self, alias: Option<&TableAlias>) {
-        if let Some(alias) = alias {
-            let name = self.fold(&alias.name);
-            self.opaque_qualifiers.insert(name);
-            for column in &alias.columns {
-                let name = self.fold(&column.name);
-                self.output_names.insert(name);
-            }
-        }
     }
 
     /// Checks a function name against the allow-list; `pg_catalog.` is the only qualifier allowed.
@@ -307,8 +287,6 @@ impl<'g> Walker<'g> {
         let Some(last) = parts.last() else { return Self::unsupported("an empty function name") };
         let base = self.fold(last);
         if allowed_qualifier && functions::is_allowed(self.g.dialect, &base) {
-            // PostgreSQL names an unaliased function column after the function.
-            self.output_names.insert(base);
             ControlFlow::Continue(())
         } else {
             ControlFlow::Break(Rejection::new(
@@ -322,350 +300,152 @@ impl<'g> Walker<'g> {
         if !matches!(f.parameters, FunctionArguments::None) {
             return Self::unsupported("a parameterised function");
         }
-        self.check_function_name(&f.name)
-    }
-
-    fn record_relation(
-        &mut self,
-        name: &ObjectName,
-        alias: Option<&TableAlias>,
-    ) -> ControlFlow<Rejection> {
-        let Some(parts) = idents(name) else { return Self::unsupported("a computed table name") };
-        let (schema, table) = match parts.as_slice() {
-            [t] => (None, (*t).clone()),
-            [s, t] => (Some((*s).clone()), (*t).clone()),
-            _ => return Self::unsupported(&format!("the cross-database reference `{name}`")),
-        };
-        if schema.is_none() && self.ctes.contains(&self.fold(&table)) {
-            let q = alias.map_or_else(|| self.fold(&table), |a| self.fold(&a.name));
-            self.opaque_qualifiers.insert(q);
-            self.add_alias(alias);
-            return ControlFlow::Continue(());
+        self.check_function_name(&f.name)?;
+        if let FunctionArguments::List(list) = &f.args {
+            self.count_wildcard_args(&list.args);
         }
-        if self.is_system_relation(schema.as_ref(), &table) {
-            return ControlFlow::Break(Rejection::new(
-                RejectionCode::SystemCatalog,
-                format!("system catalog `{name}` may not be read"),
-            ));
-        }
-        if let Some(alias) = alias {
-            for column in &alias.columns {
-                let name = self.fold(&column.name);
-                self.output_names.insert(name);
-            }
-        }
-        self.relations.push(RelationRef {
-            schema,
-            name: table,
-            alias: alias.map(|a| a.name.clone()),
-        });
         ControlFlow::Continue(())
     }
 
-    fn is_system_relation(&self, schema: Option<&Ident>, table: &Ident) -> bool {
-        let table = self.fold(table).to_lowercase();
-        let schema = schema.map(|s| self.fold(s).to_lowercase());
-        match self.g.dialect {
-            Dialect::Postgres => {
-                table.starts_with("pg_")
-                    || schema.is_some_and(|s| {
-                        s == "pg_catalog" || s == "information_schema" || s.starts_with("pg_")
-                    })
+    /// `t.*` as a function argument reads t's whole row: a name node.
+    fn count_wildcard_args(&mut self, args: &[FunctionArg]) {
+        for arg in args {
+            let (FunctionArg::Named { arg, .. }
+            | FunctionArg::ExprNamed { arg, .. }
+            | FunctionArg::Unnamed(arg)) = arg;
+            if matches!(arg, FunctionArgExpr::QualifiedWildcard(_)) {
+                self.names += 1;
             }
-            Dialect::Sqlite => table.starts_with("sqlite_") || table.starts_with("pragma_"),
         }
     }
 
-    /// Resolves relations and columns; returns the tables read, as `schema.table`.
-    fn resolve(self) -> Result<Vec<String>, Rejection> {
-        let d = self.g.dialect;
-        let mut tables = Vec::new();
-        let mut resolved: Vec<(Option<TableId>, &RelationRef)> = Vec::new();
-        for rel in &self.relations {
-            let name = self.fold(&rel.name);
-            let (schema, id) = match (&self.g.names, &rel.schema) {
-                (Some(index), Some(schema)) => {
-                    let schema = self.fold(schema);
-                    let id = index
-                        .table(&schema, &name)
-                        .ok_or_else(|| unknown_table(index, rel, &name))?;
-                    (schema, Some(id))
-                }
-                (Some(index), None) => {
-                    let id = index
-                        .resolve_unqualified(&self.g.search_path, &name)
-                        .ok_or_else(|| unknown_table(index, rel, &name))?;
-                    (catalog_key(d, &index.get(id).schema), Some(id))
-                }
-                (None, Some(schema)) => (self.fold(schema), None),
-                (None, None) => (catalog_key(d, &self.g.search_path[0]), None),
-            };
-            self.check_allowed(&schema, &name, rel)?;
-            let shown = format!("{schema}.{name}");
-            if !tables.contains(&shown) {
-                tables.push(shown);
-            }
-            resolved.push((id, rel));
-        }
-        if let Some(index) = &self.g.names {
-            self.check_columns(index, &resolved)?;
-            if !self.g.masked_columns.is_empty() {
-                self.check_masks(index, &resolved)?;
-            }
-        } else if !self.g.masked_columns.is_empty() {
-            // Masks name columns of tables; without the schema they cannot be enforced.
-            return Err(Rejection::new(
-                RejectionCode::ColumnMasked,
-                "the agent masks columns but could not read the schema yet, so no query can run",
-            ));
-        }
-        Ok(tables)
-    }
-
-    fn check_allowed(&self, schema: &str, name: &str, rel: &RelationRef) -> Result<(), Rejection> {
-        let d = self.g.dialect;
-        let schema_ok = self
-            .g
-            .allowed_schemas
-            .as_ref()
-            .is_none_or(|allowed| allowed.iter().any(|s| catalog_key(d, s) == schema));
-        let table_ok = self.g.allowed_tables.as_ref().is_none_or(|allowed| {
-            allowed.iter().any(|(s, t)| catalog_key(d, s) == schema && catalog_key(d, t) == name)
-        });
-        if schema_ok && table_ok {
-            Ok(())
-        } else {
-            let written = match &rel.schema {
-                Some(s) => format!("{s}.{}", rel.name),
-                None => rel.name.to_string(),
-            };
-            Err(Rejection::new(
-                RejectionCode::TableNotAllowed,
-                format!("table `{written}` is not allowed by this connection's policy"),
-            ))
-        }
-    }
-
-    /// Names that qualify columns in this query: real tables (by alias or
-    /// name) and opaque ones (CTEs, derived tables, functions).
-    fn qualifiers(
-        &self,
-        resolved: &[(Option<TableId>, &RelationRef)],
-    ) -> HashMap<String, Option<TableId>> {
-        let mut qualifiers: HashMap<String, Option<TableId>> = HashMap::new();
-        for q in &self.opaque_qualifiers {
-            qualifiers.insert(q.clone(), None);
-        }
-        for (id, rel) in resolved {
-            let key = rel.alias.as_ref().unwrap_or(&rel.name);
-            qualifiers.entry(self.fold(key)).or_insert(*id);
-        }
-        qualifiers
-    }
-
-    /// Rejects any way of reading a masked column: by name, through `*` or
-    /// `t.*`, as a whole-row reference, or through USING / NATURAL joins.
-    fn check_masks(
-        &self,
-        index: &NameIndex,
-        resolved: &[(Option<TableId>, &RelationRef)],
-    ) -> Result<(), Rejection> {
-        let masks = &self.g.masked_columns;
-        let d = self.g.dialect;
-        let masked = |id: TableId, column: &str| {
-            let t = index.get(id);
-            masks.contains(&(catalog_key(d, &t.schema), catalog_key(d, &t.name), column.to_owned()))
-        };
-        let has_masks = |id: TableId| {
-            index.get(id).columns.iter().any(|c| masked(id, &catalog_key(d, &c.name)))
-        };
-        let refusal = |what: String| {
-            Rejection::new(
-                RejectionCode::ColumnMasked,
-                format!("{what}; the agent's policy masks it"),
-            )
-        };
-        let qualifiers = self.qualifiers(resolved);
-        let ids: Vec<TableId> = resolved.iter().filter_map(|(id, _)| *id).collect();
-        let whole_table = |id: TableId| {
-            refusal(format!(
-                "table `{}` has masked columns, so list the columns you need instead of all of them",
-                index.display(id)
-            ))
-        };
-        if let Some(&id) = ids.iter().find(|&&id| has_masks(id))
-            && (self.natural_join || self.wildcards.iter().any(Option::is_none))
-        {
-            return Err(whole_table(id));
-        }
-        for q in self.wildcards.iter().flatten() {
-            if let Some(Some(id)) = qualifiers.get(&self.fold(q))
-                && has_masks(*id)
+    fn check_alias_types(alias: Option<&TableAlias>, d: Dialect) -> ControlFlow<Rejection> {
+        for column in alias.map(|a| a.columns.as_slice()).unwrap_or_default() {
+            if let Some(t) = &column.data_type
+                && let Err(r) = check_type(d, t)
             {
-                return Err(whole_table(*id));
+                return ControlFlow::Break(r);
             }
         }
-        for parts in &self.column_refs {
-            let (tables, column): (Vec<TableId>, &Ident) = match parts.as_slice() {
-                [column] => {
-                    if let Some(Some(id)) = qualifiers.get(&self.fold(column))
-                        && has_masks(*id)
-                    {
-                        return Err(whole_table(*id));
-                    }
-                    (ids.clone(), column)
-                }
-                [qualifier, column] => match qualifiers.get(&self.fold(qualifier)) {
-                    Some(Some(id)) => (vec![*id], column),
-                    _ => continue,
-                },
-                [schema, table, column] => match index.table(&self.fold(schema), &self.fold(table))
-                {
-                    Some(id) => (vec![id], column),
-                    None => continue,
-                },
-                _ => continue,
-            };
-            let c = self.fold(column);
-            if let Some(id) =
-                tables.into_iter().find(|&id| index.has_column(id, &c) && masked(id, &c))
-            {
-                return Err(refusal(format!(
-                    "column `{column}` of table `{}` may not be read",
-                    index.display(id)
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn check_columns(
-        &self,
-        index: &NameIndex,
-        resolved: &[(Option<TableId>, &RelationRef)],
-    ) -> Result<(), Rejection> {
-        let qualifiers = self.qualifiers(resolved);
-        let ids: Vec<TableId> = resolved.iter().filter_map(|(id, _)| *id).collect();
-        let known = |column: &str| {
-            self.output_names.contains(column) || ids.iter().any(|&id| index.has_column(id, column))
-        };
-        for parts in &self.column_refs {
-            match parts.as_slice() {
-                [column] => {
-                    let c = self.fold(column);
-                    if !known(&c) && !qualifiers.contains_key(&c) {
-                        return Err(unknown_column(index, &ids, column, None));
-                    }
-                }
-                [qualifier, column] => {
-                    let c = self.fold(column);
-                    match qualifiers.get(&self.fold(qualifier)) {
-                        Some(Some(id)) if !index.has_column(*id, &c) => {
-                            return Err(unknown_column(index, &[*id], column, Some(qualifier)));
-                        }
-                        Some(None) if !known(&c) => {
-                            return Err(unknown_column(index, &ids, column, Some(qualifier)));
-                        }
-                        Some(_) => {}
-                        None => {
-                            let mut suggestions: Vec<String> = qualifiers.keys().cloned().collect();
-                            suggestions.sort();
-                            let suggestions = closest(
-                                &qualifier.value,
-                                suggestions.into_iter().map(|s| (s.clone(), s)),
-                            );
-                            return Err(Rejection {
-                                code: RejectionCode::UnknownTable,
-                                message: format!(
-                                    "`{qualifier}` in `{qualifier}.{column}` is not a table or alias of this query{}",
-                                    did_you_mean(&suggestions)
-                                ),
-                                suggestions,
-                            });
-                        }
-                    }
-                }
-                [schema, table, column] => {
-                    let (s, t, c) = (self.fold(schema), self.fold(table), self.fold(column));
-                    match index.table(&s, &t) {
-                        Some(id) if ids.contains(&id) => {
-                            if !index.has_column(id, &c) {
-                                return Err(unknown_column(index, &[id], column, Some(table)));
-                            }
-                        }
-                        _ => {
-                            return Err(Rejection::new(
-                                RejectionCode::UnknownTable,
-                                format!(
-                                    "`{schema}.{table}` in `{schema}.{table}.{column}` is not a table of this query"
-                                ),
-                            ));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        ControlFlow::Continue(())
     }
 }
 
-fn did_you_mean(suggestions: &[String]) -> String {
-    if suggestions.is_empty() {
-        String::new()
+/// SQL keywords PostgreSQL reads as session-information functions, which
+/// sqlparser leaves as plain identifiers when unquoted (`current_role`,
+/// `current_schema`): they follow the function allow-list, not column rules.
+pub(super) fn is_session_keyword(ident: &Ident) -> bool {
+    const KEYWORDS: [&str; 12] = [
+        "current_catalog",
+        "current_date",
+        "current_role",
+        "current_schema",
+        "current_time",
+        "current_timestamp",
+        "current_user",
+        "localtime",
+        "localtimestamp",
+        "session_user",
+        "system_user",
+        "user",
+    ];
+    ident.quote_style.is_none() && KEYWORDS.contains(&ident.value.to_lowercase().as_str())
+}
+
+/// Casts are allowed to plain value types only: `oid` and the `reg*` types
+/// turn numbers and strings into catalog lookups (relations, roles and
+/// functions outside the grants and the policy), so they are refused.
+pub(super) fn check_type(d: Dialect, t: &DataType) -> Result<(), Rejection> {
+    use sqlparser::ast::ArrayElemTypeDef;
+    if d != Dialect::Postgres {
+        // SQLite's type names only pick an affinity.
+        return Ok(());
+    }
+    let ok = match t {
+        DataType::Character(_)
+        | DataType::Char(_)
+        | DataType::CharacterVarying(_)
+        | DataType::CharVarying(_)
+        | DataType::Varchar(_)
+        | DataType::Text
+        | DataType::Uuid
+        | DataType::Numeric(_)
+        | DataType::Decimal(_)
+        | DataType::Dec(_)
+        | DataType::Float(_)
+        | DataType::Float4
+        | DataType::Float8
+        | DataType::Real
+        | DataType::Double(_)
+        | DataType::DoublePrecision
+        | DataType::SmallInt(_)
+        | DataType::Int2(_)
+        | DataType::Int(_)
+        | DataType::Int4(_)
+        | DataType::Integer(_)
+        | DataType::Int8(_)
+        | DataType::BigInt(_)
+        | DataType::Bool
+        | DataType::Boolean
+        | DataType::Date
+        | DataType::Time(..)
+        | DataType::Timestamp(..)
+        | DataType::Interval { .. }
+        | DataType::JSON
+        | DataType::JSONB
+        | DataType::Bytea
+        | DataType::Bit(_)
+        | DataType::BitVarying(_)
+        | DataType::VarBit(_) => true,
+        DataType::Array(
+            ArrayElemTypeDef::SquareBracket(inner, _)
+            | ArrayElemTypeDef::AngleBracket(inner)
+            | ArrayElemTypeDef::Parenthesis(inner),
+        ) => return check_type(d, inner),
+        DataType::Custom(name, _) => match idents(name).as_deref() {
+            Some([one]) | Some([_, one]) => {
+                let qualified_ok = match idents(name).as_deref() {
+                    Some([schema, _]) => fold(d, schema) == "pg_catalog",
+                    _ => true,
+                };
+                qualified_ok
+                    && one.quote_style.is_none()
+                    && PLAIN_TYPES.contains(&one.value.to_lowercase().as_str())
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    if ok {
+        Ok(())
     } else {
-        format!(
-            "; did you mean {}?",
-            suggestions.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
-        )
+        Err(Rejection::new(
+            RejectionCode::Unsupported,
+            format!(
+                "a cast to `{t}` is not supported in read-only queries (it can look up catalog objects)"
+            ),
+        ))
     }
 }
 
-fn unknown_table(index: &NameIndex, rel: &RelationRef, folded: &str) -> Rejection {
-    // A table that exists in another schema is the most useful hint of all.
-    let mut suggestions: Vec<String> =
-        index.tables_named(folded).into_iter().map(|id| index.display(id)).collect();
-    if suggestions.is_empty() {
-        suggestions = index.suggest_tables(&rel.name.value);
-    }
-    let written = match &rel.schema {
-        Some(s) => format!("{s}.{}", rel.name),
-        None => rel.name.to_string(),
-    };
-    Rejection {
-        code: RejectionCode::UnknownTable,
-        message: format!("table `{written}` does not exist{}", did_you_mean(&suggestions)),
-        suggestions,
-    }
-}
-
-fn unknown_column(
-    index: &NameIndex,
-    tables: &[TableId],
-    column: &Ident,
-    qualifier: Option<&Ident>,
-) -> Rejection {
-    let suggestions = index.suggest_columns(tables, &column.value);
-    let written = match qualifier {
-        Some(q) => format!("{q}.{column}"),
-        None => column.to_string(),
-    };
-    let place = match tables {
-        [one] => format!("table `{}`", index.display(*one)),
-        _ => "the tables of this query".to_owned(),
-    };
-    Rejection {
-        code: RejectionCode::UnknownColumn,
-        message: format!(
-            "column `{written}` does not exist in {place}{}",
-            did_you_mean(&suggestions)
-        ),
-        suggestions,
-    }
-}
+/// PostgreSQL type names sqlparser leaves as custom names, all plain values.
+const PLAIN_TYPES: [&str; 12] = [
+    "bpchar",
+    "cidr",
+    "citext",
+    "inet",
+    "int2",
+    "int4",
+    "int8",
+    "macaddr",
+    "money",
+    "timestamptz",
+    "timetz",
+    "xml",
+];
 
 /// The constraint of the usual join operators.
-fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+pub(super) fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
     match op {
         JoinOperator::Join(c)
         | JoinOperator::Inner(c)
@@ -686,7 +466,7 @@ fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
 }
 
 /// The identifier parts of a name, or `None` when a part is computed.
-fn idents(name: &ObjectName) -> Option<Vec<&Ident>> {
+pub(super) fn idents(name: &ObjectName) -> Option<Vec<&Ident>> {
     name.0
         .iter()
         .map(|p| match p {
@@ -732,15 +512,13 @@ impl Visitor for Walker<'_> {
         }
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
-                let name = self.fold(&cte.alias.name);
-                self.ctes.insert(name);
-                for column in &cte.alias.columns {
-                    let name = self.fold(&column.name);
-                    self.output_names.insert(name);
+                if cte.from.is_some() {
+                    return Self::unsupported("a CTE with FROM");
                 }
+                Self::check_alias_types(Some(&cte.alias), self.g.dialect)?;
             }
         }
-        self.check_set_expr(&query.body)
+        ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<Rejection> {
@@ -759,48 +537,15 @@ impl Visitor for Walker<'_> {
             || !select.sort_by.is_empty()
             || select.qualify.is_some()
             || select.value_table_mode.is_some()
+            || select.exclude.is_some()
         {
             return Self::unsupported("a clause from another SQL dialect");
-        }
-        for join in select.from.iter().flat_map(|t| &t.joins) {
-            match join_constraint(&join.join_operator) {
-                Some(JoinConstraint::Using(columns) | JoinConstraint::UsingAlias(columns, _)) => {
-                    for column in
-                        columns.iter().filter_map(|c| idents(c)?.last().map(|i| (*i).clone()))
-                    {
-                        self.column_refs.push(vec![column]);
-                    }
-                }
-                Some(JoinConstraint::Natural) => self.natural_join = true,
-                _ => {}
-            }
-        }
-        for item in &select.projection {
-            match item {
-                SelectItem::Wildcard(_) => self.wildcards.push(None),
-                SelectItem::QualifiedWildcard(
-                    SelectItemQualifiedWildcardKind::ObjectName(name),
-                    _,
-                ) => {
-                    self.wildcards.push(idents(name).and_then(|p| p.last().map(|i| (*i).clone())));
-                }
-                SelectItem::ExprWithAlias { alias, .. } => {
-                    let name = self.fold(alias);
-                    self.output_names.insert(name);
-                }
-                SelectItem::ExprWithAliases { aliases, .. } => {
-                    for alias in aliases {
-                        let name = self.fold(alias);
-                        self.output_names.insert(name);
-                    }
-                }
-                _ => {}
-            }
         }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<Rejection> {
+        self.names += 1;
         match factor {
             TableFactor::Table {
                 name,
@@ -821,30 +566,27 @@ impl Visitor for Walker<'_> {
                 {
                     return Self::unsupported("a table hint from another SQL dialect");
                 }
+                Self::check_alias_types(alias.as_ref(), self.g.dialect)?;
                 match args {
                     Some(args) => {
                         if args.settings.is_some() {
                             return Self::unsupported("table function settings");
                         }
-                        self.check_function_name(name)?;
-                        self.add_alias(alias.as_ref());
-                        ControlFlow::Continue(())
+                        self.count_wildcard_args(&args.args);
+                        self.check_function_name(name)
                     }
-                    None => self.record_relation(name, alias.as_ref()),
+                    None => ControlFlow::Continue(()),
                 }
             }
-            TableFactor::Function { name, alias, .. } => {
-                self.check_function_name(name)?;
-                self.add_alias(alias.as_ref());
-                ControlFlow::Continue(())
+            TableFactor::Function { name, alias, args, .. } => {
+                Self::check_alias_types(alias.as_ref(), self.g.dialect)?;
+                self.count_wildcard_args(args);
+                self.check_function_name(name)
             }
-            TableFactor::Derived { alias, .. } | TableFactor::UNNEST { alias, .. } => {
-                self.add_alias(alias.as_ref());
-                ControlFlow::Continue(())
-            }
-            TableFactor::NestedJoin { alias, .. } => {
-                self.add_alias(alias.as_ref());
-                ControlFlow::Continue(())
+            TableFactor::Derived { alias, .. }
+            | TableFactor::UNNEST { alias, .. }
+            | TableFactor::NestedJoin { alias, .. } => {
+                Self::check_alias_types(alias.as_ref(), self.g.dialect)
             }
             _ => Self::unsupported("this kind of FROM item"),
         }
@@ -852,15 +594,38 @@ impl Visitor for Walker<'_> {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Rejection> {
         match expr {
-            Expr::Identifier(ident) => {
-                self.column_refs.push(vec![ident.clone()]);
+            Expr::Identifier(ident) if is_session_keyword(ident) => {
+                // `current_role`, `current_schema`: functions in all but name.
+                let name = ObjectName::from(vec![ident.clone()]);
+                self.check_function_name(&name)
+            }
+            Expr::Identifier(_) => {
+                if !self.fields.contains(&(expr as *const Expr)) {
+                    self.names += 1;
+                }
                 ControlFlow::Continue(())
             }
-            Expr::CompoundIdentifier(parts) => {
-                self.column_refs.push(parts.clone());
+            Expr::CompoundIdentifier(_) | Expr::QualifiedWildcard(..) => {
+                self.names += 1;
+                ControlFlow::Continue(())
+            }
+            Expr::CompoundFieldAccess { access_chain, .. } => {
+                for access in access_chain {
+                    if let AccessExpr::Dot(field @ Expr::Identifier(_)) = access {
+                        self.fields.insert(field as *const Expr);
+                    }
+                }
                 ControlFlow::Continue(())
             }
             Expr::Function(f) => self.check_function(f),
+            Expr::Cast { data_type, .. } => match check_type(self.g.dialect, data_type) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(r) => ControlFlow::Break(r),
+            },
+            Expr::TypedString(typed) => match check_type(self.g.dialect, &typed.data_type) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(r) => ControlFlow::Break(r),
+            },
             Expr::BinaryOp { op: BinaryOperator::PGCustomBinaryOperator(_), .. } => {
                 ControlFlow::Break(Rejection::new(
                     RejectionCode::FunctionNotAllowed,
@@ -870,8 +635,7 @@ impl Visitor for Walker<'_> {
             Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => {
                 Self::unsupported("a query parameter placeholder")
             }
-            Expr::CompoundFieldAccess { .. }
-            | Expr::JsonAccess { .. }
+            Expr::JsonAccess { .. }
             | Expr::IsFalse(_)
             | Expr::IsNotFalse(_)
             | Expr::IsTrue(_)
@@ -892,7 +656,6 @@ impl Visitor for Walker<'_> {
             | Expr::AnyOp { .. }
             | Expr::AllOp { .. }
             | Expr::UnaryOp { .. }
-            | Expr::Cast { .. }
             | Expr::AtTimeZone { .. }
             | Expr::Extract { .. }
             | Expr::Ceil { .. }
@@ -904,7 +667,6 @@ impl Visitor for Walker<'_> {
             | Expr::Collate { .. }
             | Expr::Nested(_)
             | Expr::Value(_)
-            | Expr::TypedString(_)
             | Expr::Case { .. }
             | Expr::Exists { .. }
             | Expr::Subquery(_)
@@ -914,31 +676,8 @@ impl Visitor for Walker<'_> {
             | Expr::Tuple(_)
             | Expr::Array(_)
             | Expr::Interval(_)
-            | Expr::Wildcard(_)
-            | Expr::QualifiedWildcard(..) => ControlFlow::Continue(()),
+            | Expr::Wildcard(_) => ControlFlow::Continue(()),
             _ => Self::unsupported("this kind of expression"),
-        }
-    }
-}
-
-impl Walker<'_> {
-    /// Looks through a query body for `TABLE name`, which names a relation
-    /// outside any FROM clause.
-    fn check_set_expr(&mut self, body: &SetExpr) -> ControlFlow<Rejection> {
-        match body {
-            SetExpr::SetOperation { left, right, .. } => {
-                self.check_set_expr(left)?;
-                self.check_set_expr(right)
-            }
-            SetExpr::Table(table) => {
-                let Some(name) = &table.table_name else {
-                    return Self::unsupported("TABLE without a name");
-                };
-                let parts: Vec<Ident> =
-                    table.schema_name.iter().chain(std::iter::once(name)).cloned().collect();
-                self.record_relation(&ObjectName::from(parts), None)
-            }
-            _ => ControlFlow::Continue(()),
         }
     }
 }

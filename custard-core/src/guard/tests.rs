@@ -318,7 +318,7 @@ fn printed_sql_round_trips() {
             r"SELECT 'it''s', E'a\'b\\c', $$dollar ' quoted$$, $tag$ -- not a comment $tag$",
             r#"SELECT "we""ird", "Mixed Case" FROM "odd table""name""#,
             "SELECT U&'\\0041' AS a, B'101', X'ff', 1e10, .5, 1_0",
-            "SELECT 'a' || 'b' COLLATE \"C\", x IS DISTINCT FROM y, x::int[], ARRAY[[1, 2], [3, 4]]",
+            "SELECT 'a' || 'b' COLLATE \"C\", x IS DISTINCT FROM y, x::int[], ARRAY[[1, 2], [3, 4]] FROM t",
             "SELECT * FROM t WHERE a = ANY (SELECT b FROM u) AND c NOT BETWEEN 1 AND 2 AND d !~ 'x'",
             "SELECT count(*) OVER (PARTITION BY a ORDER BY b ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM t",
             "SELECT 1 /* comment ; DELETE FROM t */ + 2 -- trailing ; DROP TABLE t",
@@ -428,7 +428,7 @@ fn accepted_sql_is_accepted_again_as_printed_and_wrapped() {
     // Only the exact wrapper is unwrapped: anything else is checked as written.
     for sql in [
         "SELECT * FROM (SELECT email FROM customers) AS custard_result LIMIT 5",
-        "SELECT *, 1 FROM (SELECT id FROM customers) AS custard_result LIMIT 5",
+        "SELECT *, 1 FROM (SELECT * FROM customers) AS custard_result LIMIT 5",
     ] {
         assert!(agent.check(sql).is_err(), "{sql}");
     }
@@ -483,4 +483,86 @@ fn long_operator_chains_are_refused_before_they_overflow_a_stack() {
         .expect("thread")
         .join()
         .expect("no overflow");
+}
+
+/// The policy the two reviews attacked: allowed schema `public`, allowed
+/// tables `ok_tbl` and `secrets`, `secrets.secret` masked; `forbidden` and
+/// `other.stuff` exist but are outside the policy.
+fn policy_schema() -> Schema {
+    let col = Column::new;
+    let table = Table::new;
+    Schema {
+        dialect: Dialect::Postgres,
+        tables: vec![
+            table("public", "ok_tbl", vec![col("id", "integer"), col("name", "text")]),
+            table(
+                "public",
+                "secrets",
+                vec![col("id", "integer"), col("name", "text"), col("secret", "text")],
+            ),
+            table("public", "forbidden", vec![col("id", "integer"), col("note", "text")]),
+            table("other", "stuff", vec![col("id", "integer"), col("val", "text")]),
+        ],
+    }
+}
+
+fn policy_guard(schema: Schema) -> Guard {
+    Guard::builder(Dialect::Postgres)
+        .schema(schema)
+        .allow_schemas(["public"])
+        .allow_tables(["public.ok_tbl", "public.secrets"])
+        .mask_columns(["public.secrets.secret"])
+        .build()
+        .expect("policy guard")
+}
+
+fn repo_corpus(name: &str) -> Vec<serde_json::Value> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/security").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// Every policy attack is refused with its reason code by a guard that knows
+/// the whole schema, and refused too by the agent's guard, whose schema holds
+/// only the allowed tables.
+#[test]
+fn policy_attack_corpus_is_refused_with_its_code() {
+    let full = policy_guard(policy_schema());
+    let mut allowed_only = policy_schema();
+    allowed_only.tables.retain(|t| t.name == "ok_tbl" || t.name == "secrets");
+    let agent = policy_guard(allowed_only);
+    let cases = repo_corpus("policy_attacks.jsonl");
+    assert!(cases.len() >= 70, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in cases {
+        let (id, sql) = (case["id"].as_str().expect("id"), case["sql"].as_str().expect("sql"));
+        let code = RejectionCode::parse(case["code"].as_str().expect("code")).expect("known code");
+        match full.check(sql) {
+            Ok(c) => failures.push(format!("{id} passed: {}", c.sql())),
+            Err(r) if r.code != code => failures
+                .push(format!("{id}: {} instead of {code} ({}) -- {sql}", r.code, r.message)),
+            Err(_) => {}
+        }
+        if agent.check(sql).is_ok() {
+            failures.push(format!("{id} passed the agent's guard: {sql}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn policy_legit_corpus_is_accepted() {
+    let g = policy_guard(policy_schema());
+    let mut failures = Vec::new();
+    for case in repo_corpus("policy_legit.jsonl") {
+        let (id, sql) = (case["id"].as_str().expect("id"), case["sql"].as_str().expect("sql"));
+        if let Err(r) = g.check(sql) {
+            failures.push(format!("{id} rejected ({}): {} -- {sql}", r.code, r.message));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -231,3 +231,36 @@ async fn dropping_the_receiver_cancels_the_query_in_postgres() {
     }
     assert_eq!(still_running, 0, "the query kept running in PostgreSQL");
 }
+
+/// The guard resolves unqualified names on its search path; the executor runs
+/// the SQL with exactly that path, so a database-side default (`ALTER DATABASE
+/// ... SET search_path`, a role setting, a `$user` schema) cannot point a
+/// checked name at another table.
+#[tokio::test]
+async fn queries_run_on_the_search_path_the_guard_checked() {
+    let db = ScratchDb::create("pg_search_path").await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA shadow; \
+             CREATE TABLE public.t (v text); INSERT INTO public.t VALUES ('public'); \
+             CREATE TABLE shadow.t (v text); INSERT INTO shadow.t VALUES ('shadow'); \
+             ALTER DATABASE \"{}\" SET search_path = shadow, public",
+            db.name
+        ))
+        .await
+        .expect("setup");
+    // New connections get the database's default path.
+    let ex = PostgresExecutor::connect(&db.url).await.expect("connect");
+    let read = |guard: Guard| {
+        let ex = &ex;
+        async move {
+            let checked = guard.check("SELECT v FROM t").expect("checked");
+            assert_eq!(checked.tables(), [format!("{}.t", checked.search_path()[0])]);
+            ex.query(&checked, &RunLimits::default()).await.expect("runs").rows
+        }
+    };
+    assert_eq!(read(guard(10)).await, vec![vec![json!("public")]]);
+    let shadow = Guard::builder(Dialect::Postgres).search_path(["shadow"]).build().expect("guard");
+    assert_eq!(read(shadow).await, vec![vec![json!("shadow")]]);
+}
