@@ -331,11 +331,12 @@ impl<'g> Walker<'g> {
     }
 }
 
-/// SQL keywords PostgreSQL reads as session-information functions, which
-/// sqlparser leaves as plain identifiers when unquoted (`current_role`,
-/// `current_schema`): they follow the function allow-list, not column rules.
-pub(super) fn is_session_keyword(ident: &Ident) -> bool {
-    const KEYWORDS: [&str; 12] = [
+/// SQL keywords the dialect reads as functions without parentheses, which
+/// sqlparser leaves as plain identifiers when unquoted (PostgreSQL's
+/// `current_role`, `current_schema`): they follow the function allow-list,
+/// not column rules. SQLite has only the three date and time keywords.
+pub(super) fn is_session_keyword(dialect: Dialect, ident: &Ident) -> bool {
+    const POSTGRES: [&str; 12] = [
         "current_catalog",
         "current_date",
         "current_role",
@@ -349,7 +350,12 @@ pub(super) fn is_session_keyword(ident: &Ident) -> bool {
         "system_user",
         "user",
     ];
-    ident.quote_style.is_none() && KEYWORDS.contains(&ident.value.to_lowercase().as_str())
+    const SQLITE: [&str; 3] = ["current_date", "current_time", "current_timestamp"];
+    let keywords: &[&str] = match dialect {
+        Dialect::Postgres => &POSTGRES,
+        Dialect::Sqlite => &SQLITE,
+    };
+    ident.quote_style.is_none() && keywords.contains(&ident.value.to_lowercase().as_str())
 }
 
 /// Casts are allowed to plain value types only: `oid` and the `reg*` types
@@ -594,7 +600,7 @@ impl Visitor for Walker<'_> {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Rejection> {
         match expr {
-            Expr::Identifier(ident) if is_session_keyword(ident) => {
+            Expr::Identifier(ident) if is_session_keyword(self.g.dialect, ident) => {
                 // `current_role`, `current_schema`: functions in all but name.
                 let name = ObjectName::from(vec![ident.clone()]);
                 self.check_function_name(&name)

@@ -388,7 +388,7 @@ impl<'g> Binder<'g> {
     /// The name PostgreSQL gives an unaliased output column, when it is sure.
     fn output_name(&self, expr: &Expr) -> Option<String> {
         match expr {
-            Expr::Identifier(i) if !is_session_keyword(i) => Some(self.fold(i)),
+            Expr::Identifier(i) if !is_session_keyword(self.g.dialect, i) => Some(self.fold(i)),
             Expr::CompoundIdentifier(parts) => parts.last().map(|i| self.fold(i)),
             Expr::Function(f) => idents(&f.name)?.last().map(|i| self.fold(i)),
             Expr::Nested(inner) => self.output_name(inner),
@@ -1077,7 +1077,9 @@ impl Visitor for ExprBinder<'_, '_> {
         }
         let result = match expr {
             Expr::Identifier(ident) => {
-                if is_session_keyword(ident) || self.fields.contains(&(expr as *const Expr)) {
+                if is_session_keyword(self.b.g.dialect, ident)
+                    || self.fields.contains(&(expr as *const Expr))
+                {
                     return ControlFlow::Continue(());
                 }
                 self.b.names += 1;

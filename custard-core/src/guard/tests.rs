@@ -566,3 +566,14 @@ fn policy_legit_corpus_is_accepted() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// SQLite has no session keywords beyond the date and time ones: a column
+/// named `user` is a column there (in PostgreSQL it is `current_user`).
+#[test]
+fn session_keywords_follow_the_dialect() {
+    let sqlite = Guard::builder(Dialect::Sqlite).build().expect("guard");
+    check_ok(&sqlite, "SELECT user, current_role FROM accounts");
+    check_ok(&sqlite, "SELECT current_date, current_timestamp");
+    check_rejected(&pg(), "SELECT user FROM accounts", RejectionCode::FunctionNotAllowed);
+    check_ok(&pg(), "SELECT \"user\" FROM accounts");
+}
