@@ -45,6 +45,15 @@ pub struct ServerConfig {
     /// intervals is dropped.
     #[arg(long, env = "CUSTARD_AGENT_HEARTBEAT_MS", default_value_t = 15_000, hide = true)]
     pub agent_heartbeat_ms: u64,
+    /// The most agents one connection may have connected at once (several
+    /// agents with one key share its questions); one more is refused with a
+    /// close reason. 0: no limit.
+    #[arg(long, env = "CUSTARD_MAX_AGENTS_PER_CONNECTION", default_value_t = 8)]
+    pub max_agents_per_connection: usize,
+    /// The most agents one organisation may have connected at once, over all
+    /// its connections. 0: no limit.
+    #[arg(long, env = "CUSTARD_MAX_AGENTS_PER_ORG", default_value_t = 64)]
+    pub max_agents_per_org: usize,
     /// The most open connections, agents' WebSockets included; one more is
     /// answered 503 and closed.
     #[arg(long, env = "CUSTARD_MAX_CONNECTIONS", default_value_t = 16_384)]

@@ -85,6 +85,8 @@ impl AppState {
         tracing::info!(engine = %model.name(), "SQL engine");
         let hub = Arc::new(LocalHub::new(HubSettings {
             heartbeat: Duration::from_millis(config.agent_heartbeat_ms.max(100)),
+            max_agents_per_connection: config.max_agents_per_connection,
+            max_agents_per_org: config.max_agents_per_org,
             ..HubSettings::default()
         }));
         Ok(AppState {

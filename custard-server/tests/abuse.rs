@@ -535,3 +535,169 @@ async fn deeply_nested_and_huge_sql_from_the_model_is_refused() {
     })
     .await;
 }
+
+/// An agent is the customer's process, not ours. A tenant's fake agent with a
+/// valid key answers `run` with endless 1 MB `rows` frames (ignoring `cancel`),
+/// and mixes in malformed frames and replies to requests it was never sent.
+/// The server counts what arrives against its own caps: the question ends
+/// truncated at the row cap, the server's memory stays bounded, and another
+/// tenant is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_agent_cannot_flood_the_server() {
+    use custard_core::wire::{Columns, Frame, Hello, Message, Rows, SchemaReport, WireColumnMeta};
+    use custard_core::{Column, Dialect, Schema, Table};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    bounded(async {
+        let mut target = start(
+            "abuse-agent",
+            FakeOpenAi::always(Behaviour::reply("SELECT v FROM t")).await,
+            READ_TIMEOUT,
+        )
+        .await;
+        let (status, created) = target
+            .call("POST", "/api/v1/connections", json!({"name": "hostile", "db_type": "sqlite"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let connection = created["id"].as_str().expect("an id").to_owned();
+        let mut request = created["setup"]["server_url"]
+            .as_str()
+            .expect("the agent URL")
+            .into_client_request()
+            .expect("request");
+        let key = created["api_key"].as_str().expect("a key");
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().expect("header"));
+        let (socket, _) =
+            tokio_tungstenite::connect_async(request).await.expect("the agent connects");
+        let (mut sink, mut stream) = socket.split();
+
+        let mut schema = Schema::new(Dialect::Sqlite);
+        schema.tables.push(Table::new("main", "t", vec![Column::new("v", "TEXT")]));
+        let hello = Hello {
+            agent_version: "hostile-1".to_owned(),
+            dialect: "sqlite".to_owned(),
+            capabilities: Vec::new(),
+            schema_fingerprint: Some(schema.fingerprint()),
+            max_concurrency: 4,
+        };
+        let text = |frame: &Frame| Ws::text(frame.encode());
+        sink.send(text(&Frame::new("hello", Message::Hello(hello)))).await.expect("hello");
+
+        // The agent: answers pings and discover; every `run` starts a flood.
+        let (runs_tx, mut runs_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Ws>(4);
+        let reader_out = out_tx.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Ws::Text(t) = message else { continue };
+                let Ok(frame) = Frame::decode(t.as_str()) else { continue };
+                match &frame.message {
+                    Message::Ping => {
+                        let _ = reader_out.send(text(&frame.reply(Message::Pong))).await;
+                    }
+                    Message::Discover(_) => {
+                        let report = SchemaReport::new(&schema);
+                        let _ = reader_out.send(text(&frame.reply(Message::Schema(report)))).await;
+                    }
+                    Message::Run(_) => {
+                        let _ = runs_tx.send(frame.id.clone());
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let writer = tokio::spawn(async move {
+            let mut sent = 0usize;
+            while let Some(message) = out_rx.recv().await {
+                sent += message.len();
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+            sent
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let rss_before =
+            custard_testkit::bins::status_kib(target.server.pid(), "VmRSS").expect("VmRSS");
+        let flood = tokio::spawn(async move {
+            let Some(id) = runs_rx.recv().await else { return 0usize };
+            let row = vec![json!("x".repeat(1000))];
+            let rows =
+                Frame::new(id.clone(), Message::Rows(Rows { rows: vec![row; 1000] })).encode();
+            let columns = Columns {
+                columns: vec![WireColumnMeta {
+                    name: "v".to_owned(),
+                    type_name: "text".to_owned(),
+                }],
+            };
+            let _ = out_tx.send(text(&Frame::new(id.clone(), Message::Columns(columns)))).await;
+            let mut frames = 0;
+            // About 1.5 GB, far beyond any cap, unless the server hangs up first.
+            for i in 0..1500 {
+                let extra = match i % 100 {
+                    // Malformed, and rows for a request the server never sent.
+                    10 => Some(Ws::text(r#"{"v":1,"type":"rows","id":"#.to_owned())),
+                    20 => {
+                        Some(Ws::text(rows.replace(&format!(r#""id":"{id}""#), r#""id":"r999""#)))
+                    }
+                    30 => Some(Ws::Binary(vec![0u8; 1024].into())),
+                    _ => None,
+                };
+                if let Some(extra) = extra
+                    && out_tx.send(extra).await.is_err()
+                {
+                    break;
+                }
+                if out_tx.send(Ws::text(rows.clone())).await.is_err() {
+                    break;
+                }
+                frames += 1;
+            }
+            frames
+        });
+
+        let asked = Instant::now();
+        let (status, answer) = target
+            .call(
+                "POST",
+                "/api/v1/query",
+                json!({"connection_id": connection, "question": "all the values"}),
+            )
+            .await;
+        eprintln!("hostile agent: answered {status} in {:?}", asked.elapsed());
+        let summary =
+            format!("{} {} {}", answer["error"], answer["row_count"], answer["truncated"]);
+        assert_eq!(status, StatusCode::OK, "{summary}");
+        assert_eq!(
+            (&answer["row_count"], &answer["truncated"]),
+            (&json!(1000), &json!(true)),
+            "{summary}"
+        );
+        target.assert_others_served("while the agent floods").await;
+
+        let frames = tokio::time::timeout(Duration::from_secs(60), flood)
+            .await
+            .expect("the flood ends")
+            .expect("flood");
+        let peak = custard_testkit::bins::status_kib(target.server.pid(), "VmHWM").expect("VmHWM");
+        let rss_after =
+            custard_testkit::bins::status_kib(target.server.pid(), "VmRSS").expect("VmRSS");
+        eprintln!(
+            "hostile agent: {frames} frames of ~1 MB sent; server RSS {} -> {} MiB, peak {} MiB",
+            rss_before / 1024,
+            rss_after / 1024,
+            peak / 1024
+        );
+        // The server held at most its per-session buffer (64 MiB) and one
+        // answer's capped rows, not the gigabyte and more the agent sent.
+        assert!(frames >= 100, "the agent sent only {frames} frames");
+        assert!(peak < rss_before + 400 * 1024, "server peak {peak} KiB from {rss_before} KiB");
+        target.assert_others_served("after the flood").await;
+        reader.abort();
+        writer.abort();
+    })
+    .await;
+}

@@ -764,6 +764,78 @@ async fn hub_rejects_keys_of_other_connections() {
     .await;
 }
 
+/// One key cannot fill the server with sessions: agents beyond the caps per
+/// connection and per organisation get an `error` (`too_many_agents`) and a
+/// close frame saying why, and the sessions already open keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_sessions_are_capped_per_connection_and_per_organisation() {
+    bounded(async {
+        let p = platform(&["--max-agents-per-connection", "2", "--max-agents-per-org", "3"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let b = p.user("b@example.com", "Org B").await;
+        let (one, one_key) = p.connection(&a, "Shop one").await;
+        let (two, two_key) = p.connection(&a, "Shop two").await;
+        let (other, other_key) = p.connection(&b, "Shop B").await;
+
+        // Says hello and returns the server's first frame's type and the close reason.
+        let refused = |url: String, key: String| async move {
+            let mut request = url.into_client_request().expect("request");
+            let bearer = format!("Bearer {key}").parse().expect("header");
+            request.headers_mut().insert(header::AUTHORIZATION, bearer);
+            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+            let hello = Hello {
+                agent_version: "fake-1.0".to_owned(),
+                dialect: "sqlite".to_owned(),
+                capabilities: Vec::new(),
+                schema_fingerprint: None,
+                max_concurrency: 1,
+            };
+            socket.send(text(&Frame::new("h", Message::Hello(hello)))).await.expect("hello");
+            let mut first = None;
+            let mut reason = String::new();
+            while let Ok(Some(Ok(message))) = tokio::time::timeout(PATIENCE, socket.next()).await {
+                match message {
+                    tungstenite::Message::Text(t) => {
+                        let frame = Frame::decode(t.as_str()).expect("a frame");
+                        first.get_or_insert(frame.message);
+                    }
+                    tungstenite::Message::Close(close) => {
+                        reason = close.map(|c| c.reason.to_string()).unwrap_or_default();
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            (first, reason)
+        };
+
+        let _a1 = p.fake_agent(&one, &one_key, Script::answering(1)).await;
+        let _a2 = p.fake_agent(&one, &one_key, Script::answering(1)).await;
+        p.wait_for_agents(&a, &one, 2).await;
+        let (first, reason) = refused(p.agent_url(&one), one_key.clone()).await;
+        match first {
+            Some(Message::Error(report)) => assert_eq!(report.code, "too_many_agents"),
+            other => panic!("a third agent on one connection: {other:?}"),
+        }
+        assert!(reason.contains("CUSTARD_MAX_AGENTS_PER_CONNECTION"), "{reason}");
+
+        let _a3 = p.fake_agent(&two, &two_key, Script::answering(1)).await;
+        p.wait_for_agents(&a, &two, 1).await;
+        let (first, reason) = refused(p.agent_url(&two), two_key.clone()).await;
+        assert!(
+            matches!(first, Some(Message::Error(ref r)) if r.code == "too_many_agents"),
+            "{first:?}"
+        );
+        assert!(reason.contains("CUSTARD_MAX_AGENTS_PER_ORG"), "{reason}");
+
+        // Another organisation is not affected, and the open sessions answer.
+        let _b1 = p.fake_agent(&other, &other_key, Script::answering(7)).await;
+        p.wait_for_agents(&b, &other, 1).await;
+        p.wait_for_agents(&a, &one, 2).await;
+    })
+    .await;
+}
+
 /// Rotating the key or deleting the connection closes live agent sockets at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_and_delete_disconnect_live_agents() {

@@ -11,7 +11,7 @@ use custard_core::{
     BoxFuture, CheckedSql, Dialect, ExecError, ExecErrorCode, RowBatch, RowSender, RunLimits,
     RunSummary, Schema,
 };
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{AgentRouter, HubSettings, Presence, StatusEvent, StatusKind};
@@ -27,6 +27,14 @@ pub(crate) const FLOW_WINDOW: u32 = 16;
 const FLOW_STEP: u32 = FLOW_WINDOW / 2;
 /// Status events buffered for slow subscribers (they skip ahead when lagging).
 const EVENT_BUFFER: usize = 1024;
+/// Bytes of replies one agent session may have waiting for their callers. An
+/// agent is the customer's process, not ours: whatever it sends, the server
+/// holds at most this much of it per session; beyond, the socket reader waits
+/// (and a caller too slow to make room loses its request).
+pub(crate) const SESSION_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// What the server allows over a request's byte cap, counting frames as they
+/// arrive (the agent counts the rows' JSON; frames add a little to that).
+const BYTE_CAP_SLACK: u64 = 1024 * 1024;
 
 /// The in-process [`AgentRouter`]: agent sessions of this server, by connection.
 #[derive(Debug)]
@@ -64,7 +72,9 @@ pub(crate) struct AgentLink {
     /// Frames for the socket writer.
     outbox: mpsc::Sender<Frame>,
     /// Requests waiting for replies, by request id.
-    pending: Mutex<HashMap<String, mpsc::Sender<Message>>>,
+    pending: Mutex<HashMap<String, mpsc::Sender<Reply>>>,
+    /// [`SESSION_BUFFER_BYTES`] of room for replies not yet taken by their callers.
+    buffer: Arc<Semaphore>,
     freed: Arc<Notify>,
     /// Cancelled to close the session; the reason is sent in the close frame.
     pub(crate) closing: CancellationToken,
@@ -107,9 +117,34 @@ impl LocalHub {
         self.settings
     }
 
-    /// Adds a session that said `hello`; it takes requests at once.
-    pub(crate) fn register(&self, new: NewLink) -> Arc<AgentLink> {
+    /// Adds a session that said `hello`; it takes requests at once. Refused
+    /// (with the reason to close the socket with) when its connection or its
+    /// organisation already has as many agent sessions as the settings allow,
+    /// so one key cannot fill the server with sessions.
+    pub(crate) fn register(&self, new: NewLink) -> Result<Arc<AgentLink>, String> {
         let mut connections = lock(&self.connections);
+        let per_connection = self.settings.max_agents_per_connection;
+        let here = connections.get(&new.connection_id).map_or(0, |e| e.links.len());
+        if per_connection > 0 && here >= per_connection {
+            return Err(format!(
+                "this connection already has {here} agents connected, the most allowed \
+                 (CUSTARD_MAX_AGENTS_PER_CONNECTION); stop one first"
+            ));
+        }
+        let per_org = self.settings.max_agents_per_org;
+        if per_org > 0 {
+            let in_org: usize = connections
+                .values()
+                .flat_map(|e| &e.links)
+                .filter(|l| l.org_id == new.org_id)
+                .count();
+            if in_org >= per_org {
+                return Err(format!(
+                    "this organisation already has {in_org} agents connected, the most allowed \
+                     (CUSTARD_MAX_AGENTS_PER_ORG); stop one first"
+                ));
+            }
+        }
         let entry = connections
             .entry(new.connection_id.clone())
             .or_insert_with(|| Entry { links: Vec::new(), freed: Arc::new(Notify::new()) });
@@ -125,6 +160,7 @@ impl LocalHub {
             next_request: AtomicU64::new(1),
             outbox: new.outbox,
             pending: Mutex::new(HashMap::new()),
+            buffer: Arc::new(Semaphore::new(SESSION_BUFFER_BYTES)),
             freed: Arc::clone(&entry.freed),
             closing: CancellationToken::new(),
             close_reason: Mutex::new(None),
@@ -135,7 +171,7 @@ impl LocalHub {
         drop(connections);
         self.online.fetch_add(1, Ordering::Relaxed);
         self.publish(&link, StatusKind::AgentConnected, agents);
-        link
+        Ok(link)
     }
 
     /// Removes a session whose socket ended and fails its requests in flight.
@@ -254,13 +290,31 @@ impl AgentLink {
     /// (an older agent) this waits while the caller's buffer is full, up to
     /// `patience`, holding up the whole socket (a slow reader slows its agent
     /// instead of growing memory); a caller too slow loses its request.
-    pub(crate) async fn deliver(&self, frame: Frame, patience: Duration) {
+    ///
+    /// Every reply holds its size (`bytes`, as received) of the session's
+    /// buffer until its caller takes it, so what one agent can make the
+    /// server hold is bounded whatever it sends.
+    pub(crate) async fn deliver(&self, frame: Frame, bytes: usize, patience: Duration) {
         let Some(sender) = lock(&self.pending).get(&frame.id).cloned() else {
             // A reply to a request that ended (cancelled, timed out): drop it.
             return;
         };
+        let room = u32::try_from(bytes.clamp(1, SESSION_BUFFER_BYTES)).unwrap_or(u32::MAX);
+        let permit =
+            tokio::time::timeout(patience, Arc::clone(&self.buffer).acquire_many_owned(room)).await;
+        let Ok(Ok(permit)) = permit else {
+            tracing::warn!(
+                connection = %self.connection_id,
+                session = self.session,
+                "the agent's replies are not being taken; dropping the request"
+            );
+            lock(&self.pending).remove(&frame.id);
+            let _ = self.outbox.try_send(cancel_frame(&frame.id));
+            return;
+        };
+        let reply = Reply { message: frame.message, bytes, _room: permit };
         let delivered = if self.window.is_some() {
-            let sent = sender.try_send(frame.message);
+            let sent = sender.try_send(reply);
             if let Err(mpsc::error::TrySendError::Full(_)) = &sent {
                 tracing::warn!(
                     connection = %self.connection_id,
@@ -270,7 +324,7 @@ impl AgentLink {
             }
             sent.is_ok()
         } else {
-            matches!(tokio::time::timeout(patience, sender.send(frame.message)).await, Ok(Ok(())))
+            matches!(tokio::time::timeout(patience, sender.send(reply)).await, Ok(Ok(())))
         };
         if !delivered {
             lock(&self.pending).remove(&frame.id);
@@ -319,6 +373,16 @@ fn disconnected() -> ExecError {
     )
 }
 
+/// A reply from an agent on its way to its caller, holding its room in the
+/// session's buffer until the caller is done with it.
+#[derive(Debug)]
+struct Reply {
+    message: Message,
+    /// Its size as received.
+    bytes: usize,
+    _room: OwnedSemaphorePermit,
+}
+
 /// A request slot on one agent; freed on drop.
 #[derive(Debug)]
 struct Slot {
@@ -337,7 +401,7 @@ impl Drop for Slot {
 struct InFlight {
     slot: Slot,
     id: String,
-    replies: mpsc::Receiver<Message>,
+    replies: mpsc::Receiver<Reply>,
     finished: bool,
     /// `rows` frames taken and not yet acknowledged to a flow-controlled agent.
     taken: u32,
@@ -346,9 +410,9 @@ struct InFlight {
 impl InFlight {
     /// The next reply, or `agent_disconnected` when the session ended. Taking
     /// `rows` lets a flow-controlled agent send more of them.
-    async fn next(&mut self) -> Result<Message, ExecError> {
-        let message = self.replies.recv().await.ok_or_else(disconnected)?;
-        if matches!(message, Message::Rows(_)) && self.slot.link.window.is_some() {
+    async fn next(&mut self) -> Result<Reply, ExecError> {
+        let reply = self.replies.recv().await.ok_or_else(disconnected)?;
+        if matches!(reply.message, Message::Rows(_)) && self.slot.link.window.is_some() {
             self.taken += 1;
             if self.taken >= FLOW_STEP {
                 let more = More { target: self.id.clone(), frames: self.taken };
@@ -358,7 +422,7 @@ impl InFlight {
                 let _ = self.slot.link.outbox.send(frame).await;
             }
         }
-        Ok(message)
+        Ok(reply)
     }
 
     fn finish(&mut self) {
@@ -407,6 +471,19 @@ impl AgentRouter for LocalHub {
                 timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
             };
             let mut request = self.start(slot, Message::Run(run)).await?;
+            // The server's own caps, whatever the agent says or sends.
+            let started = Instant::now();
+            let byte_cap = limits
+                .max_bytes
+                .saturating_add(limits.max_bytes / 4)
+                .saturating_add(BYTE_CAP_SLACK);
+            let (mut row_count, mut bytes) = (0u64, 0u64);
+            let capped = |row_count: u64, bytes: u64| RunSummary {
+                row_count,
+                truncated: true,
+                bytes,
+                elapsed: started.elapsed(),
+            };
             let timed_out = || {
                 ExecError::new(
                     ExecErrorCode::Timeout,
@@ -420,14 +497,37 @@ impl AgentRouter for LocalHub {
                 let reply = tokio::time::timeout_at(deadline.into(), request.next())
                     .await
                     .map_err(|_| timed_out())??;
-                let batch = match reply {
+                let batch = match reply.message {
                     Message::Columns(c) => {
                         RowBatch::Columns(c.columns.into_iter().map(Into::into).collect())
                     }
-                    Message::Rows(r) => RowBatch::Rows(r.rows),
+                    Message::Rows(mut r) => {
+                        let size = u64::try_from(reply.bytes).unwrap_or(u64::MAX);
+                        if bytes.saturating_add(size) > byte_cap {
+                            // Dropping the request cancels the query on the agent.
+                            return Ok(capped(row_count, bytes));
+                        }
+                        bytes += size;
+                        let room = max_rows.saturating_sub(row_count);
+                        let n = u64::try_from(r.rows.len()).unwrap_or(u64::MAX);
+                        if n > room {
+                            r.rows.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+                            let kept = RowBatch::Rows(r.rows);
+                            let _ = tokio::time::timeout_at(deadline.into(), rows.send(kept)).await;
+                            return Ok(capped(max_rows, bytes));
+                        }
+                        row_count += n;
+                        RowBatch::Rows(r.rows)
+                    }
                     Message::Done(done) => {
                         request.finish();
-                        return Ok(RunSummary::from(&done));
+                        // The counts are the server's; the agent only says whether it cut.
+                        return Ok(RunSummary {
+                            row_count,
+                            truncated: done.truncated,
+                            bytes,
+                            elapsed: started.elapsed(),
+                        });
                     }
                     Message::Error(report) => {
                         request.finish();
@@ -523,7 +623,7 @@ async fn discover_on(
         ExecError::new(ExecErrorCode::Timeout, "the agent did not report the schema in time")
     })??;
     request.finish();
-    match reply {
+    match reply.message {
         Message::Schema(report) => report.into_schema().map_err(|e| {
             ExecError::new(ExecErrorCode::Internal, format!("the agent's schema is invalid: {e}"))
         }),

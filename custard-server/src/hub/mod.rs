@@ -129,6 +129,10 @@ pub struct HubSettings {
     pub handshake_timeout: Duration,
     /// How long a discovery may take.
     pub discover_timeout: Duration,
+    /// The most agent sessions one connection may have at once (0: no limit).
+    pub max_agents_per_connection: usize,
+    /// The most agent sessions one organisation may have at once (0: no limit).
+    pub max_agents_per_org: usize,
 }
 
 impl Default for HubSettings {
@@ -138,6 +142,8 @@ impl Default for HubSettings {
             grace: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             discover_timeout: Duration::from_secs(120),
+            max_agents_per_connection: 8,
+            max_agents_per_org: 64,
         }
     }
 }

@@ -214,6 +214,15 @@ async fn serve(
         window,
         outbox: outbox.clone(),
     });
+    let link = match link {
+        Ok(link) => link,
+        Err(reason) => {
+            tracing::warn!(connection = %connection.id, %reason, "agent refused");
+            let (text, reason) = refusal("too_many_agents", reason);
+            refuse(&mut sink, text, reason).await;
+            return;
+        }
+    };
     // The key was checked before the upgrade; a rotation or deletion since then
     // ran its disconnect before this session was registered, so check again now
     // that it is: from here on, `disconnect` reaches it.
@@ -318,7 +327,7 @@ async fn serve(
                         );
                         let _ = outbox.try_send(frame.reply(Message::Error(report)));
                     }
-                    _ => link.deliver(frame, settings.heartbeat).await,
+                    _ => link.deliver(frame, text.len(), settings.heartbeat).await,
                 }
             }
         }
