@@ -338,14 +338,31 @@ pub(crate) fn ensure_dialect(query: &CheckedSql, dialect: Dialect) -> Result<(),
 pub(crate) fn json_size(value: &Value) -> u64 {
     match value {
         Value::Null => 4,
-        Value::Bool(_) => 5,
-        Value::Number(_) => 12,
-        Value::String(s) => s.len() as u64 + 2,
-        Value::Array(a) => 2 + a.iter().map(|v| json_size(v) + 1).sum::<u64>(),
+        Value::Bool(b) => 5 - u64::from(*b),
+        Value::Number(n) => n.to_string().len() as u64,
+        Value::String(s) => escaped_len(s) + 2,
+        Value::Array(a) => {
+            let commas = a.len().saturating_sub(1) as u64;
+            2 + commas + a.iter().map(json_size).sum::<u64>()
+        }
         Value::Object(o) => {
-            2 + o.iter().map(|(k, v)| k.len() as u64 + 4 + json_size(v)).sum::<u64>()
+            let commas = o.len().saturating_sub(1) as u64;
+            2 + commas + o.iter().map(|(k, v)| escaped_len(k) + 3 + json_size(v)).sum::<u64>()
         }
     }
+}
+
+/// The length of `s` inside a JSON string, escaped as serde_json escapes it:
+/// a control character takes six bytes (`\u0001`), so a string of them is six
+/// times longer on the wire than in the database.
+fn escaped_len(s: &str) -> u64 {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Tracks the row and byte caps while a result streams; shared by all executors.
@@ -382,3 +399,40 @@ impl Caps {
 
 #[cfg(all(test, feature = "postgres"))]
 mod layer2_tests;
+
+#[cfg(test)]
+mod json_size_tests {
+    use serde_json::{Value, json};
+
+    use super::json_size;
+
+    /// The byte caps count what the wire will carry: exactly serde_json's
+    /// encoding for strings (control characters take six bytes each) and
+    /// numbers.
+    #[test]
+    fn sizes_are_the_encoded_sizes() {
+        let control: String = (0u8..32).map(char::from).collect();
+        let values: Vec<Value> = vec![
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(-12345678901234i64),
+            json!(1.5e300),
+            json!(0.1),
+            json!(""),
+            json!("plain text"),
+            json!("quote \" backslash \\ slash / é ü 日本"),
+            json!(control),
+            json!("\u{1}".repeat(19_000)),
+            json!([1, "a\n", [null]]),
+            json!([]),
+            json!({}),
+            json!({"k\"": [1, {"x": "y"}], "b": null}),
+        ];
+        for v in values {
+            let encoded = serde_json::to_string(&v).expect("encodes").len() as u64;
+            assert_eq!(json_size(&v), encoded, "{v}");
+        }
+    }
+}

@@ -141,15 +141,19 @@ async fn stream(
     rows.send(RowBatch::Columns(columns)).await.map_err(|_| receiver_closed())?;
     let portal = txn.bind(&statement, &[]).await.map_err(db_error)?;
     let mut caps = Caps::new(query, limits);
-    let batch_size = i32::try_from(limits.batch_rows.max(1)).unwrap_or(i32::MAX);
+    let mut batch_rows = FIRST_FETCH_ROWS.min(limits.batch_rows.max(1));
     let mut truncated = false;
     'fetch: loop {
-        let fetched = txn.query_portal(&portal, batch_size).await.map_err(db_error)?;
-        let exhausted = fetched.len() < limits.batch_rows.max(1);
+        let asked = i32::try_from(batch_rows).unwrap_or(i32::MAX);
+        let fetched = txn.query_portal(&portal, asked).await.map_err(db_error)?;
+        let exhausted = fetched.len() < batch_rows;
         let mut batch = Vec::with_capacity(fetched.len());
+        let mut fetched_bytes = 0u64;
         for row in &fetched {
             let values = pg_value::row_values(row)?;
-            if !caps.admit(&values) {
+            let admitted = caps.admit(&values);
+            fetched_bytes += values.iter().map(super::json_size).sum::<u64>();
+            if !admitted {
                 truncated = true;
                 if !batch.is_empty() {
                     rows.send(RowBatch::Rows(batch)).await.map_err(|_| receiver_closed())?;
@@ -164,9 +168,23 @@ async fn stream(
         if exhausted {
             break;
         }
+        batch_rows = next_fetch_rows(fetched.len(), fetched_bytes, limits.batch_rows);
     }
     txn.rollback().await.map_err(db_error)?;
     Ok((caps.rows, caps.bytes, truncated))
+}
+
+/// Rows asked of the portal first, before the executor knows how large they are.
+const FIRST_FETCH_ROWS: usize = 4;
+/// About how many bytes one fetch may bring into memory. The driver holds a
+/// whole fetch before any cap sees it, so the batch size follows the rows'
+/// size: large rows come a few (or one) at a time.
+const FETCH_BYTES: u64 = 1024 * 1024;
+
+/// How many rows to fetch next, from the size of the rows just fetched.
+fn next_fetch_rows(fetched: usize, fetched_bytes: u64, max_rows: usize) -> usize {
+    let per_row = (fetched_bytes / fetched.max(1) as u64).max(1);
+    usize::try_from(FETCH_BYTES / per_row).unwrap_or(usize::MAX).clamp(1, max_rows.max(1))
 }
 
 /// The transaction's local settings: time limits, and the search path the
