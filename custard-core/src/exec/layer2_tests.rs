@@ -175,3 +175,38 @@ async fn the_read_only_envelope_stops_every_attack_that_passes_layer_one() {
         .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
         .await;
 }
+
+/// The envelope's settings hold whatever the database's defaults say: a
+/// database that gives every session 1 GB of `work_mem` and a long statement
+/// timeout still runs each question with the executor's own limits.
+#[tokio::test]
+async fn the_envelope_overrides_database_defaults() {
+    let db = ScratchDb::create("layer2_envelope").await;
+    let admin = connect(&db.url).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{0}\" SET work_mem = '1GB'; \
+             ALTER DATABASE \"{0}\" SET statement_timeout = '1h'",
+            db.name
+        ))
+        .await
+        .expect("defaults");
+    let executor = PostgresExecutor::connect(&db.url).await.expect("connect");
+    let settings = CheckedSql::for_test(
+        "SELECT current_setting('work_mem'), current_setting('statement_timeout'), \
+         current_setting('transaction_read_only'), current_setting('search_path')",
+        Dialect::Postgres,
+        None,
+    );
+    let limits = RunLimits { timeout: Duration::from_secs(3), ..RunLimits::default() };
+    let result = executor.query(&settings, &limits).await.expect("runs");
+    assert_eq!(
+        result.rows,
+        vec![vec![
+            serde_json::json!("32MB"),
+            serde_json::json!("3s"),
+            serde_json::json!("on"),
+            serde_json::json!("public, pg_temp"),
+        ]]
+    );
+}

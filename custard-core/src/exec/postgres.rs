@@ -174,6 +174,12 @@ async fn stream(
     Ok((caps.rows, caps.bytes, truncated))
 }
 
+/// Memory one sort or hash of a query may use before spilling to disk: a
+/// role or database default cannot give a question more. (Disk is bounded by
+/// `temp_file_limit`, which only a superuser may set: the role SQL the agent
+/// prints sets it for the agent's role.)
+const WORK_MEM: &str = "32MB";
+
 /// Rows asked of the portal first, before the executor knows how large they are.
 const FIRST_FETCH_ROWS: usize = 4;
 /// About how many bytes one fetch may bring into memory. The driver holds a
@@ -187,8 +193,8 @@ fn next_fetch_rows(fetched: usize, fetched_bytes: u64, max_rows: usize) -> usize
     usize::try_from(FETCH_BYTES / per_row).unwrap_or(usize::MAX).clamp(1, max_rows.max(1))
 }
 
-/// The transaction's local settings: time limits, and the search path the
-/// guard resolved names in (with `pg_temp` last, so no temporary table can
+/// The transaction's local settings: time limits, `work_mem`, and the search
+/// path the guard resolved names in (with `pg_temp` last, so no temporary table can
 /// shadow a checked one; `pg_catalog` always comes first).
 async fn set_local_envelope(
     txn: &Transaction<'_>,
@@ -203,7 +209,8 @@ async fn set_local_envelope(
     let mut sql = format!(
         "SET LOCAL statement_timeout = {statement_ms}; \
          SET LOCAL lock_timeout = {lock_ms}; \
-         SET LOCAL idle_in_transaction_session_timeout = {statement_ms}"
+         SET LOCAL idle_in_transaction_session_timeout = {statement_ms}; \
+         SET LOCAL work_mem = '{WORK_MEM}'"
     );
     if !search_path.is_empty() {
         let schemas: Vec<String> =
