@@ -1,16 +1,20 @@
-//! The agent's life: open the database, check the role, read the schema, then
-//! keep a session with the server, reconnecting with backoff, until shutdown.
+//! The agent's life: open the database, check the role and its privileges,
+//! read the schema, then keep a session with the server, reconnecting with
+//! backoff, until shutdown.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use custard_core::{DatabaseUrl, DiscoverOptions, Executor, PostgresExecutor, SqliteExecutor};
+use custard_core::{
+    AccessPolicy, DatabaseUrl, DiscoverOptions, Executor, PostgresExecutor, SqliteExecutor,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
+use crate::privileges::{self, PolicyReport};
 use crate::session::{self, SessionEnd};
-use crate::startup;
+use crate::startup::{self, RoleCheckError, RoleReport};
 use crate::state::AgentState;
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -24,9 +28,10 @@ pub async fn run_with_backoff(
     shutdown: CancellationToken,
     mut backoff: Backoff,
 ) -> anyhow::Result<()> {
-    let executor = open(&config)?;
+    let policy = config.access_policy().context("the agent's table policy")?;
+    let executor = open(&config, &policy)?;
     let role_pending = match DatabaseUrl::parse(&config.database_url)? {
-        DatabaseUrl::Postgres(url) => check_role(&url, &config).await?,
+        DatabaseUrl::Postgres(url) => check_role(&url, &config, &policy).await?,
         _ => false,
     };
     let state = Arc::new(AgentState::new(config, executor).context("the agent's table policy")?);
@@ -76,24 +81,34 @@ pub async fn run_with_backoff(
     Ok(())
 }
 
-/// Layer 3: refuses a superuser or a member of a dangerous predefined role
-/// unless explicitly allowed, printing the SQL for a proper read-only role.
-/// Returns whether the check is still pending (the database was down).
-async fn check_role(url: &str, config: &AgentConfig) -> anyhow::Result<bool> {
-    match startup::check_role(url).await {
-        Ok(report) if report.is_privileged() && !config.allow_privileged_role => {
-            let database =
-                url.rsplit('/').next().and_then(|d| d.split('?').next()).unwrap_or("your_database");
-            let schemas =
-                config.allowed_schemas.clone().unwrap_or_else(|| vec!["public".to_owned()]);
-            let sql = startup::read_only_role_sql("custard_reader", database, &schemas);
-            anyhow::bail!("{}", startup::refusal_message(&report, &sql))
-        }
-        Ok(report) if report.is_privileged() => {
-            tracing::warn!(user = %report.user, "running with a privileged database role (--allow-privileged-role)");
+/// Layers 3 and 4 at start: refuses a privileged role, or one that can read
+/// past the agent's policy, unless explicitly allowed (then only warns),
+/// printing the SQL that fixes it. Returns whether the check is still pending
+/// (the database was down).
+async fn check_role(
+    url: &str,
+    config: &AgentConfig,
+    policy: &AccessPolicy,
+) -> anyhow::Result<bool> {
+    match check_database_role(url, policy).await {
+        Ok(checks) => match checks.verdict(config, policy, database_name(url)) {
+            Verdict::Refuse(message) => anyhow::bail!("{message}"),
+            Verdict::Pass(warnings) => {
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+                Ok(false)
+            }
+        },
+        // The database answered but the check failed: no unchecked role serves.
+        Err(e @ RoleCheckError::Query(_)) if !config.allow_privileged_role => anyhow::bail!(
+            "{e}\nThe agent does not run as a role it could not check; pass \
+             --allow-privileged-role (or set CUSTARD_ALLOW_PRIVILEGED_ROLE=true) to run anyway."
+        ),
+        Err(e @ RoleCheckError::Query(_)) => {
+            tracing::warn!("{e} (--allow-privileged-role: running anyway)");
             Ok(false)
         }
-        Ok(_) => Ok(false),
         // A database that is down now is no reason to stay away from the server;
         // the check runs before the first request once it is back.
         Err(e) => {
@@ -103,14 +118,93 @@ async fn check_role(url: &str, config: &AgentConfig) -> anyhow::Result<bool> {
     }
 }
 
+/// The database named in a PostgreSQL URL, for the suggested SQL.
+pub(crate) fn database_name(url: &str) -> &str {
+    url.rsplit('/').next().and_then(|d| d.split('?').next()).unwrap_or("your_database")
+}
+
+/// What the start-up checks found about the login role.
+#[derive(Debug)]
+pub(crate) struct RoleChecks {
+    /// Layer 3: how privileged the role is.
+    pub(crate) role: RoleReport,
+    /// Layer 4: what it can read past the policy (when a policy is set).
+    pub(crate) policy: Option<PolicyReport>,
+}
+
+/// Whether the agent may serve with this role.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Yes, after logging these warnings.
+    Pass(Vec<String>),
+    /// No: this is why, and what to run.
+    Refuse(String),
+}
+
+/// Runs layers 3 and 4 on one connection to `url`.
+pub(crate) async fn check_database_role(
+    url: &str,
+    policy: &AccessPolicy,
+) -> Result<RoleChecks, RoleCheckError> {
+    let policy = (!policy.is_unrestricted()).then(|| policy.clone());
+    startup::with_client(url, move |client| {
+        Box::pin(async move {
+            let role = startup::read_report(client).await?;
+            let policy = match &policy {
+                Some(p) => Some(privileges::check_policy(client, p).await?),
+                None => None,
+            };
+            Ok(RoleChecks { role, policy })
+        })
+    })
+    .await
+}
+
+impl RoleChecks {
+    pub(crate) fn verdict(
+        &self,
+        config: &AgentConfig,
+        policy: &AccessPolicy,
+        database: &str,
+    ) -> Verdict {
+        let allowed = config.allow_privileged_role;
+        let mut warnings = Vec::new();
+        if self.role.is_privileged() {
+            if !allowed {
+                let (database, masked) = match &self.policy {
+                    Some(p) => (p.database.as_str(), p.masked_tables.as_slice()),
+                    None => (database, &[][..]),
+                };
+                let sql =
+                    privileges::read_only_role_sql("custard_reader", database, policy, masked);
+                return Verdict::Refuse(startup::refusal_message(&self.role, &sql));
+            }
+            warnings.push(format!(
+                "running with a privileged database role, {} (--allow-privileged-role)",
+                self.role.user
+            ));
+        }
+        if let Some(report) = self.policy.as_ref().filter(|p| !p.is_enforced()) {
+            if !allowed {
+                return Verdict::Refuse(report.refusal_message());
+            }
+            warnings.push(report.warning_message());
+        }
+        Verdict::Pass(warnings)
+    }
+}
+
 /// The executor for the configured database; PostgreSQL connects lazily so a
 /// database that is down now is picked up when it comes back.
-fn open(config: &AgentConfig) -> anyhow::Result<Arc<dyn Executor>> {
+fn open(config: &AgentConfig, policy: &AccessPolicy) -> anyhow::Result<Arc<dyn Executor>> {
     Ok(match DatabaseUrl::parse(&config.database_url)? {
         DatabaseUrl::Postgres(url) => {
             Arc::new(PostgresExecutor::new(&url, config.max_concurrency)?)
         }
-        DatabaseUrl::Sqlite(path) => Arc::new(SqliteExecutor::open(&path)?),
+        // SQLite enforces the policy itself, through an authorizer (layer 4).
+        DatabaseUrl::Sqlite(path) => {
+            Arc::new(SqliteExecutor::open_with_policy(&path, policy.clone())?)
+        }
         _ => anyhow::bail!("unsupported database URL"),
     })
 }

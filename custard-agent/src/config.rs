@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use custard_core::{AccessPolicy, GuardConfigError};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Flags of `custard-agent run`; every one also reads a `CUSTARD_...` variable.
@@ -34,18 +35,33 @@ pub struct RunArgs {
     #[arg(long, env = "CUSTARD_QUERY_TIMEOUT_SECS", default_value_t = DEFAULT_QUERY_TIMEOUT_SECS)]
     pub query_timeout_secs: u64,
     /// Only tables in these schemas may be read or shared (comma-separated).
+    ///
+    /// The guard enforces it, and so does the database: PostgreSQL (the role may
+    /// use no other schema; checked at start) or SQLite (an authorizer).
     #[arg(long, env = "CUSTARD_ALLOWED_SCHEMAS", value_delimiter = ',')]
     pub allowed_schemas: Option<Vec<String>>,
     /// Only these tables may be read or shared, as schema.table (comma-separated).
+    ///
+    /// The guard enforces it, and so does the database: PostgreSQL (the role may
+    /// read no other table or view; checked at start) or SQLite (an authorizer).
     #[arg(long, env = "CUSTARD_ALLOWED_TABLES", value_delimiter = ',')]
     pub allowed_tables: Option<Vec<String>>,
     /// Columns no query may read and the schema never shows, as schema.table.column (comma-separated).
+    ///
+    /// The guard enforces it, and so does the database: PostgreSQL (the role may
+    /// not SELECT them; checked at start) or SQLite (an authorizer).
     #[arg(long, env = "CUSTARD_MASKED_COLUMNS", value_delimiter = ',')]
     pub masked_columns: Option<Vec<String>>,
     /// Frequent values shared per text column in the schema (0 shares none).
     #[arg(long, env = "CUSTARD_SAMPLE_VALUES", default_value_t = 0)]
     pub sample_values: usize,
-    /// Run even as a superuser or a member of a dangerous predefined role.
+    /// Run even as a privileged role, or one PostgreSQL lets read past the policy (then only warn).
+    ///
+    /// At start the agent refuses a PostgreSQL role that is a superuser, a member of a
+    /// dangerous predefined role or has CREATEROLE, REPLICATION or BYPASSRLS; and, when
+    /// a policy is set, a role that can read a masked column or a table, view or schema
+    /// outside the allowed ones. It prints the SQL that fixes the role and exits with a
+    /// non-zero status. With this flag it logs the same as a warning and runs.
     #[arg(long, env = "CUSTARD_ALLOW_PRIVILEGED_ROLE")]
     pub allow_privileged_role: bool,
     /// Seconds in-flight queries get to finish on SIGTERM before they are cancelled.
@@ -123,6 +139,16 @@ pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
 impl AgentConfig {
+    /// The policy of `allowed_schemas`, `allowed_tables` and `masked_columns`,
+    /// parsed as the guard parses it.
+    pub fn access_policy(&self) -> Result<AccessPolicy, GuardConfigError> {
+        AccessPolicy::new(
+            self.allowed_schemas.clone(),
+            self.allowed_tables.clone(),
+            self.masked_columns.clone(),
+        )
+    }
+
     /// A configuration for embedding the agent (the demo, tests, benchmarks):
     /// the three required settings and the defaults of `custard-agent run` for
     /// the rest (no policy, no samples, no health file), read from nothing else.

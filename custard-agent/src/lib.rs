@@ -5,6 +5,7 @@
 mod agent;
 pub mod backoff;
 pub mod config;
+pub mod privileges;
 mod session;
 mod startup;
 mod state;

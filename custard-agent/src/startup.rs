@@ -1,11 +1,15 @@
 //! Layer 3 of the read-only safety, the role check: before serving anything the
 //! agent looks at the PostgreSQL role it logged in as and refuses a role that
 //! can reach outside the database (files, programs, other sessions) or grant
-//! itself more, and it prints the SQL that creates a proper read-only role.
+//! itself more, and it prints the SQL that creates a proper read-only role
+//! (written by `privileges::read_only_role_sql`). The same connection serves
+//! the layer-4 policy check ([`with_client`]).
 //!
 //! Nothing here ever prints the database URL: it may hold a password.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
@@ -80,7 +84,21 @@ impl std::error::Error for RoleCheckError {}
 /// The login role (`session_user`) is the one checked: every role the session
 /// can act as with `SET ROLE` is one of its memberships, so a `SET role`
 /// default on the login role hides nothing.
+#[allow(dead_code, reason = "the agent checks the role with the policy (agent.rs); tests use this")]
 pub(crate) async fn check_role(database_url: &str) -> Result<RoleReport, RoleCheckError> {
+    with_client(database_url, |client| Box::pin(read_report(client))).await
+}
+
+/// A future that borrows a client, as [`with_client`] takes them.
+pub(crate) type ClientFuture<'c, T> =
+    Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>>;
+
+/// Connects to `database_url` (PostgreSQL only) and runs `check` on the
+/// connection, within a time limit; errors never show the password or the URL.
+pub(crate) async fn with_client<T, F>(database_url: &str, check: F) -> Result<T, RoleCheckError>
+where
+    F: for<'c> FnOnce(&'c tokio_postgres::Client) -> ClientFuture<'c, T>,
+{
     let mut config: tokio_postgres::Config = database_url
         .parse()
         .map_err(|e| RoleCheckError::InvalidUrl(error_text(&e, database_url, None)))?;
@@ -101,7 +119,7 @@ pub(crate) async fn check_role(database_url: &str) -> Result<RoleReport, RoleChe
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        read_report(&client)
+        check(&client)
             .await
             .map_err(|e| RoleCheckError::Query(error_text(&e, database_url, password)))
     })
@@ -109,7 +127,10 @@ pub(crate) async fn check_role(database_url: &str) -> Result<RoleReport, RoleChe
     checked.unwrap_or(Err(RoleCheckError::Timeout(CHECK_TIMEOUT)))
 }
 
-async fn read_report(client: &tokio_postgres::Client) -> Result<RoleReport, tokio_postgres::Error> {
+/// Reads the login role's attributes and memberships on `client`.
+pub(crate) async fn read_report(
+    client: &tokio_postgres::Client,
+) -> Result<RoleReport, tokio_postgres::Error> {
     let me = client
         .query_one(
             "SELECT session_user::text, r.rolsuper, r.rolcreaterole, r.rolreplication, \
@@ -216,58 +237,8 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The SQL an administrator runs to create `role` as a read-only login role
-/// on `database` that can read every table and view of `schemas` (today's and
-/// later ones), and nothing else.
-pub(crate) fn read_only_role_sql(role: &str, database: &str, schemas: &[String]) -> String {
-    let r = quote_ident(role);
-    let db = quote_ident(database);
-    let mut sql = format!(
-        "-- A read-only login role for the Custard agent. Run this as a superuser (or as the\n\
-         -- owner of the database and its schemas) connected to {db}, e.g. psql -d {db}.\n\
-         -- Choose a strong password for PASSWORD below, or remove PASSWORD '...' and set it\n\
-         -- afterwards with \\password {r} in psql, which keeps it out of the server logs.\n\
-         -- NOINHERIT: the role gets its grants directly, not from other roles (so it does\n\
-         -- not use pg_read_all_data), and a role granted to it later lends it nothing\n\
-         -- without SET ROLE, which the agent never runs.\n\
-         CREATE ROLE {r} LOGIN PASSWORD '<choose one>'\n  \
-         NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;\n\
-         GRANT CONNECT ON DATABASE {db} TO {r};\n"
-    );
-    let mut seen: Vec<&str> = Vec::new();
-    for schema in schemas.iter().map(String::as_str) {
-        if seen.contains(&schema) {
-            continue;
-        }
-        seen.push(schema);
-        let s = quote_ident(schema);
-        sql.push_str(&format!(
-            "GRANT USAGE ON SCHEMA {s} TO {r};\n\
-             GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {r};\n\
-             ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT ON TABLES TO {r};\n"
-        ));
-    }
-    if seen.is_empty() {
-        sql.push_str(
-            "-- No schemas were named: repeat GRANT USAGE ON SCHEMA, GRANT SELECT ON ALL TABLES\n\
-             -- IN SCHEMA and ALTER DEFAULT PRIVILEGES IN SCHEMA for each schema to share.\n",
-        );
-    } else {
-        sql.push_str(
-            "-- ALTER DEFAULT PRIVILEGES covers tables created later by the role running this\n\
-             -- script; for tables another role creates (a migrations user, say), repeat those\n\
-             -- lines as ALTER DEFAULT PRIVILEGES FOR ROLE <that role> IN SCHEMA ...\n",
-        );
-    }
-    sql.push_str(&format!(
-        "-- Every transaction starts read-only; the grants above are what actually enforce it.\n\
-         ALTER ROLE {r} SET default_transaction_read_only = on;\n"
-    ));
-    sql
-}
-
-/// What the agent prints when it refuses `report`'s role: why, the SQL of
-/// [`read_only_role_sql`], and how to override.
+/// What the agent prints when it refuses `report`'s role: why, the SQL for a
+/// read-only role (`privileges::read_only_role_sql`), and how to override.
 pub(crate) fn refusal_message(report: &RoleReport, suggested_sql: &str) -> String {
     let mut reasons = Vec::new();
     if report.superuser {

@@ -4,8 +4,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use custard_core::{DiscoverOptions, ExecError, Executor, Guard, GuardConfigError, Schema};
+use custard_core::{
+    AccessPolicy, DiscoverOptions, ExecError, Executor, Guard, GuardConfigError, Schema,
+};
 
+use crate::agent::Verdict;
 use crate::config::AgentConfig;
 
 /// The schema the agent shares and the guard that checks queries against it.
@@ -21,11 +24,14 @@ pub(crate) struct Catalog {
 #[derive(Debug)]
 pub(crate) struct AgentState {
     pub(crate) config: AgentConfig,
+    /// The configuration's policy, parsed.
+    policy: AccessPolicy,
     pub(crate) executor: Arc<dyn Executor>,
     catalog: RwLock<Arc<Catalog>>,
     /// The role check could not run at start (database down) and must run before any request.
     role_pending: AtomicBool,
-    /// Set once the role check found a privileged role that is not allowed.
+    /// Set once the role check found a privileged role (or one that reads past
+    /// the policy) that is not allowed.
     role_refused: AtomicBool,
 }
 
@@ -35,9 +41,11 @@ impl AgentState {
         executor: Arc<dyn Executor>,
     ) -> Result<Self, GuardConfigError> {
         let guard = build_guard(&config, executor.dialect(), None)?;
+        let policy = config.access_policy()?;
         let catalog = Catalog { fingerprint: None, guard };
         Ok(AgentState {
             config,
+            policy,
             executor,
             catalog: RwLock::new(Arc::new(catalog)),
             role_pending: AtomicBool::new(false),
@@ -49,15 +57,17 @@ impl AgentState {
         self.role_pending.store(pending, Ordering::SeqCst);
     }
 
-    /// Layer 3 for a role that could not be checked at start: checks it before
-    /// the first request that reaches the database, and refuses every request
-    /// once it turns out privileged (unless allowed).
+    /// Layers 3 and 4 for a role that could not be checked at start: checks it
+    /// before the first request that reaches the database, and refuses every
+    /// request once it turns out privileged or able to read past the policy
+    /// (unless allowed).
     pub(crate) async fn role_gate(&self) -> Result<(), custard_core::wire::ErrorReport> {
         let refusal = || {
             custard_core::wire::ErrorReport::new(
                 "privileged_role",
-                "the agent's database role is privileged; the agent refuses to run queries \
-                 (see its log for the SQL of a read-only role, or set CUSTARD_ALLOW_PRIVILEGED_ROLE)",
+                "the agent's database role is privileged or can read what the agent's policy \
+                 keeps out; the agent refuses to run queries (see its log for the SQL that fixes \
+                 the role, or set CUSTARD_ALLOW_PRIVILEGED_ROLE)",
             )
         };
         if self.role_refused.load(Ordering::SeqCst) {
@@ -66,21 +76,38 @@ impl AgentState {
         if !self.role_pending.load(Ordering::SeqCst) {
             return Ok(());
         }
-        match crate::startup::check_role(&self.config.database_url).await {
-            Ok(report) if report.is_privileged() && !self.config.allow_privileged_role => {
-                self.role_refused.store(true, Ordering::SeqCst);
-                self.role_pending.store(false, Ordering::SeqCst);
-                let sql = crate::startup::read_only_role_sql(
-                    "custard_reader",
-                    "your_database",
-                    &["public".to_owned()],
-                );
-                tracing::error!("{}", crate::startup::refusal_message(&report, &sql));
-                Err(refusal())
+        let url = &self.config.database_url;
+        match crate::agent::check_database_role(url, &self.policy).await {
+            Ok(checks) => {
+                match checks.verdict(&self.config, &self.policy, crate::agent::database_name(url)) {
+                    Verdict::Refuse(message) => {
+                        self.role_refused.store(true, Ordering::SeqCst);
+                        self.role_pending.store(false, Ordering::SeqCst);
+                        tracing::error!("{message}");
+                        Err(refusal())
+                    }
+                    Verdict::Pass(warnings) => {
+                        for warning in warnings {
+                            tracing::warn!("{warning}");
+                        }
+                        self.role_pending.store(false, Ordering::SeqCst);
+                        Ok(())
+                    }
+                }
             }
-            Ok(_) => {
-                self.role_pending.store(false, Ordering::SeqCst);
-                Ok(())
+            // The database answered but the check failed: refuse, and try again next time.
+            Err(e @ crate::startup::RoleCheckError::Query(_)) => {
+                if self.config.allow_privileged_role {
+                    tracing::warn!("{e} (--allow-privileged-role: running anyway)");
+                    self.role_pending.store(false, Ordering::SeqCst);
+                    return Ok(());
+                }
+                tracing::error!("{e}");
+                Err(custard_core::wire::ErrorReport::new(
+                    "privileged_role",
+                    "the agent could not check its database role's privileges, so it refuses to \
+                     run queries (see its log)",
+                ))
             }
             // Still down: the request fails with `database_unavailable` on its own.
             Err(_) => Ok(()),

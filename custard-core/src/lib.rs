@@ -5,6 +5,8 @@
 //!   `postgres` and `sqlite` features add discovery through an `Executor`.
 //! - [`Guard`] parses SQL and accepts only read-only queries, returning a
 //!   [`CheckedSql`] that is the only thing an executor will run.
+//! - [`AccessPolicy`] (allowed schemas and tables, masked columns) is the same
+//!   policy as data, for executors that make the database enforce it too.
 //! - [`wire`] holds the versioned messages between the agent and the server.
 //!
 //! The default feature set does no IO at all.
@@ -25,6 +27,7 @@ mod dialect;
 mod exec;
 mod guard;
 pub mod llm;
+mod policy;
 mod prompt;
 mod retrieve;
 mod schema;
@@ -48,6 +51,7 @@ pub use exec::{
     RowBatch, RowSender, RunLimits, RunSummary, connect,
 };
 pub use guard::{CheckedSql, Guard, GuardBuilder, GuardConfigError, Rejection, RejectionCode};
+pub use policy::AccessPolicy;
 pub use prompt::{ChatMessage, Example, Feedback, PromptBuilder, Role, Turn, select_examples};
 pub use retrieve::{RetrieveOptions, Retrieved, SchemaIndex};
 pub use schema::{Column, DdlOptions, ForeignKey, Schema, Table, TableKind};

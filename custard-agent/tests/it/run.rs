@@ -490,7 +490,8 @@ async fn flow_control_pauses_one_run_until_the_server_takes_its_rows() {
     let agent = start(config(&server.url, &db.url, 2));
     let mut side = server.agent().await;
     side.send(Frame::new("flow", Message::Flow(Flow { window: 2 }))).await;
-    // 3,000 rows in batches of 500: six `rows` frames.
+    // 3,000 rows: more `rows` frames than the window of two (how many depends on
+    // the executor's fetch sizes).
     side.run("big", "SELECT i FROM n ORDER BY i", 30_000).await;
     side.run("small", "SELECT 1 AS one", 30_000).await;
     let mut big = Vec::new();
@@ -515,7 +516,7 @@ async fn flow_control_pauses_one_run_until_the_server_takes_its_rows() {
 
     side.send(Frame::new("m1", Message::More(More { target: "big".into(), frames: 100 }))).await;
     let rest = side.reply_to("big").await;
-    assert_eq!(rows(&big) + rows(&rest), 6, "{rest:?}");
+    assert!(rows(&rest) >= 1, "the rest came after `more`: {rest:?}");
     assert!(
         matches!(rest.last(), Some(Message::Done(d)) if d.row_count == 3000 && !d.truncated),
         "{rest:?}"
@@ -613,6 +614,41 @@ async fn masked_columns_are_neither_shared_nor_read() {
     }
     side.run("ok", "SELECT id, name FROM people", 10_000).await;
     assert!(matches!(side.reply_to("ok").await.last(), Some(Message::Done(d)) if d.row_count == 1));
+    agent.stop().await;
+}
+
+/// Over SQLite the database enforces the policy too: a join by name that the
+/// guard lets through (it compares no masked column) is refused by the SQLite
+/// executor, which cannot see the columns such a join compares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_enforces_the_agents_policy_too() {
+    let dir = tempfile::tempdir().expect("a folder");
+    let path = dir.path().join("people.db");
+    rusqlite::Connection::open(&path)
+        .expect("create")
+        .execute_batch(
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, salary INTEGER);
+             INSERT INTO people VALUES (1, 'Ada', 100);
+             CREATE TABLE teams (id INTEGER PRIMARY KEY, team TEXT);
+             INSERT INTO teams VALUES (1, 'core');",
+        )
+        .expect("setup");
+    let mut server = FakeServer::start().await;
+    let mut masked = config(&server.url, &format!("sqlite:{}", path.display()), 2);
+    masked.masked_columns = vec!["main.people.salary".into()];
+    let agent = start(masked);
+    let mut side = server.agent().await;
+    side.run("using", "SELECT p.name, t.team FROM people AS p JOIN teams AS t USING (id)", 10_000)
+        .await;
+    let reply = side.reply_to("using").await;
+    let Some(Message::Error(e)) = reply.last() else { panic!("refused: {reply:?}") };
+    assert_eq!(e.code, "permission_denied", "{e:?}");
+    assert!(e.message.contains("USING joins are not allowed"), "{e:?}");
+    side.run("on", "SELECT p.name, t.team FROM people AS p JOIN teams AS t ON t.id = p.id", 10_000)
+        .await;
+    assert!(matches!(side.reply_to("on").await.last(), Some(Message::Done(d)) if d.row_count == 1));
+    side.run("masked", "SELECT salary FROM people", 10_000).await;
+    assert_eq!(error_code(&side.reply_to("masked").await), "masked_column", "the guard first");
     agent.stop().await;
 }
 

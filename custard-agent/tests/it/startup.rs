@@ -6,68 +6,17 @@
 #[path = "../../src/startup.rs"]
 mod startup_impl;
 
+use custard_agent::privileges::read_only_role_sql;
+use custard_core::AccessPolicy;
 use custard_testkit::{ScratchDb, connect, test_database_url, url_with_database, url_with_user};
-use startup_impl::{RoleCheckError, RoleReport, check_role, read_only_role_sql, refusal_message};
 
-/// Login roles dropped when this value is dropped, even when the test fails.
-/// `DROP OWNED BY` runs first in `databases`, so grants there do not block the drop.
-#[derive(Debug)]
-struct TempRoles {
-    names: Vec<String>,
-    databases: Vec<String>,
-}
+use crate::TempRoles;
+use startup_impl::{RoleCheckError, RoleReport, check_role, refusal_message};
 
-impl TempRoles {
-    /// Names `custard_t_<stem>_<pid>` for each stem; leftovers of a crashed run go first.
-    async fn new(stems: &[&str]) -> TempRoles {
-        let names: Vec<String> =
-            stems.iter().map(|s| format!("custard_t_{s}_{}", std::process::id())).collect();
-        let roles = TempRoles { names, databases: Vec::new() };
-        let admin = connect(&test_database_url()).await;
-        for name in roles.names.iter().rev() {
-            admin.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\"")).await.ok();
-        }
-        roles
-    }
-
-    fn name(&self, i: usize) -> &str {
-        &self.names[i]
-    }
-}
-
-impl Drop for TempRoles {
-    fn drop(&mut self) {
-        let names = self.names.clone();
-        let mut databases = self.databases.clone();
-        databases.push(test_database_url());
-        // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async {
-                for url in &databases {
-                    let Ok((client, conn)) =
-                        tokio_postgres::connect(url, tokio_postgres::NoTls).await
-                    else {
-                        continue;
-                    };
-                    tokio::spawn(conn);
-                    for name in names.iter().rev() {
-                        let _ = client.batch_execute(&format!("DROP OWNED BY \"{name}\"")).await;
-                    }
-                    if url == &test_database_url() {
-                        for name in names.iter().rev() {
-                            let _ = client
-                                .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
-                                .await;
-                        }
-                    }
-                }
-            });
-        })
-        .join();
-    }
+/// A policy of these allowed schemas, nothing else.
+fn schemas(names: &[&str]) -> AccessPolicy {
+    AccessPolicy::new(Some(names.iter().map(|s| (*s).to_owned()).collect()), None, Vec::new())
+        .expect("a valid policy")
 }
 
 #[tokio::test]
@@ -75,7 +24,7 @@ async fn the_test_superuser_is_privileged_and_refused() {
     let report = check_role(&test_database_url()).await.expect("role check");
     assert!(report.superuser, "{report:?}");
     assert!(report.is_privileged());
-    let sql = read_only_role_sql("custard_reader", "test", &["public".to_owned()]);
+    let sql = read_only_role_sql("custard_reader", "test", &schemas(&["public"]), &[]);
     let message = refusal_message(&report, &sql);
     for needle in ["superuser", "--allow-privileged-role", "CREATE ROLE \"custard_reader\"", &sql] {
         assert!(message.contains(needle), "{needle:?} missing from:\n{message}");
@@ -195,8 +144,7 @@ async fn the_suggested_read_only_role_reads_but_cannot_write() {
         .await
         .expect("setup");
 
-    let sql =
-        read_only_role_sql(&role, &db.name, &["public".into(), "sales".into(), "public".into()]);
+    let sql = read_only_role_sql(&role, &db.name, &schemas(&["public", "sales", "public"]), &[]);
     assert_eq!(sql.matches("GRANT USAGE ON SCHEMA \"public\"").count(), 1, "deduplicated:\n{sql}");
     let password = "Rd-0nly pass'word";
     let runnable = sql.replace("'<choose one>'", &format!("'{}'", password.replace('\'', "''")));
@@ -283,7 +231,7 @@ async fn errors_never_show_the_password() {
 
 #[test]
 fn the_suggested_sql_quotes_every_identifier() {
-    let sql = read_only_role_sql("Odd \"Role\"", "my-db", &["Sales Q1".to_owned()]);
+    let sql = read_only_role_sql("Odd \"Role\"", "my-db", &schemas(&["Sales Q1"]), &[]);
     for needle in [
         "CREATE ROLE \"Odd \"\"Role\"\"\" LOGIN PASSWORD '<choose one>'",
         "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;",
@@ -295,7 +243,7 @@ fn the_suggested_sql_quotes_every_identifier() {
     ] {
         assert!(sql.contains(needle), "{needle:?} missing from:\n{sql}");
     }
-    let none = read_only_role_sql("r", "d", &[]);
+    let none = read_only_role_sql("r", "d", &schemas(&[]), &[]);
     assert!(!none.contains("GRANT USAGE ON SCHEMA \""), "{none}");
     assert!(none.contains("No schemas were named"), "{none}");
 }

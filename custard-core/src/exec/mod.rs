@@ -15,6 +15,8 @@ pub(crate) mod postgres;
 pub(crate) mod sqlite;
 #[cfg(feature = "sqlite")]
 mod sqlite_discover;
+#[cfg(feature = "sqlite")]
+mod sqlite_policy;
 
 use std::fmt;
 use std::path::PathBuf;

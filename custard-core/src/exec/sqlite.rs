@@ -4,9 +4,14 @@
 //! with `SQLITE_OPEN_READ_ONLY`, `PRAGMA query_only` is on, and only a single
 //! statement that returns rows and that SQLite itself reports as read-only runs.
 //! A deadline interrupts the query through an [`InterruptHandle`].
+//!
+//! With an [`AccessPolicy`] ([`SqliteExecutor::open_with_policy`]), SQLite
+//! enforces it too: an authorizer on every connection refuses to prepare a
+//! statement that reads a masked column or a table outside the policy (see
+//! `sqlite_policy.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,9 +23,9 @@ use tokio::runtime::Handle;
 
 use super::{
     BoxFuture, Caps, ColumnMeta, DiscoverOptions, ExecError, ExecErrorCode, Executor, RowBatch,
-    RowSender, RunLimits, RunSummary, sqlite_discover,
+    RowSender, RunLimits, RunSummary, sqlite_discover, sqlite_policy,
 };
-use crate::{CheckedSql, Dialect, Schema};
+use crate::{AccessPolicy, CheckedSql, Dialect, Schema};
 
 /// Idle connections kept for reuse; more are opened on demand and closed after use.
 const MAX_IDLE_CONNECTIONS: usize = 4;
@@ -38,6 +43,7 @@ const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct SqliteExecutor {
     path: PathBuf,
+    policy: Arc<AccessPolicy>,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -47,13 +53,39 @@ impl SqliteExecutor {
     /// Fails with [`ExecErrorCode::DatabaseUnavailable`] when the file is missing
     /// or is not a SQLite database.
     pub fn open(path: &Path) -> Result<Self, ExecError> {
-        let conn = open_connection(path)?;
-        Ok(SqliteExecutor { path: path.to_owned(), idle: Mutex::new(vec![conn]) })
+        Self::open_with_policy(path, AccessPolicy::default())
+    }
+
+    /// [`SqliteExecutor::open`], with SQLite enforcing `policy` (layer 4).
+    ///
+    /// Every connection gets an authorizer that makes preparing a statement
+    /// fail ([`ExecErrorCode::PermissionDenied`], naming the column or table)
+    /// when it reads a masked column or a table outside the allowed schemas
+    /// (`main`) and tables: by name, through `*`, a subquery, a CTE or a view
+    /// (a view reads with the reader's rights, so the tables under an allowed
+    /// view must be allowed too, and a view that reads a masked column cannot
+    /// be read at all). `NATURAL` and `USING` joins are refused, because SQLite
+    /// does not show the authorizer the columns they compare; so are
+    /// `PRAGMA`s and `sqlite_stat4`, which keeps sample values.
+    ///
+    /// [`Executor::discover`] still reports every column of the allowed tables,
+    /// masked ones included, so a [`Guard`](crate::Guard) built with the same
+    /// policy knows them and refuses them by name; it leaves out tables the
+    /// policy does not allow, and takes no sample values from masked columns.
+    pub fn open_with_policy(path: &Path, policy: AccessPolicy) -> Result<Self, ExecError> {
+        let policy = Arc::new(policy);
+        let conn = open_connection(path, &policy)?;
+        Ok(SqliteExecutor { path: path.to_owned(), policy, idle: Mutex::new(vec![conn]) })
     }
 
     /// The path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The policy SQLite enforces on this executor's connections.
+    pub fn policy(&self) -> &AccessPolicy {
+        &self.policy
     }
 
     /// An idle connection, or a new one opened on a blocking thread.
@@ -63,7 +95,10 @@ impl SqliteExecutor {
             return Ok(conn);
         }
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || open_connection(&path)).await.map_err(join_error)?
+        let policy = Arc::clone(&self.policy);
+        tokio::task::spawn_blocking(move || open_connection(&path, &policy))
+            .await
+            .map_err(join_error)?
     }
 
     /// Returns a connection to the pool when it is clean and the pool has room.
@@ -79,8 +114,9 @@ impl SqliteExecutor {
     }
 }
 
-/// Opens one read-only connection to `path` and checks that it is a SQLite database.
-fn open_connection(path: &Path) -> Result<Connection, ExecError> {
+/// Opens one read-only connection to `path`, checks that it is a SQLite
+/// database, and installs the authorizer for `policy`.
+fn open_connection(path: &Path, policy: &Arc<AccessPolicy>) -> Result<Connection, ExecError> {
     let shown = path.display();
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
@@ -99,7 +135,7 @@ fn open_connection(path: &Path) -> Result<Connection, ExecError> {
         path.to_owned()
     };
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(&plain, flags)
+    let mut conn = Connection::open_with_flags(&plain, flags)
         .map_err(|e| unavailable(format!("cannot open SQLite database {shown}: {e}")))?;
     let setup = || -> rusqlite::Result<()> {
         conn.pragma_update(None, "query_only", true)?;
@@ -109,6 +145,9 @@ fn open_connection(path: &Path) -> Result<Connection, ExecError> {
         Ok(())
     };
     setup().map_err(|e| unavailable(format!("cannot read SQLite database {shown}: {e}")))?;
+    sqlite_policy::install(&mut conn, policy, sqlite_policy::Access::Run).map_err(|e| {
+        ExecError::new(ExecErrorCode::Internal, format!("installing the SQLite authorizer: {e}"))
+    })?;
     Ok(conn)
 }
 
@@ -122,15 +161,35 @@ impl Executor for SqliteExecutor {
         options: &'a DiscoverOptions,
     ) -> BoxFuture<'a, Result<Schema, ExecError>> {
         Box::pin(async move {
-            let conn = self.checkout().await?;
+            let mut conn = self.checkout().await?;
             let options = options.clone();
+            let policy = Arc::clone(&self.policy);
             let (conn, result) = tokio::task::spawn_blocking(move || {
-                let result = sqlite_discover::discover(&conn, &options);
-                (conn, result)
+                use sqlite_policy::Access;
+                let access = |conn: &mut Connection, access| {
+                    sqlite_policy::install(conn, &policy, access).map_err(|e| {
+                        ExecError::new(
+                            ExecErrorCode::Internal,
+                            format!("installing the SQLite authorizer: {e}"),
+                        )
+                    })
+                };
+                // Discovery reads the catalog, which a query may not.
+                if let Err(e) = access(&mut conn, Access::Catalog) {
+                    return (None, Err(e));
+                }
+                let result = sqlite_discover::discover(&conn, &options, &policy);
+                // A connection that cannot be put back under the query rules is not reused.
+                match access(&mut conn, Access::Run) {
+                    Ok(()) => (Some(conn), result),
+                    Err(e) => (None, result.and(Err(e))),
+                }
             })
             .await
             .map_err(join_error)?;
-            self.checkin(conn);
+            if let Some(conn) = conn {
+                self.checkin(conn);
+            }
             result
         })
     }
@@ -150,6 +209,7 @@ impl Executor for SqliteExecutor {
                 InterruptOnDrop { handle: conn.get_interrupt_handle(), armed: true };
             let job = RunJob {
                 sql: query.sql().to_owned(),
+                restricted: !self.policy.is_unrestricted(),
                 caps: Caps::new(query, limits),
                 batch_rows: limits.batch_rows.max(1),
                 lock_timeout: limits.lock_timeout,
@@ -211,6 +271,8 @@ impl Drop for InterruptOnDrop {
 /// Everything the blocking half of [`Executor::run`] needs.
 struct RunJob {
     sql: String,
+    /// A policy restricts what may be read (the authorizer is installed).
+    restricted: bool,
     caps: Caps,
     batch_rows: usize,
     lock_timeout: Duration,
@@ -236,15 +298,35 @@ struct PendingColumns {
 
 impl RunJob {
     fn run(mut self, conn: &Connection) -> Result<Streamed, ExecError> {
+        sqlite_policy::clear_denial();
         let timeout = self.timeout;
-        let fail = |e| query_error(e, timeout);
+        // The authorizer runs while a statement is prepared (again if the schema
+        // changed before a step); its reason is the clearer message.
+        let fail = |e| match sqlite_policy::take_denial() {
+            Some(reason) => ExecError::new(ExecErrorCode::PermissionDenied, reason),
+            None => query_error(e, timeout),
+        };
         conn.busy_timeout(self.lock_timeout).map_err(fail)?;
+        if self.restricted && sqlite_policy::joins_by_name(&self.sql) {
+            return Err(ExecError::new(
+                ExecErrorCode::PermissionDenied,
+                "NATURAL and USING joins are not allowed under the agent's policy (SQLite cannot \
+                 check the columns they compare): join with ON instead",
+            ));
+        }
         let mut stmt = conn.prepare(&self.sql).map_err(fail)?;
         // Behind the guard and the read-only file: run only statements that read rows.
         if stmt.column_count() == 0 || !stmt.readonly() {
             return Err(ExecError::new(
                 ExecErrorCode::PermissionDenied,
                 "only a read-only query that returns rows may run",
+            ));
+        }
+        // Checked SQL has no parameters; under a policy none may slip by unbound.
+        if self.restricted && stmt.parameter_count() > 0 {
+            return Err(ExecError::new(
+                ExecErrorCode::PermissionDenied,
+                "a query with parameters is not allowed under the agent's policy",
             ));
         }
         let width = stmt.column_count();
@@ -519,7 +601,8 @@ mod tests {
             batch_rows,
             ..RunLimits::default()
         };
-        // Each row of `SELECT i FROM n` costs 12 + 2 = 14 bytes against the byte cap.
+        // Each row of `SELECT i FROM n` costs its JSON, `[i]`, against the byte cap:
+        // 3 bytes for rows 1 to 9.
         #[rustfmt::skip]
         let cases: Vec<(Option<u64>, RunLimits, &[usize], bool)> = vec![
             // (query row limit, limits, rows per batch, truncated)
@@ -531,9 +614,9 @@ mod tests {
             (Some(5),   limits(100, 1 << 20, 500), &[5], true),
             (Some(5),   limits(4, 1 << 20, 500),  &[4], true),
             (Some(50),  limits(100, 1 << 20, 500), &[10], false),
-            (None,      limits(100, 14 * 6, 500), &[6], true),
-            (None,      limits(100, 14 * 6 + 13, 500), &[6], true),
-            (None,      limits(100, 13, 500),     &[], true),
+            (None,      limits(100, 3 * 6, 500), &[6], true),
+            (None,      limits(100, 3 * 6 + 2, 500), &[6], true),
+            (None,      limits(100, 2, 500),      &[], true),
         ];
         for (row_limit, limits, sizes, truncated) in cases {
             let out = run(&exec, "SELECT i FROM n ORDER BY i", row_limit, &limits).await.unwrap();
@@ -625,7 +708,7 @@ mod tests {
     #[tokio::test]
     async fn connection_is_read_only_even_without_the_statement_check() {
         let (_dir, path, _exec) = database(NUMBERS);
-        let conn = open_connection(&path).unwrap();
+        let conn = open_connection(&path, &Arc::default()).unwrap();
         for sql in ["INSERT INTO n(i) VALUES (100)", "CREATE TABLE t(a)", "PRAGMA user_version = 3"]
         {
             let err = conn.execute_batch(sql).unwrap_err();
@@ -738,5 +821,228 @@ mod tests {
     fn executor_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<SqliteExecutor>();
+    }
+
+    /// A salary to mask, a PIN that is its table's rowid, a table outside the
+    /// policy, views over each, and `sqlite_stat4` samples of the salary index.
+    const STAFF: &str = "
+        CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, salary INTEGER);
+        INSERT INTO people VALUES (1, 'Ada', 100), (2, 'Bob', 200);
+        CREATE INDEX people_salary ON people (salary);
+        CREATE TABLE pins (pin INTEGER PRIMARY KEY, owner TEXT);
+        INSERT INTO pins VALUES (1234, 'Ada');
+        CREATE TABLE payroll (id INTEGER PRIMARY KEY, amount INTEGER, person INTEGER REFERENCES people);
+        INSERT INTO payroll VALUES (1, 5000, 1);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY, person INTEGER REFERENCES payroll, body TEXT);
+        INSERT INTO notes VALUES (1, 1, 'hello');
+        CREATE VIEW people_public AS SELECT id, name FROM people;
+        CREATE VIEW people_all AS SELECT * FROM people;
+        CREATE VIEW well_paid AS SELECT id FROM people WHERE salary > 150;
+        CREATE VIEW payroll_ids AS SELECT id FROM payroll;
+        ANALYZE;";
+
+    fn staff_policy() -> AccessPolicy {
+        AccessPolicy::new(
+            Some(vec!["main".into()]),
+            Some(
+                [
+                    "people",
+                    "pins",
+                    "notes",
+                    "people_public",
+                    "people_all",
+                    "well_paid",
+                    "payroll_ids",
+                ]
+                .iter()
+                .map(|t| format!("main.{t}"))
+                .collect(),
+            ),
+            vec!["main.people.salary".into(), "main.PINS.Pin".into()],
+        )
+        .unwrap()
+    }
+
+    fn staff(policy: AccessPolicy) -> (tempfile::TempDir, SqliteExecutor) {
+        let (dir, path, _) = database(STAFF);
+        let exec = SqliteExecutor::open_with_policy(&path, policy).unwrap();
+        (dir, exec)
+    }
+
+    /// The rows of a run that must succeed.
+    async fn rows_of(exec: &SqliteExecutor, sql: &str) -> Vec<Vec<Value>> {
+        let out = run(exec, sql, None, &RunLimits::default())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        out.batches
+            .into_iter()
+            .flat_map(|b| if let RowBatch::Rows(r) = b { r } else { Vec::new() })
+            .collect()
+    }
+
+    /// Asserts that `sql` is refused by SQLite under the policy, with a message holding `why`.
+    async fn refused(exec: &SqliteExecutor, sql: &str, why: &str) {
+        let err = run(exec, sql, None, &RunLimits::default())
+            .await
+            .expect_err(&format!("{sql} must be refused"));
+        assert_eq!(err.code, ExecErrorCode::PermissionDenied, "{sql}: {err}");
+        assert!(err.message.contains(why), "{sql}: {why:?} missing from {err}");
+    }
+
+    const MASKED: &str = "the column main.people.salary is masked by the agent's policy";
+
+    #[tokio::test]
+    async fn the_authorizer_refuses_masked_columns_however_they_are_read() {
+        let (_dir, exec) = staff(staff_policy());
+        let pin = "the column main.pins.pin is masked";
+        let by_name = "NATURAL and USING joins are not allowed";
+        #[rustfmt::skip]
+        let cases: &[(&str, &str)] = &[
+            ("SELECT salary FROM people", MASKED),
+            ("SELECT \"SALARY\" FROM Main.People", MASKED),
+            ("SELECT [salary] FROM people", MASKED),
+            ("SELECT * FROM people", MASKED),
+            ("SELECT people.* FROM people", MASKED),
+            ("SELECT p.* FROM people AS p JOIN pins ON pins.owner = p.name", MASKED),
+            ("SELECT id FROM people WHERE salary > 150", MASKED),
+            ("SELECT id FROM people ORDER BY salary", MASKED),
+            ("SELECT name FROM people GROUP BY salary", MASKED),
+            ("SELECT max(salary) FROM people", MASKED),
+            ("SELECT count(salary) FROM people", MASKED),
+            ("SELECT sum(salary) OVER () FROM people", MASKED),
+            ("SELECT json_object('s', salary) FROM people", MASKED),
+            ("SELECT (SELECT salary FROM people LIMIT 1)", MASKED),
+            ("SELECT id FROM people WHERE EXISTS (SELECT 1 FROM people AS q WHERE q.salary = 100)", MASKED),
+            ("SELECT id FROM people WHERE id IN (SELECT id FROM people WHERE salary = 100)", MASKED),
+            ("SELECT id FROM (SELECT * FROM people)", MASKED),
+            ("SELECT count(*) FROM (SELECT salary FROM people)", MASKED),
+            ("WITH c AS (SELECT salary FROM people) SELECT count(*) FROM c", MASKED),
+            ("WITH c AS (SELECT * FROM people) SELECT id FROM c", MASKED),
+            ("WITH RECURSIVE r(x) AS (SELECT salary FROM people UNION SELECT x + 1 FROM r WHERE x < 0) SELECT count(*) FROM r", MASKED),
+            ("SELECT id FROM people UNION SELECT salary FROM people", MASKED),
+            ("SELECT * FROM people_all", MASKED),
+            ("SELECT id FROM people_all", MASKED),
+            // The view itself never returns the salary, but filtering by it is an oracle.
+            ("SELECT count(*) FROM well_paid", MASKED),
+            // The rowid is the PIN: every name for it is the masked column.
+            ("SELECT pin FROM pins", pin),
+            ("SELECT rowid FROM pins", pin),
+            ("SELECT _rowid_, owner FROM pins", pin),
+            ("SELECT owner FROM pins WHERE oid = 1234", pin),
+            ("SELECT * FROM pins", pin),
+            // Joins by name compare columns the authorizer never sees.
+            ("SELECT p.id FROM people AS p NATURAL JOIN people AS q", by_name),
+            ("SELECT p.id FROM people AS p JOIN (SELECT 100 AS salary) USING (salary)", by_name),
+            ("SELECT count(*) FROM people LEFT JOIN pins USING (name)", by_name),
+            // sqlite_stat4 keeps sampled index keys: the salaries.
+            ("SELECT sample FROM sqlite_stat4", "keeps copies of column values"),
+        ];
+        for (sql, why) in cases {
+            refused(&exec, sql, why).await;
+        }
+        // The other columns still read.
+        #[rustfmt::skip]
+        let allowed: &[(&str, Value)] = &[
+            ("SELECT id, name FROM people ORDER BY id", json!([[1, "Ada"], [2, "Bob"]])),
+            ("SELECT count(*) FROM people", json!([[2]])),
+            ("SELECT name FROM main.PEOPLE WHERE id = 2", json!([["Bob"]])),
+            ("SELECT owner FROM pins", json!([["Ada"]])),
+            ("SELECT count(*) FROM pins", json!([[1]])),
+            ("SELECT name FROM people_public ORDER BY id", json!([["Ada"], ["Bob"]])),
+            ("SELECT p.name FROM people AS p JOIN people AS q ON p.id = q.id WHERE q.id = 1", json!([["Ada"]])),
+            ("WITH c AS (SELECT id FROM people) SELECT count(*) FROM c", json!([[2]])),
+            ("SELECT count(*) FROM (SELECT id FROM people)", json!([[2]])),
+            ("SELECT 1 AS one", json!([[1]])),
+        ];
+        for (sql, want) in allowed {
+            assert_eq!(&Value::from(rows_of(&exec, sql).await), want, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_authorizer_refuses_tables_outside_the_policy() {
+        let (_dir, exec) = staff(staff_policy());
+        let payroll = "does not allow reading the table main.payroll";
+        #[rustfmt::skip]
+        let cases: &[(&str, &str)] = &[
+            ("SELECT * FROM payroll", payroll),
+            ("SELECT amount FROM main.payroll", payroll),
+            ("SELECT count(*) FROM payroll", payroll),
+            // A table read without its columns is named as the query wrote it.
+            ("SELECT 1 FROM PAYROLL", "does not allow reading the table main.PAYROLL"),
+            ("SELECT count(*) FROM main.payroll", payroll),
+            ("SELECT id FROM people WHERE id IN (SELECT person FROM payroll)", payroll),
+            ("WITH c AS (SELECT amount FROM payroll) SELECT count(*) FROM c", payroll),
+            ("WITH c AS (SELECT * FROM payroll) SELECT 1 FROM c", payroll),
+            ("SELECT n.body FROM notes AS n JOIN payroll AS p ON p.id = n.person", payroll),
+            // An allowed view reads with the reader's rights: its table must be allowed too.
+            ("SELECT id FROM payroll_ids", payroll),
+            ("SELECT count(*) FROM payroll NATURAL JOIN notes", "NATURAL and USING joins"),
+            ("SELECT name FROM sqlite_schema", "main.sqlite_master"),
+            ("SELECT * FROM sqlite_stat1", "main.sqlite_stat1"),
+            ("SELECT * FROM temp.sqlite_temp_master", "sqlite_temp_master"),
+            ("SELECT * FROM pragma_table_info('payroll')", "main.pragma_table_info"),
+            ("SELECT * FROM dbstat", "main.dbstat"),
+        ];
+        for (sql, why) in cases {
+            refused(&exec, sql, why).await;
+        }
+        assert_eq!(rows_of(&exec, "SELECT body FROM notes").await, vec![vec![json!("hello")]]);
+    }
+
+    #[tokio::test]
+    async fn a_policy_of_masks_alone_leaves_other_tables_readable() {
+        let policy = AccessPolicy::new(None, None, vec!["main.people.salary".into()]).unwrap();
+        let (_dir, exec) = staff(policy);
+        refused(&exec, "SELECT * FROM people", MASKED).await;
+        refused(&exec, "SELECT * FROM sqlite_stat4", "keeps copies of column values").await;
+        refused(&exec, "SELECT 1 FROM people JOIN pins USING (id)", "USING joins").await;
+        refused(&exec, "SELECT name FROM pragma_table_info('people')", "PRAGMA table_info").await;
+        refused(&exec, "PRAGMA table_info(people)", "PRAGMA table_info").await;
+        assert_eq!(rows_of(&exec, "SELECT amount FROM payroll").await, vec![vec![json!(5000)]]);
+        assert_eq!(rows_of(&exec, "SELECT pin FROM pins").await, vec![vec![json!(1234)]]);
+        // Without a policy nothing is refused: the executor is as before.
+        let (_dir, _path, open) = database(STAFF);
+        assert_eq!(
+            rows_of(&open, "SELECT count(*) FROM people NATURAL JOIN people_public").await,
+            vec![vec![json!(2)]]
+        );
+        assert_eq!(
+            rows_of(&open, "SELECT salary FROM people WHERE id = 1").await,
+            vec![vec![json!(100)]]
+        );
+    }
+
+    #[tokio::test]
+    async fn discovery_keeps_masked_columns_and_the_policy_holds_after_it() {
+        let (_dir, exec) = staff(staff_policy());
+        // A query first, so discovery reuses the pooled connection with its authorizer.
+        refused(&exec, "SELECT salary FROM people", MASKED).await;
+        let schema = exec.discover(&DiscoverOptions { sample_values: 3 }).await.unwrap();
+        let names: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["notes", "payroll_ids", "people", "people_all", "people_public", "pins", "well_paid"],
+            "payroll is left out"
+        );
+        let people = schema.tables.iter().find(|t| t.name == "people").unwrap();
+        let columns: Vec<(&str, &[String])> =
+            people.columns.iter().map(|c| (c.name.as_str(), &c.sample_values[..])).collect();
+        assert_eq!(
+            columns,
+            [
+                ("id", &[][..]),
+                ("name", &["Ada".to_owned(), "Bob".to_owned()][..]),
+                ("salary", &[][..])
+            ],
+            "the masked column is known, without samples"
+        );
+        let notes = schema.tables.iter().find(|t| t.name == "notes").unwrap();
+        assert!(notes.foreign_keys.is_empty(), "the key to payroll is left out: {notes:?}");
+        // Back under the query rules: the catalog and the masked column are refused again.
+        assert_eq!(exec.idle.lock().unwrap().len(), 1);
+        refused(&exec, "SELECT salary FROM people", MASKED).await;
+        refused(&exec, "SELECT name FROM sqlite_master", "main.sqlite_master").await;
+        assert_eq!(rows_of(&exec, "SELECT count(*) FROM people").await, vec![vec![json!(2)]]);
     }
 }

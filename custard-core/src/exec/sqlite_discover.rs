@@ -9,7 +9,7 @@ use rusqlite::{Connection, Row};
 
 use super::sqlite::query_error;
 use super::{DiscoverOptions, ExecError};
-use crate::{Column, Dialect, ForeignKey, Schema, Table, TableKind};
+use crate::{AccessPolicy, Column, Dialect, ForeignKey, Schema, Table, TableKind};
 
 /// The only schema discovered: attached and temporary databases are left out.
 const SCHEMA: &str = "main";
@@ -81,7 +81,15 @@ struct ForeignKeyRow {
 }
 
 /// Reads the tables and views of the `main` database; see [`Executor::discover`](super::Executor::discover).
-pub(super) fn discover(conn: &Connection, options: &DiscoverOptions) -> Result<Schema, ExecError> {
+///
+/// Tables `policy` does not allow are left out, with the foreign keys that
+/// reference them; masked columns stay (the guard must know them to refuse
+/// them by name) but give no sample values.
+pub(super) fn discover(
+    conn: &Connection,
+    options: &DiscoverOptions,
+    policy: &AccessPolicy,
+) -> Result<Schema, ExecError> {
     let mut tables = Vec::new();
     let mut without_rowid = Vec::new();
     {
@@ -149,8 +157,15 @@ pub(super) fn discover(conn: &Connection, options: &DiscoverOptions) -> Result<S
     // table whose module is missing) cannot be queried either.
     tables.retain(|t| !broken.contains(&t.name));
 
+    tables.retain(|t| policy.allows_table(Dialect::Sqlite, SCHEMA, &t.name));
+    for table in &mut tables {
+        table.foreign_keys.retain(|fk| {
+            policy.allows_table(Dialect::Sqlite, &fk.referenced_schema, &fk.referenced_table)
+        });
+    }
+
     if options.sample_values > 0 {
-        sample_values(conn, &mut tables, options.sample_values);
+        sample_values(conn, &mut tables, options.sample_values, policy);
     }
     Ok(Schema { dialect: Dialect::Sqlite, tables })
 }
@@ -290,7 +305,12 @@ fn row_estimates(conn: &Connection) -> Result<HashMap<String, i64>, ExecError> {
 
 /// Fills the most frequent values of text columns of tables (not views, whose
 /// cost is unknown), up to [`MAX_SAMPLED_COLUMNS`] columns in table order.
-fn sample_values(conn: &Connection, tables: &mut [Table], per_column: usize) {
+fn sample_values(
+    conn: &Connection,
+    tables: &mut [Table],
+    per_column: usize,
+    policy: &AccessPolicy,
+) {
     let limit = i64::try_from(per_column).unwrap_or(i64::MAX);
     let mut budget = MAX_SAMPLED_COLUMNS;
     for table in tables.iter_mut().filter(|t| t.kind == TableKind::Table) {
@@ -298,7 +318,9 @@ fn sample_values(conn: &Connection, tables: &mut [Table], per_column: usize) {
             if budget == 0 {
                 return;
             }
-            if !has_text_affinity(&column.data_type) {
+            if !has_text_affinity(&column.data_type)
+                || policy.is_masked(Dialect::Sqlite, SCHEMA, &table.name, &column.name)
+            {
                 continue;
             }
             budget -= 1;

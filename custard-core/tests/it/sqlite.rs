@@ -282,8 +282,8 @@ async fn run_through_the_guard() {
         // Row cap.
         ("SELECT i FROM n ORDER BY i", limits(3, 1 << 20), int, ints(3), true),
         ("SELECT i FROM n ORDER BY i", limits(10, 1 << 20), int, ints(10), false),
-        // Byte cap: a row of one integer counts 14 bytes.
-        ("SELECT i FROM n ORDER BY i", limits(100, 14 * 4 + 5), int, ints(4), true),
+        // Byte cap: a row counts its JSON, `[i]`: 3 bytes for rows 1 to 9.
+        ("SELECT i FROM n ORDER BY i", limits(100, 3 * 4 + 2), int, ints(4), true),
         ("SELECT i FROM n ORDER BY i", limits(100, 1), int, json!([]), true),
     ];
     for (sql, limits, columns, rows, truncated) in cases {

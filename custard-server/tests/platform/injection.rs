@@ -147,8 +147,11 @@ async fn prompt_injection_cannot_leave_the_read_only_policy_or_the_tenant() {
         let (conn, key) =
             (created["id"].as_str().expect("id"), created["api_key"].as_str().expect("key"));
         let (conn, key) = (conn.to_owned(), key.to_owned());
+        // The role reads payroll on purpose, to show the guard's policy holds by
+        // itself; the agent's start-up privilege check (layer 4) would refuse it.
         let config = AgentConfig {
             allowed_tables: Some(vec!["public.customers".to_owned(), "public.orders".to_owned()]),
+            allow_privileged_role: true,
             ..p.agent_config(&conn, &key, &db.reader_url())
         };
         p.start_agent(config);
