@@ -963,7 +963,13 @@ pub fn read_only_role_sql(
     let _ = write!(
         sql,
         "-- Every transaction starts read-only; the grants above are what actually enforce it.\n\
-         ALTER ROLE {r} SET default_transaction_read_only = on;\n"
+         ALTER ROLE {r} SET default_transaction_read_only = on;\n\
+         -- What one question may take from the database: sort and hash memory, disk for\n\
+         -- temporary files (only a superuser may set this one), and time. The agent sets\n\
+         -- tighter work_mem and statement_timeout per question too.\n\
+         ALTER ROLE {r} SET work_mem = '32MB';\n\
+         ALTER ROLE {r} SET temp_file_limit = '1GB';\n\
+         ALTER ROLE {r} SET statement_timeout = '60s';\n"
     );
     sql
 }

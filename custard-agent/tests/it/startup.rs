@@ -169,6 +169,13 @@ async fn the_suggested_read_only_role_reads_but_cannot_write() {
     let read_only =
         reader.query_one("SHOW default_transaction_read_only", &[]).await.expect("show");
     assert_eq!(read_only.get::<_, String>(0), "on");
+    // The role's own bounds on what a question may take from the database.
+    for (setting, want) in
+        [("work_mem", "32MB"), ("temp_file_limit", "1GB"), ("statement_timeout", "1min")]
+    {
+        let row = reader.query_one(&format!("SHOW {setting}"), &[]).await.expect("show");
+        assert_eq!(row.get::<_, String>(0), want, "{setting}");
+    }
 
     // (statement, SQLSTATE): read-only by default; then, with the default turned off (any
     // session may), the grants alone still refuse every write.
