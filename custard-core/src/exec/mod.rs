@@ -224,27 +224,59 @@ pub trait Executor: Send + Sync + fmt::Debug {
         rows: RowSender,
     ) -> BoxFuture<'a, Result<RunSummary, ExecError>>;
 
-    /// Runs `query` like [`Executor::run`] and collects the whole result.
+    /// Runs `query` like [`Executor::run`] and collects the result, never
+    /// more of it than the row and byte caps allow, whatever the executor
+    /// sends (an executor may stand for an untrusted peer): past a cap the
+    /// run is stopped and the result is marked truncated.
     fn query<'a>(
         &'a self,
         query: &'a CheckedSql,
         limits: &'a RunLimits,
     ) -> BoxFuture<'a, Result<QueryResult, ExecError>> {
         Box::pin(async move {
+            let started = std::time::Instant::now();
+            let max_rows = query.row_limit().map_or(limits.max_rows, |l| l.min(limits.max_rows));
+            let max_rows = usize::try_from(max_rows).unwrap_or(usize::MAX);
             let (tx, mut rx) = mpsc::channel(4);
-            let collect = async {
+            // Owns the receiver, so stopping early drops it and the run ends.
+            let collect = async move {
                 let mut columns = Vec::new();
-                let mut all = Vec::new();
+                let mut all: Vec<Vec<Value>> = Vec::new();
+                let mut bytes = 0u64;
                 while let Some(batch) = rx.recv().await {
                     match batch {
                         RowBatch::Columns(c) => columns = c,
-                        RowBatch::Rows(mut r) => all.append(&mut r),
+                        RowBatch::Rows(r) => {
+                            for row in r {
+                                let size = row.iter().map(json_size).sum::<u64>() + 2;
+                                if all.len() >= max_rows || bytes + size > limits.max_bytes {
+                                    // Dropping the receiver stops the run.
+                                    return (columns, all, Some(bytes));
+                                }
+                                bytes += size;
+                                all.push(row);
+                            }
+                        }
                     }
                 }
-                (columns, all)
+                (columns, all, None)
             };
-            let (summary, (columns, rows)) = tokio::join!(self.run(query, limits, tx), collect);
-            Ok(QueryResult { columns, rows, summary: summary? })
+            let (summary, (columns, rows, cut)) =
+                tokio::join!(self.run(query, limits, tx), collect);
+            let summary = match (summary, cut) {
+                (Ok(summary), None) => summary,
+                // The collector stopped the run at a cap: whatever the run says
+                // after that (it ended, or found its receiver gone) the result
+                // is what was kept.
+                (Ok(_) | Err(_), Some(bytes)) => RunSummary {
+                    row_count: rows.len() as u64,
+                    truncated: true,
+                    bytes,
+                    elapsed: started.elapsed(),
+                },
+                (Err(e), None) => return Err(e),
+            };
+            Ok(QueryResult { columns, rows, summary })
         })
     }
 }
@@ -335,8 +367,7 @@ pub(crate) fn ensure_dialect(query: &CheckedSql, dialect: Dialect) -> Result<(),
     }
 }
 
-/// Approximate size of a value once serialized as JSON, for the byte cap.
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
+/// The size of a value serialized as JSON, for the byte caps.
 pub(crate) fn json_size(value: &Value) -> u64 {
     match value {
         Value::Null => 4,
@@ -435,6 +466,66 @@ mod json_size_tests {
         for v in values {
             let encoded = serde_json::to_string(&v).expect("encodes").len() as u64;
             assert_eq!(json_size(&v), encoded, "{v}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::Guard;
+
+    /// Answers every run with rows until its receiver goes away, ignoring every
+    /// cap and saying it sent nothing: a peer that must not be believed.
+    #[derive(Debug)]
+    struct Flood;
+
+    impl Executor for Flood {
+        fn dialect(&self) -> Dialect {
+            Dialect::Postgres
+        }
+
+        fn discover<'a>(
+            &'a self,
+            _options: &'a DiscoverOptions,
+        ) -> BoxFuture<'a, Result<Schema, ExecError>> {
+            Box::pin(async { Ok(Schema::new(Dialect::Postgres)) })
+        }
+
+        fn run<'a>(
+            &'a self,
+            _query: &'a CheckedSql,
+            _limits: &'a RunLimits,
+            rows: RowSender,
+        ) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
+            Box::pin(async move {
+                let _ = rows.send(RowBatch::Columns(Vec::new())).await;
+                for _ in 0..1_000_000 {
+                    let batch = vec![vec![json!("x".repeat(100))]; 100];
+                    if rows.send(RowBatch::Rows(batch)).await.is_err() {
+                        return Err(ExecError::new(ExecErrorCode::ReceiverClosed, "gone"));
+                    }
+                }
+                Ok(RunSummary { row_count: 0, truncated: false, bytes: 0, elapsed: Duration::ZERO })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn collecting_stops_at_the_caps_whatever_the_executor_sends() {
+        let guard = Guard::builder(Dialect::Postgres).max_rows(250).build().expect("guard");
+        let checked = guard.check("SELECT 1").expect("checked");
+        // (executor rows, bytes) -> rows kept
+        for (max_rows, max_bytes, kept) in
+            [(10_000, u64::MAX, 250), (100, u64::MAX, 100), (10_000, 1040, 10)]
+        {
+            let limits = RunLimits { max_rows, max_bytes, ..RunLimits::default() };
+            let result = Flood.query(&checked, &limits).await.expect("a truncated result");
+            assert_eq!(result.rows.len(), kept, "{max_rows} rows, {max_bytes} bytes");
+            assert!(result.summary.truncated);
+            assert_eq!(result.summary.row_count, kept as u64);
         }
     }
 }

@@ -851,15 +851,13 @@ impl<'g> Binder<'g> {
                 return Ok(());
             }
         }
-        if maybe {
-            return Ok(());
-        }
-        // Not a column anywhere: PostgreSQL reads `t` as t's whole row.
+        // Not certainly a column (a source of unknown columns may or may not
+        // have it): PostgreSQL reads `t` as t's whole row when it is not.
         let sources = self.sources_named(&c);
-        if !sources.is_empty() {
-            if let Some(source) = sources.iter().find(|s| s.has_masked()) {
-                return Err(self.whole_table(source));
-            }
+        if let Some(source) = sources.iter().find(|s| s.has_masked()) {
+            return Err(self.whole_table(source));
+        }
+        if maybe || !sources.is_empty() {
             return Ok(());
         }
         let here: Vec<Rc<Source>> =
