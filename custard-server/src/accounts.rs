@@ -20,7 +20,8 @@ use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::mail;
 use crate::routes::AppState;
 use crate::store::{
-    Membership, NewToken, NewUser, OrgId, ProfileUpdate, Role, SessionId, StoreError, User, UserId,
+    ConflictKind, Invitation, Membership, NewToken, NewUser, OneTimeToken, OrgId, ProfileUpdate,
+    Role, SessionId, StoreError, TokenId, User, UserId, normalize_email,
 };
 use crate::web::session;
 
@@ -107,6 +108,17 @@ impl CurrentUser {
             return Err(unauthorized());
         }
         Ok(CurrentUser { user, session: session.id, org, role: membership.role })
+    }
+
+    /// Whether the caller's session is still active and the caller still a
+    /// member of the organisation: what a long-lived stream checks again as
+    /// it goes. A store error counts as no (the stream ends; the client may
+    /// reconnect and be checked afresh).
+    pub(crate) async fn still_valid(&self, store: &dyn crate::store::Store) -> bool {
+        match store.session_context(&self.session, &self.org).await {
+            Ok((session, user, _)) => session.is_active(Utc::now()) && user.id == self.user.id,
+            Err(_) => false,
+        }
     }
 
     /// The caller's role in the organisation.
@@ -264,11 +276,52 @@ pub(crate) struct MembersResponse {
 /// An invitation sent by email.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct InvitationResponse {
+    /// The invitation's id, to revoke it.
+    id: String,
     email: String,
     /// `owner`, `admin` or `member`.
     role: &'static str,
     /// Always `true`.
     sent: bool,
+}
+
+/// A pending invitation (never its token).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InvitationView {
+    id: String,
+    email: String,
+    /// `owner`, `admin` or `member`.
+    role: &'static str,
+    /// The user id of the member who sent it (unknown for old invitations).
+    #[schema(required)]
+    invited_by: Option<String>,
+    /// The sender's email (unknown for old invitations).
+    #[schema(required)]
+    invited_by_email: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+impl From<Invitation> for InvitationView {
+    fn from(i: Invitation) -> Self {
+        InvitationView {
+            id: i.id.as_str().to_owned(),
+            email: i.email,
+            role: i.role.as_str(),
+            invited_by: i.invited_by.map(|u| u.as_str().to_owned()),
+            invited_by_email: i.invited_by_email,
+            created_at: i.created_at.to_rfc3339(),
+            expires_at: i.expires_at.to_rfc3339(),
+        }
+    }
+}
+
+/// The organisation's pending invitations.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InvitationsResponse {
+    invitations: Vec<InvitationView>,
 }
 
 /// A member's new role.
@@ -320,35 +373,15 @@ fn check_password(password: &str, email: &str, names: &[&str]) -> Result<(), App
     })
 }
 
-/// Hashes on a blocking thread: argon2id takes tens of milliseconds of CPU.
-async fn hash(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(AppError::internal)
-}
-
-async fn verify(password: String, stored: Option<String>) -> Result<bool, AppError> {
-    tokio::task::spawn_blocking(move || match stored {
-        Some(hash) => auth::verify_password(&password, &hash).unwrap_or(false),
-        None => {
-            // Unknown account: spend the same time, so timing does not tell.
-            auth::dummy_verify(&password);
-            false
-        }
-    })
-    .await
-    .map_err(AppError::internal)
-}
-
-/// Issues a one-time token of `kind`, stores its hash and returns the secret.
+/// Issues a one-time token of `kind`, stores its hash and returns the secret
+/// with the stored row.
 async fn issue_token(
     state: &AppState,
     token: impl FnOnce(String) -> NewToken,
-) -> Result<String, AppError> {
+) -> Result<(String, OneTimeToken), AppError> {
     let secret = auth::new_secret();
-    state.inner().store.create_token(token(auth::hash_secret(&secret))).await?;
-    Ok(secret)
+    let stored = state.inner().store.create_token(token(auth::hash_secret(&secret))).await?;
+    Ok((secret, stored))
 }
 
 async fn send(state: &AppState, message: mail::Message) {
@@ -377,7 +410,10 @@ pub(crate) struct SignupRequest {
 ///
 /// Creates the user and their organisation and emails a verification link;
 /// with an invitation token the user joins the inviting organisation instead,
-/// already verified.
+/// already verified. For an email that already has an account the answer is
+/// the same as for a new one (so it tells nobody who has an account): nothing
+/// is created, and the address gets an email saying how to sign in or reset
+/// the password instead.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/signup",
@@ -385,11 +421,12 @@ pub(crate) struct SignupRequest {
     request_body = SignupRequest,
     responses(
         (status = 201, description = "The account was created", body = SignupResponse),
-        (status = 400, description = "`invalid_json`, or `invalid_token` for an unknown, used or expired invitation", body = ErrorBody),
-        (status = 409, description = "`conflict`: an account with this email exists", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, or `invalid_token` for an unknown, used, expired or revoked invitation, or one whose sender may no longer send it", body = ErrorBody),
+        (status = 409, description = "`conflict`: signing up through an invitation with an email that already has an account (sign in and accept it instead)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`validation_error`: a missing field, a malformed email or name, or a weak password", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many sign-ups from this address or for this email", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address or for this email (see `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many passwords being checked (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn signup(
@@ -407,8 +444,10 @@ pub(crate) async fn signup(
 /// Creates the account (rate-limited, validated, the password policy
 /// checked): with an invitation token the user joins that organisation,
 /// already verified; otherwise a new organisation and a verification email.
-/// Returns the user and whether a verification email was sent. Shared by the
-/// API and the web sign-up.
+/// Returns the user and whether a verification email was sent. An email that
+/// already has an account gets the same answer (a look-alike user that was
+/// never stored) and an email to its owner instead. Shared by the API and the
+/// web sign-up.
 pub(crate) async fn sign_up(
     state: &AppState,
     ip: std::net::IpAddr,
@@ -422,9 +461,9 @@ pub(crate) async fn sign_up(
     check_password(&request.password, &email, &[&first_name, &last_name])?;
     let new_user = NewUser {
         email: email.clone(),
-        password_hash: hash(request.password).await?,
+        password_hash: inner.hashing.hash(request.password).await?,
         first_name: first_name.clone(),
-        last_name,
+        last_name: last_name.clone(),
     };
     if let Some(token) = request.invitation_token.filter(|t| !t.trim().is_empty()) {
         let signed = inner
@@ -436,6 +475,12 @@ pub(crate) async fn sign_up(
                     ErrorCode::InvalidToken,
                     "the invitation is unknown, used or expired",
                 ),
+                // Only the holder of a valid invitation for this email gets here.
+                StoreError::Conflict(ConflictKind::Email) => AppError::new(
+                    ErrorCode::Conflict,
+                    "an account with this email already exists; sign in and accept the \
+                     invitation",
+                ),
                 other => other.into(),
             })?;
         return Ok((signed.user, false));
@@ -444,20 +489,76 @@ pub(crate) async fn sign_up(
         Some(name) => validate_name("organization_name", &name)?,
         None => format!("{first_name}'s organisation"),
     };
-    let signed =
-        inner.store.create_user_with_org(new_user, org_name).await.map_err(|e| match e {
-            StoreError::Conflict(_) => {
-                AppError::new(ErrorCode::Conflict, "an account with this email already exists")
+    // Either way the email goes out in the background, so the answer's timing
+    // does not depend on the mail server or on which email was sent.
+    match inner.store.create_user_with_org(new_user, org_name).await {
+        Ok(signed) => {
+            let (state, user) = (state.clone(), signed.user.clone());
+            tokio::spawn(async move {
+                let token =
+                    |h| NewToken::email_verification(&user, h, Utc::now() + VERIFICATION_VALID);
+                match issue_token(&state, token).await {
+                    Ok((secret, _)) => {
+                        let public_url = &state.inner().config.public_url;
+                        send(&state, mail::verification_email(public_url, &user.email, &secret))
+                            .await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "issuing a verification token failed"),
+                }
+            });
+            Ok((signed.user, true))
+        }
+        Err(StoreError::Conflict(ConflictKind::Email)) => {
+            let state = state.clone();
+            let existing = email.clone();
+            tokio::spawn(async move { tell_existing_account(&state, &existing).await });
+            Ok((look_alike(&email, first_name, last_name), true))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a sign-up answers for an email that already has an account: a user
+/// shaped like a new one (a fresh random id, never stored).
+fn look_alike(email: &str, first_name: String, last_name: String) -> User {
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
+    User {
+        id: UserId::random(),
+        email: normalize_email(email),
+        password_hash: String::new(),
+        first_name,
+        last_name,
+        email_verified_at: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Emails the owner of `email` that someone tried to sign up with it: how to
+/// sign in or reset the password, and a new verification link when the
+/// account was never verified.
+async fn tell_existing_account(state: &AppState, email: &str) {
+    let user = match state.inner().store.get_user_by_email(email).await {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the account of a repeated sign-up failed");
+            return;
+        }
+    };
+    let secret = if user.is_verified() {
+        None
+    } else {
+        let token = |h| NewToken::email_verification(&user, h, Utc::now() + VERIFICATION_VALID);
+        match issue_token(state, token).await {
+            Ok((secret, _)) => Some(secret),
+            Err(e) => {
+                tracing::error!(error = %e, "issuing a verification token failed");
+                None
             }
-            other => other.into(),
-        })?;
-    let user = signed.user;
-    let secret = issue_token(state, |h| {
-        NewToken::email_verification(&user, h, Utc::now() + VERIFICATION_VALID)
-    })
-    .await?;
-    send(state, mail::verification_email(&inner.config.public_url, &user.email, &secret)).await;
-    Ok((user, true))
+        }
+    };
+    let public_url = &state.inner().config.public_url;
+    send(state, mail::existing_account_email(public_url, &user.email, secret.as_deref())).await;
 }
 
 /// A one-time token from an email link.
@@ -555,7 +656,8 @@ pub(crate) async fn sign_in(
         Err(StoreError::NotFound) => None,
         Err(e) => return Err(e.into()),
     };
-    let ok = verify(password, found.as_ref().map(|u| u.password_hash.clone())).await?;
+    let ok =
+        inner.hashing.verify(password, found.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = match found {
         Some(user) if ok => user,
         _ => return Err(AppError::new(ErrorCode::Unauthorized, "wrong email or password")),
@@ -605,7 +707,8 @@ pub(crate) async fn open_session(
         (status = 403, description = "`email_not_verified`, or `forbidden` for an account in no organisation", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`validation_error`: a missing field", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many attempts from this address or for this email", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts from this address or for this email (see `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many passwords being checked (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn login(
@@ -696,7 +799,7 @@ pub(crate) async fn request_password_reset(
         tokio::spawn(async move {
             let token = |h| NewToken::password_reset(&user, h, Utc::now() + RESET_VALID);
             match issue_token(&state, token).await {
-                Ok(secret) => {
+                Ok((secret, _)) => {
                     let public_url = &state.inner().config.public_url;
                     send(&state, mail::password_reset_email(public_url, &user.email, &secret))
                         .await;
@@ -718,7 +821,9 @@ pub(crate) struct ResetRequest {
 
 /// Reset a password
 ///
-/// Consumes the reset token and sets the new password.
+/// Consumes the reset token and sets the new password; every other reset
+/// link of the account stops working, and every session is signed out. The
+/// token is checked before anything else (a bad one costs no hashing).
 #[utoipa::path(
     post,
     path = "/api/v1/auth/reset-password",
@@ -726,39 +831,46 @@ pub(crate) struct ResetRequest {
     request_body = ResetRequest,
     responses(
         (status = 200, description = "The password is reset", body = ResetResponse),
-        (status = 400, description = "`invalid_json`, or `invalid_token`: the link is unknown, used or expired", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, or `invalid_token`: the link is unknown, used, expired, or outdated by a newer one or a change of password", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a missing field or a weak password", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a missing field or a weak password (the account's email and names count as weak)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts from this address (see `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many passwords being hashed (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn reset_password(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<ResetRequest>,
 ) -> Result<Json<ResetResponse>, AppError> {
-    let user = reset_password_with_token(&state, &request.token, request.new_password).await?;
+    let user = reset_password_with_token(&state, ip, &request.token, request.new_password).await?;
     Ok(Json(ResetResponse { reset: true, user: UserView::from(&user) }))
 }
 
-/// Consumes a reset token, sets the new password (policy checked) and revokes
-/// every session of the user. Shared by the API and the web page.
+/// Resets a password with a reset token (rate-limited per address): the
+/// token is checked first, then the new password's policy (with the
+/// account's email and names), and only then is it hashed; the store
+/// consumes the token, ends the user's other reset tokens and revokes every
+/// session. Shared by the API and the web page.
 pub(crate) async fn reset_password_with_token(
     state: &AppState,
+    ip: std::net::IpAddr,
     token: &str,
     new_password: String,
 ) -> Result<User, AppError> {
-    check_password(&new_password, "", &[])?;
-    let password_hash = hash(new_password).await?;
-    state
-        .inner()
-        .store
-        .reset_password(&auth::hash_secret(token.trim()), password_hash, Utc::now())
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => {
-                AppError::new(ErrorCode::InvalidToken, "the reset link is unknown, used or expired")
-            }
-            other => other.into(),
-        })
+    let inner = state.inner();
+    inner.reset_limiter.check(ip, None)?;
+    let invalid = |e: StoreError| match e {
+        StoreError::NotFound => {
+            AppError::new(ErrorCode::InvalidToken, "the reset link is unknown, used or expired")
+        }
+        other => other.into(),
+    };
+    let token_hash = auth::hash_secret(token.trim());
+    let user = inner.store.password_reset_user(&token_hash, Utc::now()).await.map_err(invalid)?;
+    check_password(&new_password, &user.email, &[&user.first_name, &user.last_name])?;
+    let password_hash = inner.hashing.hash(new_password).await?;
+    inner.store.reset_password(&token_hash, password_hash, Utc::now()).await.map_err(invalid)
 }
 
 /// The caller's profile
@@ -852,6 +964,8 @@ pub(crate) struct ChangePasswordRequest {
         (status = 401, description = "`unauthorized`: no valid token, or the current password is wrong", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`validation_error`: a missing field or a weak password", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the current password was wrong too many times for this account (see `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many passwords being checked (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn change_password(
@@ -863,21 +977,34 @@ pub(crate) async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Checks the caller's current password and the new one's policy, then sets
-/// it; sessions are left alone. Shared by the API and the settings page.
+/// Checks the caller's current password (wrong attempts are limited per
+/// account) and the new one's policy, then sets it and ends the account's
+/// outstanding reset links; sessions are left alone. Shared by the API and
+/// the settings page.
 pub(crate) async fn change_own_password(
     state: &AppState,
     current: &CurrentUser,
     current_password: String,
     new_password: String,
 ) -> Result<(), AppError> {
-    if !verify(current_password, Some(current.user.password_hash.clone())).await? {
-        return Err(AppError::new(ErrorCode::Unauthorized, "the current password is wrong"));
-    }
+    let inner = state.inner();
     let user = &current.user;
+    // Counted as a failure until it proves right, so concurrent guesses count too.
+    inner.password_failures.begin(user.id.as_str())?;
+    match inner.hashing.verify(current_password, Some(user.password_hash.clone())).await {
+        Ok(true) => inner.password_failures.forgive(user.id.as_str()),
+        Ok(false) => {
+            return Err(AppError::new(ErrorCode::Unauthorized, "the current password is wrong"));
+        }
+        // Not tried (the server is busy): not a failure.
+        Err(e) => {
+            inner.password_failures.forgive(user.id.as_str());
+            return Err(e);
+        }
+    }
     check_password(&new_password, &user.email, &[&user.first_name, &user.last_name])?;
-    let password_hash = hash(new_password).await?;
-    state.inner().store.set_password_hash(&user.id, password_hash).await?;
+    let password_hash = inner.hashing.hash(new_password).await?;
+    inner.store.set_password_hash(&user.id, password_hash).await?;
     Ok(())
 }
 
@@ -892,7 +1019,7 @@ pub(crate) async fn change_own_password(
     request_body = TokenRequest,
     responses(
         (status = 200, description = "The new membership", body = MembershipResponse),
-        (status = 400, description = "`invalid_json`, or `invalid_token`: the invitation is unknown, used, expired or for another email", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, or `invalid_token`: the invitation is unknown, used, expired, revoked, for another email, or from a sender who may no longer send it", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 409, description = "`conflict`: already a member", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
@@ -1005,7 +1132,9 @@ fn parse_role(role: &str) -> Result<Role, AppError> {
 /// Invite someone
 ///
 /// Emails an invitation to join the organisation, valid for seven days.
-/// Owners and admins may invite; only owners may invite owners.
+/// Owners and admins may invite; only owners may invite owners. Sending is
+/// limited per organisation and per recipient address. The invitation stops
+/// working if its sender is removed, or loses the role that could send it.
 #[utoipa::path(
     post,
     path = "/api/v1/org/invitations",
@@ -1019,6 +1148,7 @@ fn parse_role(role: &str) -> Result<Role, AppError> {
         (status = 403, description = "`forbidden`: not an owner or admin, or an admin inviting an owner", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`validation_error`: a malformed email or an unknown role", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the organisation, or the address, was sent too many invitations lately (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn invite(
@@ -1026,28 +1156,34 @@ pub(crate) async fn invite(
     current: CurrentUser,
     ApiJson(request): ApiJson<InviteRequest>,
 ) -> Result<(StatusCode, Json<InvitationResponse>), AppError> {
-    let (email, role) = invite_by_email(&state, &current, &request.email, &request.role).await?;
-    Ok((StatusCode::CREATED, Json(InvitationResponse { email, role: role.as_str(), sent: true })))
+    let (id, email, role) =
+        invite_by_email(&state, &current, &request.email, &request.role).await?;
+    let response =
+        InvitationResponse { id: id.as_str().to_owned(), email, role: role.as_str(), sent: true };
+    Ok((StatusCode::CREATED, Json(response)))
 }
 
 /// Emails an invitation to join the caller's organisation as `role`: owners
-/// and admins may invite, only owners may invite owners. Returns the checked
-/// email and role. Shared by the API and the settings page.
+/// and admins may invite, only owners may invite owners, and sending is
+/// limited per organisation and per recipient. Returns the invitation's id,
+/// the checked email and role. Shared by the API and the settings page.
 pub(crate) async fn invite_by_email(
     state: &AppState,
     current: &CurrentUser,
     email: &str,
     role: &str,
-) -> Result<(String, Role), AppError> {
+) -> Result<(TokenId, String, Role), AppError> {
     current.require_admin()?;
     let email = validate_email(email)?;
     let role = parse_role(role)?;
     if role == Role::Owner && current.role != Role::Owner {
         return Err(AppError::new(ErrorCode::Forbidden, "only owners may invite owners"));
     }
+    state.inner().invitation_limiter.check(current.org.as_str(), &email)?;
     let org = state.inner().store.get_organization(&current.org).await?;
-    let secret = issue_token(state, |h| {
-        NewToken::invitation(&current.org, &email, role, h, Utc::now() + INVITATION_VALID)
+    let (secret, stored) = issue_token(state, |h| {
+        let expires = Utc::now() + INVITATION_VALID;
+        NewToken::invitation(&current.org, &current.user.id, &email, role, h, expires)
     })
     .await?;
     let inviter = format!("{} {}", current.user.first_name, current.user.last_name);
@@ -1062,7 +1198,89 @@ pub(crate) async fn invite_by_email(
         ),
     )
     .await;
-    Ok((email, role))
+    Ok((stored.id, email, role))
+}
+
+/// Pending invitations
+///
+/// The organisation's invitations that are neither used, revoked nor
+/// expired, oldest first. Owners and admins only.
+#[utoipa::path(
+    get,
+    path = "/api/v1/org/invitations",
+    tag = "organization",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The pending invitations", body = InvitationsResponse),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an owner or admin", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_invitations(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<Json<InvitationsResponse>, AppError> {
+    let invitations = pending_invitations(&state, &current).await?;
+    Ok(Json(InvitationsResponse {
+        invitations: invitations.into_iter().map(InvitationView::from).collect(),
+    }))
+}
+
+/// The organisation's pending invitations, for owners and admins. Shared by
+/// the API and the settings page.
+pub(crate) async fn pending_invitations(
+    state: &AppState,
+    current: &CurrentUser,
+) -> Result<Vec<Invitation>, AppError> {
+    current.require_admin()?;
+    Ok(state.inner().store.list_invitations(&current.org, Utc::now()).await?)
+}
+
+/// Revoke an invitation
+///
+/// Its link stops working at once. Owners and admins may revoke; only
+/// owners may revoke an invitation to be an owner.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/org/invitations/{id}",
+    tag = "organization",
+    security(("access_token" = [])),
+    params(("id" = String, Path, description = "The invitation's id")),
+    responses(
+        (status = 204, description = "The invitation is revoked"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an owner or admin, or an admin revoking an invitation to be an owner", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such pending invitation in the organisation", body = ErrorBody),
+    )
+)]
+pub(crate) async fn revoke_invitation(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    revoke_pending_invitation(&state, &current, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a pending invitation of the caller's organisation: owners and
+/// admins may, only owners may revoke one to be an owner. Shared by the API
+/// and the settings page.
+pub(crate) async fn revoke_pending_invitation(
+    state: &AppState,
+    current: &CurrentUser,
+    id: String,
+) -> Result<(), AppError> {
+    current.require_admin()?;
+    let id = TokenId::from(id);
+    let store = &state.inner().store;
+    let invitation = store.get_invitation(&current.org, &id, Utc::now()).await?;
+    if invitation.role == Role::Owner && current.role != Role::Owner {
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "only owners may revoke an invitation to be an owner",
+        ));
+    }
+    Ok(store.revoke_invitation(&current.org, &id, Utc::now()).await?)
 }
 
 /// A member's new role.
@@ -1075,7 +1293,8 @@ pub(crate) struct RoleRequest {
 /// Change a member's role
 ///
 /// Owners and admins may change roles; only owners may grant or take the
-/// owner role, and the organisation keeps at least one owner.
+/// owner role, and the organisation keeps at least one owner. The member's
+/// pending invitations that the new role may not send stop working.
 #[utoipa::path(
     patch,
     path = "/api/v1/org/members/{id}",
@@ -1131,7 +1350,8 @@ pub(crate) async fn set_member_role(
 /// Remove a member
 ///
 /// Owners and admins may remove members; only owners may remove an owner,
-/// and the organisation keeps at least one owner.
+/// and the organisation keeps at least one owner. The invitations the member
+/// sent that are still pending stop working.
 #[utoipa::path(
     delete,
     path = "/api/v1/org/members/{id}",

@@ -66,6 +66,24 @@ pub struct ServerConfig {
     /// body, in milliseconds; idle keep-alive connections close after it too.
     #[arg(long, env = "CUSTARD_REQUEST_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_read_timeout_ms: u64,
+    /// Questions one user may ask per minute (a burst of that many, then one
+    /// every 60/N seconds); 0 for no limit. Beyond it: `429 rate_limited`.
+    #[arg(long, env = "CUSTARD_QUESTIONS_PER_MINUTE", default_value_t = 120)]
+    pub questions_per_minute: u32,
+    /// Questions one organisation may have in flight at once; 0 for no limit.
+    /// Beyond it: `429 too_many_questions`.
+    #[arg(long, env = "CUSTARD_QUESTIONS_IN_FLIGHT_PER_ORG", default_value_t = 16)]
+    pub questions_in_flight_per_org: u32,
+    /// Passwords hashed or verified at once across the server (argon2id, 19
+    /// MiB each); 0 for the number of cores. Callers beyond it wait up to the
+    /// request read timeout, then get `503 server_busy`.
+    #[arg(long, env = "CUSTARD_PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
+    pub password_hash_concurrency: usize,
+    /// How often a live status stream checks again that its session is
+    /// active and its user still a member, in milliseconds (it also checks
+    /// before each event it sends).
+    #[arg(long, env = "CUSTARD_SESSION_RECHECK_MS", default_value_t = 30_000, hide = true)]
+    pub session_recheck_ms: u64,
 }
 
 /// Which engine writes SQL, as configured.
@@ -139,6 +157,19 @@ impl ServerConfig {
     pub fn request_read_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.request_read_timeout_ms.max(1))
     }
+
+    /// How many passwords may be hashed or verified at once.
+    pub fn password_hash_bound(&self) -> usize {
+        match self.password_hash_concurrency {
+            0 => crate::hashing::cores(),
+            n => n,
+        }
+    }
+
+    /// How often a live status stream checks its session and membership again.
+    pub fn session_recheck(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.session_recheck_ms.max(10))
+    }
 }
 
 /// How long open requests and streams get to finish after SIGTERM or Ctrl-C.
@@ -155,6 +186,8 @@ impl fmt::Debug for ServerConfig {
             .field("llm_model", &self.llm_model)
             .field("llm_base_url", &self.llm_base_url)
             .field("demo", &self.demo)
+            .field("questions_per_minute", &self.questions_per_minute)
+            .field("questions_in_flight_per_org", &self.questions_in_flight_per_org)
             .finish_non_exhaustive()
     }
 }

@@ -592,7 +592,10 @@ pub(crate) async fn load_schema(
 /// (`agent_connected`, `agent_disconnected` or `schema_refreshed`) and `at`
 /// added, or only `id`, `status`, `agents`, `event` and `at` when the
 /// connection is gone. A `resync` event (data `{}`) means events were missed:
-/// list the connections again.
+/// list the connections again. The stream checks again before each event and
+/// every 30 seconds that the session is active and the caller still a member
+/// of the organisation, and ends when either is no longer so (signed out,
+/// removed from the organisation).
 #[utoipa::path(
     get,
     path = "/api/v1/connections/events",
@@ -622,31 +625,53 @@ pub(crate) async fn events(
     let org = current.org().clone();
     let router = inner.router.clone();
     let store = inner.store.clone();
-    let live = futures_util::stream::unfold(receiver, move |mut receiver| {
-        let (org, router, store) = (org.clone(), router.clone(), store.clone());
-        async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(event) if event.org_id == org => {
-                        let data = match store.get_connection(&org, &event.connection_id).await {
-                            Ok(c) => {
-                                event_json(&event, Some(ConnectionView::new(&c, router.as_ref())))
+    let every = inner.config.session_recheck();
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let live =
+        futures_util::stream::unfold((receiver, recheck), move |(mut receiver, mut recheck)| {
+            let (org, router, store, current) =
+                (org.clone(), router.clone(), store.clone(), current.clone());
+            async move {
+                loop {
+                    let received = tokio::select! {
+                        received = receiver.recv() => received,
+                        _ = recheck.tick() => {
+                            if !current.still_valid(store.as_ref()).await {
+                                return None;
                             }
-                            Err(_) => event_json(&event, None),
-                        };
-                        let sse = Event::default().event("status").data(data.to_string());
-                        return Some((Ok(sse), receiver));
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        let sse = Event::default().event("resync").data("{}");
-                        return Some((Ok(sse), receiver));
-                    }
-                    Err(RecvError::Closed) => return None,
+                            continue;
+                        }
+                    };
+                    let sse = match received {
+                        Ok(event) if event.org_id == org => {
+                            // Nothing of the organisation's after a sign-out or a removal.
+                            if !current.still_valid(store.as_ref()).await {
+                                return None;
+                            }
+                            let data = match store.get_connection(&org, &event.connection_id).await
+                            {
+                                Ok(c) => event_json(
+                                    &event,
+                                    Some(ConnectionView::new(&c, router.as_ref())),
+                                ),
+                                Err(_) => event_json(&event, None),
+                            };
+                            Event::default().event("status").data(data.to_string())
+                        }
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(_)) => {
+                            if !current.still_valid(store.as_ref()).await {
+                                return None;
+                            }
+                            Event::default().event("resync").data("{}")
+                        }
+                        Err(RecvError::Closed) => return None,
+                    };
+                    return Some((Ok(sse), (receiver, recheck)));
                 }
             }
-        }
-    });
+        });
     let stream = futures_util::StreamExt::chain(
         futures_util::stream::iter(snapshot.into_iter().map(Ok)),
         live,

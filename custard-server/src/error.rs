@@ -64,8 +64,14 @@ error_codes! {
     RequestTimeout => "request_timeout", REQUEST_TIMEOUT;
     /// The server, or the caller's address, has as many open connections as it accepts.
     TooManyConnections => "too_many_connections", SERVICE_UNAVAILABLE;
-    /// Too many attempts; try again later.
+    /// Too many attempts or questions; try again after `Retry-After` seconds.
     RateLimited => "rate_limited", TOO_MANY_REQUESTS;
+    /// The organisation has as many questions in flight as it may
+    /// (`CUSTARD_QUESTIONS_IN_FLIGHT_PER_ORG`); try again after `Retry-After` seconds.
+    TooManyQuestions => "too_many_questions", TOO_MANY_REQUESTS;
+    /// The server is checking as many passwords as it has cores and more are
+    /// waiting; try again after `Retry-After` seconds.
+    ServerBusy => "server_busy", SERVICE_UNAVAILABLE;
     /// No agent is connected for the connection.
     AgentOffline => "agent_offline", SERVICE_UNAVAILABLE;
     /// Every agent of the connection is busy.
@@ -164,12 +170,27 @@ pub struct AppError {
     pub code: ErrorCode,
     /// A sentence for the client; never internals.
     pub message: String,
+    /// Whole seconds for the `Retry-After` header (limits and busy answers).
+    pub retry_after: Option<u64>,
 }
 
 impl AppError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        AppError { code, message: message.into() }
+        AppError { code, message: message.into(), retry_after: None }
+    }
+
+    /// The same error, answered with `Retry-After: <wait>` (whole seconds,
+    /// rounded up, at least one).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// The `Retry-After` header for this error, when it has one.
+    pub(crate) fn retry_after_header(&self) -> Option<(axum::http::HeaderName, String)> {
+        self.retry_after.map(|secs| (axum::http::header::RETRY_AFTER, secs.to_string()))
     }
 
     /// An internal error: the cause goes to the log, the client sees a generic message.
@@ -211,10 +232,19 @@ impl AppError {
                 };
                 AppError::new(ErrorCode::CannotAnswer, format!("{message}; {hint}."))
             }
-            AskError::Model(e) => AppError::new(
-                ErrorCode::LlmUnavailable,
-                format!("the language model could not be used ({}): {}", e.code, e.message),
-            ),
+            AskError::Model(e) => {
+                // The upstream's words (its error body, the endpoint's address)
+                // go to the log for the operator; the key was redacted by the client.
+                tracing::warn!(code = %e.code, error = %e.message, "the language model failed");
+                AppError::new(
+                    ErrorCode::LlmUnavailable,
+                    format!(
+                        "the language model could not be used ({}); try again later, and if \
+                         it keeps failing tell the server's operator, whose log has the details",
+                        e.code
+                    ),
+                )
+            }
             AskError::CannotAnswer { reason } => AppError::new(
                 ErrorCode::CannotAnswer,
                 format!("this database cannot answer that: {reason}"),
@@ -241,7 +271,13 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        (self.code.status(), Json(self.wire())).into_response()
+        let mut response = (self.code.status(), Json(self.wire())).into_response();
+        if let Some((name, value)) = self.retry_after_header()
+            && let Ok(value) = axum::http::HeaderValue::from_str(&value)
+        {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 
@@ -276,5 +312,49 @@ mod tests {
         );
         let body = AppError::new(ErrorCode::NotFound, "no such endpoint").body();
         assert_eq!(body, json!({"error": {"code": "not_found", "message": "no such endpoint"}}));
+    }
+
+    #[test]
+    fn limits_answer_with_retry_after() {
+        let cases = [
+            (std::time::Duration::from_millis(1), "1"),
+            (std::time::Duration::from_millis(1500), "2"),
+            (std::time::Duration::from_secs(60), "60"),
+        ];
+        for (wait, header) in cases {
+            let response = AppError::new(ErrorCode::RateLimited, "slow down")
+                .retry_after(wait)
+                .into_response();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()["retry-after"], header, "{wait:?}");
+        }
+        let plain = AppError::new(ErrorCode::NotFound, "no").into_response();
+        assert!(!plain.headers().contains_key("retry-after"));
+    }
+
+    /// A model's failure reaches tenants as its code and a generic sentence:
+    /// never the upstream's error body, nor the endpoint's address.
+    #[test]
+    fn model_errors_show_their_code_and_nothing_of_the_upstream() {
+        use custard_core::llm::LlmError;
+        let upstream = "the LLM service refused the request (HTTP 403) at \
+                        http://10.1.2.3:8080/v1/chat/completions: {\"error\": \"quota of org-4711 \
+                        exceeded, contact billing@provider.example\"}";
+        let codes = [
+            LlmErrorCode::Unauthorized,
+            LlmErrorCode::RateLimited,
+            LlmErrorCode::Timeout,
+            LlmErrorCode::Unavailable,
+            LlmErrorCode::BadResponse,
+            LlmErrorCode::Misconfigured,
+        ];
+        for code in codes {
+            let error = AppError::from_ask(AskError::Model(LlmError::new(code, upstream)));
+            assert_eq!(error.code, ErrorCode::LlmUnavailable, "{code}");
+            assert!(error.message.contains(code.as_str()), "{code}: {}", error.message);
+            for secret in ["10.1.2.3", "http", "org-4711", "billing", "quota", "403"] {
+                assert!(!error.message.contains(secret), "{code}: {}", error.message);
+            }
+        }
     }
 }

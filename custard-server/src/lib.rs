@@ -8,6 +8,7 @@ mod connections;
 mod demo;
 mod error;
 pub mod extract;
+pub mod hashing;
 pub mod hub;
 pub mod mail;
 mod metrics;

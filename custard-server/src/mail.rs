@@ -201,6 +201,36 @@ pub fn password_reset_email(public_url: &str, to: &str, token: &str) -> Message 
     }
 }
 
+/// The email sent instead of a verification email when someone signs up with
+/// an address that already has an account: the sign-up answered as for a new
+/// address, so only the address's owner learns that it has one. With
+/// `verify_token` (the account was never verified) it carries a fresh
+/// verification link too.
+pub fn existing_account_email(public_url: &str, to: &str, verify_token: Option<&str>) -> Message {
+    let base = public_url.trim().trim_end_matches('/');
+    let (sign_in, forgot) = (format!("{base}/login"), format!("{base}/forgot-password"));
+    let verify = verify_token.map(|token| link(public_url, "/verify-email", token));
+    let verify_text = verify.as_deref().map_or_else(String::new, |link| {
+        format!(
+            "The account's address is not verified yet. Open this link to verify it \
+             (valid for 24 hours):\n\n{link}\n\n"
+        )
+    });
+    Message {
+        to: to.to_owned(),
+        subject: "Someone tried to sign up for Custard with your address".to_owned(),
+        text_body: format!(
+            "Someone, maybe you, tried to create a Custard account with this email address, \
+             which already has an account. No new account was created and nothing was changed.\n\n\
+             {verify_text}\
+             To use your account, sign in:\n\n{sign_in}\n\n\
+             If you forgot your password, reset it:\n\n{forgot}\n\n\
+             If it was not you, ignore this email.\n"
+        ),
+        link: Some(verify.unwrap_or(sign_in)),
+    }
+}
+
 /// The email that invites `to` into `organization`, sent on behalf of `invited_by`.
 pub fn invitation_email(
     public_url: &str,
@@ -337,6 +367,26 @@ mod tests {
             assert_eq!(message.link.as_deref(), Some(expected.as_str()));
             assert!(message.text_body.contains(&expected), "{}", message.text_body);
             assert_eq!(message.to, "a@example.com");
+        }
+    }
+
+    #[test]
+    fn an_existing_account_is_told_how_to_sign_in_and_verified_only_when_it_is_not() {
+        let cases = [
+            (None, "https://custard.example/login".to_owned(), false),
+            (Some(TOKEN), format!("https://custard.example/verify-email?token={ENCODED}"), true),
+        ];
+        for (token, link, verifies) in cases {
+            let m = existing_account_email("https://custard.example/", "a@example.com", token);
+            assert_eq!((m.to.as_str(), m.link.as_deref()), ("a@example.com", Some(link.as_str())));
+            for part in [
+                "already has an account",
+                "https://custard.example/login",
+                "https://custard.example/forgot-password",
+            ] {
+                assert!(m.text_body.contains(part), "{part}: {}", m.text_body);
+            }
+            assert_eq!(m.text_body.contains("/verify-email?token="), verifies, "{}", m.text_body);
         }
     }
 

@@ -35,7 +35,9 @@ const AGENT_KEY: &str = "agent_api_key";
             Every error answers `{\"error\": {\"code\", \"message\"}}` (`ErrorBody`); the \
             HTTP status follows from the code (see `ErrorCode`). Besides the statuses \
             listed per operation, an endpoint that reads the store may answer 503 \
-            `unavailable`, and any endpoint 500 `internal` (a bug, logged on the server).",
+            `unavailable`, and any endpoint 500 `internal` (a bug, logged on the server). \
+            A limit's refusal (429 `rate_limited` or `too_many_questions`, 503 \
+            `server_busy`) carries a `Retry-After` header: the seconds to wait.",
     ),
     modifiers(&SecuritySchemes),
     tags(

@@ -28,6 +28,7 @@ use crate::connections::load_schema;
 use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::hub::AgentExecutor;
+use crate::rate_limit::QuestionPermit;
 use crate::routes::AppState;
 use crate::store::{
     Connection, ConnectionId, ConversationId, NewQueryRecord, QueryFilter, QueryId, QueryRecord,
@@ -151,6 +152,7 @@ pub(crate) struct AskBody {
         (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`validation_error` (an empty or too long question, a bad `conversation_id`, an unknown field), `cannot_answer`, `no_valid_query`, `query_rejected` or `query_failed`", body = ErrorBody),
+        (status = 429, description = "`rate_limited` (the caller asked `CUSTARD_QUESTIONS_PER_MINUTE` questions in the last minute) or `too_many_questions` (the organisation has `CUSTARD_QUESTIONS_IN_FLIGHT_PER_ORG` questions in flight); `Retry-After` says when to ask again. Such a question is not recorded.", body = ErrorBody),
         (status = 502, description = "`llm_unavailable` or `agent_disconnected`", body = ErrorBody),
         (status = 503, description = "`agent_offline`, `agent_busy`, `database_unavailable`, or `unavailable` (the store)", body = ErrorBody),
         (status = 504, description = "`query_timeout`", body = ErrorBody),
@@ -161,7 +163,15 @@ pub(crate) async fn ask(
     current: CurrentUser,
     ApiJson(body): ApiJson<AskBody>,
 ) -> Result<Json<AnswerView>, AppError> {
-    answer(&state, &current, body, None).await.map(Json).map_err(|f| f.error)
+    let permit = admit(&state, &current)?;
+    answer(&state, &current, permit, body, None).await.map(Json).map_err(|f| f.error)
+}
+
+/// Admits one question of the caller under the question limits: per user
+/// per minute, and in flight per organisation. [`answer`] takes the permit,
+/// so nothing runs the ask pipeline around the limits.
+pub(crate) fn admit(state: &AppState, current: &CurrentUser) -> Result<QuestionPermit, AppError> {
+    state.inner().questions.admit(current.user().id.as_str(), current.org().as_str())
 }
 
 /// Ask a question, following its progress
@@ -171,7 +181,8 @@ pub(crate) async fn ask(
 /// `summarising`; the middle three repeat for each repair attempt), then one
 /// `answer` event whose data is the `AnswerView` that `POST /api/v1/query`
 /// returns, or one `error` event whose data is an `ErrorBody`. Only errors
-/// found before the stream starts (the body, the token) are HTTP statuses.
+/// found before the stream starts (the body, the token, the question limits)
+/// are HTTP statuses.
 #[utoipa::path(
     post,
     path = "/api/v1/query/stream",
@@ -184,13 +195,15 @@ pub(crate) async fn ask(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`validation_error`: a missing or unknown field", body = ErrorBody),
+        (status = 429, description = "`rate_limited` or `too_many_questions`, as for `POST /api/v1/query`; see `Retry-After`", body = ErrorBody),
     )
 )]
 pub(crate) async fn ask_stream(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiJson(body): ApiJson<AskBody>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let permit = admit(&state, &current)?;
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
         let steps = tx.clone();
@@ -199,7 +212,7 @@ pub(crate) async fn ask_stream(
                 Event::default().event("step").data(json!({"step": step.as_str()}).to_string()),
             );
         };
-        let event = match answer(&state, &current, body, Some(&progress)).await {
+        let event = match answer(&state, &current, permit, body, Some(&progress)).await {
             Ok(body) => Event::default().event("answer").data(json!(body).to_string()),
             Err(f) => Event::default().event("error").data(f.error.body().to_string()),
         };
@@ -208,7 +221,7 @@ pub(crate) async fn ask_stream(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
 }
 
 fn validate_question(question: &str) -> Result<&str, AppError> {
@@ -242,11 +255,13 @@ fn parse_conversation(id: Option<String>) -> Result<ConversationId, AppError> {
     }
 }
 
-/// Answers one question and records it, whatever the outcome. Shared by the
-/// API and the web UI's Ask page (which shows a failure's last SQL).
+/// Answers one question admitted by [`admit`] (it counts as in flight until
+/// this returns) and records it, whatever the outcome. Shared by the API and
+/// the web UI's Ask page (which shows a failure's last SQL).
 pub(crate) async fn answer(
     state: &AppState,
     current: &CurrentUser,
+    _permit: QuestionPermit,
     body: AskBody,
     progress: Option<&(dyn Fn(AskStep) + Send + Sync)>,
 ) -> Result<AnswerView, Failure> {
@@ -719,7 +734,10 @@ pub(crate) async fn feedback(
 ///
 /// Reruns the question's SQL through the agent and streams the whole result
 /// as CSV (RFC 4180, CRLF line ends, a header row). An error after the first
-/// row can only cut the body short.
+/// row can only cut the body short. Text that a spreadsheet would run as a
+/// formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) is
+/// prefixed with `'`; numbers, and number columns' values, are written as
+/// they are.
 #[utoipa::path(
     get,
     path = "/api/v1/queries/{id}/export.csv",
@@ -787,52 +805,70 @@ pub(crate) async fn export_csv(
             });
         }
     };
-    let header_line = csv_bytes(&[columns.iter().map(|c| c.name.as_str()).collect()])
+    let names: Vec<std::borrow::Cow<'_, str>> =
+        columns.iter().map(|c| text_cell(&c.name)).collect();
+    let header_line = csv_bytes(&[names.iter().map(|n| n.as_bytes()).collect::<Vec<_>>()])
         .map_err(AppError::internal)?;
+    let numeric: Vec<bool> = columns.iter().map(|c| numeric_type(&c.type_name)).collect();
     let stream = futures_util::stream::unfold(
         (Some(header_line), rx, Some(run)),
-        |(header_line, mut rx, run)| async move {
-            if let Some(bytes) = header_line {
-                return Some((Ok::<Bytes, std::io::Error>(Bytes::from(bytes)), (None, rx, run)));
-            }
-            match rx.recv().await {
-                Some(RowBatch::Rows(rows)) => {
-                    let records: Vec<Vec<std::borrow::Cow<'_, str>>> =
-                        rows.iter().map(|row| row.iter().map(cell).collect()).collect();
-                    let records: Vec<Vec<&[u8]>> =
-                        records.iter().map(|r| r.iter().map(|c| c.as_bytes()).collect()).collect();
-                    Some((csv_bytes(&records).map(Bytes::from), (None, rx, run)))
+        move |(header_line, mut rx, run)| {
+            let numeric = numeric.clone();
+            async move {
+                if let Some(bytes) = header_line {
+                    return Some((
+                        Ok::<Bytes, std::io::Error>(Bytes::from(bytes)),
+                        (None, rx, run),
+                    ));
                 }
-                Some(RowBatch::Columns(_)) => Some((Ok(Bytes::new()), (None, rx, run))),
-                None => {
-                    // The rows ended: a failure now can only cut the body short,
-                    // which the client sees as a failed download, never as a
-                    // complete-looking file.
-                    let run = run?;
-                    match run.await {
-                        Ok(Ok(summary)) if summary.truncated => {
-                            tracing::warn!(
-                                rows = summary.row_count,
-                                "CSV export cut short by the agent's row or byte cap"
-                            );
-                            Some((
-                                Err(std::io::Error::other(format!(
-                                    "the export stopped at the agent's cap after {} rows \
+                match rx.recv().await {
+                    Some(RowBatch::Rows(rows)) => {
+                        let records: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
+                            .iter()
+                            .map(|row| {
+                                row.iter()
+                                    .enumerate()
+                                    .map(|(i, v)| cell(v, numeric.get(i).copied().unwrap_or(false)))
+                                    .collect()
+                            })
+                            .collect();
+                        let records: Vec<Vec<&[u8]>> = records
+                            .iter()
+                            .map(|r| r.iter().map(|c| c.as_bytes()).collect())
+                            .collect();
+                        Some((csv_bytes(&records).map(Bytes::from), (None, rx, run)))
+                    }
+                    Some(RowBatch::Columns(_)) => Some((Ok(Bytes::new()), (None, rx, run))),
+                    None => {
+                        // The rows ended: a failure now can only cut the body short,
+                        // which the client sees as a failed download, never as a
+                        // complete-looking file.
+                        let run = run?;
+                        match run.await {
+                            Ok(Ok(summary)) if summary.truncated => {
+                                tracing::warn!(
+                                    rows = summary.row_count,
+                                    "CSV export cut short by the agent's row or byte cap"
+                                );
+                                Some((
+                                    Err(std::io::Error::other(format!(
+                                        "the export stopped at the agent's cap after {} rows \
                                      (raise CUSTARD_MAX_ROWS / CUSTARD_MAX_BYTES on the agent)",
-                                    summary.row_count
-                                ))),
+                                        summary.row_count
+                                    ))),
+                                    (None, rx, None),
+                                ))
+                            }
+                            Ok(Ok(summary)) => {
+                                tracing::info!(rows = summary.row_count, "CSV export finished");
+                                None
+                            }
+                            Ok(Err(e)) => Some((
+                                Err(std::io::Error::other(format!("export failed: {e}"))),
                                 (None, rx, None),
-                            ))
+                            )),
+                            Err(e) => Some((Err(std::io::Error::other(e)), (None, rx, None))),
                         }
-                        Ok(Ok(summary)) => {
-                            tracing::info!(rows = summary.row_count, "CSV export finished");
-                            None
-                        }
-                        Ok(Err(e)) => Some((
-                            Err(std::io::Error::other(format!("export failed: {e}"))),
-                            (None, rx, None),
-                        )),
-                        Err(e) => Some((Err(std::io::Error::other(e)), (None, rx, None))),
                     }
                 }
             }
@@ -849,15 +885,73 @@ pub(crate) async fn export_csv(
         .into_response())
 }
 
-/// A JSON value as one CSV cell: text as is, null empty, anything else as JSON.
-fn cell(value: &Value) -> std::borrow::Cow<'_, str> {
+/// A JSON value as one CSV cell: null empty, numbers as they are, text (and
+/// anything else, as JSON) through [`text_cell`]. In a column of a number
+/// type (`numeric` true), text that is a plain number (PostgreSQL sends
+/// `numeric` as text to keep its precision) stays as it is, so `-2` is `-2`.
+fn cell(value: &Value, numeric: bool) -> std::borrow::Cow<'_, str> {
     match value {
         Value::Null => "".into(),
-        Value::String(s) => s.as_str().into(),
+        Value::String(s) if numeric && plain_number(s) => s.as_str().into(),
+        Value::String(s) => text_cell(s),
         Value::Bool(b) => if *b { "true" } else { "false" }.into(),
         Value::Number(n) => n.to_string().into(),
-        other => other.to_string().into(),
+        other => text_cell(&other.to_string()).into_owned().into(),
     }
+}
+
+/// Text as a CSV cell that a spreadsheet shows and does not run (OWASP's CSV
+/// injection guidance): a cell starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return gets a leading `'`.
+fn text_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
+/// Whether a column's database type is a number type (`int4`, `numeric(10,2)`,
+/// `double precision`, SQLite's `INTEGER` and `REAL`, ...).
+fn numeric_type(type_name: &str) -> bool {
+    let base = type_name.split('(').next().unwrap_or_default().trim().to_ascii_lowercase();
+    matches!(
+        base.as_str(),
+        "int"
+            | "int2"
+            | "int4"
+            | "int8"
+            | "integer"
+            | "smallint"
+            | "bigint"
+            | "tinyint"
+            | "mediumint"
+            | "numeric"
+            | "decimal"
+            | "real"
+            | "float"
+            | "float4"
+            | "float8"
+            | "double"
+            | "double precision"
+            | "number"
+    )
+}
+
+/// A plain decimal number: an optional `-`, digits with at most one `.`, and
+/// an optional exponent (`-2`, `12.50`, `1e-7`); not `-inf`, not `-2+3`.
+fn plain_number(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['+', '-']).unwrap_or(e))),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    !(whole.is_empty() && fraction.is_empty())
+        && digits(whole)
+        && digits(fraction)
+        && exponent.is_none_or(|e| !e.is_empty() && digits(e))
 }
 
 /// CSV bytes of some records (RFC 4180 quoting, CRLF line ends).
@@ -885,10 +979,59 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\r\n"
         );
-        assert_eq!(cell(&Value::Null), "");
-        assert_eq!(cell(&json!("12.50")), "12.50");
-        assert_eq!(cell(&json!(3)), "3");
-        assert_eq!(cell(&json!([1, 2])), "[1,2]");
+        assert_eq!(cell(&Value::Null, false), "");
+        assert_eq!(cell(&json!("12.50"), true), "12.50");
+        assert_eq!(cell(&json!(3), false), "3");
+        assert_eq!(cell(&json!([1, 2]), false), "[1,2]");
+    }
+
+    /// OWASP's CSV injection guidance: text a spreadsheet would run as a
+    /// formula is prefixed with `'`; numbers stay numbers.
+    #[test]
+    fn csv_cells_never_start_a_formula_but_numbers_stay_numbers() {
+        // (value, the column's type, the cell)
+        let cases: &[(Value, &str, &str)] = &[
+            (
+                json!("=HYPERLINK(\"http://evil.example\",\"x\")"),
+                "text",
+                "'=HYPERLINK(\"http://evil.example\",\"x\")",
+            ),
+            (json!("+cmd|' /C calc'!A0"), "text", "'+cmd|' /C calc'!A0"),
+            (json!("@SUM(1+1)*cmd|' /C calc'!A0"), "text", "'@SUM(1+1)*cmd|' /C calc'!A0"),
+            (json!("-2+3"), "text", "'-2+3"),
+            (json!("\t=1+1"), "text", "'\t=1+1"),
+            (json!("\r=1+1"), "text", "'\r=1+1"),
+            (json!("-2"), "text", "'-2"),
+            (json!("-2+3"), "numeric", "'-2+3"),
+            (json!("-inf"), "float8", "'-inf"),
+            (json!("=1"), "int4", "'=1"),
+            (json!(-2), "int4", "-2"),
+            (json!(-2), "text", "-2"),
+            (json!(-2.5), "float8", "-2.5"),
+            (json!("-2"), "numeric", "-2"),
+            (json!("-12.50"), "numeric(10,2)", "-12.50"),
+            (json!("-1e-7"), "double precision", "-1e-7"),
+            (json!("-2"), "INTEGER", "-2"),
+            (json!("plain"), "text", "plain"),
+            (json!("a=b"), "text", "a=b"),
+            (json!(" =1"), "text", " =1"),
+            (json!(""), "text", ""),
+            (json!(true), "bool", "true"),
+            (json!(null), "text", ""),
+            (json!(["=1"]), "jsonb", "[\"=1\"]"),
+            (json!({"a": "=1"}), "jsonb", "{\"a\":\"=1\"}"),
+        ];
+        for (value, type_name, expected) in cases {
+            assert_eq!(cell(value, numeric_type(type_name)), *expected, "{value} as {type_name}");
+        }
+        // Column names are text too.
+        assert_eq!(text_cell("=cmd"), "'=cmd");
+        assert_eq!(text_cell("total"), "total");
+        let numbers = [("-2", true), ("12.50", true), (".5", true), ("5.", true), ("1E+3", true)];
+        let not_numbers = [("", false), ("-", false), (".", false), ("1e", false), ("--2", false)];
+        for (text, expected) in numbers.into_iter().chain(not_numbers) {
+            assert_eq!(plain_number(text), expected, "{text:?}");
+        }
     }
 
     #[test]

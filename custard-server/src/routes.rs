@@ -22,11 +22,14 @@ use crate::auth::JwtSecret;
 use crate::config::{LlmSettings, ServerConfig};
 use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::extract::ClientIp;
+use crate::hashing::{HashingStats, PasswordHashing};
 use crate::hub::{self, AgentRouter, HubSettings, LocalHub};
 use crate::mail::Mailer;
 use crate::metrics::{self, Metrics};
 use crate::queries::Pipelines;
-use crate::rate_limit::{AttemptLimiter, Limits};
+use crate::rate_limit::{
+    AttemptLimiter, FailureLimiter, InvitationLimiter, Limits, QuestionLimiter,
+};
 use crate::store::{SqliteStore, Store};
 use crate::{connections, openapi, queries};
 
@@ -50,6 +53,13 @@ pub(crate) struct Inner {
     pub(crate) login_limiter: AttemptLimiter,
     pub(crate) signup_limiter: AttemptLimiter,
     pub(crate) forgot_limiter: AttemptLimiter,
+    pub(crate) reset_limiter: AttemptLimiter,
+    /// Wrong current passwords, per account (change of password).
+    pub(crate) password_failures: FailureLimiter,
+    pub(crate) invitation_limiter: InvitationLimiter,
+    pub(crate) questions: QuestionLimiter,
+    /// Every password hash and verification of the server goes through it.
+    pub(crate) hashing: PasswordHashing,
     /// The hub that holds this server's agent sockets.
     pub(crate) hub: Arc<LocalHub>,
     /// The same hub, as handlers see it.
@@ -89,6 +99,10 @@ impl AppState {
             max_agents_per_org: config.max_agents_per_org,
             ..HubSettings::default()
         }));
+        let questions =
+            QuestionLimiter::new(config.questions_per_minute, config.questions_in_flight_per_org);
+        let hashing =
+            PasswordHashing::new(config.password_hash_bound(), config.request_read_timeout());
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -100,6 +114,11 @@ impl AppState {
                 login_limiter: AttemptLimiter::new(limits),
                 signup_limiter: AttemptLimiter::new(limits),
                 forgot_limiter: AttemptLimiter::new(limits),
+                reset_limiter: AttemptLimiter::new(limits),
+                password_failures: FailureLimiter::new(limits),
+                invitation_limiter: InvitationLimiter::default(),
+                questions,
+                hashing,
                 router: Arc::clone(&hub) as Arc<dyn AgentRouter>,
                 hub,
                 model,
@@ -116,6 +135,11 @@ impl AppState {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    /// What the server-wide bound on password hashing has done so far.
+    pub fn password_hashing(&self) -> HashingStats {
+        self.inner.hashing.stats()
     }
 }
 
@@ -158,7 +182,8 @@ pub(crate) fn endpoints() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::accept_invitation))
         .routes(routes!(accounts::organization))
         .routes(routes!(accounts::members))
-        .routes(routes!(accounts::invite))
+        .routes(routes!(accounts::invite, accounts::list_invitations))
+        .routes(routes!(accounts::revoke_invitation))
         .routes(routes!(accounts::change_role, accounts::remove_member))
         .routes(routes!(connections::create, connections::list))
         .routes(routes!(connections::events))

@@ -721,6 +721,10 @@ impl<'s> Rig<'s> {
             &base_url,
             "--llm-api-key",
             "test-key",
+            // Clients here ask in tight loops on purpose; the question limits
+            // have their own tests (platform.rs).
+            "--questions-per-minute",
+            "0",
         ];
         let timeout = QUERY_TIMEOUT_SECS.to_string();
         if !args.contains(&"--query-timeout-secs") {

@@ -19,6 +19,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 struct Server {
     app: Router,
+    state: AppState,
     sink: SmtpSink,
     _dir: tempfile::TempDir,
 }
@@ -42,7 +43,7 @@ async fn server_with_flags(limits: Limits, flags: &[&str]) -> Server {
     args.extend_from_slice(flags);
     let config = ServerConfig::parse_from(args);
     let state = AppState::open_with_limits(config, limits).expect("state");
-    Server { app: app(state), sink, _dir: dir }
+    Server { app: app(state.clone()), state, sink, _dir: dir }
 }
 
 async fn server() -> Server {
@@ -69,6 +70,18 @@ impl Server {
         token: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, Value) {
+        let (status, _, value) = self.with_headers(method, path, token, body).await;
+        (status, value)
+    }
+
+    /// One API call: status, headers and JSON body (`Null` when not JSON).
+    async fn with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
@@ -80,9 +93,9 @@ impl Server {
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
             .expect("request");
         let response = self.app.clone().oneshot(request).await.expect("infallible");
-        let status = response.status();
+        let (status, headers) = (response.status(), response.headers().clone());
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     async fn signup(&self, email: &str, org: &str) -> Value {
@@ -135,6 +148,20 @@ fn percent_decode(s: &str) -> String {
 
 fn code(reply: &Value) -> &str {
     reply["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// The longest one of the tests below may take.
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs a test body under [`TEST_LIMIT`].
+async fn bounded<F: Future<Output = ()>>(test: F) {
+    tokio::time::timeout(TEST_LIMIT, test).await.expect("the test finished within its time limit");
+}
+
+/// The `Retry-After` seconds of a response, which every limit sends.
+fn retry_after(headers: &axum::http::HeaderMap) -> u64 {
+    let value = headers.get("retry-after").expect("a Retry-After header");
+    value.to_str().expect("ASCII").parse().expect("whole seconds")
 }
 
 #[tokio::test]
@@ -201,10 +228,6 @@ async fn signup_email_verify_login_profile_logout() {
 #[tokio::test]
 async fn bad_input_gets_clear_4xx_errors() {
     let s = server().await;
-    s.signup("dup@example.com", "One").await;
-    let again = json!({"email": "DUP@example.com", "password": PASSWORD, "first_name": "A", "last_name": "B"});
-    let (status, body) = s.call("POST", "/api/v1/auth/signup", None, Some(again)).await;
-    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"));
     let cases: &[(&str, StatusCode, &str)] = &[
         ("{not json", StatusCode::BAD_REQUEST, "invalid_json"),
         ("{\"email\": \"x@example.com\"}", StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
@@ -333,9 +356,12 @@ async fn tenants_are_isolated() {
     let s = server().await;
     let (_a_id, a) = s.verified_user("a@example.com", "Org A", 0).await;
     let (b_id, b) = s.verified_user("b@example.com", "Org B", 1).await;
+    let (_, _, invitation) = invite(&s, &b, "guest@example.com", "member").await;
+    let b_invitation = invitation["id"].as_str().expect("an invitation id");
     let cases: &[(&str, String, Option<Value>)] = &[
         ("PATCH", format!("/api/v1/org/members/{b_id}"), Some(json!({"role": "member"}))),
         ("DELETE", format!("/api/v1/org/members/{b_id}"), None),
+        ("DELETE", format!("/api/v1/org/invitations/{b_invitation}"), None),
     ];
     for (method, path, body) in cases {
         let (status, reply) = s.call(method, path, Some(&a), body.clone()).await;
@@ -351,6 +377,10 @@ async fn tenants_are_isolated() {
     assert_eq!(emails, ["a@example.com"]);
     let (_, org) = s.call("GET", "/api/v1/org", Some(&a), None).await;
     assert_eq!(org["name"], "Org A");
+    let (_, invitations) = s.call("GET", "/api/v1/org/invitations", Some(&a), None).await;
+    assert_eq!(invitations, json!({"invitations": []}));
+    let (_, invitations) = s.call("GET", "/api/v1/org/invitations", Some(&b), None).await;
+    assert_eq!(listed_emails(&invitations), ["guest@example.com"], "B's invitation stands");
     let (status, _) = s.call("GET", "/api/v1/auth/profile", Some(&b), None).await;
     assert_eq!(status, StatusCode::OK, "B is untouched");
 }
@@ -448,12 +478,12 @@ async fn nothing_confirmed_is_lost_on_a_crash() {
 
     let mut restarted = start_binary(&addr, dir.path()).await;
     for email in &confirmed {
-        let again =
-            json!({"email": email, "password": PASSWORD, "first_name": "C", "last_name": "D"})
-                .to_string();
+        // The account is there: its password is right, its email not verified
+        // (an unknown email would answer 401).
+        let login = json!({"email": email, "password": PASSWORD}).to_string();
         assert_eq!(
-            http(&addr, "POST", "/api/v1/auth/signup", &again).await,
-            Some(409),
+            http(&addr, "POST", "/api/v1/auth/login", &login).await,
+            Some(403),
             "{email} survived the crash"
         );
     }
@@ -777,10 +807,11 @@ async fn web_signup_sends_a_link_that_verifies_the_email() {
         mail.contains("/verify-email?token=") && !mail.contains("/api/v1/auth/verify-email"),
         "the link opens the page: {mail}"
     );
-    let (status, _, html) = v.post("/signup", &pairs).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(html.contains("An account with this email already exists."), "{html}");
-    assert!(html.contains("aria-describedby=\"email-error\""), "{html}");
+    // Again with the same address: the same page, and an email to the owner instead.
+    let (status, _, again) = v.post("/signup", &pairs).await;
+    assert_eq!((status, again), (StatusCode::OK, html), "the same answer for a taken address");
+    let mail = newest_mail(&s, 2).await;
+    assert!(mail.contains("already has an account") && mail.contains("/forgot-password"), "{mail}");
 
     // Not verified yet: signing in says so.
     let login = v.form("/login").await;
@@ -1328,4 +1359,524 @@ async fn every_page_has_the_security_headers_and_cookies_are_secure_over_https()
         assert_eq!(header("referrer-policy"), "same-origin", "{path} ({status})");
         assert_eq!(header("cache-control"), "no-store", "{path} ({status})");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Security review (issue 17): hashing bound, reset links, sign-up, change of
+// password, invitations
+
+/// The token of the newest email to `to` whose link goes to `path`.
+async fn token_for(s: &Server, count: usize, to: &str, path: &str) -> String {
+    let mails = s.sink.wait_for(count, Duration::from_secs(10)).await;
+    let body = mails
+        .iter()
+        .rev()
+        .filter(|m| m.to.iter().any(|t| t == to))
+        .find_map(|m| m.body().contains(&format!("{path}?token=")).then(|| m.body().to_owned()))
+        .unwrap_or_else(|| panic!("no email to {to} with a link to {path}"));
+    let start = body.find(&format!("{path}?token=")).expect("the link") + path.len() + 7;
+    percent_decode(&body[start..].chars().take_while(|c| !c.is_whitespace()).collect::<String>())
+}
+
+/// Finding 7: a reset with a bogus token is refused before anything is
+/// hashed, so a flood of them costs neither memory nor CPU; and hashing, over
+/// every route at once, never runs more than its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bogus_reset_tokens_cost_no_hashing_and_hashing_stays_within_its_bound() {
+    bounded(async {
+        let limits =
+            Limits { per_ip: 1000, per_account: 1000, replenish: Duration::from_millis(1) };
+        let s = server_with_flags(limits, &["--password-hash-concurrency", "2"]).await;
+        s.verified_user("flood@example.com", "Flood", 0).await;
+        let before = s.state.password_hashing();
+        assert_eq!(before.bound, 2);
+
+        let bodies: Vec<String> = (0..200)
+            .map(|i| json!({"token": format!("bogus-{i}"), "new_password": "a brand new passphrase"}).to_string())
+            .collect();
+        let resets =
+            bodies.iter().map(|b| s.raw("POST", "/api/v1/auth/reset-password", None, Some(b)));
+        let replies = futures_util::future::join_all(resets).await;
+        for (status, reply) in &replies {
+            assert_eq!((*status, code(reply)), (StatusCode::BAD_REQUEST, "invalid_token"));
+        }
+        assert_eq!(s.state.password_hashing().started, before.started, "nothing was hashed");
+
+        // A good token with a weak password is refused before hashing too.
+        let forgot = json!({"email": "flood@example.com"});
+        s.call("POST", "/api/v1/auth/forgot-password", None, Some(forgot)).await;
+        let token = s.token_from_email(2, "/reset-password").await;
+        let weak = json!({"token": token, "new_password": "password"});
+        let (status, _) = s.call("POST", "/api/v1/auth/reset-password", None, Some(weak)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(s.state.password_hashing().started, before.started, "nothing was hashed");
+        let good = json!({"token": token, "new_password": "a brand new passphrase"});
+        let (status, _) = s.call("POST", "/api/v1/auth/reset-password", None, Some(good)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(s.state.password_hashing().started, before.started + 1);
+
+        // Sign-ups (hash), right and wrong logins (verify) all at once.
+        let signups: Vec<String> = (0..6)
+            .map(|i| json!({"email": format!("c{i}@example.com"), "password": PASSWORD, "first_name": "C", "last_name": "D"}).to_string())
+            .collect();
+        let logins: Vec<String> = (0..6)
+            .map(|i| {
+                let password = if i % 2 == 0 { "a brand new passphrase" } else { "a wrong guess" };
+                json!({"email": "flood@example.com", "password": password}).to_string()
+            })
+            .collect();
+        let (signed, logged) = tokio::join!(
+            futures_util::future::join_all(
+                signups.iter().map(|b| s.raw("POST", "/api/v1/auth/signup", None, Some(b)))
+            ),
+            futures_util::future::join_all(
+                logins.iter().map(|b| s.raw("POST", "/api/v1/auth/login", None, Some(b)))
+            ),
+        );
+        assert!(signed.iter().all(|(status, _)| *status == StatusCode::CREATED), "{signed:?}");
+        let statuses: Vec<StatusCode> = logged.iter().map(|(status, _)| *status).collect();
+        assert_eq!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED].repeat(3));
+        let after = s.state.password_hashing();
+        assert_eq!(after.started, before.started + 13, "{after:?}");
+        assert!(after.peak <= after.bound, "{after:?}");
+        assert_eq!(after.refused, 0, "callers past the bound waited their turn");
+    })
+    .await;
+}
+
+/// Finding 7: password reset is rate limited per address like sign-in.
+#[tokio::test]
+async fn password_reset_attempts_are_rate_limited() {
+    bounded(async {
+        let s =
+            server_with(Limits { per_ip: 3, per_account: 100, replenish: Duration::from_secs(60) })
+                .await;
+        let body = json!({"token": "bogus", "new_password": "a brand new passphrase"}).to_string();
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            let (status, headers, reply) =
+                s.with_headers("POST", "/api/v1/auth/reset-password", None, Some(&body)).await;
+            answers.push((status, code(&reply).to_owned(), headers));
+        }
+        let got: Vec<(StatusCode, &str)> =
+            answers.iter().map(|(s, c, _)| (*s, c.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (StatusCode::BAD_REQUEST, "invalid_token"),
+                (StatusCode::BAD_REQUEST, "invalid_token"),
+                (StatusCode::BAD_REQUEST, "invalid_token"),
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ]
+        );
+        assert!((1..=60).contains(&retry_after(&answers[3].2)));
+    })
+    .await;
+}
+
+/// Finding 12: using a reset link, or changing the password, ends every other
+/// reset link of the account.
+#[tokio::test]
+async fn an_older_reset_link_stops_working_once_a_newer_one_is_used_or_the_password_changes() {
+    bounded(async {
+        let s = server().await;
+        s.verified_user("links@example.com", "Links", 0).await;
+        let forgot = || {
+            let body = json!({"email": "links@example.com"});
+            s.call("POST", "/api/v1/auth/forgot-password", None, Some(body))
+        };
+        forgot().await;
+        let older = s.token_from_email(2, "/reset-password").await;
+        forgot().await;
+        let newer = s.token_from_email(3, "/reset-password").await;
+        assert_ne!(older, newer);
+        let reset = |token: &str, password: &str| {
+            let body = json!({"token": token, "new_password": password});
+            s.call("POST", "/api/v1/auth/reset-password", None, Some(body))
+        };
+        assert_eq!(reset(&newer, "the second passphrase").await.0, StatusCode::OK);
+        let (status, body) = reset(&older, "the attackers passphrase").await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_token"));
+
+        // A link asked for before a change of password dies with the change.
+        forgot().await;
+        let before_change = s.token_from_email(4, "/reset-password").await;
+        let access = s.login("links@example.com", "the second passphrase").await;
+        let change = json!({"current_password": "the second passphrase", "new_password": "the third passphrase"});
+        let (status, _) =
+            s.call("POST", "/api/v1/auth/change-password", Some(&access), Some(change)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, body) = reset(&before_change, "the attackers passphrase").await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_token"));
+        assert!(can_log_in(&s, "links@example.com", "the third passphrase").await);
+        assert!(!can_log_in(&s, "links@example.com", "the attackers passphrase").await);
+    })
+    .await;
+}
+
+/// Finding 12: a reset checks the new password against the account's email
+/// and names, as sign-up does; a refused password leaves the link usable.
+#[tokio::test]
+async fn a_reset_password_may_not_be_the_accounts_email_or_name() {
+    bounded(async {
+        let s = server().await;
+        s.verified_user("ada.lovelace@example.com", "Engines", 0).await;
+        let forgot = json!({"email": "ada.lovelace@example.com"});
+        s.call("POST", "/api/v1/auth/forgot-password", None, Some(forgot)).await;
+        let token = s.token_from_email(2, "/reset-password").await;
+        // (new password, the problem named)
+        let cases = [
+            ("ada.lovelace@example.com", "password is email"),
+            ("Ada.Lovelace", "password is email"),
+            ("AdaLovelace", "password is name"),
+            ("Ada Lovelace", "password is name"),
+            ("L0v3l4c3", "password too common"),
+        ];
+        for (password, problem) in cases {
+            let body = json!({"token": token, "new_password": password});
+            let (status, reply) =
+                s.call("POST", "/api/v1/auth/reset-password", None, Some(body)).await;
+            assert_eq!(
+                (status, code(&reply)),
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
+                "{password}"
+            );
+            let message = reply["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(problem), "{password}: {message}");
+        }
+        let body = json!({"token": token, "new_password": "a brand new passphrase"});
+        let (status, _) = s.call("POST", "/api/v1/auth/reset-password", None, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "the link still worked");
+    })
+    .await;
+}
+
+/// Finding 14: signing up with an email that has an account answers exactly
+/// as for a new address; only the address's owner learns of it, by email, and
+/// nothing about the account changes.
+#[tokio::test]
+async fn signing_up_with_a_taken_email_tells_only_its_owner() {
+    bounded(async {
+        let s = server().await;
+        let first = s.signup("taken@example.com", "Taken").await;
+        s.sink.wait_for(1, Duration::from_secs(10)).await;
+        let attempt = |email: &str| {
+            let body = json!({"email": email, "password": "another fine passphrase", "first_name": "Eve", "last_name": "Mallory", "organization_name": "Evil"});
+            s.call("POST", "/api/v1/auth/signup", None, Some(body))
+        };
+        let (taken_status, taken) = attempt(" TAKEN@example.com").await;
+        let (fresh_status, fresh) = attempt("fresh@example.com").await;
+        assert_eq!((taken_status, fresh_status), (StatusCode::CREATED, StatusCode::CREATED));
+        let shape = |v: &Value| -> Vec<(String, Vec<String>)> {
+            let mut keys: Vec<(String, Vec<String>)> = v
+                .as_object()
+                .expect("an object")
+                .iter()
+                .map(|(k, v)| {
+                    let inner = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+                    (k.clone(), inner)
+                })
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(shape(&taken), shape(&fresh));
+        for (field, want) in [
+            ("email", json!("taken@example.com")),
+            ("first_name", json!("Eve")),
+            ("email_verified", json!(false)),
+        ] {
+            assert_eq!(taken["user"][field], want, "{field}");
+        }
+        assert_eq!(taken["verification_sent"], fresh["verification_sent"]);
+        assert_ne!(taken["user"]["id"], first["user"]["id"]);
+
+        // The owner got an email saying so, with a verification link (the
+        // account is not verified yet); nothing else changed.
+        let mails = s.sink.wait_for(3, Duration::from_secs(10)).await;
+        let to_owner: Vec<&str> = mails
+            .iter()
+            .filter(|m| m.to.iter().any(|t| t == "taken@example.com"))
+            .map(|m| m.body())
+            .collect();
+        assert_eq!(to_owner.len(), 2, "{to_owner:?}");
+        let notice = to_owner.iter().find(|b| b.contains("already has an account")).expect("the notice");
+        assert!(notice.contains("/login") && notice.contains("/forgot-password"), "{notice}");
+        assert!(notice.contains("/verify-email?token="), "{notice}");
+        let token = token_for(&s, 3, "taken@example.com", "/verify-email").await;
+        let (status, _) =
+            s.call("POST", "/api/v1/auth/verify-email", None, Some(json!({"token": token}))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(can_log_in(&s, "taken@example.com", PASSWORD).await);
+        assert!(!can_log_in(&s, "taken@example.com", "another fine passphrase").await);
+        let (_, profile) = s.call("GET", "/api/v1/auth/profile", Some(&s.login("taken@example.com", PASSWORD).await), None).await;
+        assert_eq!(profile["user"]["first_name"], "Ada", "the names are the owner's");
+
+        // Verified now: the next notice has no verification link.
+        assert_eq!(attempt("taken@example.com").await.0, StatusCode::CREATED);
+        let mails = s.sink.wait_for(4, Duration::from_secs(10)).await;
+        let last = mails.iter().rev().find(|m| m.to.iter().any(|t| t == "taken@example.com"));
+        let last = last.expect("a notice").body();
+        assert!(last.contains("already has an account") && !last.contains("/verify-email"), "{last}");
+    })
+    .await;
+}
+
+/// Finding 14: wrong current passwords on change-password are limited per
+/// account, even when the guesses come all at once; a refused attempt is not
+/// tried; another account is not affected.
+#[tokio::test]
+async fn wrong_current_passwords_are_limited_per_account() {
+    bounded(async {
+        let s = server_with(Limits {
+            per_ip: 1000,
+            per_account: 3,
+            replenish: Duration::from_secs(60),
+        })
+        .await;
+        let (_, access) = s.verified_user("guess@example.com", "Guess", 0).await;
+        let (_, other) = s.verified_user("other@example.com", "Other", 1).await;
+        let guesses: Vec<String> = (0..10)
+            .map(|i| json!({"current_password": format!("wrong guess {i}"), "new_password": "a brand new passphrase"}).to_string())
+            .collect();
+        let replies = futures_util::future::join_all(guesses.iter().map(|b| {
+            s.with_headers("POST", "/api/v1/auth/change-password", Some(&access), Some(b))
+        }))
+        .await;
+        let count = |want: StatusCode| replies.iter().filter(|(status, _, _)| *status == want).count();
+        assert_eq!((count(StatusCode::UNAUTHORIZED), count(StatusCode::TOO_MANY_REQUESTS)), (3, 7));
+        for (status, headers, reply) in &replies {
+            if *status == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(code(reply), "rate_limited");
+                assert!((1..=180).contains(&retry_after(headers)));
+            }
+        }
+        let right = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
+        let (status, _) =
+            s.call("POST", "/api/v1/auth/change-password", Some(&access), Some(right.clone())).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "not even the right one is tried");
+        assert!(can_log_in(&s, "guess@example.com", PASSWORD).await, "unchanged");
+        let (status, _) =
+            s.call("POST", "/api/v1/auth/change-password", Some(&other), Some(right)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "another account is not limited");
+    })
+    .await;
+}
+
+/// Invites `email` as `role` with `token`; the reply.
+async fn invite(
+    s: &Server,
+    token: &str,
+    email: &str,
+    role: &str,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let body = json!({"email": email, "role": role}).to_string();
+    s.with_headers("POST", "/api/v1/org/invitations", Some(token), Some(&body)).await
+}
+
+/// Signs up through an invitation token; the status and reply.
+async fn join_with(s: &Server, email: &str, token: &str) -> (StatusCode, Value) {
+    let body = json!({"email": email, "password": PASSWORD, "first_name": "New", "last_name": "Member", "invitation_token": token});
+    s.call("POST", "/api/v1/auth/signup", None, Some(body)).await
+}
+
+fn listed_emails(list: &Value) -> Vec<&str> {
+    list["invitations"]
+        .as_array()
+        .expect("invitations")
+        .iter()
+        .filter_map(|i| i["email"].as_str())
+        .collect()
+}
+
+/// Finding 13: pending invitations are listed and revoked by owners and
+/// admins, within their organisation only; a revoked link stops working.
+#[tokio::test]
+async fn invitations_are_listed_and_revoked_by_the_organisation() {
+    bounded(async {
+        let s = server().await;
+        let (owner_id, owner) = s.verified_user("boss@example.com", "Team", 0).await;
+        let (_, stranger) = s.verified_user("else@example.com", "Elsewhere", 1).await;
+        let (status, _, x) = invite(&s, &owner, "x@example.com", "member").await;
+        assert_eq!(status, StatusCode::CREATED, "{x}");
+        let x_token = s.token_from_email(3, "/accept-invitation").await;
+        invite(&s, &owner, "y@example.com", "admin").await;
+        invite(&s, &owner, "m@example.com", "member").await;
+        let m_token = s.token_from_email(5, "/accept-invitation").await;
+        assert_eq!(join_with(&s, "m@example.com", &m_token).await.0, StatusCode::CREATED);
+        let member = s.login("m@example.com", PASSWORD).await;
+
+        let list = s.call("GET", "/api/v1/org/invitations", Some(&owner), None).await;
+        assert_eq!(list.0, StatusCode::OK, "{}", list.1);
+        assert_eq!(
+            listed_emails(&list.1),
+            ["x@example.com", "y@example.com"],
+            "used ones are not pending"
+        );
+        let first = &list.1["invitations"][0];
+        assert_eq!((&first["role"], &first["invited_by"]), (&json!("member"), &json!(owner_id)));
+        assert_eq!(first["invited_by_email"], "boss@example.com");
+        assert_eq!(first["id"], x["id"]);
+        assert!(!list.1.to_string().contains(&x_token), "never the token");
+        let x_id = x["id"].as_str().expect("an id");
+        let path = format!("/api/v1/org/invitations/{x_id}");
+
+        // Another organisation sees none of it and cannot revoke it; a member may do neither.
+        let theirs = s.call("GET", "/api/v1/org/invitations", Some(&stranger), None).await;
+        assert_eq!((theirs.0, listed_emails(&theirs.1)), (StatusCode::OK, vec![]));
+        let refused: &[(&str, &str, &str, StatusCode, &str)] = &[
+            ("DELETE", &path, &stranger, StatusCode::NOT_FOUND, "not_found"),
+            (
+                "DELETE",
+                "/api/v1/org/invitations/no-such-id",
+                &owner,
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            ("GET", "/api/v1/org/invitations", &member, StatusCode::FORBIDDEN, "forbidden"),
+            ("DELETE", &path, &member, StatusCode::FORBIDDEN, "forbidden"),
+        ];
+        for (method, path, token, status, want) in refused {
+            let (got, reply) = s.call(method, path, Some(token), None).await;
+            assert_eq!((got, code(&reply)), (*status, *want), "{method} {path}");
+        }
+        let list = s.call("GET", "/api/v1/org/invitations", Some(&owner), None).await.1;
+        assert_eq!(listed_emails(&list), ["x@example.com", "y@example.com"], "nothing was revoked");
+
+        let (status, _) = s.call("DELETE", &path, Some(&owner), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, reply) = s.call("DELETE", &path, Some(&owner), None).await;
+        assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "not_found"), "revoked already");
+        let list = s.call("GET", "/api/v1/org/invitations", Some(&owner), None).await.1;
+        assert_eq!(listed_emails(&list), ["y@example.com"]);
+        let (status, reply) = join_with(&s, "x@example.com", &x_token).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::BAD_REQUEST, "invalid_token"),
+            "the link is dead"
+        );
+    })
+    .await;
+}
+
+/// Finding 13: an invitation stops working when its sender is removed, or
+/// demoted below the role it invites to.
+#[tokio::test]
+async fn invitations_end_when_their_sender_is_removed_or_demoted() {
+    bounded(async {
+        let s = server().await;
+        let (_, owner) = s.verified_user("boss@example.com", "Team", 0).await;
+        // Two admins, each of whom invites someone as admin.
+        let mut admins = Vec::new();
+        for (i, email) in ["a1@example.com", "a2@example.com"].iter().enumerate() {
+            invite(&s, &owner, email, "admin").await;
+            let token = s.token_from_email(2 + 2 * i, "/accept-invitation").await;
+            assert_eq!(join_with(&s, email, &token).await.0, StatusCode::CREATED);
+            let access = s.login(email, PASSWORD).await;
+            let (_, profile) = s.call("GET", "/api/v1/auth/profile", Some(&access), None).await;
+            let id = profile["user"]["id"].as_str().expect("id").to_owned();
+            let invited = format!("by-{email}");
+            assert_eq!(invite(&s, &access, &invited, "admin").await.0, StatusCode::CREATED);
+            let invitation = s.token_from_email(3 + 2 * i, "/accept-invitation").await;
+            admins.push((id, invited, invitation));
+        }
+        let (removed, demoted) = (&admins[0], &admins[1]);
+        let path = format!("/api/v1/org/members/{}", removed.0);
+        assert_eq!(s.call("DELETE", &path, Some(&owner), None).await.0, StatusCode::NO_CONTENT);
+        let path = format!("/api/v1/org/members/{}", demoted.0);
+        let to_member = Some(json!({"role": "member"}));
+        assert_eq!(s.call("PATCH", &path, Some(&owner), to_member).await.0, StatusCode::OK);
+
+        let list = s.call("GET", "/api/v1/org/invitations", Some(&owner), None).await.1;
+        assert_eq!(listed_emails(&list), Vec::<&str>::new(), "neither is pending");
+        for (_, email, token) in [removed, demoted] {
+            let (status, reply) = join_with(&s, email, token).await;
+            assert_eq!(
+                (status, code(&reply)),
+                (StatusCode::BAD_REQUEST, "invalid_token"),
+                "{email}"
+            );
+        }
+    })
+    .await;
+}
+
+/// Finding 13: sending invitations is limited per recipient address (over
+/// every organisation) and per organisation, with `Retry-After`; nothing is
+/// emailed beyond the limits.
+#[tokio::test]
+async fn sending_invitations_is_rate_limited() {
+    use custard_server::rate_limit::{INVITATIONS_PER_ORG, INVITATIONS_PER_RECIPIENT};
+    bounded(async {
+        let s = server().await;
+        let (_, owner) = s.verified_user("boss@example.com", "Team", 0).await;
+        let (_, other) = s.verified_user("other@example.com", "Other team", 1).await;
+        for _ in 0..INVITATIONS_PER_RECIPIENT {
+            assert_eq!(
+                invite(&s, &owner, "victim@example.com", "member").await.0,
+                StatusCode::CREATED
+            );
+        }
+        for token in [&owner, &other] {
+            let (status, headers, reply) = invite(&s, token, "Victim@example.com", "member").await;
+            assert_eq!((status, code(&reply)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+            assert!(retry_after(&headers) >= 1);
+        }
+        let mut sent = INVITATIONS_PER_RECIPIENT;
+        for i in 0.. {
+            assert!(i < 100, "the organisation's limit never came");
+            let (status, headers, reply) =
+                invite(&s, &owner, &format!("r{i}@example.com"), "member").await;
+            if status == StatusCode::CREATED {
+                sent += 1;
+                continue;
+            }
+            assert_eq!((status, code(&reply)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+            assert!(retry_after(&headers) >= 1);
+            break;
+        }
+        assert_eq!(sent, INVITATIONS_PER_ORG);
+        let emails = s.sink.messages().len();
+        assert_eq!(
+            emails,
+            2 + INVITATIONS_PER_ORG as usize,
+            "two verifications and the invitations sent"
+        );
+        assert_eq!(invite(&s, &other, "friend@example.com", "member").await.0, StatusCode::CREATED);
+    })
+    .await;
+}
+
+/// Finding 13: the settings page lists pending invitations to owners and
+/// admins, and revokes one with the page's CSRF token.
+#[tokio::test]
+async fn web_settings_list_and_revoke_pending_invitations() {
+    bounded(async {
+        let s = server().await;
+        let (_, owner_token) = s.verified_user("boss@example.com", "Team", 0).await;
+        let (_, _, created) = invite(&s, &owner_token, "pending@example.com", "member").await;
+        let id = created["id"].as_str().expect("id").to_owned();
+        let mut owner = Visitor::new(&s);
+        owner.sign_in("boss@example.com", PASSWORD).await;
+        let csrf = owner.form("/settings").await;
+        let (_, _, html) = owner.get("/settings").await;
+        let action = format!("action=\"/settings/invitations/{id}/revoke\"");
+        assert!(
+            html.contains("Pending invitations") && html.contains("pending@example.com"),
+            "{html}"
+        );
+        assert!(html.contains(&action), "{html}");
+        let path = format!("/settings/invitations/{id}/revoke");
+        owner.assert_csrf_refused(&path, &[]).await;
+        let (status, headers, _) = owner.post(&path, &[("csrf_token", &csrf)]).await;
+        assert_eq!(
+            (status, &headers["location"]),
+            (StatusCode::SEE_OTHER, &"/settings?done=revoked".parse().unwrap())
+        );
+        let (_, _, html) = owner.get("/settings?done=revoked").await;
+        assert!(html.contains("The invitation is revoked") && !html.contains(&action), "{html}");
+        let list = s.call("GET", "/api/v1/org/invitations", Some(&owner_token), None).await.1;
+        assert_eq!(listed_emails(&list), Vec::<&str>::new());
+    })
+    .await;
 }

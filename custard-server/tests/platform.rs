@@ -196,6 +196,39 @@ impl Platform {
         reply["access_token"].as_str().expect("access token").to_owned()
     }
 
+    /// Signs in again: a new session's access token.
+    async fn login(&self, email: &str) -> String {
+        let login = json!({"email": email, "password": PASSWORD});
+        let (status, reply) = self.call("POST", "/api/v1/auth/login", None, Some(login)).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        reply["access_token"].as_str().expect("access token").to_owned()
+    }
+
+    /// A new member of `owner`'s organisation, through an invitation: (user
+    /// id, access token).
+    async fn member_of(&self, owner: &str, email: &str) -> (String, String) {
+        let mails = self.sink.messages().len();
+        let invite = json!({"email": email, "role": "member"});
+        self.ok(StatusCode::CREATED, "POST", "/api/v1/org/invitations", owner, Some(invite)).await;
+        let mail = self.sink.wait_for(mails + 1, PATIENCE).await;
+        let text = mail
+            .iter()
+            .rev()
+            .find(|m| m.to.iter().any(|t| t == email))
+            .expect("the invitation")
+            .body()
+            .to_owned();
+        let marker = "/accept-invitation?token=";
+        let start = text.find(marker).expect("the link") + marker.len();
+        let token: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+        let token = percent_encoding::percent_decode_str(&token).decode_utf8_lossy().into_owned();
+        let join = json!({"email": email, "password": PASSWORD, "first_name": "Mo", "last_name": "Member", "invitation_token": token});
+        let (status, reply) = self.call("POST", "/api/v1/auth/signup", None, Some(join)).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        let id = reply["user"]["id"].as_str().expect("id").to_owned();
+        (id, self.login(email).await)
+    }
+
     /// A new SQLite connection of the token's organisation: (id, API key).
     async fn connection(&self, token: &str, name: &str) -> (String, String) {
         let body = json!({"name": name, "db_type": "sqlite"});
@@ -317,10 +350,38 @@ struct Event {
     data: Value,
 }
 
+/// What reading a stream gave.
+enum Read {
+    Event(Event),
+    /// The server ended the stream.
+    End,
+    /// Nothing came in time.
+    Quiet,
+}
+
 impl Sse {
     /// The next event within `wait`; `None` at the end of the stream or on timeout.
     async fn next(&mut self, wait: Duration) -> Option<Event> {
-        let deadline = tokio::time::Instant::now() + wait;
+        match self.read(tokio::time::Instant::now() + wait).await {
+            Read::Event(event) => Some(event),
+            Read::End | Read::Quiet => None,
+        }
+    }
+
+    /// Every event until the server ends the stream, which it must within [`PATIENCE`].
+    async fn until_end(&mut self) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut events = Vec::new();
+        loop {
+            match self.read(deadline).await {
+                Read::Event(event) => events.push(event),
+                Read::End => return events,
+                Read::Quiet => panic!("the stream did not end; it sent {events:?}"),
+            }
+        }
+    }
+
+    async fn read(&mut self, deadline: tokio::time::Instant) -> Read {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -337,12 +398,13 @@ impl Sse {
                     continue; // a keep-alive comment
                 }
                 let data = serde_json::from_str(&data).expect("event data is JSON");
-                return Some(Event { name, data });
+                return Read::Event(Event { name, data });
             }
             match tokio::time::timeout_at(deadline, self.body.next()).await {
                 Ok(Some(Ok(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
                 Ok(Some(Err(e))) => panic!("the event stream failed: {e}"),
-                Ok(None) | Err(_) => return None,
+                Ok(None) => return Read::End,
+                Err(_) => return Read::Quiet,
             }
         }
     }
@@ -1263,6 +1325,19 @@ async fn model_failures_and_refused_sql_have_their_own_codes() {
         let (status, reply) = p.ask(&a, &conn, HOW_MANY).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{reply}");
         assert_eq!(code(&reply), "llm_unavailable");
+        // Tenants see the code and a generic sentence, never what the model's
+        // endpoint said nor where it is (finding 14); the operator's log has them.
+        let endpoint = base_url.trim_start_matches("http://").split('/').next().expect("host");
+        let web = p.web_session(&a).await;
+        let form = [("connection_id", conn.as_str()), ("question", HOW_MANY)];
+        let (_, _, card) = p.web("POST", "/ask", &web.cookie, Some(&form), Some(&web.csrf)).await;
+        let message = reply["error"]["message"].as_str().expect("a message");
+        for shown in [message, card.as_str()] {
+            assert!(shown.contains("llm_unavailable"), "{shown}");
+            for upstream in ["the model is down", endpoint, "HTTP 500", "http://"] {
+                assert!(!shown.contains(upstream), "{upstream} shown: {shown}");
+            }
+        }
 
         // The guard refuses the DELETE on every attempt (the first and each repair).
         let (status, reply) = p.ask(&a, &conn, "please delete every customer").await;
@@ -1277,7 +1352,11 @@ async fn model_failures_and_refused_sql_have_their_own_codes() {
             .iter()
             .map(|q| q["outcome"].as_str().unwrap_or_default())
             .collect();
-        assert_eq!(outcomes, ["no_valid_query", "llm_unavailable"]);
+        assert_eq!(outcomes, ["no_valid_query", "llm_unavailable", "llm_unavailable"]);
+        for q in history["queries"].as_array().expect("queries") {
+            let recorded = q["error_message"].as_str().unwrap_or_default();
+            assert!(!recorded.contains("the model is down"), "the history: {recorded}");
+        }
         let refused = &history["queries"][0];
         assert_eq!(refused["sql_query"], "DELETE FROM customers", "the last SQL tried is kept");
     })
@@ -1601,6 +1680,10 @@ async fn every_web_form_refuses_a_post_without_its_csrf_token() {
         let query = answer["id"].as_str().expect("id").to_owned();
         let me = p.ok(StatusCode::OK, "GET", "/api/v1/auth/profile", &a, None).await;
         let user = me["id"].as_str().or(me["user"]["id"].as_str()).expect("user id").to_owned();
+        let invite = json!({"email": "pending@example.com", "role": "member"});
+        let invitation =
+            p.ok(StatusCode::CREATED, "POST", "/api/v1/org/invitations", &a, Some(invite)).await;
+        let invitation = invitation["id"].as_str().expect("an invitation id").to_owned();
         let web = p.web_session(&a).await;
 
         // Every page that changes something, with plausible fields but no token.
@@ -1634,6 +1717,7 @@ async fn every_web_form_refuses_a_post_without_its_csrf_token() {
             (format!("/settings/members/{user}/role"), vec![("role", "member")]),
             (format!("/settings/members/{user}/remove"), vec![]),
             ("/settings/invitations".into(), vec![("email", "x@example.com"), ("role", "admin")]),
+            (format!("/settings/invitations/{invitation}/revoke"), vec![]),
             ("/connections".into(), vec![("name", "Evil"), ("db_type", "sqlite")]),
             (format!("/connections/{conn}"), vec![("name", "Evil"), ("instructions", "drop it")]),
             (format!("/connections/{conn}/refresh-schema"), vec![]),
@@ -1663,6 +1747,8 @@ async fn every_web_form_refuses_a_post_without_its_csrf_token() {
         assert!(!me.to_string().contains("Eve"), "the profile is unchanged: {me}");
         let history = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
         assert_eq!(history["queries"].as_array().map(Vec::len), Some(1), "nothing was asked");
+        let pending = p.ok(StatusCode::OK, "GET", "/api/v1/org/invitations", &a, None).await;
+        assert_eq!(pending["invitations"].as_array().map(Vec::len), Some(1), "nothing revoked");
     })
     .await;
 }
@@ -1807,6 +1893,204 @@ async fn web_connection_and_history_actions_work_and_failures_say_why() {
         let (status, _, page) = p.web("GET", "/no/such/page", "", None, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(page.contains("data-code=\"not_found\""), "browsers get a page: {page}");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Security review (issue 17): the status stream's session, question limits
+
+/// Finding 8: a status stream ends, sending nothing more of the organisation,
+/// once its session is signed out or its user removed from the organisation;
+/// here the next event of the organisation is what finds out. Another
+/// stream of the organisation goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_stream_ends_at_the_next_event_after_sign_out_or_removal() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let owner = p.user("a@example.com", "Org A").await;
+        let (member_id, member) = p.member_of(&owner, "m@example.com").await;
+        let (conn, key) = p.connection(&owner, "Shop").await;
+        let session = p.login("a@example.com").await;
+        let path = "/api/v1/connections/events";
+        let mut signed_out = p.events("GET", path, &session, None).await;
+        let mut removed = p.events("GET", path, &member, None).await;
+        let mut stays = p.events("GET", path, &owner, None).await;
+        for stream in [&mut signed_out, &mut removed, &mut stays] {
+            let first = stream.next(PATIENCE).await.expect("the snapshot");
+            assert_eq!(first.data["id"], json!(conn));
+        }
+
+        p.ok(StatusCode::NO_CONTENT, "POST", "/api/v1/auth/logout", &session, None).await;
+        let path = format!("/api/v1/org/members/{member_id}");
+        p.ok(StatusCode::NO_CONTENT, "DELETE", &path, &owner, None).await;
+        let agent = p.fake_agent(&conn, &key, Script::answering(1)).await;
+        stays.until("agent_connected", |e| e.data["event"] == "agent_connected").await;
+        for (who, stream) in [("signed out", &mut signed_out), ("removed", &mut removed)] {
+            let sent = stream.until_end().await;
+            assert!(sent.is_empty(), "the {who} stream sent {sent:?}");
+        }
+        agent.hang_up();
+    })
+    .await;
+}
+
+/// Finding 8: with no event at all, the periodic check ends the stream of a
+/// signed-out session and of a removed member; a valid stream outlives many
+/// checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_stream_ends_at_its_periodic_check_after_sign_out_or_removal() {
+    bounded(async {
+        let p = platform(&["--session-recheck-ms", "50"]).await;
+        let owner = p.user("a@example.com", "Org A").await;
+        let (member_id, member) = p.member_of(&owner, "m@example.com").await;
+        let session = p.login("a@example.com").await;
+        let path = "/api/v1/connections/events";
+        let mut signed_out = p.events("GET", path, &session, None).await;
+        let mut removed = p.events("GET", path, &member, None).await;
+        let mut stays = p.events("GET", path, &owner, None).await;
+
+        p.ok(StatusCode::NO_CONTENT, "POST", "/api/v1/auth/logout", &session, None).await;
+        let member_path = format!("/api/v1/org/members/{member_id}");
+        p.ok(StatusCode::NO_CONTENT, "DELETE", &member_path, &owner, None).await;
+        for (who, stream) in [("signed out", &mut signed_out), ("removed", &mut removed)] {
+            let sent = stream.until_end().await;
+            assert!(sent.is_empty(), "the {who} stream sent {sent:?}");
+        }
+        // The owner's stream went through the same checks and still delivers.
+        let (conn, key) = p.connection(&owner, "Shop").await;
+        let agent = p.fake_agent(&conn, &key, Script::answering(1)).await;
+        let seen = stays.until("agent_connected", |e| e.data["event"] == "agent_connected").await;
+        assert_eq!(seen.last().expect("an event").data["id"], json!(conn));
+        agent.hang_up();
+    })
+    .await;
+}
+
+/// A question's reply by every way of asking: the API, its streaming
+/// variant and the web UI's Ask: (status, code, Retry-After seconds).
+async fn ask_three_ways(
+    p: &Platform,
+    token: &str,
+    web: &WebSession,
+    conn: &str,
+) -> Vec<(StatusCode, String, Option<u64>)> {
+    let body = json!({"connection_id": conn, "question": HOW_MANY});
+    let mut replies = Vec::new();
+    for path in ["/api/v1/query", "/api/v1/query/stream"] {
+        let response = p.send(Platform::request("POST", path, Some(token), Some(&body))).await;
+        let status = response.status();
+        let retry = response.headers().get(header::RETRY_AFTER).cloned();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        let reply: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let retry = retry.and_then(|v| v.to_str().ok()?.parse().ok());
+        replies.push((status, code(&reply).to_owned(), retry));
+    }
+    let form = [("connection_id", conn), ("question", HOW_MANY)];
+    let (status, headers, text) =
+        p.web("POST", "/ask", &web.cookie, Some(&form), Some(&web.csrf)).await;
+    let reply: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let retry = headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse().ok());
+    replies.push((status, code(&reply).to_owned(), retry));
+    replies
+}
+
+/// Finding 9: one user's questions per minute are limited
+/// (`--questions-per-minute`), by every way of asking; a refused question
+/// reaches neither the model nor the agent, and is not recorded; another user
+/// of the organisation is not limited by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_are_limited_per_user_per_minute() {
+    bounded(async {
+        let p = platform(&["--questions-per-minute", "3"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (_, colleague) = p.member_of(&a, "m@example.com").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let agent = p.fake_agent(&conn, &key, Script::answering(3)).await;
+        p.wait_for_schema(&a, &conn).await;
+        for _ in 0..3 {
+            let (status, reply) = p.ask(&a, &conn, HOW_MANY).await;
+            assert_eq!(status, StatusCode::OK, "{reply}");
+        }
+        let web = p.web_session(&a).await;
+        for (i, (status, code, retry)) in
+            ask_three_ways(&p, &a, &web, &conn).await.into_iter().enumerate()
+        {
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                "way {i}"
+            );
+            assert!(retry.is_some_and(|s| (1..=20).contains(&s)), "way {i}: {retry:?}");
+        }
+        assert_eq!(agent.frames("run").len(), 3, "the refused questions never ran");
+        let history = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
+        assert_eq!(history["queries"].as_array().map(Vec::len), Some(3));
+        let (status, reply) = p.ask(&colleague, &conn, HOW_MANY).await;
+        assert_eq!(status, StatusCode::OK, "another user: {reply}");
+    })
+    .await;
+}
+
+/// Finding 9: an organisation's questions in flight are limited
+/// (`--questions-in-flight-per-org`), by every way of asking; another
+/// organisation is not limited by it, and a finished question frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_in_flight_are_limited_per_organisation() {
+    bounded(async {
+        let p =
+            platform(&["--questions-in-flight-per-org", "2", "--query-timeout-secs", "60"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let b = p.user("b@example.com", "Org B").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let silent = p.fake_agent(&conn, &key, Script::on_run(OnRun::Silent)).await;
+        p.wait_for_schema(&a, &conn).await;
+        let (b_conn, b_key) = p.connection(&b, "Other shop").await;
+        let _b_agent = p.fake_agent(&b_conn, &b_key, Script::answering(7)).await;
+        p.wait_for_schema(&b, &b_conn).await;
+
+        // Two questions that the silent agent keeps in flight.
+        let body = json!({"connection_id": conn, "question": HOW_MANY});
+        let in_flight: Vec<_> = (0..2)
+            .map(|_| {
+                let request = Platform::request("POST", "/api/v1/query", Some(&a), Some(&body));
+                tokio::spawn(p.app.clone().oneshot(request))
+            })
+            .collect();
+        eventually("two questions at the agent", || {
+            std::future::ready(silent.frames("run").len() == 2)
+        })
+        .await;
+
+        let web = p.web_session(&a).await;
+        for (i, (status, code, retry)) in
+            ask_three_ways(&p, &a, &web, &conn).await.into_iter().enumerate()
+        {
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_questions"),
+                "way {i}"
+            );
+            assert_eq!(retry, Some(1), "way {i}");
+        }
+        let (status, reply) = p.ask(&b, &b_conn, HOW_MANY).await;
+        assert_eq!(
+            (status, &reply["rows"]),
+            (StatusCode::OK, &json!([[7]])),
+            "another organisation"
+        );
+
+        silent.hang_up();
+        for question in in_flight {
+            let response = question.await.expect("the task").expect("infallible");
+            assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "agent_disconnected");
+        }
+        let (status, reply) = p.ask(&a, &conn, HOW_MANY).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::SERVICE_UNAVAILABLE, "agent_offline"),
+            "admitted again"
+        );
     })
     .await;
 }

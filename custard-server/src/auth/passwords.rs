@@ -118,7 +118,9 @@ fn parse_hash(stored_hash: &str) -> Option<PasswordHash> {
 /// Checks a new password for the account with `email` and the user's `names`
 /// (first name, last name): length in characters, not the email or its local
 /// part, not the name, and not common (zxcvbn's list of 30,000 common
-/// passwords, with case, l33t and reversed variants, or trivially guessable).
+/// passwords, with case, l33t and reversed variants, or trivially guessable,
+/// the email and names counting as known words). Sign-up, reset and change
+/// all pass the account's email and names.
 pub fn check_password_policy(
     password: &str,
     email: &str,
@@ -140,7 +142,9 @@ pub fn check_password_policy(
     if same_as_name(&candidate, names) {
         return Err(PasswordProblem::SameAsName);
     }
-    if is_common(password) {
+    let mut known: Vec<&str> = vec![email.as_str(), local_part];
+    known.extend(names.iter().copied().filter(|n| !n.trim().is_empty()));
+    if is_common(password, &known) {
         return Err(PasswordProblem::Common);
     }
     Ok(())
@@ -161,8 +165,9 @@ fn same_as_name(candidate: &str, names: &[&str]) -> bool {
         || names.iter().rev().cloned().collect::<String>() == candidate
 }
 
-fn is_common(password: &str) -> bool {
-    let entropy = zxcvbn::zxcvbn(password, &[]);
+/// Common, or trivially guessable knowing `user_inputs` (the account's email and names).
+fn is_common(password: &str, user_inputs: &[&str]) -> bool {
+    let entropy = zxcvbn::zxcvbn(password, user_inputs);
     if entropy.score() == zxcvbn::Score::Zero {
         return true;
     }
@@ -276,6 +281,10 @@ mod tests {
         check("Ada Lovelace", Err(SameAsName));
         check("lovelace", Err(SameAsName));
         check("lovelaceada", Err(SameAsName));
+        // Simple variants of them are guessable by whoever knows the account.
+        check("L0v3l4c3", Err(Common));
+        check("ecalevol", Err(Common));
+        assert_eq!(check_password_policy("L0v3l4c3", "", &[]), Ok(()), "weak only for Ada");
     }
 
     #[test]

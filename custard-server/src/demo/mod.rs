@@ -55,13 +55,11 @@ pub(crate) async fn start(
     }
 
     let password: String = auth::new_secret().chars().take(16).collect();
-    let hash = {
-        let password = password.clone();
-        tokio::task::spawn_blocking(move || auth::hash_password(&password))
-            .await
-            .context("hashing the demo password")?
-            .context("hashing the demo password")?
-    };
+    let hash = inner
+        .hashing
+        .hash(password.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing the demo password: {e}"))?;
     let user = match store.get_user_by_email(DEMO_EMAIL).await {
         Ok(user) => {
             store.set_password_hash(&user.id, hash).await?;

@@ -32,6 +32,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "platform",
         sql: include_str!("../../migrations/0002_platform.sql"),
     },
+    Migration {
+        version: 3,
+        name: "tokens_end",
+        sql: include_str!("../../migrations/0003_tokens_end.sql"),
+    },
 ];
 
 /// The newest version this binary knows.

@@ -12,7 +12,9 @@
 //! - emails are stored trimmed and lowercase, so they are unique case-insensitively;
 //! - one-time token secrets are never stored, only their SHA-256 hex
 //!   (`auth::hash_secret`), and consuming a token is atomic: of two concurrent
-//!   consumes exactly one wins;
+//!   consumes exactly one wins; using a reset token or changing the password
+//!   ends every other reset token of the user, and a member removed (or
+//!   demoted) loses the pending invitations they may no longer send;
 //! - an organisation always keeps at least one owner ([`StoreError::LastOwner`]);
 //! - agent API keys are stored only as their SHA-256 hex, unique across all
 //!   organisations; a recorded question is about a connection of its own
@@ -101,7 +103,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         profile: ProfileUpdate,
     ) -> BoxFuture<'a, Result<User, StoreError>>;
 
-    /// Replaces the user's password hash (sessions are left alone; see [`Store::reset_password`]).
+    /// Replaces the user's password hash and ends every outstanding
+    /// password-reset token of the user, in one transaction (sessions are left
+    /// alone; see [`Store::reset_password`]).
     fn set_password_hash<'a>(
         &'a self,
         id: &'a UserId,
@@ -135,7 +139,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<Membership, StoreError>>;
 
-    /// Changes a member's role; demoting the last owner is [`StoreError::LastOwner`].
+    /// Changes a member's role and ends the pending invitations they sent
+    /// that the new role may not send (an admin invites admins and members, a
+    /// member nobody); demoting the last owner is [`StoreError::LastOwner`].
     fn set_role<'a>(
         &'a self,
         org: &'a OrgId,
@@ -143,7 +149,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         role: Role,
     ) -> BoxFuture<'a, Result<Membership, StoreError>>;
 
-    /// Removes a member; removing the last owner is [`StoreError::LastOwner`].
+    /// Removes a member and ends the invitations they sent to the organisation
+    /// that are still pending, in one transaction; removing the last owner is
+    /// [`StoreError::LastOwner`].
     fn remove_member<'a>(
         &'a self,
         org: &'a OrgId,
@@ -188,8 +196,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Stores a one-time token (only the SHA-256 hex of its secret, `auth::hash_secret`).
     fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<OneTimeToken, StoreError>>;
 
-    /// Marks the token used and returns it, only if it is of this kind, unused and
-    /// unexpired at `now`; otherwise NotFound. Atomic: one of concurrent calls wins.
+    /// Marks the token used and returns it, only if it is of this kind, unused,
+    /// not ended and unexpired at `now`; otherwise NotFound. Atomic: one of
+    /// concurrent calls wins.
     fn consume_token<'a>(
         &'a self,
         kind: TokenKind,
@@ -204,8 +213,18 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<User, StoreError>>;
 
-    /// Consumes a password-reset token, sets the new hash and revokes every
-    /// session of the user, in one transaction.
+    /// The user of a password-reset token that is unused, not ended and
+    /// unexpired at `now`, without consuming it; NotFound otherwise. Lets the
+    /// caller refuse a bad token before any expensive work.
+    fn password_reset_user<'a>(
+        &'a self,
+        token_hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<User, StoreError>>;
+
+    /// Consumes a password-reset token, sets the new hash, ends every other
+    /// reset token of the user and revokes every session of the user, in one
+    /// transaction.
     fn reset_password<'a>(
         &'a self,
         token_hash: &'a str,
@@ -215,7 +234,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Consumes an invitation and makes the existing user a member with the invited role.
     ///
-    /// The invitation must have been sent to the user's email (else NotFound); an
+    /// The invitation must have been sent to the user's email, and its sender
+    /// must still be a member who may invite to that role (else NotFound); an
     /// existing member gets [`ConflictKind::Membership`]. On error the token stays unused.
     fn accept_invitation<'a>(
         &'a self,
@@ -227,13 +247,40 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Signs up through an invitation: consumes it, creates the user (verified,
     /// since the link reached the invited email) and the membership, in one transaction.
     ///
-    /// The user's email must be the invited one (else NotFound).
+    /// The user's email must be the invited one, and the sender must still
+    /// be a member who may invite to that role (else NotFound).
     fn create_user_from_invitation<'a>(
         &'a self,
         user: NewUser,
         token_hash: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<SignUp, StoreError>>;
+
+    /// The organisation's pending invitations (unused, not ended, unexpired at
+    /// `now`), oldest first.
+    fn list_invitations<'a>(
+        &'a self,
+        org: &'a OrgId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Invitation>, StoreError>>;
+
+    /// One pending invitation of the organisation; NotFound for another
+    /// organisation's, a used, ended or expired one, or any other token.
+    fn get_invitation<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a TokenId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Invitation, StoreError>>;
+
+    /// Ends a pending invitation of the organisation (its link stops working);
+    /// NotFound as for [`Store::get_invitation`].
+    fn revoke_invitation<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a TokenId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Creates a connection; its key hash must be unique ([`ConflictKind::ApiKey`]).
     fn create_connection(
@@ -645,6 +692,7 @@ pub struct NewToken {
     email: String,
     org_id: Option<OrgId>,
     role: Option<Role>,
+    invited_by: Option<UserId>,
     expires_at: DateTime<Utc>,
 }
 
@@ -659,9 +707,10 @@ impl NewToken {
         Self::for_user(TokenKind::PasswordReset, user, token_hash, expires_at)
     }
 
-    /// A token that lets `email` join `org` with `role`.
+    /// A token that lets `email` join `org` with `role`, sent by the member `invited_by`.
     pub fn invitation(
         org: &OrgId,
+        invited_by: &UserId,
         email: &str,
         role: Role,
         token_hash: String,
@@ -674,6 +723,7 @@ impl NewToken {
             email: normalize_email(email),
             org_id: Some(org.clone()),
             role: Some(role),
+            invited_by: Some(invited_by.clone()),
             expires_at,
         }
     }
@@ -691,6 +741,7 @@ impl NewToken {
             email: user.email.clone(),
             org_id: None,
             role: None,
+            invited_by: None,
             expires_at,
         }
     }
@@ -711,12 +762,35 @@ pub struct OneTimeToken {
     pub org_id: Option<OrgId>,
     /// The invited role (invitations only).
     pub role: Option<Role>,
+    /// Who sent it (invitations only; unknown for those sent before it was recorded).
+    pub invited_by: Option<UserId>,
     /// When it was issued.
     pub created_at: DateTime<Utc>,
     /// When it stops being valid.
     pub expires_at: DateTime<Utc>,
     /// When it was used, if it was.
     pub used_at: Option<DateTime<Utc>>,
+    /// When it was ended unused (revoked, or outdated by a newer one), if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A pending invitation as the organisation lists it (never its token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    /// The invitation's id (the token row's).
+    pub id: TokenId,
+    /// The invited address.
+    pub email: String,
+    /// The role it grants.
+    pub role: Role,
+    /// Who sent it, when known.
+    pub invited_by: Option<UserId>,
+    /// The sender's email, when known.
+    pub invited_by_email: Option<String>,
+    /// When it was sent.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The stored form of an email: trimmed and lowercase.

@@ -25,10 +25,10 @@ use tokio::sync::Mutex;
 use super::migrations::migrate;
 use super::{
     ApprovedExample, ConflictKind, Connection as DbConnection, ConnectionId, ConnectionUpdate,
-    ConversationId, Member, Membership, NewConnection, NewQueryRecord, NewToken, NewUser,
-    OneTimeToken, OrgId, Organization, ProfileUpdate, QueryFilter, QueryId, QueryRecord, Role,
-    Session, SessionId, SignUp, Store, StoreError, StoredSchema, TokenId, TokenKind, User, UserId,
-    normalize_email,
+    ConversationId, Invitation, Member, Membership, NewConnection, NewQueryRecord, NewToken,
+    NewUser, OneTimeToken, OrgId, Organization, ProfileUpdate, QueryFilter, QueryId, QueryRecord,
+    Role, Session, SessionId, SignUp, Store, StoreError, StoredSchema, TokenId, TokenKind, User,
+    UserId, normalize_email,
 };
 
 #[path = "sqlite_platform.rs"]
@@ -45,8 +45,8 @@ const USER_COLUMNS: &str =
 const ORG_COLUMNS: &str = "id, name, created_at";
 const MEMBERSHIP_COLUMNS: &str = "org_id, user_id, role, created_at";
 const SESSION_COLUMNS: &str = "id, user_id, created_at, expires_at, revoked_at";
-const TOKEN_COLUMNS: &str =
-    "id, kind, user_id, email, org_id, role, created_at, expires_at, used_at";
+const TOKEN_COLUMNS: &str = "id, kind, user_id, email, org_id, role, created_at, expires_at, \
+                             used_at, invited_by, revoked_at";
 
 /// The SQLite implementation of [`Store`]; cheap to clone (clones share the connection).
 #[derive(Debug, Clone)]
@@ -320,7 +320,13 @@ impl Store for SqliteStore {
         password_hash: String,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let id = id.clone();
-        self.run(move |conn| update_password(conn, &id, &password_hash, Millis::now()).map(drop))
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let at = Millis::now();
+            update_password(&tx, &id, &password_hash, at)?;
+            end_reset_tokens(&tx, &id, at)?;
+            tx.commit().map_err(db_error)
+        })
     }
 
     fn mark_email_verified<'a>(
@@ -436,6 +442,13 @@ impl Store for SqliteStore {
                     membership_from_row,
                 )
                 .map_err(db_error)?;
+            match role {
+                Role::Owner => {}
+                Role::Admin => {
+                    end_invitations_by(&tx, &org, &user, Some(Role::Owner), Millis::now())?
+                }
+                Role::Member => end_invitations_by(&tx, &org, &user, None, Millis::now())?,
+            }
             tx.commit().map_err(db_error)?;
             Ok(membership)
         })
@@ -458,6 +471,7 @@ impl Store for SqliteStore {
                 params![org, user],
             )
             .map_err(db_error)?;
+            end_invitations_by(&tx, &org, &user, None, Millis::now())?;
             tx.commit().map_err(db_error)
         })
     }
@@ -541,8 +555,9 @@ impl Store for SqliteStore {
             conn.cached_row(
                 &format!(
                     "INSERT INTO one_time_tokens
-                         (id, kind, token_hash, user_id, email, org_id, role, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING {TOKEN_COLUMNS}"
+                         (id, kind, token_hash, user_id, email, org_id, role, created_at,
+                          expires_at, invited_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING {TOKEN_COLUMNS}"
                 ),
                 params![
                     TokenId::random(),
@@ -554,6 +569,7 @@ impl Store for SqliteStore {
                     token.role,
                     Millis::now(),
                     Millis(token.expires_at),
+                    token.invited_by,
                 ],
                 token_from_row,
             )
@@ -588,6 +604,26 @@ impl Store for SqliteStore {
         })
     }
 
+    fn password_reset_user<'a>(
+        &'a self,
+        token_hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<User, StoreError>> {
+        let token_hash = token_hash.to_owned();
+        self.read(move |conn| {
+            conn.cached_row(
+                "SELECT u.id, u.email, u.password_hash, u.first_name, u.last_name,
+                        u.email_verified_at, u.created_at, u.updated_at
+                 FROM one_time_tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.kind = ?1 AND t.token_hash = ?2 AND t.used_at IS NULL
+                   AND t.revoked_at IS NULL AND t.expires_at > ?3",
+                params![TokenKind::PasswordReset, token_hash, Millis(now)],
+                user_from_row,
+            )
+            .map_err(db_error)
+        })
+    }
+
     fn reset_password<'a>(
         &'a self,
         token_hash: &'a str,
@@ -601,6 +637,7 @@ impl Store for SqliteStore {
             let user_id = token_user(&token)?;
             let at = Millis::now();
             let user = update_password(&tx, user_id, &password_hash, at)?;
+            end_reset_tokens(&tx, user_id, at)?;
             revoke_all_sessions(&tx, user_id, at)?;
             tx.commit().map_err(db_error)?;
             Ok(user)
@@ -618,6 +655,7 @@ impl Store for SqliteStore {
             let tx = write_tx(conn)?;
             let token = consume(&tx, TokenKind::Invitation, &token_hash, Millis(now))?;
             let (org, role) = invitation_target(&token)?;
+            ensure_sender_may_invite(&tx, &token)?;
             let user = select_user(&tx, &user)?;
             if user.email != token.email {
                 return Err(StoreError::NotFound);
@@ -639,6 +677,7 @@ impl Store for SqliteStore {
             let tx = write_tx(conn)?;
             let token = consume(&tx, TokenKind::Invitation, &token_hash, Millis(now))?;
             let (org, role) = invitation_target(&token)?;
+            ensure_sender_may_invite(&tx, &token)?;
             if normalize_email(&user.email) != token.email {
                 return Err(StoreError::NotFound);
             }
@@ -648,6 +687,63 @@ impl Store for SqliteStore {
             let organization = select_org(&tx, org)?;
             tx.commit().map_err(db_error)?;
             Ok(SignUp { user, organization, membership })
+        })
+    }
+
+    fn list_invitations<'a>(
+        &'a self,
+        org: &'a OrgId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Invitation>, StoreError>> {
+        let org = org.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {INVITATION_COLUMNS} {INVITATION_FROM}
+                     ORDER BY t.created_at, t.id"
+                ))
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map(params![org, Millis(now), None::<TokenId>], invitation_from_row)
+                .map_err(db_error)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+        })
+    }
+
+    fn get_invitation<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a TokenId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Invitation, StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.read(move |conn| {
+            conn.cached_row(
+                &format!("SELECT {INVITATION_COLUMNS} {INVITATION_FROM}"),
+                params![org, Millis(now), Some(id)],
+                invitation_from_row,
+            )
+            .map_err(db_error)
+        })
+    }
+
+    fn revoke_invitation<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a TokenId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (org, id) = (org.clone(), id.clone());
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE one_time_tokens SET revoked_at = ?3
+                     WHERE id = ?2 AND org_id = ?1 AND kind = 'invitation' AND used_at IS NULL
+                       AND revoked_at IS NULL AND expires_at > ?3",
+                    params![org, id, Millis(now)],
+                )
+                .map_err(db_error)?;
+            if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
         })
     }
 
@@ -937,6 +1033,52 @@ fn mark_verified(
     .map_err(db_error)
 }
 
+/// Ends every outstanding password-reset token of the user.
+fn end_reset_tokens(conn: &Connection, user: &UserId, at: Millis) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE one_time_tokens SET revoked_at = ?2
+         WHERE kind = 'password_reset' AND user_id = ?1 AND used_at IS NULL AND revoked_at IS NULL",
+    )
+    .and_then(|mut stmt| stmt.execute(params![user, at]))
+    .map(drop)
+    .map_err(db_error)
+}
+
+/// Ends the pending invitations `inviter` sent to `org`: those of `role`
+/// only, or all of them.
+fn end_invitations_by(
+    conn: &Connection,
+    org: &OrgId,
+    inviter: &UserId,
+    role: Option<Role>,
+    at: Millis,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE one_time_tokens SET revoked_at = ?4
+         WHERE kind = 'invitation' AND org_id = ?1 AND invited_by = ?2
+           AND (?3 IS NULL OR role = ?3) AND used_at IS NULL AND revoked_at IS NULL",
+    )
+    .and_then(|mut stmt| stmt.execute(params![org, inviter, role, at]))
+    .map(drop)
+    .map_err(db_error)
+}
+
+/// Refuses (NotFound) an invitation whose sender is no longer a member of its
+/// organisation, or no longer may invite to its role; invitations from before
+/// senders were recorded have none to check.
+fn ensure_sender_may_invite(conn: &Connection, token: &OneTimeToken) -> Result<(), StoreError> {
+    let (Some(sender), (org, role)) = (&token.invited_by, invitation_target(token)?) else {
+        return Ok(());
+    };
+    let sender = select_membership(conn, org, sender)?;
+    let may = match sender.role {
+        Role::Owner => true,
+        Role::Admin => role != Role::Owner,
+        Role::Member => false,
+    };
+    if may { Ok(()) } else { Err(StoreError::NotFound) }
+}
+
 fn revoke_all_sessions(conn: &Connection, user: &UserId, at: Millis) -> Result<u64, StoreError> {
     let changed = conn
         .execute(
@@ -957,7 +1099,8 @@ fn consume(
     conn.cached_row(
         &format!(
             "UPDATE one_time_tokens SET used_at = ?3
-             WHERE kind = ?1 AND token_hash = ?2 AND used_at IS NULL AND expires_at > ?3
+             WHERE kind = ?1 AND token_hash = ?2 AND used_at IS NULL AND revoked_at IS NULL
+               AND expires_at > ?3
              RETURNING {TOKEN_COLUMNS}"
         ),
         params![kind, token_hash, now],
@@ -1024,6 +1167,29 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<OneTimeToken> {
         created_at: row.get::<_, Millis>(6)?.0,
         expires_at: row.get::<_, Millis>(7)?.0,
         used_at: row.get::<_, Option<Millis>>(8)?.map(|m| m.0),
+        invited_by: row.get(9)?,
+        revoked_at: row.get::<_, Option<Millis>>(10)?.map(|m| m.0),
+    })
+}
+
+/// An invitation's columns, its sender's email included.
+const INVITATION_COLUMNS: &str =
+    "t.id, t.email, t.role, t.invited_by, u.email, t.created_at, t.expires_at";
+/// The organisation's (`?1`) pending invitations at `?2`, or only the one
+/// with id `?3` when it is not NULL.
+const INVITATION_FROM: &str = "FROM one_time_tokens t LEFT JOIN users u ON u.id = t.invited_by
+     WHERE t.kind = 'invitation' AND t.org_id = ?1 AND t.used_at IS NULL
+       AND t.revoked_at IS NULL AND t.expires_at > ?2 AND (?3 IS NULL OR t.id = ?3)";
+
+fn invitation_from_row(row: &Row<'_>) -> rusqlite::Result<Invitation> {
+    Ok(Invitation {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        role: row.get(2)?,
+        invited_by: row.get(3)?,
+        invited_by_email: row.get(4)?,
+        created_at: row.get::<_, Millis>(5)?.0,
+        expires_at: row.get::<_, Millis>(6)?.0,
     })
 }
 

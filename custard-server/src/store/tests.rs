@@ -63,11 +63,19 @@ fn in_hours(hours: i64) -> DateTime<Utc> {
     Utc::now() + TimeDelta::hours(hours)
 }
 
-/// Adds a new user with `email` to `org` with `role`, through an invitation.
+/// An owner of `org`.
+async fn an_owner(store: &dyn Store, org: &OrgId) -> UserId {
+    let members = store.list_members(org).await.expect("members");
+    members.into_iter().find(|m| m.role == Role::Owner).expect("an owner").user_id
+}
+
+/// Adds a new user with `email` to `org` with `role`, through an invitation
+/// from one of its owners.
 async fn join(store: &dyn Store, org: &OrgId, email: &str, role: Role) -> User {
     let user = store.create_user(new_user(email)).await.expect("create user");
     let hash = fresh_hash();
-    let token = NewToken::invitation(org, email, role, hash.clone(), in_hours(1));
+    let owner = an_owner(store, org).await;
+    let token = NewToken::invitation(org, &owner, email, role, hash.clone(), in_hours(1));
     store.create_token(token).await.expect("create invitation");
     store.accept_invitation(&hash, &user.id, Utc::now()).await.expect("accept");
     user
@@ -470,12 +478,19 @@ async fn invitations_admit_only_the_invited_email_once() {
         let owner =
             store.create_user_with_org(new_user("o@example.com"), "Org".into()).await.expect("o");
         let org = &owner.organization.id;
+        let sender = &owner.user.id;
         let invited = store.create_user(new_user("Guest@Example.com")).await.expect("guest");
         let stranger = store.create_user(new_user("stranger@example.com")).await.expect("stranger");
 
         let hash = fresh_hash();
-        let token =
-            NewToken::invitation(org, " GUEST@example.com", Role::Admin, hash.clone(), in_hours(1));
+        let token = NewToken::invitation(
+            org,
+            sender,
+            " GUEST@example.com",
+            Role::Admin,
+            hash.clone(),
+            in_hours(1),
+        );
         let token = store.create_token(token).await.expect("invitation");
         assert_eq!(token.email, "guest@example.com");
 
@@ -489,8 +504,14 @@ async fn invitations_admit_only_the_invited_email_once() {
 
         // An existing member gets a conflict and the invitation is not spent.
         let hash = fresh_hash();
-        let again =
-            NewToken::invitation(org, "guest@example.com", Role::Member, hash.clone(), in_hours(1));
+        let again = NewToken::invitation(
+            org,
+            sender,
+            "guest@example.com",
+            Role::Member,
+            hash.clone(),
+            in_hours(1),
+        );
         store.create_token(again).await.expect("second invitation");
         let dup = store.accept_invitation(&hash, &invited.id, Utc::now()).await;
         assert!(matches!(dup, Err(StoreError::Conflict(ConflictKind::Membership))), "{dup:?}");
@@ -498,8 +519,14 @@ async fn invitations_admit_only_the_invited_email_once() {
 
         // Signing up through an invitation: verified user and membership at once.
         let hash = fresh_hash();
-        let invite =
-            NewToken::invitation(org, "new@example.com", Role::Member, hash.clone(), in_hours(1));
+        let invite = NewToken::invitation(
+            org,
+            sender,
+            "new@example.com",
+            Role::Member,
+            hash.clone(),
+            in_hours(1),
+        );
         store.create_token(invite).await.expect("third invitation");
         let other_email =
             store.create_user_from_invitation(new_user("x@example.com"), &hash, Utc::now()).await;
@@ -1153,10 +1180,29 @@ async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
             .create_user_with_org(new_user("ada@example.com"), "Analytical".into())
             .await
             .expect("sign up");
-        // Roll the file back to what a binary with only the first migration left.
+        // Roll the file back to what a binary with only the first migration
+        // left (the tokens table as the first migration made it; it is empty).
         raw(&fx.path())
             .execute_batch(
                 "DROP TABLE queries; DROP TABLE connection_schemas; DROP TABLE connections;
+                 DROP TABLE one_time_tokens;
+                 CREATE TABLE one_time_tokens (
+                     id         TEXT PRIMARY KEY,
+                     kind       TEXT NOT NULL
+                                CHECK (kind IN ('email_verification', 'password_reset', 'invitation')),
+                     token_hash TEXT NOT NULL UNIQUE,
+                     user_id    TEXT REFERENCES users (id) ON DELETE CASCADE,
+                     email      TEXT NOT NULL,
+                     org_id     TEXT REFERENCES organizations (id) ON DELETE CASCADE,
+                     role       TEXT CHECK (role IN ('owner', 'admin', 'member')),
+                     created_at INTEGER NOT NULL,
+                     expires_at INTEGER NOT NULL,
+                     used_at    INTEGER,
+                     CHECK (kind = 'invitation' OR user_id IS NOT NULL),
+                     CHECK (kind <> 'invitation' OR (org_id IS NOT NULL AND role IS NOT NULL))
+                 ) STRICT;
+                 CREATE INDEX one_time_tokens_by_user ON one_time_tokens (user_id);
+                 CREATE INDEX one_time_tokens_by_org ON one_time_tokens (org_id);
                  DELETE FROM schema_migrations WHERE version > 1;",
             )
             .expect("roll back");
@@ -1170,6 +1216,11 @@ async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
         let connection =
             fx.store.create_connection(new_connection(org, "db")).await.expect("connection");
         assert_eq!(fx.store.list_connections(org).await.expect("list"), [connection]);
+        // The later migrations' token columns are there too.
+        let reset = fresh_hash();
+        let token = NewToken::password_reset(&signup.user, reset.clone(), in_hours(1));
+        assert_eq!(fx.store.create_token(token).await.expect("token").revoked_at, None);
+        fx.store.reset_password(&reset, "h".into(), Utc::now()).await.expect("reset");
     })
     .await;
 }
@@ -1242,6 +1293,195 @@ async fn cancelled_reads_give_their_connection_back() {
         // And a read after a write sees it.
         let session = store.create_session(&ada.id, in_hours(1)).await.expect("write");
         assert_eq!(store.get_session(&session.id).await.expect("read").id, session.id);
+    })
+    .await;
+}
+
+/// Using one reset link, or changing the password, ends every other reset
+/// link of the account (and only that account's); looking a link up does not
+/// use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_reset_link_or_a_new_password_ends_every_other_reset_link() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let ada = store.create_user(new_user("ada@example.com")).await.expect("ada");
+        let bob = store.create_user(new_user("bob@example.com")).await.expect("bob");
+        let issue = |user: &User| {
+            let hash = fresh_hash();
+            let token = NewToken::password_reset(user, hash.clone(), in_hours(1));
+            async move {
+                store.create_token(token).await.expect("token");
+                hash
+            }
+        };
+        // (how the account's password changes, whether Ada's other links still work after)
+        enum Change {
+            UseNewest,
+            UseOldest,
+            SetPassword,
+        }
+        for change in [Change::UseNewest, Change::UseOldest, Change::SetPassword] {
+            let (older, newer, bobs) = (issue(&ada).await, issue(&ada).await, issue(&bob).await);
+            let peeked = store.password_reset_user(&older, Utc::now()).await.expect("peek");
+            assert_eq!(peeked.id, ada.id);
+            assert_eq!(
+                store.password_reset_user(&older, Utc::now()).await.expect("again").id,
+                ada.id
+            );
+            let unused = match change {
+                Change::UseNewest => {
+                    store.reset_password(&newer, "h1".into(), Utc::now()).await.expect("newer");
+                    vec![older]
+                }
+                Change::UseOldest => {
+                    store.reset_password(&older, "h2".into(), Utc::now()).await.expect("older");
+                    vec![newer]
+                }
+                Change::SetPassword => {
+                    store.set_password_hash(&ada.id, "h3".into()).await.expect("set");
+                    vec![older, newer]
+                }
+            };
+            for hash in &unused {
+                let peek = store.password_reset_user(hash, Utc::now()).await;
+                assert!(matches!(peek, Err(StoreError::NotFound)), "{peek:?}");
+                let reset = store.reset_password(hash, "late".into(), Utc::now()).await;
+                assert!(matches!(reset, Err(StoreError::NotFound)), "{reset:?}");
+            }
+            assert_ne!(store.get_user(&ada.id).await.expect("ada").password_hash, "late");
+            // Another account's link is untouched.
+            assert_eq!(store.password_reset_user(&bobs, Utc::now()).await.expect("bob").id, bob.id);
+        }
+        let expired = fresh_hash();
+        store
+            .create_token(NewToken::password_reset(&ada, expired.clone(), in_hours(-1)))
+            .await
+            .expect("token");
+        let peek = store.password_reset_user(&expired, Utc::now()).await;
+        assert!(matches!(peek, Err(StoreError::NotFound)), "{peek:?}");
+        let verification = fresh_hash();
+        store
+            .create_token(NewToken::email_verification(&ada, verification.clone(), in_hours(1)))
+            .await
+            .expect("token");
+        let peek = store.password_reset_user(&verification, Utc::now()).await;
+        assert!(matches!(peek, Err(StoreError::NotFound)), "another kind: {peek:?}");
+    })
+    .await;
+}
+
+/// Pending invitations are listed, read and revoked only within their
+/// organisation; a revoked one cannot be accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_are_listed_and_revoked_within_their_organisation() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let a = store.create_user_with_org(new_user("a@example.com"), "A".into()).await.expect("a");
+        let b = store.create_user_with_org(new_user("b@example.com"), "B".into()).await.expect("b");
+        let (a_org, b_org) = (&a.organization.id, &b.organization.id);
+        let invite = |org: &OrgId, sender: &UserId, email: &str, expires: DateTime<Utc>| {
+            let hash = fresh_hash();
+            let token =
+                NewToken::invitation(org, sender, email, Role::Member, hash.clone(), expires);
+            async move { (store.create_token(token).await.expect("invitation"), hash) }
+        };
+        let (first, first_hash) = invite(a_org, &a.user.id, "one@example.com", in_hours(1)).await;
+        let (second, _) = invite(a_org, &a.user.id, "two@example.com", in_hours(1)).await;
+        invite(a_org, &a.user.id, "old@example.com", in_hours(-1)).await;
+        let (b_one, _) = invite(b_org, &b.user.id, "three@example.com", in_hours(1)).await;
+        let guest = store.create_user(new_user("one@example.com")).await.expect("guest");
+
+        let listed = store.list_invitations(a_org, Utc::now()).await.expect("list");
+        let emails: Vec<&str> = listed.iter().map(|i| i.email.as_str()).collect();
+        assert_eq!(emails, ["one@example.com", "two@example.com"], "pending ones, oldest first");
+        assert_eq!(listed[0].invited_by.as_ref(), Some(&a.user.id));
+        assert_eq!(listed[0].invited_by_email.as_deref(), Some("a@example.com"));
+        assert_eq!(listed[0].id, first.id);
+
+        // Another organisation's invitation is not there, for reading or revoking.
+        let got = store.get_invitation(a_org, &b_one.id, Utc::now()).await;
+        assert!(matches!(got, Err(StoreError::NotFound)), "{got:?}");
+        let revoked = store.revoke_invitation(a_org, &b_one.id, Utc::now()).await;
+        assert!(matches!(revoked, Err(StoreError::NotFound)), "{revoked:?}");
+        assert_eq!(store.list_invitations(b_org, Utc::now()).await.expect("B").len(), 1);
+
+        store.revoke_invitation(a_org, &first.id, Utc::now()).await.expect("revoke");
+        let again = store.revoke_invitation(a_org, &first.id, Utc::now()).await;
+        assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+        let accepted = store.accept_invitation(&first_hash, &guest.id, Utc::now()).await;
+        assert!(matches!(accepted, Err(StoreError::NotFound)), "revoked: {accepted:?}");
+        let listed = store.list_invitations(a_org, Utc::now()).await.expect("list");
+        assert_eq!(listed.iter().map(|i| &i.id).collect::<Vec<_>>(), [&second.id]);
+    })
+    .await;
+}
+
+/// A member's pending invitations end when the member is removed, and those
+/// the new role may not send end when the member is demoted; one that
+/// outlived its sender's right is refused when accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_end_with_their_senders_right_to_send_them() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let owner = store.create_user_with_org(new_user("o@example.com"), "O".into()).await;
+        let owner = owner.expect("owner");
+        let org = &owner.organization.id;
+        let invite = |sender: &UserId, email: &str, role: Role| {
+            let hash = fresh_hash();
+            let token = NewToken::invitation(org, sender, email, role, hash.clone(), in_hours(1));
+            async move {
+                store.create_token(token).await.expect("invitation");
+                hash
+            }
+        };
+        let pending = || async {
+            let listed = store.list_invitations(org, Utc::now()).await.expect("list");
+            listed.into_iter().map(|i| i.email).collect::<Vec<_>>()
+        };
+
+        // Removed: every pending invitation of the admin ends; the owner's stay.
+        let admin = join(store, org, "admin@example.com", Role::Admin).await;
+        invite(&admin.id, "x1@example.com", Role::Admin).await;
+        invite(&admin.id, "x2@example.com", Role::Member).await;
+        invite(&owner.user.id, "y@example.com", Role::Member).await;
+        store.remove_member(org, &admin.id).await.expect("remove");
+        assert_eq!(pending().await, ["y@example.com"]);
+
+        // Demoted: an owner turned admin keeps invitations to admin and member, not to owner;
+        // turned member, none.
+        let second = join(store, org, "second@example.com", Role::Owner).await;
+        invite(&second.id, "z-owner@example.com", Role::Owner).await;
+        invite(&second.id, "z-admin@example.com", Role::Admin).await;
+        store.set_role(org, &second.id, Role::Admin).await.expect("to admin");
+        assert_eq!(pending().await, ["y@example.com", "z-admin@example.com"]);
+        store.set_role(org, &second.id, Role::Member).await.expect("to member");
+        assert_eq!(pending().await, ["y@example.com"]);
+
+        // Accepting checks the sender's right at that moment too (here the
+        // sender's membership goes without the store's removal).
+        let third = join(store, org, "third@example.com", Role::Admin).await;
+        let hash = invite(&third.id, "late@example.com", Role::Member).await;
+        raw(&fx.path())
+            .execute("DELETE FROM memberships WHERE user_id = ?1", [third.id.as_str()])
+            .expect("delete membership");
+        let late = store.create_user(new_user("late@example.com")).await.expect("late");
+        let accepted = store.accept_invitation(&hash, &late.id, Utc::now()).await;
+        assert!(matches!(accepted, Err(StoreError::NotFound)), "{accepted:?}");
+        let signup = store
+            .create_user_from_invitation(
+                new_user("other@example.com"),
+                &invite(&third.id, "other@example.com", Role::Member).await,
+                Utc::now(),
+            )
+            .await;
+        assert!(matches!(signup, Err(StoreError::NotFound)), "{signup:?}");
+        assert!(matches!(
+            store.get_user_by_email("other@example.com").await,
+            Err(StoreError::NotFound)
+        ));
     })
     .await;
 }

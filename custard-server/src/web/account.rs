@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{
-    Csrf, Layout, TokenForm, WEB_SESSION, WebUser, check_csrf, page, secure, sentence, session,
+    Csrf, Layout, TokenForm, WEB_SESSION, WebError, WebUser, check_csrf, page, secure, sentence,
+    session,
 };
 use crate::accounts::{self, CurrentUser, SignupRequest};
 use crate::error::{AppError, ErrorCode};
@@ -42,6 +43,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/settings/members/{user_id}/role", post(change_role))
         .route("/settings/members/{user_id}/remove", post(remove_member))
         .route("/settings/invitations", post(invite))
+        .route("/settings/invitations/{id}/revoke", post(revoke_invitation))
 }
 
 /// What went wrong with a form: a message for people and the field it is
@@ -349,9 +351,12 @@ pub(crate) async fn signup(
     }
     match accounts::sign_up(&state, ip, form.request(None)).await {
         Ok((user, _)) => {
+            // The same page whether or not the address already has an account:
+            // the email itself says which.
             let message = format!(
-                "We sent a link to {}. Open it to verify your address, then sign in. \
-                 The link works for 24 hours.",
+                "We sent an email to {}. Open its link to verify your address, then sign in; \
+                 the link works for 24 hours. If the address already has an account, the \
+                 email says how to sign in or reset your password instead.",
                 user.email
             );
             let html = CheckEmailPage { layout: csrf.signed_out(), message }.render();
@@ -513,6 +518,7 @@ pub(crate) async fn reset_page(
 /// `POST /reset-password`: sets the new password and signs out everywhere.
 pub(crate) async fn reset(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(form): Form<ResetForm>,
 ) -> Response {
@@ -552,7 +558,7 @@ pub(crate) async fn reset(
         };
         return show(StatusCode::UNPROCESSABLE_ENTITY, ResetStep::Form, problem, csrf.cookies());
     }
-    match accounts::reset_password_with_token(&state, token, form.new_password.clone()).await {
+    match accounts::reset_password_with_token(&state, ip, token, form.new_password.clone()).await {
         Ok(_) => {
             // Every session of the account was revoked, this browser's too.
             let mut cookies = csrf.cookies();
@@ -739,6 +745,19 @@ struct MemberRow {
     removable: bool,
 }
 
+/// A pending invitation as the settings page lists it (owners and admins only).
+#[derive(Debug)]
+struct InvitationRow {
+    id: String,
+    email: String,
+    role: &'static str,
+    /// Who sent it, when known.
+    invited_by: String,
+    expires: String,
+    /// Whether the viewer may revoke it (only owners revoke owner invitations).
+    revocable: bool,
+}
+
 #[derive(Template)]
 #[template(path = "settings.html")]
 struct SettingsPage {
@@ -754,6 +773,7 @@ struct SettingsPage {
     /// The roles the viewer may grant.
     grantable: Vec<&'static str>,
     members: Vec<MemberRow>,
+    invitations: Vec<InvitationRow>,
     invite_email: String,
     invite_role: String,
     password_hint: String,
@@ -789,6 +809,25 @@ async fn settings_page(
     };
     let role = current.role();
     let admin = matches!(role, Role::Owner | Role::Admin);
+    let invitations = if admin {
+        match accounts::pending_invitations(state, current).await {
+            Ok(found) => found,
+            Err(e) => return WebError(e).into_response(),
+        }
+    } else {
+        Vec::new()
+    };
+    let invitations = invitations
+        .into_iter()
+        .map(|i| InvitationRow {
+            id: i.id.as_str().to_owned(),
+            revocable: i.role != Role::Owner || role == Role::Owner,
+            role: i.role.as_str(),
+            invited_by: i.invited_by_email.unwrap_or_else(|| "someone".to_owned()),
+            expires: super::time_text(&i.expires_at),
+            email: i.email,
+        })
+        .collect();
     let grantable = match role {
         Role::Owner => vec!["owner", "admin", "member"],
         Role::Admin => vec!["admin", "member"],
@@ -821,6 +860,7 @@ async fn settings_page(
         admin,
         grantable,
         members,
+        invitations,
         invite_email: kept.invite_email,
         invite_role: if kept.invite_role.is_empty() {
             "member".to_owned()
@@ -853,6 +893,7 @@ fn notice(done: &str) -> Option<&'static str> {
         "role" => "The member's role is changed.",
         "removed" => "The member is removed from the organisation.",
         "invited" => "The invitation is on its way. It works for 7 days.",
+        "revoked" => "The invitation is revoked; its link no longer works.",
         _ => return None,
     })
 }
@@ -1032,6 +1073,28 @@ pub(crate) async fn remove_member(
         Ok(()) => done("removed"),
         Err(e) => {
             let problem = Problem::of(&e, &[], "members");
+            settings_page(&state, &csrf, &current, e.code.status(), None, Kept::default(), problem)
+                .await
+        }
+    }
+}
+
+/// `POST /settings/invitations/{id}/revoke`.
+pub(crate) async fn revoke_invitation(
+    State(state): State<AppState>,
+    WebUser(current): WebUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token).await {
+        Ok(csrf) => csrf,
+        Err(response) => return response,
+    };
+    match accounts::revoke_pending_invitation(&state, &current, id).await {
+        Ok(()) => done("revoked"),
+        Err(e) => {
+            let problem = Problem::of(&e, &[], "invitations");
             settings_page(&state, &csrf, &current, e.code.status(), None, Kept::default(), problem)
                 .await
         }

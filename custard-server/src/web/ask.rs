@@ -152,6 +152,8 @@ pub(crate) async fn ask(
         question: form.question.clone(),
         conversation_id: Some(form.conversation_id).filter(|c| !c.is_empty()),
     };
+    // Over the question limits: a 429 whose message the page shows.
+    let permit = queries::admit(&state, &user)?;
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
         let steps = tx.clone();
@@ -159,7 +161,7 @@ pub(crate) async fn ask(
             let data = serde_json::json!({"step": step.as_str(), "label": step_label(step)});
             let _ = steps.send(Event::default().event("step").data(data.to_string()));
         };
-        let event = match queries::answer(&state, &user, body, Some(&progress)).await {
+        let event = match queries::answer(&state, &user, permit, body, Some(&progress)).await {
             Ok(view) => match AnswerCard::from_answer(&form.question, &view).render() {
                 Ok(html) => Event::default().event("answer").data(no_cr(&html)),
                 Err(e) => error_event(&Failure::from(AppError::internal(e))),

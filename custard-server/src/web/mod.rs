@@ -254,7 +254,8 @@ impl IntoResponse for WebError {
             ErrorCode::NotFound => "Not found",
             ErrorCode::Forbidden => "Not allowed",
             ErrorCode::Validation => "Check the form",
-            ErrorCode::RateLimited => "Too many attempts",
+            ErrorCode::RateLimited | ErrorCode::TooManyQuestions => "Too many attempts",
+            ErrorCode::ServerBusy => "The server is busy",
             _ if status.is_server_error() => "Something went wrong",
             _ => "That did not work",
         };
@@ -263,7 +264,13 @@ impl IntoResponse for WebError {
         let html =
             ErrorPage { layout, title, message: sentence(&self.0), code: self.0.code.as_str() }
                 .render();
-        page(status, html, Vec::new())
+        let mut response = page(status, html, Vec::new());
+        if let Some((name, value)) = self.0.retry_after_header()
+            && let Ok(value) = axum::http::HeaderValue::from_str(&value)
+        {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 

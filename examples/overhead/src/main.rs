@@ -248,6 +248,12 @@ async fn start_platform(
         &model.base_url(),
         "--llm-model",
         "instant-fake",
+        // One user asks thousands of questions here on purpose: measure the
+        // platform's overhead, not its question limits.
+        "--questions-per-minute",
+        "0",
+        "--questions-in-flight-per-org",
+        "0",
     ])?;
     let state = custard_server::AppState::open(config)?;
     let service =
