@@ -16,6 +16,7 @@ use crate::privileges::{self, PolicyReport};
 use crate::session::{self, SessionEnd};
 use crate::startup::{self, RoleCheckError, RoleReport};
 use crate::state::AgentState;
+use crate::tls;
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -28,13 +29,22 @@ pub async fn run_with_backoff(
     shutdown: CancellationToken,
     mut backoff: Backoff,
 ) -> anyhow::Result<()> {
+    // Embedders get a working `wss://` (and rustls default) too, not only the binary.
+    tls::install_crypto_provider();
+    // A bad CA file stops the agent before it touches the database.
+    let tls = if config.server_url.starts_with("wss://") || config.ca_file.is_some() {
+        Some(tls::client_config(config.ca_file.as_deref())?)
+    } else {
+        None
+    };
     let policy = config.access_policy().context("the agent's table policy")?;
     let executor = open(&config, &policy)?;
     let role_pending = match DatabaseUrl::parse(&config.database_url)? {
         DatabaseUrl::Postgres(url) => check_role(&url, &config, &policy).await?,
         _ => false,
     };
-    let state = Arc::new(AgentState::new(config, executor).context("the agent's table policy")?);
+    let state =
+        Arc::new(AgentState::new(config, executor, tls).context("the agent's table policy")?);
     state.set_role_pending(role_pending);
     match state.refresh_schema(&DiscoverOptions { sample_values: state.config.sample_values }).await
     {

@@ -16,6 +16,13 @@ pub struct RunArgs {
     /// The server's agent endpoint: ws://HOST/api/v1/connections/ws/ID (or wss://).
     #[arg(long, env = "CUSTARD_SERVER_URL")]
     pub server_url: Option<String>,
+    /// A PEM file of CA certificates to trust for wss://, besides the system's.
+    ///
+    /// For a server behind a private CA. The system's certificates are read from the
+    /// platform's store, or from SSL_CERT_FILE / SSL_CERT_DIR when those are set. A file
+    /// that is missing or holds no usable certificate stops the agent at start.
+    #[arg(long, env = "CUSTARD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The connection's API key, sent as `Authorization: Bearer`.
     #[arg(long, env = "CUSTARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -84,6 +91,8 @@ impl fmt::Debug for RunArgs {
 pub struct AgentConfig {
     /// The server's agent WebSocket endpoint.
     pub server_url: String,
+    /// CA certificates (PEM) trusted for `wss://` besides the system's.
+    pub ca_file: Option<PathBuf>,
     /// The connection's API key.
     pub api_key: String,
     /// The database URL (holds credentials: never printed).
@@ -117,6 +126,7 @@ impl fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentConfig")
             .field("server_url", &self.server_url)
+            .field("ca_file", &self.ca_file)
             .field("max_concurrency", &self.max_concurrency)
             .field("max_rows", &self.max_rows)
             .field("query_timeout", &self.query_timeout)
@@ -159,6 +169,7 @@ impl AgentConfig {
     ) -> Self {
         AgentConfig {
             server_url: server_url.into(),
+            ca_file: None,
             api_key: api_key.into(),
             database_url: database_url.into(),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
@@ -219,6 +230,7 @@ impl RunArgs {
         }
         Ok(AgentConfig {
             server_url,
+            ca_file: self.ca_file.clone(),
             api_key,
             database_url,
             max_concurrency: self.max_concurrency,

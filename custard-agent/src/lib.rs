@@ -5,9 +5,12 @@
 mod agent;
 pub mod backoff;
 pub mod config;
+mod logs;
 pub mod privileges;
 mod session;
 mod startup;
 mod state;
+mod tls;
 
 pub use agent::{run, run_with_backoff};
+pub use tls::install_crypto_provider;

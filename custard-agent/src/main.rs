@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Connects to the server and runs its read-only queries (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Exits 0 when the running agent is connected to the server (for container health checks).
     Health {
         /// The file the running agent writes its state to.
@@ -69,6 +69,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Before anything can use rustls: a build with no provider feature, or more
+    // than one, would otherwise panic on the first wss:// connection.
+    custard_agent::install_crypto_provider();
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(rt) => rt,
@@ -80,7 +83,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             None => run(cli.run).await,
-            Some(Command::Run(args)) => run(args).await,
+            Some(Command::Run(args)) => run(*args).await,
             Some(Command::Health { health_file }) => health(&health_file),
             Some(Command::CheckSql(args)) => check_sql::run(args).await,
             Some(Command::Discover(args)) => discover(args).await,

@@ -1,5 +1,12 @@
 //! One WebSocket session with the server: `hello`/`welcome`, then `discover`,
 //! `run`, `cancel` and heartbeats until the connection ends.
+//!
+//! The server is not trusted to behave. The read loop never waits on a write:
+//! its own replies (`pong`, `busy`, errors) go to a small bounded queue, results
+//! to another, and one writer task sends them. A server that stops taking
+//! frames is dropped (a frame that makes no progress for two heartbeats, or a
+//! full reply queue), a silent one too (three heartbeats), and shutdown is
+//! always heard, in the middle of anything.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,27 +16,56 @@ use custard_core::wire::{
     Columns, Done, ErrorReport, Frame, Hello, MAX_FRAME_BYTES, Message, PROTOCOL_VERSION, Rows,
     SchemaReport, WireColumnMeta,
 };
-use custard_core::{DiscoverOptions, RowBatch, RunLimits};
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{Semaphore, mpsc};
+use custard_core::{DiscoverOptions, ExecErrorCode, RowBatch, RunLimits};
+use futures_util::{Sink, SinkExt, StreamExt};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 
+use crate::logs::untrusted;
 use crate::state::AgentState;
 
 /// How long connecting and the `hello`/`welcome` exchange may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long cancelled queries get to stop in the database when the session is lost.
+/// How long cancelled queries get to stop in the database when the session ends.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
+/// How long the writer gets to send what is queued and close, once the session ended.
+const WRITER_CLOSE: Duration = Duration::from_secs(1);
+/// A writer whose frame has made no progress for this long when the session
+/// ends is not waited for.
+const WRITER_STUCK: Duration = Duration::from_millis(500);
 /// A `rows` frame is split when its JSON grows past this.
 const ROWS_FRAME_BYTES: usize = 1024 * 1024;
 /// The most `rows` frames of one run the server may let the agent send ahead
 /// (a bound on what a `flow` window or `more` credits can add up to).
 const MAX_CREDIT: usize = 1 << 16;
+/// Replies of the read loop (`pong`, `busy`, errors: small frames) waiting for
+/// the writer; when it is full the server sends faster than it reads (a legit
+/// server has a few requests in flight and pings every few seconds) and the
+/// session ends.
+const CONTROL_QUEUE: usize = 256;
+/// Result frames (up to about [`ROWS_FRAME_BYTES`] each) waiting for the writer;
+/// when it is full, the runs wait (and with them their queries).
+const DATA_QUEUE: usize = 16;
+/// The heartbeat the server announces, kept within these bounds: a hostile
+/// server can neither switch the silence and write deadlines off nor make them
+/// fire at once.
+const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
+/// A server silent for this many heartbeats is gone.
+const SILENT_HEARTBEATS: u32 = 3;
+/// A frame that could not be written for this many heartbeats: the server
+/// stopped reading.
+const STALLED_WRITE_HEARTBEATS: u32 = 2;
+/// Ids longer than this are refused, not echoed.
+const MAX_ID_BYTES: usize = 256;
+/// The health file is written at most this often (pings can come in floods).
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
 
 /// How a session ended.
 #[derive(Debug)]
@@ -47,6 +83,25 @@ pub(crate) enum SessionEnd {
     },
 }
 
+/// Where a run or a discovery sends its frames: the bounded result queue,
+/// given up on once the session is ending.
+#[derive(Clone)]
+struct Outbox {
+    data: mpsc::Sender<WsMessage>,
+    closing: CancellationToken,
+}
+
+impl Outbox {
+    /// Queues a frame, waiting for room; false once the session is ending.
+    async fn send(&self, message: WsMessage) -> bool {
+        tokio::select! {
+            biased;
+            sent = self.data.send(message) => sent.is_ok(),
+            () = self.closing.cancelled() => false,
+        }
+    }
+}
+
 /// Connects once and serves until the connection ends or `shutdown` fires.
 pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken) -> SessionEnd {
     let lost = |reason: String| SessionEnd::Lost { connected_for: Duration::ZERO, reason };
@@ -61,30 +116,37 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
-    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect).await {
+    let connector = state.tls.as_ref().map(|tls| Connector::Rustls(Arc::clone(tls)));
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
+    // Connecting gives way to shutdown.
+    let connect = tokio::select! {
+        connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect) => connected,
+        () = shutdown.cancelled() => return SessionEnd::Shutdown,
+    };
+    let ws = match connect {
         Err(_) => return lost("connecting to the server timed out".into()),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
             return SessionEnd::Refused(format!(
                 "the server refused the connection: HTTP {} {}",
                 response.status(),
-                body.trim()
+                untrusted(body.trim())
             ));
         }
-        Ok(Err(e)) => return lost(format!("connecting to the server failed: {e}")),
+        Ok(Err(e)) => {
+            return lost(format!("connecting to the server failed: {}", untrusted(&e.to_string())));
+        }
         Ok(Ok((ws, _))) => ws,
     };
-    let (mut sink, mut stream) = ws.split();
-    let (out, mut outbox) = mpsc::channel::<WsMessage>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outbox.recv().await {
-            if sink.send(message).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = ws.split();
+    let (control, control_rx) = mpsc::channel::<WsMessage>(CONTROL_QUEUE);
+    let (data, data_rx) = mpsc::channel::<WsMessage>(DATA_QUEUE);
+    let outbox = Outbox { data, closing: CancellationToken::new() };
+    let (stall_limit, stall_rx) = watch::channel(HANDSHAKE_TIMEOUT);
+    let (sending_since, sending_rx) = watch::channel(None);
+    let clock = WriterClock { stall_limit: stall_rx, sending_since };
+    let mut writer = Some(tokio::spawn(write(sink, control_rx, data_rx, clock)));
 
     let hello = Hello {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -93,42 +155,57 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
         schema_fingerprint: state.catalog().fingerprint.clone(),
         max_concurrency: u32::try_from(state.config.max_concurrency).unwrap_or(u32::MAX),
     };
-    let _ = out.send(text(&Frame::new("hello", Message::Hello(hello)))).await;
+    let _ = control.try_send(text(&Frame::new("hello", Message::Hello(hello))));
 
     let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        while let Some(message) = stream.next().await {
-            match message {
-                Ok(WsMessage::Text(t)) => match Frame::decode(t.as_str()) {
-                    Ok(Frame { message: Message::Welcome(w), .. }) => return Ok(w),
-                    Ok(Frame { message: Message::Error(e), .. }) => {
-                        return Err(format!("{}: {}", e.code, e.message));
+        let welcome = async {
+            while let Some(message) = stream.next().await {
+                match message {
+                    Ok(WsMessage::Text(t)) => match Frame::decode(t.as_str()) {
+                        Ok(Frame { message: Message::Welcome(w), .. }) => return Ok(w),
+                        Ok(Frame { message: Message::Error(e), .. }) => {
+                            return Err(format!(
+                                "{}: {}",
+                                untrusted(&e.code),
+                                untrusted(&e.message)
+                            ));
+                        }
+                        _ => {}
+                    },
+                    Ok(WsMessage::Close(frame)) => {
+                        return Err(frame.map_or("closed".into(), |f| {
+                            format!("closed: {}", untrusted(&f.reason))
+                        }));
                     }
-                    _ => {}
-                },
-                Ok(WsMessage::Close(frame)) => {
-                    return Err(frame.map_or("closed".into(), |f| format!("closed: {}", f.reason)));
+                    Ok(_) => {}
+                    Err(e) => return Err(untrusted(&e.to_string())),
                 }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
             }
+            Err("the server closed the connection".to_owned())
+        };
+        tokio::select! {
+            welcome = welcome => Some(welcome),
+            () = shutdown.cancelled() => None,
         }
-        Err("the server closed the connection".to_owned())
     })
     .await;
     let welcome = match welcome {
-        Ok(Ok(w)) => w,
-        Ok(Err(reason)) => {
+        Ok(None) => return SessionEnd::Shutdown,
+        Ok(Some(Ok(w))) => w,
+        Ok(Some(Err(reason))) => {
             return SessionEnd::Refused(format!("the server did not welcome the agent: {reason}"));
         }
         Err(_) => return lost("the server did not answer hello in time".into()),
     };
     let connected_at = Instant::now();
-    tracing::info!(connection = %welcome.connection_id, "connected to the server");
+    tracing::info!(connection = %untrusted(&welcome.connection_id), "connected to the server");
     state.set_health(true);
+    let mut health_written = Instant::now();
 
-    // A server silent for three heartbeats is gone.
-    let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.max(1000));
-    let silent_limit = heartbeat * 3;
+    let heartbeat =
+        Duration::from_millis(welcome.heartbeat_interval_ms).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+    let silent_limit = heartbeat * SILENT_HEARTBEATS;
+    stall_limit.send_replace(heartbeat * STALLED_WRITE_HEARTBEATS);
     let permits = Arc::new(Semaphore::new(state.config.max_concurrency));
     let mut in_flight: HashMap<String, CancellationToken> = HashMap::new();
     // With flow control (a `flow` frame from the server): each run's credit of
@@ -137,17 +214,45 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
     let mut credits: HashMap<String, Arc<Semaphore>> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut last_heard = Instant::now();
+    // On shutdown the session keeps reading (`more`, `cancel`, pings) while
+    // in-flight requests get the grace period; new ones are refused.
+    let mut drain_until: Option<Instant> = None;
+    let lost = |reason: String| SessionEnd::Lost { connected_for: connected_at.elapsed(), reason };
 
     let end = loop {
+        let drain_deadline = drain_until.unwrap_or_else(Instant::now);
         tokio::select! {
-            () = shutdown.cancelled() => break SessionEnd::Shutdown,
+            () = shutdown.cancelled(), if drain_until.is_none() => {
+                if tasks.is_empty() {
+                    break SessionEnd::Shutdown;
+                }
+                drain_until = Some(Instant::now() + state.config.shutdown_grace);
+            }
+            () = tokio::time::sleep_until(drain_deadline.into()), if drain_until.is_some() => {
+                break SessionEnd::Shutdown;
+            }
             () = tokio::time::sleep_until((last_heard + silent_limit).into()) => {
-                break SessionEnd::Lost { connected_for: connected_at.elapsed(), reason: "the server went silent".into() };
+                break lost(format!("the server went silent for {} s", silent_limit.as_secs()));
+            }
+            ended = async {
+                match writer.as_mut() {
+                    Some(writer) => writer.await,
+                    None => std::future::pending().await,
+                }
+            }, if writer.is_some() => {
+                writer = None;
+                break lost(match ended {
+                    Ok(Err(reason)) => reason,
+                    _ => "the connection closed".into(),
+                });
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(id) = done {
                     in_flight.remove(&id);
                     credits.remove(&id);
+                }
+                if drain_until.is_some() && tasks.is_empty() {
+                    break SessionEnd::Shutdown;
                 }
             }
             message = stream.next() => {
@@ -155,114 +260,264 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                 let text_frame = match message {
                     Some(Ok(WsMessage::Text(t))) => t,
                     Some(Ok(WsMessage::Close(frame))) => {
-                        let reason = frame.map_or("closed".into(), |f| format!("closed by the server: {} {}", u16::from(f.code), f.reason));
-                        break SessionEnd::Lost { connected_for: connected_at.elapsed(), reason };
+                        let reason = frame.map_or("closed".into(), |f| {
+                            let code = u16::from(f.code);
+                            format!("closed by the server: {code} {}", untrusted(&f.reason))
+                        });
+                        break lost(reason);
                     }
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => break SessionEnd::Lost { connected_for: connected_at.elapsed(), reason: e.to_string() },
-                    None => break SessionEnd::Lost { connected_for: connected_at.elapsed(), reason: "the connection closed".into() },
+                    Some(Err(e)) => break lost(untrusted(&e.to_string())),
+                    None => break lost("the connection closed".into()),
                 };
                 let frame = match Frame::decode(text_frame.as_str()) {
+                    Ok(frame) if frame.id.len() > MAX_ID_BYTES => {
+                        let report = ErrorReport::new(
+                            "invalid_id",
+                            format!("frame ids are at most {MAX_ID_BYTES} bytes"),
+                        );
+                        refused(state, "invalid_id", "");
+                        match queue(&control, Frame::new("", Message::Error(report))) {
+                            Ok(()) => continue,
+                            Err(reason) => break lost(reason),
+                        }
+                    }
                     Ok(frame) => frame,
                     Err(e) => {
-                        let id = e.id().unwrap_or_default().to_owned();
-                        let _ = out.send(text(&Frame::new(id, Message::Error(ErrorReport::from(&e))))).await;
-                        continue;
+                        let id = e
+                            .id()
+                            .map(str::to_owned)
+                            .or_else(|| readable_id(text_frame.as_str()))
+                            .unwrap_or_default();
+                        refused(state, e.code(), &id);
+                        let report = Message::Error(ErrorReport::from(&e));
+                        match queue(&control, Frame::new(id, report)) {
+                            Ok(()) => continue,
+                            Err(reason) => break lost(reason),
+                        }
                     }
                 };
-                match frame.message {
+                let reply = match frame.message {
                     Message::Ping => {
-                        state.set_health(true);
-                        let _ = out.send(text(&frame.reply(Message::Pong))).await;
+                        if health_written.elapsed() >= HEALTH_EVERY {
+                            state.set_health(true);
+                            health_written = Instant::now();
+                        }
+                        Some(frame.reply(Message::Pong))
                     }
-                    Message::Cancel(c) => {
+                    Message::Cancel(ref c) => {
                         if let Some(token) = in_flight.get(&c.target) {
                             token.cancel();
                         }
+                        None
                     }
-                    Message::Flow(flow) => window = Some(credit_size(flow.window).max(1)),
-                    Message::More(more) => {
+                    Message::Flow(ref flow) => {
+                        window = Some(credit_size(flow.window).max(1));
+                        None
+                    }
+                    Message::More(ref more) => {
                         if let Some(credit) = credits.get(&more.target) {
                             let room = MAX_CREDIT.saturating_sub(credit.available_permits());
                             credit.add_permits(credit_size(more.frames).min(room));
                         }
+                        None
+                    }
+                    Message::Discover(_) | Message::Run(_) if drain_until.is_some() => {
+                        Some(frame.reply(Message::Error(ErrorReport::new(
+                            "busy",
+                            "the agent is shutting down; try again shortly",
+                        ))))
+                    }
+                    // A second request under the id of one in flight would take
+                    // over its cancel handle and its flow credit.
+                    Message::Discover(_) | Message::Run(_) if in_flight.contains_key(&frame.id) => {
+                        refused(state, "duplicate_request", &frame.id);
+                        Some(frame.reply(Message::Error(ErrorReport::new(
+                            "duplicate_request",
+                            "a request with this id is still in flight; ids must be unique",
+                        ))))
                     }
                     Message::Discover(_) | Message::Run(_) => {
-                        let Ok(permit) = permits.clone().try_acquire_owned() else {
-                            let report = ErrorReport::new("busy", format!(
-                                "the agent is already running {} queries; try again shortly",
-                                state.config.max_concurrency
-                            ));
-                            let _ = out.send(text(&frame.reply(Message::Error(report)))).await;
-                            continue;
-                        };
-                        let token = CancellationToken::new();
-                        in_flight.insert(frame.id.clone(), token.clone());
-                        let credit = window.map(|w| {
-                            let credit = Arc::new(Semaphore::new(w));
-                            credits.insert(frame.id.clone(), Arc::clone(&credit));
-                            credit
-                        });
-                        let (state, out) = (state.clone(), out.clone());
-                        tasks.spawn(async move {
-                            let id = frame.id.clone();
-                            if let Err(refusal) = state.role_gate().await {
-                                let _ = out.send(text(&Frame::new(id.as_str(), Message::Error(refusal)))).await;
-                                drop(permit);
-                                return id;
+                        match permits.clone().try_acquire_owned() {
+                            Err(_) => Some(frame.reply(Message::Error(ErrorReport::new(
+                                "busy",
+                                format!(
+                                    "the agent is already running {} queries; try again shortly",
+                                    state.config.max_concurrency
+                                ),
+                            )))),
+                            Ok(permit) => {
+                                let token = CancellationToken::new();
+                                in_flight.insert(frame.id.clone(), token.clone());
+                                let credit = window.map(|w| {
+                                    let credit = Arc::new(Semaphore::new(w));
+                                    credits.insert(frame.id.clone(), Arc::clone(&credit));
+                                    credit
+                                });
+                                let (state, out) = (state.clone(), outbox.clone());
+                                tasks.spawn(async move {
+                                    let id = frame.id;
+                                    let received = Instant::now();
+                                    if let Err(refusal) = state.role_gate().await {
+                                        let refusal = Frame::new(&id, Message::Error(refusal));
+                                        out.send(text(&refusal)).await;
+                                        drop(permit);
+                                        return id;
+                                    }
+                                    match frame.message {
+                                        Message::Run(run) => {
+                                            let run_limits = limits(&state, &run);
+                                            let request = Request {
+                                                id: &id,
+                                                received,
+                                                cancel: &token,
+                                                credit: credit.as_deref(),
+                                            };
+                                            run_query(&state, &request, &run.sql, run_limits, &out)
+                                                .await;
+                                        }
+                                        Message::Discover(d) => {
+                                            discover(&state, &id, d.sample_values, &out).await;
+                                        }
+                                        _ => {}
+                                    }
+                                    drop(permit);
+                                    id
+                                });
+                                None
                             }
-                            match frame.message {
-                                Message::Run(run) => {
-                                    run_query(&state, &id, run, &token, credit.as_deref(), &out).await;
-                                }
-                                Message::Discover(d) => discover(&state, &id, d.sample_values, &out).await,
-                                _ => {}
-                            }
-                            drop(permit);
-                            id
-                        });
+                        }
                     }
-                    Message::Welcome(_) => {}
-                    other => {
+                    Message::Welcome(_) => None,
+                    ref other => {
+                        refused(state, "unexpected_message", &frame.id);
                         let report = ErrorReport::new(
                             "unexpected_message",
                             format!("the agent does not accept `{}` messages", other.type_name()),
                         );
-                        let _ = out.send(text(&Frame::new(frame.id, Message::Error(report)))).await;
+                        Some(frame.reply(Message::Error(report)))
                     }
+                };
+                if let Some(reply) = reply
+                    && let Err(reason) = queue(&control, reply)
+                {
+                    break lost(reason);
                 }
             }
         }
     };
     state.set_health(false);
 
-    if matches!(end, SessionEnd::Shutdown) {
-        // Let in-flight queries finish within the grace period, then cancel the rest.
-        let drained = tokio::time::timeout(state.config.shutdown_grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            in_flight.values().for_each(CancellationToken::cancel);
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while tasks.join_next().await.is_some() {}
-            })
+    // What still runs is cancelled (on shutdown after the grace period) and
+    // gets a moment to stop in the database (a cancel request); aborting it at
+    // once would leave it running there to its own timeout. Runs waiting for
+    // room in the queue give up: the server is not taking frames any more.
+    in_flight.values().for_each(CancellationToken::cancel);
+    outbox.closing.cancel();
+    let _ =
+        tokio::time::timeout(CANCEL_GRACE, async { while tasks.join_next().await.is_some() {} })
             .await;
+    tasks.abort_all();
+    // The writer sends what is queued, then the close frame (`sink.close()`):
+    // a close frame queued here could overtake the results still queued.
+    drop((control, outbox));
+    if let Some(mut writer) = writer {
+        // A writer stuck on a server that stopped reading is not waited for.
+        let stuck =
+            sending_rx.borrow().is_some_and(|since: Instant| since.elapsed() >= WRITER_STUCK);
+        if stuck || tokio::time::timeout(WRITER_CLOSE, &mut writer).await.is_err() {
+            writer.abort();
         }
-        let _ = out.send(WsMessage::Close(None)).await;
-    } else {
-        // Cancelled queries stop in the database (a cancel request); aborting
-        // them at once would leave them running there to their own timeout.
-        in_flight.values().for_each(CancellationToken::cancel);
-        let _ = tokio::time::timeout(CANCEL_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        tasks.abort_all();
     }
-    drop(out);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     end
+}
+
+/// Sends what the queues hold, replies of the read loop first, until both
+/// close; an error when a frame fails, or makes no progress within the stall
+/// limit (the server stopped reading).
+async fn write<S>(
+    mut sink: S,
+    mut control: mpsc::Receiver<WsMessage>,
+    mut data: mpsc::Receiver<WsMessage>,
+    clock: WriterClock,
+) -> Result<(), String>
+where
+    S: Sink<WsMessage, Error = tungstenite::Error> + Unpin,
+{
+    let (mut control_open, mut data_open) = (true, true);
+    loop {
+        let message = tokio::select! {
+            biased;
+            message = control.recv(), if control_open => match message {
+                Some(m) => m,
+                None => { control_open = false; continue; }
+            },
+            message = data.recv(), if data_open => match message {
+                Some(m) => m,
+                None => { data_open = false; continue; }
+            },
+            else => break,
+        };
+        let limit = *clock.stall_limit.borrow();
+        clock.sending_since.send_replace(Some(Instant::now()));
+        match tokio::time::timeout(limit, sink.send(message)).await {
+            Ok(Ok(())) => {
+                clock.sending_since.send_replace(None);
+            }
+            Ok(Err(e)) => return Err(format!("sending to the server failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "the server stopped reading: a frame could not be sent for {} s",
+                    limit.as_secs()
+                ));
+            }
+        }
+    }
+    let _ = sink.close().await;
+    Ok(())
+}
+
+/// The writer's deadline, and since when its current frame is being sent.
+struct WriterClock {
+    stall_limit: watch::Receiver<Duration>,
+    sending_since: watch::Sender<Option<Instant>>,
+}
+
+/// Queues a reply of the read loop; an error (ending the session) when the
+/// queue is full, as the server sends faster than it reads what the agent sends.
+fn queue(control: &mpsc::Sender<WsMessage>, frame: Frame) -> Result<(), String> {
+    control.try_send(text(&frame)).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => {
+            format!("the server sends faster than it reads: {CONTROL_QUEUE} replies are waiting to be sent")
+        }
+        mpsc::error::TrySendError::Closed(_) => "the connection closed".to_owned(),
+    })
+}
+
+/// The `id` of a frame that did not decode, when the text is an object with a
+/// short string `id` (so the `error` reply names the request it refuses).
+fn readable_id(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<IdOnly>(text).ok()?.id.filter(|id| id.len() <= MAX_ID_BYTES)
+}
+
+/// Logs a refused frame at debug level, and a summary at info level at most
+/// every few seconds (a server can send such frames at will).
+fn refused(state: &AgentState, code: &str, id: &str) {
+    tracing::debug!(code, id = %untrusted(id), "refused a frame from the server");
+    if let Some(count) = state.refused_frames.hit() {
+        tracing::info!(
+            refused = count,
+            last_code = code,
+            "refused frames from the server since the last summary (each at debug level)"
+        );
+    }
 }
 
 /// A count of `rows` frames from the server, at most [`MAX_CREDIT`].
@@ -275,43 +530,19 @@ fn text(frame: &Frame) -> WsMessage {
 }
 
 /// Reads the schema and replies with what the agent's policy lets it share.
-async fn discover(state: &AgentState, id: &str, requested: u32, out: &mpsc::Sender<WsMessage>) {
+async fn discover(state: &AgentState, id: &str, requested: u32, out: &Outbox) {
     let sample_values = (requested as usize).min(state.config.sample_values);
     let reply = match state.refresh_schema(&DiscoverOptions { sample_values }).await {
         Ok(schema) => Message::Schema(SchemaReport::new(&schema)),
         Err(e) => Message::Error(ErrorReport::from(&e)),
     };
-    let _ = out.send(text(&Frame::new(id, reply))).await;
+    out.send(text(&Frame::new(id, reply))).await;
 }
 
-/// Checks `run` with the agent's own guard and policy, runs it, and streams
-/// `columns`, `rows` and `done` (or `error`) back under the request's id;
-/// with flow control each `rows` frame takes one of `credit`'s permits.
-async fn run_query(
-    state: &AgentState,
-    id: &str,
-    run: custard_core::wire::Run,
-    cancel: &CancellationToken,
-    credit: Option<&Semaphore>,
-    out: &mpsc::Sender<WsMessage>,
-) {
-    let started = Instant::now();
-    let send = |message: Message| out.send(text(&Frame::new(id, message)));
-    let checked = match state.catalog().guard.check(&run.sql) {
-        Ok(c) => c,
-        Err(rejection) => {
-            tracing::info!(
-                id,
-                outcome = rejection.code.as_str(),
-                "query rejected by the agent's guard"
-            );
-            let _ = send(Message::Error(ErrorReport::from(&rejection))).await;
-            return;
-        }
-    };
+/// The limits of a `run`: what the server asks for, within the agent's own caps.
+fn limits(state: &AgentState, run: &custard_core::wire::Run) -> RunLimits {
     let config = &state.config;
-    let requested_timeout = Duration::from_millis(run.timeout_ms);
-    let limits = RunLimits {
+    RunLimits {
         max_rows: if run.max_rows == 0 {
             config.max_rows
         } else {
@@ -321,57 +552,133 @@ async fn run_query(
         timeout: if run.timeout_ms == 0 {
             config.query_timeout
         } else {
-            requested_timeout.min(config.query_timeout)
+            Duration::from_millis(run.timeout_ms).min(config.query_timeout)
         },
         ..RunLimits::default()
+    }
+}
+
+/// One request being served.
+struct Request<'a> {
+    id: &'a str,
+    /// When the frame arrived: the run's deadline counts from here.
+    received: Instant,
+    cancel: &'a CancellationToken,
+    /// With flow control: each `rows` frame takes one permit.
+    credit: Option<&'a Semaphore>,
+}
+
+/// How forwarding a run's batches ended.
+enum Forwarded {
+    /// The executor finished (its result says how).
+    Finished,
+    /// The server cancelled the run.
+    Cancelled,
+    /// The deadline passed, waiting for the server (`more`, room to send) included.
+    TimedOut,
+    /// The session ended.
+    Lost,
+}
+
+/// Checks `run` with the agent's own guard and policy, runs it, and streams
+/// `columns`, `rows` and `done` (or `error`) back under the request's id;
+/// with flow control each `rows` frame takes one of the credit's permits.
+/// The deadline covers the whole run, time spent waiting for the server included.
+async fn run_query(
+    state: &AgentState,
+    request: &Request<'_>,
+    sql: &str,
+    limits: RunLimits,
+    out: &Outbox,
+) {
+    let id = request.id;
+    let send = |message: Message| out.send(text(&Frame::new(id, message)));
+    let checked = match state.catalog().guard.check(sql) {
+        Ok(c) => c,
+        Err(rejection) => {
+            let outcome = rejection.code.as_str();
+            tracing::debug!(
+                id = %untrusted(id),
+                outcome,
+                reason = %untrusted(&rejection.message),
+                "query rejected by the agent's guard"
+            );
+            if let Some(count) = state.rejections.hit() {
+                tracing::info!(
+                    rejected = count,
+                    last_outcome = outcome,
+                    "queries rejected by the agent's guard since the last summary (each at debug level)"
+                );
+            }
+            send(Message::Error(ErrorReport::from(&rejection))).await;
+            return;
+        }
     };
+    let deadline = request.received + limits.timeout;
     let (tx, mut rx) = mpsc::channel::<RowBatch>(2);
     let execute = state.executor.run(&checked, &limits, tx);
-    // Forwards batches; on cancel it drops the receiver, which stops the query.
+    // Forwards batches. Ending early drops the receiver, which stops the query.
     let forward = async move {
-        loop {
-            tokio::select! {
-                batch = rx.recv() => match batch {
-                    Some(RowBatch::Columns(columns)) => {
+        let batches = async {
+            while let Some(batch) = rx.recv().await {
+                match batch {
+                    RowBatch::Columns(columns) => {
                         let columns = columns.iter().map(WireColumnMeta::from).collect();
-                        if send(Message::Columns(Columns { columns })).await.is_err() {
-                            return false;
+                        if !send(Message::Columns(Columns { columns })).await {
+                            return Forwarded::Lost;
                         }
                     }
-                    Some(RowBatch::Rows(rows)) => {
+                    RowBatch::Rows(rows) => {
                         for frame in rows_frames(id, rows) {
-                            // Wait for the server to take earlier frames (a slow reader
-                            // pauses this query, nothing else), or for a cancel.
-                            if let Some(credit) = credit {
-                                tokio::select! {
-                                    permit = credit.acquire() => match permit {
-                                        Ok(permit) => permit.forget(),
-                                        Err(_) => return false,
-                                    },
-                                    () = cancel.cancelled() => return true,
+                            // Wait for the server to take earlier frames (a slow
+                            // reader pauses this query, nothing else).
+                            if let Some(credit) = request.credit {
+                                match credit.acquire().await {
+                                    Ok(permit) => permit.forget(),
+                                    Err(_) => return Forwarded::Lost,
                                 }
                             }
-                            if out.send(frame).await.is_err() {
-                                return false;
+                            if !out.send(frame).await {
+                                return Forwarded::Lost;
                             }
                         }
                     }
-                    None => return false,
-                },
-                () = cancel.cancelled() => return true,
+                }
             }
+            Forwarded::Finished
+        };
+        tokio::select! {
+            biased;
+            () = request.cancel.cancelled() => Forwarded::Cancelled,
+            () = tokio::time::sleep_until(deadline.into()) => Forwarded::TimedOut,
+            forwarded = batches => forwarded,
         }
     };
-    let (result, cancelled) = tokio::join!(execute, forward);
-    let elapsed_ms = started.elapsed().as_millis();
-    let reply = match (result, cancelled) {
-        (_, true) => {
-            tracing::info!(id, elapsed_ms, outcome = "canceled", "query cancelled");
+    let (result, forwarded) = tokio::join!(execute, forward);
+    let elapsed_ms = request.received.elapsed().as_millis();
+    let reply = match (result, forwarded) {
+        (_, Forwarded::Lost) => return,
+        (_, Forwarded::Cancelled) => {
+            tracing::info!(id = %untrusted(id), elapsed_ms, outcome = "canceled", "query cancelled");
             Message::Error(ErrorReport::new("canceled", "the query was cancelled"))
         }
-        (Ok(summary), false) => {
+        (Err(e), _) if e.code == ExecErrorCode::Timeout => {
+            tracing::info!(id = %untrusted(id), elapsed_ms, outcome = e.code.as_str(), "query failed");
+            Message::Error(ErrorReport::from(&e))
+        }
+        (_, Forwarded::TimedOut) => {
+            tracing::info!(id = %untrusted(id), elapsed_ms, outcome = "query_timeout", "query failed");
+            Message::Error(ErrorReport::new(
+                ExecErrorCode::Timeout.as_str(),
+                format!(
+                    "the query did not finish within {} ms (time waiting for the server included)",
+                    limits.timeout.as_millis()
+                ),
+            ))
+        }
+        (Ok(summary), Forwarded::Finished) => {
             tracing::info!(
-                id,
+                id = %untrusted(id),
                 elapsed_ms,
                 rows = summary.row_count,
                 truncated = summary.truncated,
@@ -380,12 +687,12 @@ async fn run_query(
             );
             Message::Done(Done::from(&summary))
         }
-        (Err(e), false) => {
-            tracing::info!(id, elapsed_ms, outcome = e.code.as_str(), "query failed");
+        (Err(e), Forwarded::Finished) => {
+            tracing::info!(id = %untrusted(id), elapsed_ms, outcome = e.code.as_str(), "query failed");
             Message::Error(ErrorReport::from(&e))
         }
     };
-    let _ = send(reply).await;
+    send(reply).await;
 }
 
 /// `rows` frames for a batch, split so no frame grows past [`ROWS_FRAME_BYTES`].
@@ -406,4 +713,25 @@ fn rows_frames(id: &str, rows: Vec<Vec<serde_json::Value>>) -> Vec<WsMessage> {
 /// The version of the protocol this agent speaks, for the start-up log.
 pub(crate) const fn protocol_version() -> u32 {
     PROTOCOL_VERSION
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_of_a_frame_that_did_not_decode() {
+        let cases = [
+            (r#"{"v":1,"type":"run","id":"q1","sql":5}"#, Some("q1")),
+            (r#"{"v":9,"type":"ping","id":"p1"}"#, Some("p1")),
+            (r#"{"v":1,"type":"run","id":7}"#, None),
+            (r#"["q1"]"#, None),
+            ("not json", None),
+        ];
+        for (text, id) in cases {
+            assert_eq!(readable_id(text).as_deref(), id, "{text}");
+        }
+        let long = format!(r#"{{"v":1,"type":"run","id":"{}"}}"#, "x".repeat(MAX_ID_BYTES + 1));
+        assert_eq!(readable_id(&long), None, "a long id is not echoed");
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use custard_core::{
     AccessPolicy, DiscoverOptions, ExecError, Executor, Guard, GuardConfigError, Schema,
@@ -10,6 +11,11 @@ use custard_core::{
 
 use crate::agent::Verdict;
 use crate::config::AgentConfig;
+use crate::logs::Throttle;
+
+/// How often a summary of repeated refusals (queries the guard rejected,
+/// frames the agent refused) is logged at info level.
+const REFUSAL_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// The schema the agent shares and the guard that checks queries against it.
 #[derive(Debug)]
@@ -27,6 +33,12 @@ pub(crate) struct AgentState {
     /// The configuration's policy, parsed.
     policy: AccessPolicy,
     pub(crate) executor: Arc<dyn Executor>,
+    /// TLS for a `wss://` server (none for `ws://`).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// Queries refused by the agent's guard, for the summary in the log.
+    pub(crate) rejections: Throttle,
+    /// Frames refused (malformed, duplicate ids, ...), for the summary in the log.
+    pub(crate) refused_frames: Throttle,
     catalog: RwLock<Arc<Catalog>>,
     /// The role check could not run at start (database down) and must run before any request.
     role_pending: AtomicBool,
@@ -39,6 +51,7 @@ impl AgentState {
     pub(crate) fn new(
         config: AgentConfig,
         executor: Arc<dyn Executor>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self, GuardConfigError> {
         let guard = build_guard(&config, executor.dialect(), None)?;
         let policy = config.access_policy()?;
@@ -47,6 +60,9 @@ impl AgentState {
             config,
             policy,
             executor,
+            tls,
+            rejections: Throttle::new(REFUSAL_SUMMARY_EVERY),
+            refused_frames: Throttle::new(REFUSAL_SUMMARY_EVERY),
             catalog: RwLock::new(Arc::new(catalog)),
             role_pending: AtomicBool::new(false),
             role_refused: AtomicBool::new(false),

@@ -148,6 +148,15 @@ impl Process {
         assert!(status.success(), "kill -{signal} {} ({}) failed: {status}", self.pid, self.name);
     }
 
+    /// Waits up to `within` for the process to exit on its own (after a
+    /// `signal("TERM")`, say) and reaps it; `None` when it is still running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Some(status.expect("waiting for the process")),
+            Err(_) => None,
+        }
+    }
+
     /// SIGKILL (no chance to say goodbye), then reaps the process.
     pub async fn kill(&mut self) {
         // A stopped process dies of SIGKILL too.

@@ -2,9 +2,12 @@
 
 mod check_sql;
 mod discover;
+mod fake_server;
+mod hostile;
 mod privileges;
 mod run;
 mod startup;
+mod tls;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
