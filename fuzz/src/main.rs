@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release -p custard-fuzz -- all --seconds 60
 //! cargo run --release -p custard-fuzz -- guard --seconds 300 --seed 42
+//! cargo run --release -p custard-fuzz -- canary --seconds 120
+//! cargo run --release -p custard-fuzz -- canary --guard-without-mask --seconds 120
 //! ```
 
 use std::path::PathBuf;
@@ -21,13 +23,14 @@ enum Which {
     Guard,
     Wire,
     Api,
+    Canary,
     All,
 }
 
 #[derive(Debug, Parser)]
 #[command(
     name = "custard-fuzz",
-    about = "Fuzz the SQL guard, the wire decoder and the HTTP API for a fixed time"
+    about = "Fuzz the SQL guard, the wire decoder and the HTTP API, and look for policy leaks, for a fixed time"
 )]
 struct Args {
     /// The target to run.
@@ -64,6 +67,15 @@ struct Args {
     /// Where to write each finding in full.
     #[arg(long, env = "CUSTARD_FUZZ_FINDINGS_DIR")]
     findings_dir: Option<PathBuf>,
+    /// canary: the guard does not mask `public.secrets.secret`; the role's
+    /// column privileges hide it instead (database errors are refusals).
+    #[arg(long, env = "CUSTARD_FUZZ_GUARD_WITHOUT_MASK")]
+    guard_without_mask: bool,
+    /// canary: run only this SQL (repeatable; `<db>` stands for the
+    /// database's name), print what the guard and both databases made of it,
+    /// and exit 1 if it leaked.
+    #[arg(long = "sql")]
+    sql: Vec<String>,
     /// Stack size of the thread that runs the cases, in KiB: tokio's workers
     /// have 2048 (unoptimised builds get 16384: their frames are far larger).
     #[arg(long, env = "CUSTARD_FUZZ_STACK_KIB", default_value_t = DEFAULT_STACK_KIB)]
@@ -86,10 +98,25 @@ fn main() -> ExitCode {
         only_case: args.only_case,
         shrink: !args.no_shrink,
     };
+    if !args.sql.is_empty() {
+        if args.target != Which::Canary {
+            eprintln!("custard-fuzz: --sql is for the canary target");
+            return ExitCode::from(2);
+        }
+        return match custard_fuzz::canary_replay(!args.guard_without_mask, &args.sql) {
+            Ok(true) => ExitCode::FAILURE,
+            Ok(false) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("custard-fuzz: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let targets: Vec<Target> = match args.target {
         Which::Guard => vec![Target::Guard],
         Which::Wire => vec![Target::Wire],
         Which::Api => vec![Target::Api],
+        Which::Canary => vec![Target::Canary { guard_mask: !args.guard_without_mask }],
         Which::All => Target::ALL.to_vec(),
     };
     println!(
@@ -140,8 +167,9 @@ fn summary(r: &Report) -> String {
         .slowest
         .as_ref()
         .map_or_else(|| "-".to_owned(), |s| format!("{:.3}s@{}B", s.took.as_secs_f64(), s.size));
+    let extra: String = r.summary_fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
     format!(
-        "summary target={} seconds={:.1} execs={} execs_per_s={:.1} failures={} peak_rss_mib={} rss_first_batch_mib={} rss_end_mib={} slowest={} shrink_execs={} batches={} seed={}",
+        "summary target={} seconds={:.1} execs={} execs_per_s={:.1} failures={} peak_rss_mib={} rss_first_batch_mib={} rss_end_mib={} slowest={} shrink_execs={} batches={} seed={}{extra}",
         r.target,
         r.elapsed.as_secs_f64(),
         r.execs,

@@ -48,6 +48,24 @@ pub(crate) trait FuzzTarget {
 
     /// Lines about what the cases did (outcomes by kind), for the report.
     fn stats(&self) -> Vec<String>;
+
+    /// The target's own count of executions, when one case runs several
+    /// (the canary target runs a batch of queries per case): reported as
+    /// `execs` instead of the cases.
+    fn execs(&self) -> Option<u64> {
+        None
+    }
+
+    /// Findings the target judged and deduplicated itself (message, input),
+    /// asked for once the run is over; the runner reports each one.
+    fn findings(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Extra `key=value` fields for the summary line.
+    fn summary_fields(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// How long and how a target runs.
@@ -162,8 +180,11 @@ pub struct Report {
     pub seed: u64,
     /// Time spent running cases (setup excluded).
     pub elapsed: Duration,
-    /// Cases run (shrinking excluded).
+    /// Cases run (shrinking excluded), or the target's own count of
+    /// executions when a case runs several (see [`Report::cases`]).
     pub execs: u64,
+    /// Cases run (shrinking excluded).
+    pub cases: u64,
     /// Cases run while shrinking a failure.
     pub shrink_execs: u64,
     /// Batches started.
@@ -182,6 +203,8 @@ pub struct Report {
     pub rss_end_kib: Option<u64>,
     /// The target's own counts.
     pub stats: Vec<String>,
+    /// The target's own `key=value` fields for the summary line.
+    pub summary_fields: Vec<(&'static str, String)>,
 }
 
 impl Report {
@@ -387,7 +410,7 @@ pub(crate) fn run<T: FuzzTarget>(name: &'static str, target: &T, options: &RunOp
     let in_flight_file = InFlightFile::create(options, name);
     let done = AtomicBool::new(false);
     let mut findings = Vec::new();
-    let mut batches = 0;
+    let mut batches: u64 = 0;
     let mut rss_first_batch_kib = None;
     let started = Instant::now();
     let deadline = started + options.duration;
@@ -481,7 +504,7 @@ pub(crate) fn run<T: FuzzTarget>(name: &'static str, target: &T, options: &RunOp
                 println!(
                     "  {name}: {:.0} s, batch {batch}, {} execs, rss {} KiB",
                     started.elapsed().as_secs_f64(),
-                    counters.execs.get(),
+                    target.execs().unwrap_or(counters.execs.get()),
                     rss.unwrap_or(0)
                 );
             }
@@ -490,6 +513,11 @@ pub(crate) fn run<T: FuzzTarget>(name: &'static str, target: &T, options: &RunOp
         done.store(true, Ordering::SeqCst);
     });
     let elapsed = started.elapsed();
+    // What the target judged itself, reported once it knows everything.
+    let last_batch = options.first_batch + batches.saturating_sub(1);
+    for (message, input) in target.findings() {
+        findings.push(finding(options, name, FindingKind::Property, message, input, last_batch));
+    }
     let mut all = counters.slow.take();
     all.append(&mut findings);
     let repeats: Vec<String> = counters
@@ -505,7 +533,8 @@ pub(crate) fn run<T: FuzzTarget>(name: &'static str, target: &T, options: &RunOp
         target: name,
         seed: options.seed,
         elapsed,
-        execs: counters.execs.get(),
+        execs: target.execs().unwrap_or(counters.execs.get()),
+        cases: counters.execs.get(),
         shrink_execs: counters.shrink_execs.get(),
         batches,
         findings: all,
@@ -515,6 +544,7 @@ pub(crate) fn run<T: FuzzTarget>(name: &'static str, target: &T, options: &RunOp
         rss_first_batch_kib,
         rss_end_kib: status_kib("VmRSS"),
         stats,
+        summary_fields: target.summary_fields(),
     }
 }
 
