@@ -87,7 +87,11 @@ fn canary(guard_mask: bool) {
     assert!(report.execs > report.cases, "queries {} for {} cases", report.execs, report.cases);
     assert!(field(&report, "guard_accepted") > 0, "the guard accepted nothing");
     assert!(field(&report, "executed_ok") > 0, "nothing the guard accepted ran");
-    assert_eq!(field(&report, "leaking_queries"), 0, "a query read past the policy (printed above)");
+    assert_eq!(
+        field(&report, "leaking_queries"),
+        0,
+        "a query read past the policy (printed above)"
+    );
 }
 
 #[test]
