@@ -186,12 +186,12 @@ impl FailureLimiter {
     }
 }
 
-/// Invitations one organisation may send at once, then one more every
-/// [`INVITATIONS_REPLENISH`] (20 an hour).
+/// Invitations one organisation may send at once, then one more every three
+/// minutes (20 an hour).
 pub const INVITATIONS_PER_ORG: u32 = 20;
 const INVITATIONS_REPLENISH: Duration = Duration::from_secs(3 * 60);
 /// Invitations one address may receive at once (from every organisation
-/// together), then one more every [`RECIPIENT_REPLENISH`].
+/// together), then one more every twenty minutes.
 pub const INVITATIONS_PER_RECIPIENT: u32 = 3;
 const RECIPIENT_REPLENISH: Duration = Duration::from_secs(20 * 60);
 
