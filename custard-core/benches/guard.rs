@@ -8,8 +8,8 @@ use custard_core::{Column, Dialect, Guard, Schema, Table};
 
 fn gold_queries() -> Vec<String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/eval/defog/questions.jsonl");
-    let text = std::fs::read_to_string(&path).expect("the shared evaluation set");
+        .join("../testdata/eval/defog/questions.jsonl");
+    let text = std::fs::read_to_string(&path).expect("the evaluation set in testdata/");
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .flat_map(|q| {

@@ -1,5 +1,5 @@
 //! Test support: a PostgreSQL to test against, scratch databases that clean up
-//! after themselves, the evaluation databases loaded once, and `../shared`.
+//! after themselves, the evaluation databases loaded once, and `testdata/`.
 //!
 //! PostgreSQL is required: when it does not answer, every helper here panics
 //! with a message naming what is missing, so a database test never passes
@@ -167,21 +167,13 @@ impl Drop for ScratchDb {
     }
 }
 
-/// The shared data folder (`../shared` beside the workspace, or `CUSTARD_SHARED_DIR`).
-pub fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CUSTARD_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    assert!(
-        dir.join("security").is_dir(),
-        "the shared data folder is missing at {} (set CUSTARD_SHARED_DIR)",
-        dir.display()
-    );
-    dir
+/// The repository's test data (`testdata/`: the security corpora and the
+/// evaluation set; see its README).
+pub fn testdata_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata")
 }
 
-/// The six evaluation databases of `shared/eval/defog`.
+/// The six evaluation databases of `testdata/eval/defog`.
 pub const DEFOG_DATABASES: &[&str] =
     &["academic", "advising", "atis", "broker", "car_dealership", "geography"];
 
@@ -202,7 +194,7 @@ pub async fn defog_database(db: &str) -> String {
         .expect("looking up the database")
         .is_some();
     if !exists {
-        let dump_path = shared_dir().join("eval/defog").join(format!("{db}.sql"));
+        let dump_path = testdata_dir().join("eval/defog").join(format!("{db}.sql"));
         let dump = std::fs::read_to_string(&dump_path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", dump_path.display()));
         let loading = format!("{db}__loading");
@@ -232,9 +224,9 @@ pub async fn defog_database(db: &str) -> String {
     url_with_database(&test_database_url(), db)
 }
 
-/// Reads a JSON-lines file of the shared folder into one string per line.
-pub fn shared_jsonl_lines(relative: &str) -> Vec<String> {
-    let path = shared_dir().join(relative);
+/// Reads a JSON-lines file of `testdata/` into one string per line.
+pub fn testdata_jsonl_lines(relative: &str) -> Vec<String> {
+    let path = testdata_dir().join(relative);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .lines()

@@ -383,11 +383,11 @@ fn keyword_soup() -> impl Strategy<Value = String> {
 pub(crate) fn seeds() -> Vec<String> {
     let mut seeds = Vec::new();
     for file in ["security/attacks.jsonl", "security/legit.jsonl", "eval/defog/questions.jsonl"] {
-        let path = custard_testkit::shared_dir().join(file);
+        let path = custard_testkit::testdata_dir().join(file);
         if !path.is_file() {
             continue;
         }
-        for line in custard_testkit::shared_jsonl_lines(file) {
+        for line in custard_testkit::testdata_jsonl_lines(file) {
             let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
             if let Some(sql) = v["sql"].as_str() {
                 seeds.push(sql.to_owned());
@@ -427,7 +427,7 @@ fn schema(dialect: Dialect) -> Schema {
         table(main, "refunds", &["id", "order_id", "amount"]),
         table("hr", "salaries", &["id", "user_id", "salary"]),
     ];
-    let defog = custard_testkit::shared_dir().join("eval/defog");
+    let defog = custard_testkit::testdata_dir().join("eval/defog");
     for db in custard_testkit::DEFOG_DATABASES {
         let Ok(text) = std::fs::read_to_string(defog.join(format!("{db}.json"))) else { continue };
         let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };

@@ -1,4 +1,4 @@
-"""Fixtures for the Python tests: the shared corpora, a small shop in SQLite and
+"""Fixtures for the Python tests: the security corpora of testdata/, a small shop in SQLite and
 in a scratch PostgreSQL database, and a fake OpenAI-compatible server.
 
 Everything talks to loopback only. PostgreSQL comes from
@@ -30,17 +30,9 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def shared_dir() -> Path:
-    """The shared data folder: CUSTARD_SHARED_DIR, else `<repo>/../shared`."""
-    configured = os.environ.get("CUSTARD_SHARED_DIR")
-    path = Path(configured) if configured else REPO.parent / "shared"
-    if not (path / "security").is_dir():
-        pytest.fail(
-            f"the shared data folder {path} has no security/ corpus; "
-            "set CUSTARD_SHARED_DIR to the folder holding security/attacks.jsonl",
-            pytrace=False,
-        )
-    return path
+def testdata_dir() -> Path:
+    """The repository's test data: `<repo>/testdata` (security corpora, evaluation set)."""
+    return REPO / "testdata"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

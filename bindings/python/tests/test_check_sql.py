@@ -1,17 +1,17 @@
-"""custard.check_sql over the shared security corpora, and its arguments."""
+"""custard.check_sql over the security corpora in testdata/, and its arguments."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from conftest import ShopDb, read_jsonl, shared_dir
+from conftest import ShopDb, read_jsonl, testdata_dir
 
 import custard
 
 
 def corpus(name: str) -> list[dict[str, Any]]:
-    rows = read_jsonl(shared_dir() / "security" / name)
+    rows = read_jsonl(testdata_dir() / "security" / name)
     assert rows, f"security/{name} is empty"
     for row in rows:
         assert isinstance(row.get("sql"), str), f"a line of {name} has no `sql`: {row!r}"

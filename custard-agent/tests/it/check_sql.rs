@@ -1,17 +1,17 @@
-//! `check-sql` over the shared corpora and the evaluation set.
+//! `check-sql` over the corpora of testdata/ and the evaluation set.
 
 use custard_core::{DiscoverOptions, Executor, Guard, PostgresExecutor, RunLimits};
-use custard_testkit::{DEFOG_DATABASES, defog_database, shared_jsonl_lines};
+use custard_testkit::{DEFOG_DATABASES, defog_database, testdata_jsonl_lines};
 use serde_json::{Value, json};
 
 use crate::{agent, json_lines};
 
 fn check_corpus(path: &str, expect_allowed: bool) {
-    let input = shared_jsonl_lines(path).join("\n");
+    let input = testdata_jsonl_lines(path).join("\n");
     let (ok, stdout, stderr) = agent(&["check-sql"], &input);
     assert!(ok, "check-sql failed: {stderr}");
     let verdicts = json_lines(&stdout);
-    assert_eq!(verdicts.len(), shared_jsonl_lines(path).len(), "one verdict per line");
+    assert_eq!(verdicts.len(), testdata_jsonl_lines(path).len(), "one verdict per line");
     let wrong: Vec<String> = verdicts
         .iter()
         .filter(|v| v["allowed"] != json!(expect_allowed))
@@ -66,7 +66,7 @@ struct Gold {
 
 fn gold_queries(db: &str) -> Vec<Gold> {
     let mut out = Vec::new();
-    for line in shared_jsonl_lines("eval/defog/questions.jsonl") {
+    for line in testdata_jsonl_lines("eval/defog/questions.jsonl") {
         let q: Value = serde_json::from_str(&line).expect("question line");
         if q["db"] != json!(db) {
             continue;

@@ -1,11 +1,11 @@
-//! Layer 2 on its own: with the guard switched off, every attack of the shared
+//! Layer 2 on its own: with the guard switched off, every attack of the
 //! corpus runs through the PostgreSQL executor as a role that owns the data and
 //! may write it, and the read-only envelope must leave the data unchanged.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use custard_testkit::{ScratchDb, connect, shared_jsonl_lines, url_with_user};
+use custard_testkit::{ScratchDb, connect, testdata_jsonl_lines, url_with_user};
 
 use super::postgres::PostgresExecutor;
 use super::{ExecErrorCode, Executor, RunLimits};
@@ -90,7 +90,7 @@ async fn the_read_only_envelope_stops_every_attack_that_passes_layer_one() {
         PostgresExecutor::connect(&url_with_user(&db.url, &role)).await.expect("connect as owner");
     let limits = RunLimits { timeout: Duration::from_secs(2), ..RunLimits::default() };
     let mut outcomes = Vec::new();
-    for line in shared_jsonl_lines("security/attacks.jsonl") {
+    for line in testdata_jsonl_lines("security/attacks.jsonl") {
         let attack: serde_json::Value = serde_json::from_str(&line).expect("attack line");
         let id = attack["id"].as_str().expect("id").to_owned();
         let sql = attack["sql"].as_str().expect("sql");

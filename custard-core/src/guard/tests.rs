@@ -29,8 +29,8 @@ fn check_rejected(guard: &Guard, sql: &str, code: RejectionCode) -> Rejection {
 }
 
 fn corpus(path: &str) -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/security");
-    let text = std::fs::read_to_string(dir.join(path)).expect("shared security corpus");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/security");
+    let text = std::fs::read_to_string(dir.join(path)).expect("the security corpus in testdata/");
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {

@@ -501,7 +501,7 @@ fn ten_thousand_tables() {
     assert!(!found.schema.tables.is_empty() && found.estimated_tokens <= options.token_budget);
 }
 
-/// Recall on the shared evaluation set: the share of questions whose gold
+/// Recall on the evaluation set in `testdata/`: the share of questions whose gold
 /// tables are all retrieved within 2,000 tokens, per database and with all six
 /// databases in one schema. Skipped when the set is not there.
 mod defog {
@@ -516,7 +516,7 @@ mod defog {
     const DBS: &[&str] = &["academic", "advising", "atis", "broker", "car_dealership", "geography"];
 
     fn dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/eval/defog")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eval/defog")
     }
 
     /// The tables of one database as described by its metadata file.
@@ -608,7 +608,7 @@ mod defog {
 
     #[test]
     fn recall() {
-        let questions = questions().expect("the shared evaluation set at ../../shared/eval/defog");
+        let questions = questions().expect("the evaluation set in testdata/eval/defog");
         let budget = std::env::var("RETRIEVE_BUDGET").ok().and_then(|b| b.parse().ok());
         let max_tables = std::env::var("RETRIEVE_MAX_TABLES").ok().and_then(|b| b.parse().ok());
         let options = RetrieveOptions {

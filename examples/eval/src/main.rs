@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p custard-eval -- --engine offline \
-//!     --questions ../shared/eval/defog/questions.jsonl \
+//!     --questions testdata/eval/defog/questions.jsonl \
 //!     --database-url 'postgres://postgres@127.0.0.1:5432/{db}' --report eval.json
 //! ```
 
@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 #[command(name = "custard-eval", version, about)]
 struct Args {
     /// The questions: JSON lines with id, db, question, category and gold (a list of SQL).
-    #[arg(long, default_value = "../shared/eval/defog/questions.jsonl")]
+    #[arg(long, default_value = "testdata/eval/defog/questions.jsonl")]
     questions: PathBuf,
     /// Database URL template; `{db}` is replaced by each question's database.
     #[arg(

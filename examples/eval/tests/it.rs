@@ -8,7 +8,7 @@ use std::process::Command;
 
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
 use custard_testkit::{
-    DEFOG_DATABASES, defog_database, shared_dir, test_database_url, url_with_database,
+    DEFOG_DATABASES, defog_database, testdata_dir, test_database_url, url_with_database,
 };
 use serde_json::Value;
 
@@ -19,7 +19,7 @@ async fn oracle(shift: usize) -> HashMap<String, String> {
         defog_database(db).await;
     }
     let questions: Vec<Value> =
-        std::fs::read_to_string(shared_dir().join("eval/defog/questions.jsonl"))
+        std::fs::read_to_string(testdata_dir().join("eval/defog/questions.jsonl"))
             .expect("questions")
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -58,7 +58,7 @@ async fn run_harness(answers: HashMap<String, String>) -> Value {
     let (url_template, base_url) =
         (url_with_database(&test_database_url(), "{db}"), server.base_url());
     let (questions, report) =
-        (shared_dir().join("eval/defog/questions.jsonl"), report_path.clone());
+        (testdata_dir().join("eval/defog/questions.jsonl"), report_path.clone());
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_custard-eval"))
             .args(["--engine", "openai", "--llm-model", "oracle", "--llm-base-url", &base_url])
