@@ -8,7 +8,7 @@ use std::process::Command;
 
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
 use custard_testkit::{
-    DEFOG_DATABASES, defog_database, testdata_dir, test_database_url, url_with_database,
+    DEFOG_DATABASES, defog_database, test_database_url, testdata_dir, url_with_database,
 };
 use serde_json::Value;
 
