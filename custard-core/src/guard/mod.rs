@@ -368,34 +368,22 @@ impl GuardBuilder {
                 schema: schema.dialect,
             });
         }
-        let allowed_tables = match self.allowed_tables {
-            None => None,
-            Some(list) => Some(
-                list.into_iter()
-                    .map(|t| match t.split_once('.') {
-                        Some((s, n)) if !s.is_empty() && !n.is_empty() => {
-                            Ok((s.to_owned(), n.to_owned()))
-                        }
-                        _ => Err(GuardConfigError::UnqualifiedAllowedTable(t)),
-                    })
-                    .collect::<Result<HashSet<_>, _>>()?,
-            ),
-        };
-        let masked_columns = self
-            .masked_columns
-            .into_iter()
-            .map(|c| {
-                let parts: Vec<&str> = c.splitn(3, '.').collect();
-                match parts.as_slice() {
-                    [s, t, col] if !s.is_empty() && !t.is_empty() && !col.is_empty() => Ok((
-                        names::catalog_key(self.dialect, s),
-                        names::catalog_key(self.dialect, t),
-                        names::catalog_key(self.dialect, col),
-                    )),
-                    _ => Err(GuardConfigError::UnqualifiedMaskedColumn(c.clone())),
-                }
+        // One parser for the policy's names, shared with the executors' AccessPolicy.
+        let policy = crate::AccessPolicy::new(
+            self.allowed_schemas,
+            self.allowed_tables,
+            self.masked_columns,
+        )?;
+        let allowed_tables =
+            policy.allowed_tables().map(|list| list.iter().cloned().collect::<HashSet<_>>());
+        let masked_columns = policy
+            .masked_columns()
+            .iter()
+            .map(|(s, t, c)| {
+                let key = |name: &str| names::catalog_key(self.dialect, name);
+                (key(s), key(t), key(c))
             })
-            .collect::<Result<HashSet<_>, _>>()?;
+            .collect();
         let search_path =
             self.search_path.unwrap_or_else(|| vec![self.dialect.default_schema().to_owned()]);
         Ok(Guard {
@@ -406,7 +394,7 @@ impl GuardBuilder {
                 recursion_limit: self.recursion_limit,
                 names: self.schema.as_ref().map(NameIndex::new),
                 search_path: search_path.into(),
-                allowed_schemas: self.allowed_schemas.map(|s| s.into_iter().collect()),
+                allowed_schemas: policy.allowed_schemas().map(|s| s.iter().cloned().collect()),
                 allowed_tables,
                 masked_columns,
             }),
