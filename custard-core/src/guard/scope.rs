@@ -887,32 +887,20 @@ impl<'g> Binder<'g> {
 
     /// The sources called `q` in the innermost level that has any.
     fn sources_named(&self, q: &str) -> Vec<Rc<Source>> {
-        self.levels
-            .iter()
-            .rev()
-            .map(|l| {
-                l.sources
-                    .iter()
-                    .filter(|s| s.name.as_deref() == Some(q))
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .find(|found| !found.is_empty())
-            .unwrap_or_default()
+        self.innermost(|s| s.name.as_deref() == Some(q))
     }
 
     /// The unaliased base tables `schema.table` in the innermost level that has any.
     fn sources_of_table(&self, key: &(String, String)) -> Vec<Rc<Source>> {
+        self.innermost(|s| s.table.as_ref() == Some(key))
+    }
+
+    /// The sources that match in the innermost level where any does.
+    fn innermost(&self, matches: impl Fn(&Source) -> bool) -> Vec<Rc<Source>> {
         self.levels
             .iter()
             .rev()
-            .map(|l| {
-                l.sources
-                    .iter()
-                    .filter(|s| s.table.as_ref() == Some(key))
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
+            .map(|l| l.sources.iter().filter(|s| matches(s)).cloned().collect::<Vec<_>>())
             .find(|found| !found.is_empty())
             .unwrap_or_default()
     }
