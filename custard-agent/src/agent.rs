@@ -12,11 +12,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
+use crate::health::Reason;
 use crate::privileges::{self, PolicyReport};
 use crate::session::{self, SessionEnd};
 use crate::startup::{self, RoleCheckError, RoleReport};
 use crate::state::AgentState;
 use crate::tls;
+
+/// What the log says, once, when the server refuses the API key.
+const KEY_REFUSED: &str = "the server refused this agent's API key (rotated or deleted?): set \
+    CUSTARD_API_KEY to the connection's current key from the Connections page, then restart the \
+    agent";
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -67,15 +73,43 @@ pub async fn run_with_backoff(
         ),
     }
     tracing::info!(protocol = session::protocol_version(), server = %state.config.server_url, "starting");
+    // Whether the last attempt's key was refused: the instructions are logged
+    // once, retries at debug level, until a session starts again.
+    let mut key_refused = false;
     loop {
         let end = session::serve(&state, &shutdown).await;
+        state.set_disconnected(end.health_reason());
         let delay = match end {
             SessionEnd::Shutdown => break,
+            SessionEnd::KeyRefused(detail) => {
+                let delay = state.config.key_refused_retry;
+                if key_refused {
+                    tracing::debug!(
+                        retry_ms = delay.as_millis() as u64,
+                        "the server still refuses the API key: {detail}"
+                    );
+                } else {
+                    key_refused = true;
+                    tracing::error!(
+                        retry_secs = delay.as_secs(),
+                        server_said = %detail,
+                        "{KEY_REFUSED}"
+                    );
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                continue;
+            }
             SessionEnd::Refused(reason) => {
                 tracing::error!("{reason}");
                 backoff.next_delay()
             }
             SessionEnd::Lost { connected_for, reason } => {
+                if !connected_for.is_zero() {
+                    key_refused = false;
+                }
                 tracing::warn!(connected_secs = connected_for.as_secs(), "disconnected: {reason}");
                 backoff.connection_ended(connected_for);
                 backoff.next_delay()
@@ -87,6 +121,7 @@ pub async fn run_with_backoff(
             () = tokio::time::sleep(delay) => {}
         }
     }
+    state.set_disconnected(Reason::Stopped);
     tracing::info!("stopped");
     Ok(())
 }

@@ -77,6 +77,10 @@ pub struct RunArgs {
     /// Where the agent records its state for `custard-agent health`.
     #[arg(long, env = "CUSTARD_HEALTH_FILE", default_value = "/tmp/custard-agent.health")]
     pub health_file: PathBuf,
+    /// Milliseconds between attempts once the server refused the API key (a
+    /// rotated or deleted key stays refused until someone acts).
+    #[arg(long, env = "CUSTARD_KEY_REFUSED_RETRY_MS", default_value_t = DEFAULT_KEY_REFUSED_RETRY_MS, hide = true)]
+    pub key_refused_retry_ms: u64,
 }
 
 impl fmt::Debug for RunArgs {
@@ -119,6 +123,8 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// Where the health state is written.
     pub health_file: Option<PathBuf>,
+    /// The delay between attempts once the server refused the API key.
+    pub key_refused_retry: Duration,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -147,6 +153,8 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 30;
 /// Seconds in-flight queries get on shutdown, unless configured.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Milliseconds between attempts with a refused API key, unless configured (5 minutes).
+pub const DEFAULT_KEY_REFUSED_RETRY_MS: u64 = 5 * 60 * 1000;
 
 impl AgentConfig {
     /// The policy of `allowed_schemas`, `allowed_tables` and `masked_columns`,
@@ -183,6 +191,7 @@ impl AgentConfig {
             allow_privileged_role: false,
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             health_file: None,
+            key_refused_retry: Duration::from_millis(DEFAULT_KEY_REFUSED_RETRY_MS),
         }
     }
 }
@@ -244,6 +253,7 @@ impl RunArgs {
             allow_privileged_role: self.allow_privileged_role,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             health_file: Some(self.health_file.clone()),
+            key_refused_retry: Duration::from_millis(self.key_refused_retry_ms.max(1)),
         })
     }
 }

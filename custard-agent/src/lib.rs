@@ -5,6 +5,7 @@
 mod agent;
 pub mod backoff;
 pub mod config;
+pub mod health;
 mod logs;
 pub mod privileges;
 mod session;

@@ -31,7 +31,8 @@ struct Cli {
 enum Command {
     /// Connects to the server and runs its read-only queries (the default).
     Run(Box<RunArgs>),
-    /// Exits 0 when the running agent is connected to the server (for container health checks).
+    /// Prints whether the running agent is connected, since when and why not;
+    /// exits 0 only when it is connected (for container health checks).
     Health {
         /// The file the running agent writes its state to.
         #[arg(long, env = "CUSTARD_HEALTH_FILE", default_value = "/tmp/custard-agent.health")]
@@ -82,15 +83,15 @@ fn main() -> ExitCode {
         };
     let result = runtime.block_on(async {
         match cli.command {
-            None => run(cli.run).await,
-            Some(Command::Run(args)) => run(*args).await,
-            Some(Command::Health { health_file }) => health(&health_file),
-            Some(Command::CheckSql(args)) => check_sql::run(args).await,
-            Some(Command::Discover(args)) => discover(args).await,
+            None => run(cli.run).await.map(|()| None),
+            Some(Command::Run(args)) => run(*args).await.map(|()| None),
+            Some(Command::Health { health_file }) => health(&health_file).map(Some),
+            Some(Command::CheckSql(args)) => check_sql::run(args).await.map(|()| None),
+            Some(Command::Discover(args)) => discover(args).await.map(|()| None),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code.unwrap_or(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -126,20 +127,17 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Healthy when the agent recorded a connected state in the last two minutes.
-fn health(path: &std::path::Path) -> anyhow::Result<()> {
+/// Prints the agent's state from its health file; healthy (exit 0) when it
+/// recorded a connected state in the last two minutes.
+fn health(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut parts = text.split_whitespace();
-    let (state, at) =
-        (parts.next().unwrap_or_default(), parts.next().and_then(|t| t.parse::<u64>().ok()));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    match at {
-        Some(at) if state == "connected" && now.saturating_sub(at) <= 120 => Ok(()),
-        _ => anyhow::bail!("the agent is not connected to the server ({})", text.trim()),
-    }
+    let Some(record) = custard_agent::health::Record::parse(&text) else {
+        anyhow::bail!("{} does not hold the agent's state: {:?}", path.display(), text.trim());
+    };
+    let now = custard_agent::health::now();
+    println!("{}", record.describe(now));
+    Ok(if record.healthy(now) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn discover(args: DiscoverArgs) -> anyhow::Result<()> {

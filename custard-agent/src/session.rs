@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Reason;
 use crate::logs::untrusted;
 use crate::state::AgentState;
 
@@ -72,7 +73,11 @@ const HEALTH_EVERY: Duration = Duration::from_secs(5);
 pub(crate) enum SessionEnd {
     /// The agent is shutting down.
     Shutdown,
-    /// The server refused the connection (for example a wrong API key).
+    /// The server refused the API key (HTTP 401, or an `unauthorized` error
+    /// instead of `welcome`): retrying soon will not help. The server's words,
+    /// for the debug log.
+    KeyRefused(String),
+    /// The server refused the connection for another reason.
     Refused(String),
     /// The connection was lost or never made; worth trying again.
     Lost {
@@ -81,6 +86,21 @@ pub(crate) enum SessionEnd {
         /// Why, for the log.
         reason: String,
     },
+}
+
+impl SessionEnd {
+    /// What the health file says about this end.
+    pub(crate) fn health_reason(&self) -> Reason {
+        match self {
+            SessionEnd::Shutdown => Reason::Stopped,
+            SessionEnd::KeyRefused(_) => Reason::KeyRefused,
+            SessionEnd::Refused(_) => Reason::Refused,
+            SessionEnd::Lost { connected_for, .. } if connected_for.is_zero() => {
+                Reason::Unreachable
+            }
+            SessionEnd::Lost { .. } => Reason::Lost,
+        }
+    }
 }
 
 /// Where a run or a discovery sends its frames: the bounded result queue,
@@ -128,6 +148,13 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
         Err(_) => return lost("connecting to the server timed out".into()),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            if response.status() == tungstenite::http::StatusCode::UNAUTHORIZED {
+                return SessionEnd::KeyRefused(format!(
+                    "HTTP {} {}",
+                    response.status(),
+                    untrusted(body.trim())
+                ));
+            }
             return SessionEnd::Refused(format!(
                 "the server refused the connection: HTTP {} {}",
                 response.status(),
@@ -164,24 +191,25 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                     Ok(WsMessage::Text(t)) => match Frame::decode(t.as_str()) {
                         Ok(Frame { message: Message::Welcome(w), .. }) => return Ok(w),
                         Ok(Frame { message: Message::Error(e), .. }) => {
-                            return Err(format!(
-                                "{}: {}",
-                                untrusted(&e.code),
-                                untrusted(&e.message)
-                            ));
+                            let reason =
+                                format!("{}: {}", untrusted(&e.code), untrusted(&e.message));
+                            return Err((e.code == "unauthorized", reason));
                         }
                         _ => {}
                     },
                     Ok(WsMessage::Close(frame)) => {
-                        return Err(frame.map_or("closed".into(), |f| {
-                            format!("closed: {}", untrusted(&f.reason))
-                        }));
+                        return Err((
+                            false,
+                            frame.map_or("closed".into(), |f| {
+                                format!("closed: {}", untrusted(&f.reason))
+                            }),
+                        ));
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(untrusted(&e.to_string())),
+                    Err(e) => return Err((false, untrusted(&e.to_string()))),
                 }
             }
-            Err("the server closed the connection".to_owned())
+            Err((false, "the server closed the connection".to_owned()))
         };
         tokio::select! {
             welcome = welcome => Some(welcome),
@@ -192,14 +220,15 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
     let welcome = match welcome {
         Ok(None) => return SessionEnd::Shutdown,
         Ok(Some(Ok(w))) => w,
-        Ok(Some(Err(reason))) => {
+        Ok(Some(Err((true, reason)))) => return SessionEnd::KeyRefused(reason),
+        Ok(Some(Err((false, reason)))) => {
             return SessionEnd::Refused(format!("the server did not welcome the agent: {reason}"));
         }
         Err(_) => return lost("the server did not answer hello in time".into()),
     };
     let connected_at = Instant::now();
     tracing::info!(connection = %untrusted(&welcome.connection_id), "connected to the server");
-    state.set_health(true);
+    state.set_connected();
     let mut health_written = Instant::now();
 
     let heartbeat =
@@ -300,7 +329,7 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                 let reply = match frame.message {
                     Message::Ping => {
                         if health_written.elapsed() >= HEALTH_EVERY {
-                            state.set_health(true);
+                            state.set_connected();
                             health_written = Instant::now();
                         }
                         Some(frame.reply(Message::Pong))
@@ -406,7 +435,7 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
             }
         }
     };
-    state.set_health(false);
+    state.set_disconnected(end.health_reason());
 
     // What still runs is cancelled (on shutdown after the grace period) and
     // gets a moment to stop in the database (a cancel request); aborting it at

@@ -2,7 +2,7 @@
 //! and the schema with the guard built from it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use custard_core::{
@@ -11,6 +11,7 @@ use custard_core::{
 
 use crate::agent::Verdict;
 use crate::config::AgentConfig;
+use crate::health::{self, Link, Reason, Record};
 use crate::logs::Throttle;
 
 /// How often a summary of repeated refusals (queries the guard rejected,
@@ -45,6 +46,8 @@ pub(crate) struct AgentState {
     /// Set once the role check found a privileged role (or one that reads past
     /// the policy) that is not allowed.
     role_refused: AtomicBool,
+    /// The state last written to the health file, and since when it holds.
+    health: Mutex<Option<(Link, u64)>>,
 }
 
 impl AgentState {
@@ -66,6 +69,7 @@ impl AgentState {
             catalog: RwLock::new(Arc::new(catalog)),
             role_pending: AtomicBool::new(false),
             role_refused: AtomicBool::new(false),
+            health: Mutex::new(None),
         })
     }
 
@@ -153,15 +157,31 @@ impl AgentState {
         Ok(shared)
     }
 
-    /// Records whether the agent is connected, for `custard-agent health`.
-    pub(crate) fn set_health(&self, connected: bool) {
-        if let Some(path) = &self.config.health_file {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let state = if connected { "connected" } else { "disconnected" };
-            let _ = std::fs::write(path, format!("{state} {secs}\n"));
-        }
+    /// Records that the agent is connected (again), for `custard-agent health`.
+    pub(crate) fn set_connected(&self) {
+        self.write_health(Link::Connected, None);
+    }
+
+    /// Records that the agent is disconnected and why, for `custard-agent health`;
+    /// the time it has been disconnected since is kept over retries.
+    pub(crate) fn set_disconnected(&self, reason: Reason) {
+        self.write_health(Link::Disconnected, Some(reason));
+    }
+
+    fn write_health(&self, link: Link, reason: Option<Reason>) {
+        let Some(path) = &self.config.health_file else { return };
+        let at = health::now();
+        let since = {
+            let mut current = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            match *current {
+                Some((was, since)) if was == link => since,
+                _ => {
+                    *current = Some((link, at));
+                    at
+                }
+            }
+        };
+        let _ = std::fs::write(path, Record { link, at, since, reason }.encode());
     }
 }
 

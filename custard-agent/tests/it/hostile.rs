@@ -199,7 +199,7 @@ const FORGED: &str = "\n2099-01-01T00:00:00.000000Z ERROR custard_agent: FORGED 
 async fn server_text_cannot_forge_agent_log_lines() {
     let db = numbers("agent_forge").await;
     let cases = [
-        (Forgery::RefusalBody, "refused the connection"),
+        (Forgery::RefusalBody, "refused this agent's API key"),
         (Forgery::WelcomeId, "connected to the server"),
         (Forgery::HandshakeError, "did not welcome the agent"),
         (Forgery::CloseReason, "closed by the server"),

@@ -3,6 +3,7 @@
 mod check_sql;
 mod discover;
 mod fake_server;
+mod health;
 mod hostile;
 mod privileges;
 mod run;
