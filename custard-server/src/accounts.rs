@@ -34,6 +34,10 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => AppError::new(ErrorCode::NotFound, "not found"),
+            StoreError::Conflict(ConflictKind::ConnectionName) => AppError::new(
+                ErrorCode::NameTaken,
+                "another connection in this organisation already has that name",
+            ),
             StoreError::Conflict(_) => AppError::new(ErrorCode::Conflict, "it already exists"),
             StoreError::LastOwner => {
                 AppError::new(ErrorCode::Validation, "an organisation must keep at least one owner")

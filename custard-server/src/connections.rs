@@ -258,6 +258,7 @@ pub(crate) struct CreateConnection {
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not an owner or admin", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 409, description = "`name_taken`: another connection of the organisation has this name (trimmed, case-insensitive)", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad name, an unknown `db_type` or an unknown field", body = ErrorBody),
     )
 )]
@@ -385,6 +386,7 @@ pub(crate) struct UpdateConnection {
         (status = 403, description = "`forbidden`: not an owner or admin", body = ErrorBody),
         (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 409, description = "`name_taken`: another connection of the organisation has this name (trimmed, case-insensitive)", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad name, instructions too long or an unknown field", body = ErrorBody),
     )
 )]

@@ -58,6 +58,9 @@ error_codes! {
     MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED;
     /// The resource already exists (an email already registered).
     Conflict => "conflict", CONFLICT;
+    /// Another connection of the organisation already has this name
+    /// (compared trimmed and case-insensitively).
+    NameTaken => "name_taken", CONFLICT;
     /// The body is larger than the API accepts.
     PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE;
     /// The request's headers or body did not arrive in time.

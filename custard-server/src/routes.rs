@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) model: Arc<dyn LanguageModel>,
     pub(crate) pipelines: Pipelines,
     pub(crate) metrics: Arc<Metrics>,
+    /// What the web pages show once after a form's redirect (new API keys).
+    pub(crate) flashes: crate::web::flash::Flashes,
 }
 
 impl AppState {
@@ -124,6 +126,7 @@ impl AppState {
                 model,
                 pipelines: Pipelines::default(),
                 metrics: Arc::new(Metrics::default()),
+                flashes: crate::web::flash::Flashes::default(),
             }),
         })
     }

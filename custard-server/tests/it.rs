@@ -799,16 +799,26 @@ async fn web_signup_sends_a_link_that_verifies_the_email() {
 
     let mut pairs = fields("ada@example.com", "Ada", PASSWORD);
     pairs.push(("csrf_token", &token));
-    let (status, _, html) = v.post("/signup", &pairs).await;
+    // Post/Redirect/Get: the page names the address once; a reload does not
+    // sign up again, nor name it.
+    let (status, headers, html) = v.post("/signup", &pairs).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(headers["location"], "/signup?sent=1");
+    let (status, _, html) = v.get("/signup?sent=1").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains("Check your email") && html.contains("ada@example.com"), "{html}");
+    let (_, _, reloaded) = v.get("/signup?sent=1").await;
+    assert!(reloaded.contains("Check your email") && !reloaded.contains("ada@example.com"));
     let mail = newest_mail(&s, 1).await;
     assert!(
         mail.contains("/verify-email?token=") && !mail.contains("/api/v1/auth/verify-email"),
         "the link opens the page: {mail}"
     );
     // Again with the same address: the same page, and an email to the owner instead.
-    let (status, _, again) = v.post("/signup", &pairs).await;
+    let (status, headers, _) = v.post("/signup", &pairs).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/signup?sent=1");
+    let (status, _, again) = v.get("/signup?sent=1").await;
     assert_eq!((status, again), (StatusCode::OK, html), "the same answer for a taken address");
     let mail = newest_mail(&s, 2).await;
     assert!(mail.contains("already has an account") && mail.contains("/forgot-password"), "{mail}");
@@ -861,12 +871,18 @@ async fn web_password_reset_changes_the_password_once() {
     assert!(html.contains("Enter your email address.") && html.contains("aria-invalid=\"true\""));
 
     // The same answer for unknown and known accounts.
-    let (status, _, unknown) = v
+    let (status, headers, _) = v
         .post("/forgot-password", &[("email", "nobody@example.com"), ("csrf_token", &token)])
         .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/forgot-password?sent=1");
+    let (status, _, unknown) = v.get("/forgot-password?sent=1").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _, known) =
+    let (status, headers, _) =
         v.post("/forgot-password", &[("email", "reset@example.com"), ("csrf_token", &token)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/forgot-password?sent=1");
+    let (status, _, known) = v.get("/forgot-password?sent=1").await;
     assert_eq!(status, StatusCode::OK);
     assert!(unknown.contains("If an account exists for nobody@example.com, we sent a reset link"));
     assert_eq!(unknown.replace("nobody@example.com", "reset@example.com"), known);
@@ -908,11 +924,14 @@ async fn web_password_reset_changes_the_password_once() {
 
     let (status, headers, html) =
         v.post("/reset-password", &as_pairs(&reset(new, new, &csrf))).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
-    assert!(html.contains("Your password was changed") && html.contains("href=\"/login\""));
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(headers["location"], "/reset-password?done=1");
     assert!(
         set_cookie(&headers, "custard_session").is_some_and(|(_, raw)| raw.contains("Max-Age=0"))
     );
+    let (status, _, html) = v.get("/reset-password?done=1").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Your password was changed") && html.contains("href=\"/login\""));
     let (status, _, html) = v.post("/reset-password", &as_pairs(&reset(new, new, &csrf))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "single use");
     assert!(html.contains("unknown, used or expired") && html.contains("/forgot-password"));

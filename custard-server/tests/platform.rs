@@ -1422,6 +1422,13 @@ struct WebSession {
     csrf: String,
 }
 
+/// The API key a connection's page shows once (`<pre id="api-key">`), if any.
+fn shown_key(page: &str) -> Option<String> {
+    let marker = "id=\"api-key\" class=\"secret\">";
+    let start = page.find(marker)? + marker.len();
+    Some(page[start..].chars().take_while(|c| *c != '<').collect())
+}
+
 impl Platform {
     /// A browser session for an access token: the session cookie plus the
     /// CSRF nonce cookie and token a page hands out.
@@ -1443,6 +1450,79 @@ impl Platform {
             + "name=\"csrf_token\" value=\"".len();
         let csrf = html[start..].split('"').next().expect("the token").to_owned();
         WebSession { cookie: format!("{session}; custard_csrf={nonce}"), csrf }
+    }
+
+    /// A signed-out browser: the CSRF nonce cookie and the token of `/login`.
+    async fn visitor(&self) -> WebSession {
+        let (status, headers, html) = self.web("GET", "/login", "", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let nonce = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("custard_csrf="))
+            .and_then(|c| c.split(';').next())
+            .expect("a CSRF cookie")
+            .to_owned();
+        let start = html.find("name=\"csrf_token\" value=\"").expect("a CSRF field")
+            + "name=\"csrf_token\" value=\"".len();
+        let csrf = html[start..].split('"').next().expect("the token").to_owned();
+        WebSession { cookie: format!("custard_csrf={nonce}"), csrf }
+    }
+
+    /// The token of the link in the newest email to `to` (after `before`
+    /// emails), where the link's path is `marker` (`/reset-password?token=`).
+    async fn mailed_token(&self, before: usize, to: &str, marker: &str) -> String {
+        let mail = self.sink.wait_for(before + 1, PATIENCE).await;
+        let text = mail
+            .iter()
+            .rev()
+            .find(|m| m.to.iter().any(|t| t == to))
+            .expect("the email")
+            .body()
+            .to_owned();
+        let start = text.find(marker).expect("the link") + marker.len();
+        let token: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+        percent_encoding::percent_decode_str(&token).decode_utf8_lossy().into_owned()
+    }
+
+    /// Posts a form that must succeed with Post/Redirect/Get: a 303 whose
+    /// target is a page (200, HTML). Returns the target; a new session cookie
+    /// the answer sets replaces the one in `web`.
+    async fn post_redirects(
+        &self,
+        web: &mut WebSession,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> String {
+        let csrf = web.csrf.clone();
+        let (status, headers, body) =
+            self.web("POST", path, &web.cookie, Some(form), Some(&csrf)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "POST {path} answers a redirect: {body}");
+        assert!(body.is_empty(), "POST {path} renders nothing: {body}");
+        let to = headers["location"].to_str().expect("location").to_owned();
+        for cookie in headers.get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+            if let Some(rest) = cookie.strip_prefix("custard_session=") {
+                let value = rest.split(';').next().unwrap_or_default();
+                let others: Vec<&str> =
+                    web.cookie.split("; ").filter(|c| !c.starts_with("custard_session=")).collect();
+                let mut jar = others.join("; ");
+                if !cookie.contains("Max-Age=0") {
+                    jar = format!("custard_session={value}; {jar}");
+                }
+                web.cookie = jar;
+            }
+        }
+        to
+    }
+
+    /// A GET that must be a page (200, HTML); its body.
+    async fn page(&self, web: &WebSession, path: &str) -> String {
+        let (status, headers, body) = self.web("GET", path, &web.cookie, None, None).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        let kind = headers[header::CONTENT_TYPE].to_str().unwrap_or_default();
+        assert!(kind.starts_with("text/html"), "GET {path} is a page: {kind}");
+        body
     }
 
     /// One browser request: status, headers and body text. `form` is sent
@@ -1572,16 +1652,20 @@ async fn web_actions_need_the_csrf_token_and_delete_needs_the_name() {
         let list = p.ok(StatusCode::OK, "GET", "/api/v1/connections", &a, None).await;
         assert_eq!(list["connections"].as_array().map(Vec::len), Some(0));
 
-        // With it: the key is on the page once, with the agent's lines.
+        // With it: a redirect to the connection's page, which shows the key
+        // once, with the agent's lines.
         let csrf = Some(web.csrf.as_str());
-        let (status, _, page) = p.web("POST", "/connections", &web.cookie, Some(&form), csrf).await;
-        assert_eq!(status, StatusCode::CREATED);
-        let marker = "id=\"api-key\" class=\"secret\">";
-        let start = page.find(marker).expect("the key") + marker.len();
-        let key: String = page[start..].chars().take_while(|c| *c != '<').collect();
-        assert!(key.starts_with("custard_") && page.contains("docker run"), "{key}");
+        let (status, headers, _) =
+            p.web("POST", "/connections", &web.cookie, Some(&form), csrf).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
         let list = p.ok(StatusCode::OK, "GET", "/api/v1/connections", &a, None).await;
         let conn = list["connections"][0]["id"].as_str().expect("id").to_owned();
+        assert_eq!(headers["location"], format!("/connections/{conn}"));
+        let (status, _, page) =
+            p.web("GET", &format!("/connections/{conn}"), &web.cookie, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let key = shown_key(&page).expect("the key");
+        assert!(key.starts_with("custard_") && page.contains("docker run"), "{key}");
 
         // A blank name re-renders the form with the reason.
         let blank = [("name", "  "), ("db_type", "sqlite")];
@@ -1600,9 +1684,13 @@ async fn web_actions_need_the_csrf_token_and_delete_needs_the_name() {
 
         // Rotating shows a new key once; the old one no longer opens the hub.
         let rotate = format!("/connections/{conn}/rotate-key");
-        let (status, _, page) = p.web("POST", &rotate, &web.cookie, Some(&[]), csrf).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(page.contains("id=\"api-key\"") && !page.contains(&key), "a new key, not the old");
+        let (status, headers, _) = p.web("POST", &rotate, &web.cookie, Some(&[]), csrf).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let to = headers["location"].to_str().expect("location").to_owned();
+        assert_eq!(to, format!("/connections/{conn}?done=rotated"));
+        let (_, _, page) = p.web("GET", &to, &web.cookie, None, None).await;
+        let new_key = shown_key(&page).expect("the new key");
+        assert!(new_key != key && !page.contains(&key), "a new key, not the old");
 
         let right = [("confirm", "Shop")];
         let (status, headers, _) = p.web("POST", &delete, &web.cookie, Some(&right), csrf).await;
@@ -1611,6 +1699,287 @@ async fn web_actions_need_the_csrf_token_and_delete_needs_the_name() {
         let (status, _) =
             p.call("GET", &format!("/api/v1/connections/{conn}"), Some(&a), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_names_are_unique_per_organisation() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let b = p.user("b@example.com", "Org B").await;
+        p.connection(&a, "Shop").await;
+        // Compared trimmed and case-insensitively.
+        for name in ["Shop", "shop", "  SHOP  "] {
+            let body = json!({"name": name, "db_type": "sqlite"});
+            let reply =
+                p.ok(StatusCode::CONFLICT, "POST", "/api/v1/connections", &a, Some(body)).await;
+            assert_eq!(code(&reply), "name_taken", "{name:?}: {reply}");
+        }
+        // Another organisation may use the name.
+        p.connection(&b, "Shop").await;
+
+        // Renaming to a taken name is refused; to its own in another case is not.
+        let (second, _) = p.connection(&a, "Staging").await;
+        let path = format!("/api/v1/connections/{second}");
+        let reply =
+            p.ok(StatusCode::CONFLICT, "PATCH", &path, &a, Some(json!({"name": "SHOP"}))).await;
+        assert_eq!(code(&reply), "name_taken", "{reply}");
+        assert_eq!(p.get_connection(&a, &second).await["name"], "Staging");
+        let reply =
+            p.ok(StatusCode::OK, "PATCH", &path, &a, Some(json!({"name": "staging"}))).await;
+        assert_eq!(reply["name"], "staging");
+        let list = p.ok(StatusCode::OK, "GET", "/api/v1/connections", &a, None).await;
+        assert_eq!(list["connections"].as_array().map(Vec::len), Some(2));
+
+        // The web forms say so, keeping what was typed.
+        let web = p.web_session(&a).await;
+        let csrf = Some(web.csrf.as_str());
+        let form = [("name", " shop"), ("db_type", "sqlite")];
+        let (status, _, page) = p.web("POST", "/connections", &web.cookie, Some(&form), csrf).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(
+            page.contains("already has that name") && page.contains("role=\"alert\""),
+            "{page}"
+        );
+        let form = [("name", "Shop"), ("instructions", "")];
+        let (status, _, page) =
+            p.web("POST", &format!("/connections/{second}"), &web.cookie, Some(&form), csrf).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(page.contains("already has that name"), "{page}");
+    })
+    .await;
+}
+
+/// A form's fields.
+type Fields<'a> = Vec<(&'a str, &'a str)>;
+
+/// Post/Redirect/Get: every full-page form that succeeds answers 303 to a
+/// page (so a reload re-submits nothing), and a GET of any URL a form posts
+/// to is a page or a redirect to one, never a method error.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_web_form_redirects_and_a_get_of_its_url_is_a_page() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.shop_agent(&a, &conn, &key, 3).await;
+        let (status, answer) = p.ask(&a, &conn, HOW_MANY).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let query = answer["id"].as_str().expect("id").to_owned();
+        let (member, _) = p.member_of(&a, "m@example.com").await;
+        let invite = json!({"email": "pending@example.com", "role": "member"});
+        let invitation =
+            p.ok(StatusCode::CREATED, "POST", "/api/v1/org/invitations", &a, Some(invite)).await;
+        let invitation = invitation["id"].as_str().expect("an invitation id").to_owned();
+        let mut web = p.web_session(&a).await;
+
+        // A GET of every URL a form posts to, signed in and signed out.
+        let urls = [
+            "/login".to_owned(),
+            "/logout".into(),
+            "/signup".into(),
+            "/forgot-password".into(),
+            "/reset-password".into(),
+            "/accept-invitation".into(),
+            "/settings/profile".into(),
+            "/settings/password".into(),
+            format!("/settings/members/{member}/role"),
+            format!("/settings/members/{member}/remove"),
+            "/settings/invitations".into(),
+            format!("/settings/invitations/{invitation}/revoke"),
+            "/connections".into(),
+            format!("/connections/{conn}"),
+            format!("/connections/{conn}/refresh-schema"),
+            format!("/connections/{conn}/rotate-key"),
+            format!("/connections/{conn}/delete"),
+            "/ask".into(),
+            format!("/history/{query}/feedback"),
+            format!("/history/{query}/rerun"),
+        ];
+        for cookie in [web.cookie.as_str(), ""] {
+            for url in &urls {
+                let (mut status, mut headers, mut body) =
+                    p.web("GET", url, cookie, None, None).await;
+                for _ in 0..3 {
+                    if status != StatusCode::SEE_OTHER {
+                        break;
+                    }
+                    let to = headers["location"].to_str().expect("location").to_owned();
+                    (status, headers, body) = p.web("GET", &to, cookie, None, None).await;
+                }
+                assert!(
+                    status != StatusCode::METHOD_NOT_ALLOWED && status != StatusCode::SEE_OTHER,
+                    "GET {url}: {status} {body}"
+                );
+                let kind = headers[header::CONTENT_TYPE].to_str().unwrap_or_default();
+                assert!(kind.starts_with("text/html"), "GET {url} ends on a page: {kind} {body}");
+                assert!(!body.contains("method_not_allowed"), "GET {url}: {body}");
+            }
+        }
+        let (_, _, page) =
+            p.web("GET", &format!("/connections/{conn}/rotate-key"), &web.cookie, None, None).await;
+        assert!(page.is_empty(), "the GET only redirects");
+        let view = p.get_connection(&a, &conn).await;
+        assert_eq!(
+            view["key_prefix"].as_str().map(|k| key.starts_with(k)),
+            Some(true),
+            "no rotation"
+        );
+
+        // Every signed-in form, with its expected target: (path, fields, target).
+        let new_password = "another correct horse staple";
+        let forms: Vec<(String, Fields, String)> = vec![
+            (
+                format!("/connections/{conn}"),
+                vec![("name", "Shop"), ("instructions", "x")],
+                format!("/connections/{conn}?done=saved"),
+            ),
+            (
+                format!("/connections/{conn}/refresh-schema"),
+                vec![],
+                format!("/connections/{conn}?done=refreshed"),
+            ),
+            (
+                format!("/connections/{conn}/rotate-key"),
+                vec![],
+                format!("/connections/{conn}?done=rotated"),
+            ),
+            (format!("/history/{query}/rerun"), vec![], format!("/?rerun={query}")),
+            (
+                "/settings/profile".into(),
+                vec![("first_name", "Ada"), ("last_name", "King")],
+                "/settings?done=profile".into(),
+            ),
+            (
+                format!("/settings/members/{member}/role"),
+                vec![("role", "admin")],
+                "/settings?done=role".into(),
+            ),
+            (format!("/settings/members/{member}/remove"), vec![], "/settings?done=removed".into()),
+            (
+                "/settings/invitations".into(),
+                vec![("email", "x@example.com"), ("role", "member")],
+                "/settings?done=invited".into(),
+            ),
+            (
+                format!("/settings/invitations/{invitation}/revoke"),
+                vec![],
+                "/settings?done=revoked".into(),
+            ),
+            (
+                "/settings/password".into(),
+                vec![
+                    ("current_password", PASSWORD),
+                    ("new_password", new_password),
+                    ("confirm_password", new_password),
+                ],
+                "/settings?done=password".into(),
+            ),
+            (
+                "/login".into(),
+                vec![("email", "a@example.com"), ("password", new_password)],
+                "/".into(),
+            ),
+        ];
+        for (path, fields, target) in &forms {
+            let to = p.post_redirects(&mut web, path, fields).await;
+            assert_eq!(&to, target, "POST {path}");
+            p.page(&web, &to).await;
+        }
+        // Creating and deleting a connection.
+        let form = [("name", "Staging"), ("db_type", "sqlite")];
+        let to = p.post_redirects(&mut web, "/connections", &form).await;
+        let created = to.strip_prefix("/connections/").expect("the new connection's page");
+        assert!(created != conn && !created.contains('?'), "{to}");
+        p.page(&web, &to).await;
+        let delete = format!("/connections/{created}/delete");
+        let to = p.post_redirects(&mut web, &delete, &[("confirm", "Staging")]).await;
+        assert_eq!(to, "/connections?done=deleted");
+        let to = p.post_redirects(&mut web, "/logout", &[]).await;
+        assert_eq!(to, "/login");
+
+        // Signed out: sign up, forgot and reset a password, join by invitation.
+        let mut visitor = p.visitor().await;
+        let signup = [
+            ("email", "new@example.com"),
+            ("password", PASSWORD),
+            ("first_name", "N"),
+            ("last_name", "N"),
+            ("organization_name", "New"),
+        ];
+        let to = p.post_redirects(&mut visitor, "/signup", &signup).await;
+        assert_eq!(to, "/signup?sent=1");
+        assert!(p.page(&visitor, &to).await.contains("new@example.com"), "named once");
+        assert!(!p.page(&visitor, &to).await.contains("new@example.com"), "not on a reload");
+        let before = p.sink.messages().len();
+        let to =
+            p.post_redirects(&mut visitor, "/forgot-password", &[("email", "a@example.com")]).await;
+        assert_eq!(to, "/forgot-password?sent=1");
+        p.page(&visitor, &to).await;
+        let token = p.mailed_token(before, "a@example.com", "/reset-password?token=").await;
+        let reset =
+            [("token", token.as_str()), ("new_password", PASSWORD), ("confirm_password", PASSWORD)];
+        let to = p.post_redirects(&mut visitor, "/reset-password", &reset).await;
+        assert_eq!(to, "/reset-password?done=1");
+        assert!(p.page(&visitor, &to).await.contains("Your password was changed"));
+        let owner = p.login("a@example.com").await;
+        let before = p.sink.messages().len();
+        let invite = json!({"email": "joiner@example.com", "role": "member"});
+        p.ok(StatusCode::CREATED, "POST", "/api/v1/org/invitations", &owner, Some(invite)).await;
+        let token = p.mailed_token(before, "joiner@example.com", "/accept-invitation?token=").await;
+        let join = [
+            ("token", token.as_str()),
+            ("email", "joiner@example.com"),
+            ("password", PASSWORD),
+            ("first_name", "J"),
+            ("last_name", "J"),
+        ];
+        let to = p.post_redirects(&mut visitor, "/accept-invitation", &join).await;
+        assert_eq!(to, "/");
+        p.page(&visitor, &to).await;
+    })
+    .await;
+}
+
+/// A new or rotated key is shown once, on the connection's page the form
+/// redirects to, to the session that made it: never in the URL, not to
+/// another session, not on a reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn web_shows_a_new_key_once_to_its_session_only() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let mut web = p.web_session(&a).await;
+        let other = p.web_session(&p.login("a@example.com").await).await;
+
+        let form = [("name", "Shop"), ("db_type", "sqlite")];
+        let create = p.post_redirects(&mut web, "/connections", &form).await;
+        let conn = create.strip_prefix("/connections/").expect("the page").to_owned();
+        let rotate = format!("/connections/{conn}/rotate-key");
+        for (path, form) in [("/connections".to_owned(), None), (rotate, Some(()))] {
+            let to = if form.is_some() {
+                p.post_redirects(&mut web, &path, &[]).await
+            } else {
+                create.clone()
+            };
+            assert!(!to.contains("custard_"), "no key in the URL: {to}");
+            let elsewhere = p.page(&other, &to).await;
+            assert!(shown_key(&elsewhere).is_none(), "another session sees no key");
+            let page = p.page(&web, &to).await;
+            let key = shown_key(&page).expect("the key, once");
+            assert!(key.starts_with("custard_") && page.contains("docker run"), "{key}");
+            let prefix = p.get_connection(&a, &conn).await["key_prefix"]
+                .as_str()
+                .expect("prefix")
+                .to_owned();
+            assert!(key.starts_with(&prefix), "the connection's current key");
+            let reloaded = p.page(&web, &to).await;
+            assert!(shown_key(&reloaded).is_none() && !reloaded.contains(&key), "not on a reload");
+        }
+        let list = p.ok(StatusCode::OK, "GET", "/api/v1/connections", &a, None).await;
+        assert_eq!(list["connections"].as_array().map(Vec::len), Some(1));
     })
     .await;
 }
@@ -1856,16 +2225,27 @@ async fn web_connection_and_history_actions_work_and_failures_say_why() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(page.contains("role=\"alert\""), "the reason is shown: {page}");
         p.shop_agent(&a, &conn, &key, 3).await;
-        let (status, _, page) = p.web("POST", &refresh, &web.cookie, Some(&[]), csrf).await;
-        assert_eq!(status, StatusCode::OK);
+        let (status, headers, _) = p.web("POST", &refresh, &web.cookie, Some(&[]), csrf).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers["location"], format!("/connections/{conn}?done=refreshed"));
+        let (_, _, page) = p
+            .web("GET", &format!("/connections/{conn}?done=refreshed"), &web.cookie, None, None)
+            .await;
         assert!(page.contains("The schema was refreshed") && page.contains("customers"), "{page}");
         assert!(page.contains("<code>city</code>"), "columns are listed: {page}");
 
-        // Asking again opens the Ask page with the question, to be asked at once.
+        // Asking again opens the Ask page with the question, to be asked at
+        // once; a reload of that page fills it in without asking.
         let rerun = format!("/history/{failed}/rerun");
-        let (status, _, page) = p.web("POST", &rerun, &web.cookie, Some(&[]), csrf).await;
+        let (status, headers, _) = p.web("POST", &rerun, &web.cookie, Some(&[]), csrf).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let to = headers["location"].to_str().expect("location").to_owned();
+        assert_eq!(to, format!("/?rerun={failed}"));
+        let (status, _, page) = p.web("GET", &to, &web.cookie, None, None).await;
         assert_eq!(status, StatusCode::OK);
         assert!(page.contains("data-autorun=\"true\"") && page.contains(HOW_MANY), "{page}");
+        let (_, _, page) = p.web("GET", &to, &web.cookie, None, None).await;
+        assert!(page.contains("data-autorun=\"false\"") && page.contains(HOW_MANY), "{page}");
 
         // The CSV of an answer, and an error page (not a JSON file) when it cannot run.
         let (_, answer) = p.ask(&a, &conn, HOW_MANY).await;

@@ -143,6 +143,61 @@ async fn signing_in_through_the_form_shows_the_ask_page() {
     .await;
 }
 
+/// Post/Redirect/Get in a real browser: "Create connection" lands on the
+/// connection's page with the key; a reload shows the page again without the
+/// key and creates nothing; the same for "Rotate key".
+#[tokio::test(flavor = "multi_thread")]
+async fn reloading_after_creating_a_connection_creates_no_second_one() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        verified_user(&dir).await;
+        let base = serve(&dir).await;
+        let browser = Browser::start().await;
+        sign_in_as(&browser, &base, EMAIL, PASSWORD).await;
+        browser.wait_for_text(".who", EMAIL, RENDER_LIMIT).await;
+
+        browser.goto(&format!("{base}/connections")).await;
+        browser.fill("#connection-name", "Shop").await;
+        browser.click("form[action='/connections'] button[type=submit]").await;
+        browser.wait_for("#api-key", RENDER_LIMIT).await;
+        let key = browser.text_of("#api-key").await;
+        assert!(key.starts_with("custard_"), "the key is shown: {key:?}");
+        let page = browser.path().await;
+        assert!(page.starts_with("/connections/"), "the connection's page: {page}");
+
+        let reload = || async {
+            browser.client().refresh().await.expect("reload");
+            browser.wait_for_text("#connection-title", "Shop", RENDER_LIMIT).await;
+        };
+        reload().await;
+        assert_eq!(browser.path().await, page, "the same page");
+        let source = browser.source().await;
+        assert!(!source.contains("id=\"api-key\"") && !source.contains(&key), "shown once");
+        reload().await;
+
+        let rows = "return document.querySelectorAll('#connection-list tbody tr').length;";
+        browser.goto(&format!("{base}/connections")).await;
+        browser.wait_for("#connection-list", RENDER_LIMIT).await;
+        let count = browser.client().execute(rows, vec![]).await.expect("counting");
+        assert_eq!(count, 1, "one connection after the reloads");
+
+        // Rotate: the new key once, and a reload rotates nothing.
+        browser.goto(&format!("{base}{page}")).await;
+        browser.click("#danger-title ~ details summary").await;
+        browser.click("form[action$='/rotate-key'] button[type=submit]").await;
+        browser.wait_for("#api-key", RENDER_LIMIT).await;
+        let rotated = browser.text_of("#api-key").await;
+        assert!(rotated.starts_with("custard_") && rotated != key, "a new key");
+        reload().await;
+        let source = browser.source().await;
+        assert!(!source.contains("id=\"api-key\"") && !source.contains(&rotated), "shown once");
+        let prefix: String = rotated.chars().take(12).collect();
+        assert!(source.contains(&prefix), "the key was not rotated again: {prefix}");
+        browser.close().await;
+    })
+    .await;
+}
+
 /// The longest the sign-up and reset flow may take: it hashes passwords
 /// (slow in debug builds) and loads a dozen pages.
 const ACCOUNT_FLOW_LIMIT: Duration = Duration::from_secs(150);

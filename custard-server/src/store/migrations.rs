@@ -37,6 +37,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "tokens_end",
         sql: include_str!("../../migrations/0003_tokens_end.sql"),
     },
+    Migration {
+        version: 4,
+        name: "connection_names",
+        sql: include_str!("../../migrations/0004_connection_names.sql"),
+    },
 ];
 
 /// The newest version this binary knows.

@@ -282,7 +282,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Creates a connection; its key hash must be unique ([`ConflictKind::ApiKey`]).
+    /// Creates a connection; its key hash must be unique ([`ConflictKind::ApiKey`])
+    /// and its name unique in the organisation, compared trimmed and
+    /// case-insensitively ([`ConflictKind::ConnectionName`]).
     fn create_connection(
         &self,
         connection: NewConnection,
@@ -310,6 +312,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Changes a connection's name or instructions and returns it; with nothing
     /// to change it returns the connection as it is, `updated_at` included.
+    /// A name another connection of the organisation has is a
+    /// [`ConflictKind::ConnectionName`].
     fn update_connection<'a>(
         &'a self,
         org: &'a OrgId,
@@ -448,6 +452,9 @@ pub enum ConflictKind {
     Membership,
     /// Another connection has this API key (a collision: generate a new one).
     ApiKey,
+    /// Another connection of the organisation has this name (trimmed,
+    /// case-insensitive).
+    ConnectionName,
 }
 
 impl fmt::Display for ConflictKind {
@@ -456,6 +463,7 @@ impl fmt::Display for ConflictKind {
             ConflictKind::Email => "email already registered",
             ConflictKind::Membership => "already a member of the organization",
             ConflictKind::ApiKey => "API key already in use",
+            ConflictKind::ConnectionName => "connection name already in use",
         })
     }
 }

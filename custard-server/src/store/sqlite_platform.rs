@@ -42,6 +42,7 @@ pub(super) fn create_connection(
 ) -> Result<DbConnection, StoreError> {
     let tx = write_tx(conn)?;
     let id = ConnectionId::random();
+    ensure_name_free(&tx, &new.org_id, &new.name, None)?;
     tx.execute(
         "INSERT INTO connections
              (id, org_id, name, dialect, key_hash, key_prefix, created_at, updated_at)
@@ -100,6 +101,9 @@ pub(super) fn update_connection(
         return select_connection(conn, org, id);
     }
     let tx = write_tx(conn)?;
+    if let Some(name) = name {
+        ensure_name_free(&tx, org, name, Some(id))?;
+    }
     let changed = tx
         .execute(
             "UPDATE connections
@@ -108,7 +112,7 @@ pub(super) fn update_connection(
              WHERE org_id = ?1 AND id = ?2",
             params![org, id, name, instructions, Millis::now()],
         )
-        .map_err(db_error)?;
+        .map_err(name_conflict)?;
     found(changed)?;
     let updated = select_connection(&tx, org, id)?;
     tx.commit().map_err(db_error)?;
@@ -386,8 +390,62 @@ fn found(changed: usize) -> Result<(), StoreError> {
     if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
+/// A unique-constraint failure of `connections`: the name index
+/// (`connections_name_per_org`) or the key hash.
 fn key_conflict(e: rusqlite::Error) -> StoreError {
+    if is_name_conflict(&e) {
+        return StoreError::Conflict(ConflictKind::ConnectionName);
+    }
     conflict_or(e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE, ConflictKind::ApiKey)
+}
+
+/// A unique-constraint failure of the name index.
+fn name_conflict(e: rusqlite::Error) -> StoreError {
+    if is_name_conflict(&e) {
+        StoreError::Conflict(ConflictKind::ConnectionName)
+    } else {
+        db_error(e)
+    }
+}
+
+fn is_name_conflict(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, Some(message))
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            && message.contains("connections_name_per_org"))
+}
+
+/// The comparison form of a connection name: trimmed, Unicode lowercase.
+fn name_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// Refuses `name` when another connection of `org` (not `except`) has it,
+/// compared trimmed and in Unicode lowercase. Run inside the write
+/// transaction, so no other write comes between the check and the change;
+/// the unique index on `(org_id, lower(trim(name)))` backs it for ASCII.
+fn ensure_name_free(
+    conn: &Connection,
+    org: &OrgId,
+    name: &str,
+    except: Option<&ConnectionId>,
+) -> Result<(), StoreError> {
+    let wanted = name_key(name);
+    let mut stmt = conn
+        .prepare_cached("SELECT id, name FROM connections WHERE org_id = ?1")
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map([org], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(db_error)?;
+    for row in rows {
+        let (id, existing) = row.map_err(db_error)?;
+        if except.is_some_and(|e| e.as_str() == id) {
+            continue;
+        }
+        if name_key(&existing) == wanted {
+            return Err(StoreError::Conflict(ConflictKind::ConnectionName));
+        }
+    }
+    Ok(())
 }
 
 fn connection_from_row(row: &Row<'_>) -> rusqlite::Result<DbConnection> {

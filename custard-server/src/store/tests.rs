@@ -1226,6 +1226,100 @@ async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_names_are_unique_per_organisation_trimmed_and_case_insensitive() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let a = tenant(store, "a@example.com").await;
+        let b = tenant(store, "b@example.com").await;
+        let taken = |r: &Result<Connection, StoreError>| {
+            matches!(r, Err(StoreError::Conflict(ConflictKind::ConnectionName)))
+        };
+        // (name, taken in a's organisation?) after "warehouse" and "Šhop".
+        store.create_connection(new_connection(&a.org, "Šhop")).await.expect("shop");
+        let cases = [
+            ("warehouse", true),
+            ("WAREHOUSE", true),
+            ("  Warehouse ", true),
+            ("šHOP", true),
+            ("warehouse 2", false),
+        ];
+        for (name, is_taken) in cases {
+            let created = store.create_connection(new_connection(&a.org, name)).await;
+            assert_eq!(taken(&created), is_taken, "{name}: {created:?}");
+        }
+        // Another organisation may use the name (b's tenant has a "warehouse" too).
+        store.create_connection(new_connection(&b.org, "šhop")).await.expect("other org");
+
+        // Renaming to another connection's name is refused; to its own, in
+        // another case, is not.
+        let rename = |name: &str| ConnectionUpdate { name: Some(name.into()), instructions: None };
+        let id = &a.connection.id;
+        assert!(taken(&store.update_connection(&a.org, id, rename("ŠHOP")).await));
+        assert_eq!(store.get_connection(&a.org, id).await.expect("get").name, "warehouse");
+        let renamed = store.update_connection(&a.org, id, rename("WareHouse")).await;
+        assert_eq!(renamed.expect("own name").name, "WareHouse");
+        let instructions = ConnectionUpdate { name: None, instructions: Some("x".into()) };
+        store.update_connection(&a.org, id, instructions).await.expect("no name, no check");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_migration_renames_old_duplicates_deterministically() {
+    bounded(async {
+        let mut fx = Fixture::new();
+        let a = tenant(fx.store.as_ref(), "a@example.com").await;
+        let b = tenant(fx.store.as_ref(), "b@example.com").await;
+        let mut ids = vec![a.connection.id.clone()];
+        for name in ["db", "x1", "db (2)", "x2"] {
+            let c = fx.store.create_connection(new_connection(&a.org, name)).await.expect(name);
+            ids.push(c.id);
+        }
+        let other = fx.store.create_connection(new_connection(&b.org, "db")).await.expect("b");
+        // Back to a database before the migration, with duplicate names.
+        let conn = raw(&fx.path());
+        conn.execute_batch(
+            "DROP INDEX connections_name_per_org;
+             DELETE FROM schema_migrations WHERE version = 4;",
+        )
+        .expect("roll back");
+        conn.execute_batch(
+            "UPDATE connections SET name = 'Db' WHERE name = 'x1';
+             UPDATE connections SET name = 'DB ' WHERE name = 'x2';",
+        )
+        .expect("duplicates");
+        drop(conn);
+        fx.reopen();
+
+        let names: Vec<(ConnectionId, String)> = fx
+            .store
+            .list_connections(&a.org)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| (c.id, c.name))
+            .collect();
+        let expect = [
+            (ids[0].clone(), "warehouse".to_owned()),
+            // The oldest keeps the name; later ones get their rank.
+            (ids[1].clone(), "db".to_owned()),
+            (ids[2].clone(), format!("Db (2) ({})", ids[2].as_str())),
+            // A name that was there first is kept; the renamed one gives way
+            // and gets its id appended too.
+            (ids[3].clone(), "db (2)".to_owned()),
+            (ids[4].clone(), "DB  (3)".to_owned()),
+        ];
+        assert_eq!(names, expect);
+        assert_eq!(fx.store.get_connection(&b.org, &other.id).await.expect("b").name, "db");
+        // The index holds now.
+        let again = fx.store.create_connection(new_connection(&a.org, "DB (2)")).await;
+        assert!(matches!(again, Err(StoreError::Conflict(ConflictKind::ConnectionName))));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_context_reads_session_user_and_membership_together() {
     bounded(async {
         let fx = Fixture::new();

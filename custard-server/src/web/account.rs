@@ -5,8 +5,12 @@
 //! so validation, rate limits, the password policy, one-time tokens, emails
 //! and role checks live in one place; this module only turns their answers
 //! into pages. A failed form comes back with the person's input (never a
-//! password), the message and a 4xx status; a settings change redirects to
-//! `/settings?done=...` (Post/Redirect/Get).
+//! password), the message and a 4xx status (nothing changed, so re-sending it
+//! is harmless). A form that succeeds redirects (303, Post/Redirect/Get): a
+//! settings change to `/settings?done=...`, sign-up and forgot-password to
+//! their page with `?sent=1` (which says to check the email without naming
+//! the address), a reset to `/reset-password?done=1`. A GET of any form's URL
+//! is a page or a redirect to one, never a method error.
 
 use askama::Template;
 use axum::Form;
@@ -16,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::flash::{Flash, Owner};
 use super::{
     Csrf, Layout, TokenForm, WEB_SESSION, WebError, WebUser, check_csrf, page, secure, sentence,
     session,
@@ -28,22 +33,57 @@ use crate::store::Role;
 
 /// The account pages' routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
-    use axum::routing::{get, post};
+    use axum::routing::get;
     axum::Router::new()
         .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
+        .route("/logout", get(|| async { Redirect::to("/") }).post(logout))
         .route("/signup", get(signup_page).post(signup))
         .route("/verify-email", get(verify_email))
         .route("/forgot-password", get(forgot_page).post(forgot))
         .route("/reset-password", get(reset_page).post(reset))
         .route("/accept-invitation", get(invitation_page).post(accept_invitation))
         .route("/settings", get(settings))
-        .route("/settings/profile", post(update_profile))
-        .route("/settings/password", post(change_password))
-        .route("/settings/members/{user_id}/role", post(change_role))
-        .route("/settings/members/{user_id}/remove", post(remove_member))
-        .route("/settings/invitations", post(invite))
-        .route("/settings/invitations/{id}/revoke", post(revoke_invitation))
+        .route("/settings/profile", get(to_settings).post(update_profile))
+        .route("/settings/password", get(to_settings).post(change_password))
+        .route("/settings/members/{user_id}/role", get(to_settings).post(change_role))
+        .route("/settings/members/{user_id}/remove", get(to_settings).post(remove_member))
+        .route("/settings/invitations", get(to_settings).post(invite))
+        .route("/settings/invitations/{id}/revoke", get(to_settings).post(revoke_invitation))
+}
+
+/// `GET` of a settings form's URL (a reload, a bookmark): the settings page.
+async fn to_settings() -> Redirect {
+    Redirect::to("/settings")
+}
+
+/// Where sign-up and forgot-password redirect once the email is sent.
+const SIGNUP_SENT: &str = "/signup?sent=1";
+const FORGOT_SENT: &str = "/forgot-password?sent=1";
+
+/// After an email was sent: a redirect to `target`, which names the address
+/// once (a flash of this browser; never in the URL), then only "the address
+/// you gave".
+fn sent(state: &AppState, headers: &HeaderMap, target: &str, to: String) -> Response {
+    if let Some(owner) = Owner::browser(headers) {
+        state.inner().flashes.put(&owner, target, Flash::SentTo(to));
+    }
+    Redirect::to(target).into_response()
+}
+
+/// The address [`sent`] kept for this browser's view of `target`, once.
+fn sent_to(state: &AppState, headers: &HeaderMap, target: &str) -> Option<String> {
+    let owner = Owner::browser(headers)?;
+    match state.inner().flashes.take(&owner, target)? {
+        Flash::SentTo(to) => Some(to),
+        _ => None,
+    }
+}
+
+/// `?sent=1` after a form's redirect.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AfterForm {
+    #[serde(default)]
+    sent: String,
 }
 
 /// What went wrong with a form: a message for people and the field it is
@@ -148,6 +188,9 @@ fn local_path(next: &str) -> &str {
 pub(crate) struct TokenQuery {
     #[serde(default)]
     token: String,
+    /// `?done=1`: where a successful reset redirects.
+    #[serde(default)]
+    done: String,
 }
 
 fn token_of(query: Result<Query<TokenQuery>, QueryRejection>) -> String {
@@ -307,9 +350,25 @@ fn signup_problem(error: &AppError) -> Problem {
     Problem::of(error, SIGNUP_FIELDS, fallback)
 }
 
-/// `GET /signup`.
-pub(crate) async fn signup_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// `GET /signup` (and `?sent=1` after signing up: check the email).
+pub(crate) async fn signup_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    after: Result<Query<AfterForm>, QueryRejection>,
+) -> Response {
     let csrf = Csrf::of(&state, &headers);
+    if after.is_ok_and(|Query(a)| !a.sent.is_empty()) {
+        // The same page whether or not the address already has an account:
+        // the email itself says which. The address once, from the flash.
+        let to = sent_to(&state, &headers, SIGNUP_SENT).unwrap_or("the address you gave".into());
+        let message = format!(
+            "We sent an email to {to}. Open its link to verify your address, then sign in; \
+             the link works for 24 hours. If the address already has an account, the \
+             email says how to sign in or reset your password instead."
+        );
+        let html = CheckEmailPage { layout: csrf.signed_out(), message }.render();
+        return page(StatusCode::OK, html, csrf.cookies());
+    }
     let form = SignupForm::default();
     let html = SignupPage {
         layout: csrf.signed_out(),
@@ -350,18 +409,8 @@ pub(crate) async fn signup(
         return again(e.code.status(), Problem::general(FORM_EXPIRED));
     }
     match accounts::sign_up(&state, ip, form.request(None)).await {
-        Ok((user, _)) => {
-            // The same page whether or not the address already has an account:
-            // the email itself says which.
-            let message = format!(
-                "We sent an email to {}. Open its link to verify your address, then sign in; \
-                 the link works for 24 hours. If the address already has an account, the \
-                 email says how to sign in or reset your password instead.",
-                user.email
-            );
-            let html = CheckEmailPage { layout: csrf.signed_out(), message }.render();
-            page(StatusCode::OK, html, csrf.cookies())
-        }
+        // The same answer whether or not the address already has an account.
+        Ok((user, _)) => sent(&state, &headers, SIGNUP_SENT, user.email),
         Err(e) => again(e.code.status(), signup_problem(&e)),
     }
 }
@@ -416,9 +465,21 @@ pub(crate) struct ForgotForm {
     csrf_token: String,
 }
 
-/// `GET /forgot-password`.
-pub(crate) async fn forgot_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// `GET /forgot-password` (and `?sent=1` after asking: check the email).
+pub(crate) async fn forgot_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    after: Result<Query<AfterForm>, QueryRejection>,
+) -> Response {
     let csrf = Csrf::of(&state, &headers);
+    if after.is_ok_and(|Query(a)| !a.sent.is_empty()) {
+        let to = sent_to(&state, &headers, FORGOT_SENT).unwrap_or("the address you gave".into());
+        let message = format!(
+            "If an account exists for {to}, we sent a reset link. It works once, within an hour."
+        );
+        let html = CheckEmailPage { layout: csrf.signed_out(), message }.render();
+        return page(StatusCode::OK, html, csrf.cookies());
+    }
     let html =
         ForgotPage { layout: csrf.signed_out(), email: "", problem: Problem::default() }.render();
     page(StatusCode::OK, html, csrf.cookies())
@@ -445,14 +506,7 @@ pub(crate) async fn forgot(
         return again(StatusCode::UNPROCESSABLE_ENTITY, problem);
     }
     match accounts::request_password_reset(&state, ip, email).await {
-        Ok(()) => {
-            let message = format!(
-                "If an account exists for {email}, we sent a reset link. \
-                 It works once, within an hour."
-            );
-            let html = CheckEmailPage { layout: csrf.signed_out(), message }.render();
-            page(StatusCode::OK, html, csrf.cookies())
-        }
+        Ok(()) => sent(&state, &headers, FORGOT_SENT, email.to_owned()),
         Err(e) => again(e.code.status(), Problem::of(&e, &[], "")),
     }
 }
@@ -491,15 +545,19 @@ pub(crate) struct ResetForm {
     csrf_token: String,
 }
 
-/// `GET /reset-password?token=...`: the reset email's link.
+/// `GET /reset-password?token=...`: the reset email's link; `?done=1` after
+/// the password was changed.
 pub(crate) async fn reset_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Response {
     let csrf = Csrf::of(&state, &headers);
+    let done = query.as_ref().is_ok_and(|Query(q)| !q.done.is_empty());
     let token = token_of(query);
-    let (status, step, problem) = if token.is_empty() {
+    let (status, step, problem) = if done {
+        (StatusCode::OK, ResetStep::Done, Problem::default())
+    } else if token.is_empty() {
         (StatusCode::BAD_REQUEST, ResetStep::BadLink, Problem::general(NO_TOKEN))
     } else {
         (StatusCode::OK, ResetStep::Form, Problem::default())
@@ -561,9 +619,11 @@ pub(crate) async fn reset(
     match accounts::reset_password_with_token(&state, ip, token, form.new_password.clone()).await {
         Ok(_) => {
             // Every session of the account was revoked, this browser's too.
+            let mut response = Redirect::to("/reset-password?done=1").into_response();
             let mut cookies = csrf.cookies();
             cookies.push(session::clear_session_cookie(secure(&state)));
-            show(StatusCode::OK, ResetStep::Done, Problem::default(), cookies)
+            session::set_cookies(response.headers_mut(), cookies);
+            response
         }
         Err(e) if e.code == ErrorCode::InvalidToken => {
             show(e.code.status(), ResetStep::BadLink, Problem::general(say(&e)), csrf.cookies())

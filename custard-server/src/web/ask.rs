@@ -13,7 +13,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use custard_core::AskStep;
 use futures_util::Stream;
 use serde::Deserialize;
@@ -30,11 +30,12 @@ use crate::store::QueryId;
 
 /// The Ask page's routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
-    use axum::routing::{get, post};
+    use axum::routing::get;
     axum::Router::new()
         .route("/", get(ask_page))
-        .route("/ask", post(ask))
-        .route("/history/{id}/feedback", post(feedback))
+        // A GET of a form's URL (a reload, a bookmark) is a page, not a method error.
+        .route("/ask", get(|| async { Redirect::to("/") }).post(ask))
+        .route("/history/{id}/feedback", get(super::history::to_detail).post(feedback))
 }
 
 /// A connection in the picker.
@@ -73,6 +74,10 @@ pub(crate) struct AskParams {
     /// The connection to select.
     #[serde(default)]
     connection: Option<String>,
+    /// A past question to fill in (`POST /history/{id}/rerun` redirects
+    /// here); it is asked at once only the first time, by a one-time flash.
+    #[serde(default)]
+    rerun: Option<String>,
 }
 
 /// `GET /`: the Ask page, the landing page after signing in.
@@ -82,7 +87,24 @@ pub(crate) async fn ask_page(
     headers: HeaderMap,
     Query(params): Query<AskParams>,
 ) -> Result<Response, WebError> {
-    let prefill = Prefill { connection_id: params.connection, ..Prefill::default() };
+    let mut prefill = Prefill { connection_id: params.connection, ..Prefill::default() };
+    if let Some(id) = params.rerun {
+        // A question gone since (its connection deleted) just leaves the form empty.
+        if let Ok(q) = state.inner().store.get_query(user.org(), &QueryId::from(id.clone())).await {
+            let target = super::history::rerun_target(&id);
+            prefill = Prefill {
+                connection_id: Some(q.record.connection_id.as_str().to_owned()),
+                question: q.record.question,
+                autorun: matches!(
+                    state
+                        .inner()
+                        .flashes
+                        .take(&super::flash::Owner::session(user.session()), &target),
+                    Some(super::flash::Flash::Rerun)
+                ),
+            };
+        }
+    }
     render_ask_page(&state, &user, &headers, prefill).await
 }
 

@@ -6,6 +6,13 @@
 //! Every action calls the same function as its API endpoint, so roles,
 //! validation and the hub's side effects (a rotated or deleted connection's
 //! agents are disconnected at once) are the API's.
+//!
+//! Post/Redirect/Get: a form that succeeds answers 303 to a page, so a reload
+//! never re-submits it; a new or rotated key reaches the connection's page as
+//! a one-time [`flash`](super::flash) of the session, never in a URL. A form
+//! that fails is shown again with the reason (nothing changed, so re-sending
+//! it is harmless). A GET of an action's URL (a reload, a bookmark) redirects
+//! to the connection's page.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -14,6 +21,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use custard_core::Schema;
 use serde::Deserialize;
 
+use super::flash::{Flash, Owner};
 use super::{CheckedForm, Csrf, Layout, TokenForm, WebError, WebUser, page, sentence};
 use crate::accounts::CurrentUser;
 use crate::connections::{
@@ -26,13 +34,25 @@ use crate::store::{ConnectionId, Role};
 
 /// The Connections pages' routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
-    use axum::routing::{get, post};
+    use axum::routing::get;
     axum::Router::new()
         .route("/connections", get(list).post(create))
         .route("/connections/{id}", get(detail).post(update))
-        .route("/connections/{id}/refresh-schema", post(refresh_schema))
-        .route("/connections/{id}/rotate-key", post(rotate_key))
-        .route("/connections/{id}/delete", post(delete))
+        .route("/connections/{id}/refresh-schema", get(to_detail).post(refresh_schema))
+        .route("/connections/{id}/rotate-key", get(to_detail).post(rotate_key))
+        .route("/connections/{id}/delete", get(to_detail).post(delete))
+}
+
+/// The page of connection `id`.
+fn detail_url(id: &str) -> String {
+    let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+    format!("/connections/{id}")
+}
+
+/// `GET` of an action's URL (a reload after it, a bookmark): the connection's
+/// page, so nothing is done again and no method error is shown.
+pub(crate) async fn to_detail(Path(id): Path<String>) -> Redirect {
+    Redirect::to(&detail_url(&id))
 }
 
 /// Whether the user may create and change connections.
@@ -41,7 +61,7 @@ fn manages(user: &CurrentUser) -> bool {
 }
 
 /// A new API key with the lines that start the agent, shown once.
-struct NewKey {
+pub(crate) struct NewKey {
     connection_id: String,
     connection_name: String,
     status: &'static str,
@@ -81,7 +101,6 @@ struct ListPage {
     layout: Layout,
     connections: Vec<ConnectionView>,
     manages: bool,
-    new_key: Option<NewKey>,
     name: String,
     db_type: String,
     error: Option<String>,
@@ -100,6 +119,10 @@ impl Done {
         match self.done.as_str() {
             "deleted" => Some("The connection was deleted and its agents disconnected."),
             "saved" => Some("Saved."),
+            "refreshed" => Some("The schema was refreshed."),
+            "rotated" => Some(
+                "The key was rotated: the old key no longer works and its agents were disconnected.",
+            ),
             _ => None,
         }
     }
@@ -126,7 +149,6 @@ pub(crate) async fn list(
         layout: csrf.signed_in(&user, "connections"),
         connections: connection_views(&state, &user).await?,
         manages: manages(&user),
-        new_key: None,
         name: String::new(),
         db_type: "postgresql".to_owned(),
         error: None,
@@ -145,8 +167,26 @@ pub(crate) struct CreateForm {
     db_type: String,
 }
 
-/// `POST /connections`: creates a connection and shows its key once (the
-/// page is the response: the key is never stored, so it cannot be shown again).
+/// Keeps a new key for the session's next view of the connection's page and
+/// redirects there (303): the key is never stored, nor put in a URL.
+fn show_key_once(
+    state: &AppState,
+    user: &CurrentUser,
+    key: ConnectionWithKey,
+    done: &str,
+) -> Response {
+    let target = detail_url(&key.connection.id);
+    state.inner().flashes.put(
+        &Owner::session(user.session()),
+        &target,
+        Flash::NewKey(NewKey::from(key)),
+    );
+    Redirect::to(&format!("{target}{done}")).into_response()
+}
+
+/// `POST /connections`: creates a connection and redirects to its page, which
+/// shows the key once (a reload cannot create a second connection). A refused
+/// form (a bad or taken name) is shown again with the reason.
 pub(crate) async fn create(
     State(state): State<AppState>,
     WebUser(user): WebUser,
@@ -154,24 +194,22 @@ pub(crate) async fn create(
     CheckedForm(form): CheckedForm<CreateForm>,
 ) -> Result<Response, WebError> {
     let body = CreateConnection { name: form.name.clone(), db_type: form.db_type.clone() };
-    let (status, new_key, error) = match api::create_connection(&state, &user, body).await {
-        Ok(created) => (StatusCode::CREATED, Some(NewKey::from(created)), None),
-        Err(e) => (e.code.status(), None, Some(sentence(&e))),
+    let error = match api::create_connection(&state, &user, body).await {
+        Ok(created) => return Ok(show_key_once(&state, &user, created, "")),
+        Err(e) => e,
     };
     let csrf = Csrf::of(&state, &headers);
-    let failed = error.is_some();
     let html = ListPage {
         layout: csrf.signed_in(&user, "connections"),
         connections: connection_views(&state, &user).await?,
         manages: manages(&user),
-        new_key,
-        name: if failed { form.name } else { String::new() },
+        name: form.name,
         db_type: form.db_type,
-        error,
+        error: Some(sentence(&error)),
         notice: None,
     }
     .render();
-    Ok(page(status, html, csrf.cookies()))
+    Ok(page(error.code.status(), html, csrf.cookies()))
 }
 
 /// A table of the schema browser.
@@ -306,7 +344,13 @@ pub(crate) async fn detail(
     Path(id): Path<String>,
     Query(done): Query<Done>,
 ) -> Result<Response, WebError> {
-    let extras = DetailExtras { notice: done.notice(), ..DetailExtras::default() };
+    // The key of a connection just created or rotated, once.
+    let new_key =
+        match state.inner().flashes.take(&Owner::session(user.session()), &detail_url(&id)) {
+            Some(Flash::NewKey(key)) if key.connection_id == id => Some(key),
+            _ => None,
+        };
+    let extras = DetailExtras { notice: done.notice(), new_key, ..DetailExtras::default() };
     render_detail(&state, &user, &headers, &id, extras).await
 }
 
@@ -332,7 +376,7 @@ pub(crate) async fn update(
         instructions: Some(form.instructions.clone()),
     };
     match api::update(State(state.clone()), user.clone(), Path(id.clone()), ApiJson(body)).await {
-        Ok(_) => Ok(Redirect::to(&format!("/connections/{id}?done=saved")).into_response()),
+        Ok(_) => Ok(Redirect::to(&format!("{}?done=saved", detail_url(&id))).into_response()),
         Err(e) => {
             let extras = DetailExtras {
                 edited: Some((form.name, form.instructions)),
@@ -343,7 +387,8 @@ pub(crate) async fn update(
     }
 }
 
-/// `POST /connections/{id}/refresh-schema`: asks the agent for the schema now.
+/// `POST /connections/{id}/refresh-schema`: asks the agent for the schema
+/// now, then redirects to the connection's page (or shows why it failed).
 pub(crate) async fn refresh_schema(
     State(state): State<AppState>,
     WebUser(user): WebUser,
@@ -351,19 +396,15 @@ pub(crate) async fn refresh_schema(
     Path(id): Path<String>,
     CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let extras = match api::refresh_schema(State(state.clone()), user.clone(), Path(id.clone()))
-        .await
-    {
-        Ok(_) => {
-            DetailExtras { notice: Some("The schema was refreshed."), ..DetailExtras::default() }
-        }
-        Err(e) => DetailExtras::failed(&e),
-    };
-    render_detail(&state, &user, &headers, &id, extras).await
+    match api::refresh_schema(State(state.clone()), user.clone(), Path(id.clone())).await {
+        Ok(_) => Ok(Redirect::to(&format!("{}?done=refreshed", detail_url(&id))).into_response()),
+        Err(e) => render_detail(&state, &user, &headers, &id, DetailExtras::failed(&e)).await,
+    }
 }
 
-/// `POST /connections/{id}/rotate-key`: a new key, shown once; the old one
-/// stops working and its agents are disconnected.
+/// `POST /connections/{id}/rotate-key`: a new key, shown once on the
+/// connection's page it redirects to; the old one stops working and its
+/// agents are disconnected.
 pub(crate) async fn rotate_key(
     State(state): State<AppState>,
     WebUser(user): WebUser,
@@ -371,13 +412,10 @@ pub(crate) async fn rotate_key(
     Path(id): Path<String>,
     CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let extras = match api::rotate_key(State(state.clone()), user.clone(), Path(id.clone())).await {
-        Ok(rotated) => {
-            DetailExtras { new_key: Some(NewKey::from(rotated.0)), ..DetailExtras::default() }
-        }
-        Err(e) => DetailExtras::failed(&e),
-    };
-    render_detail(&state, &user, &headers, &id, extras).await
+    match api::rotate_key(State(state.clone()), user.clone(), Path(id.clone())).await {
+        Ok(rotated) => Ok(show_key_once(&state, &user, rotated.0, "?done=rotated")),
+        Err(e) => render_detail(&state, &user, &headers, &id, DetailExtras::failed(&e)).await,
+    }
 }
 
 /// The delete form: the connection's name typed again.

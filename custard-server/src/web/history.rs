@@ -1,17 +1,20 @@
 //! The History pages: past questions with outcome, SQL and timing
 //! (`/history`), one question's answer again (`/history/{id}`), and asking it
-//! again (`POST /history/{id}/rerun`, which opens the Ask page and runs it).
+//! again (`POST /history/{id}/rerun`, which redirects to the Ask page with
+//! the question filled in and a one-time flash that runs it there once; a
+//! reload of that page fills it in again without asking).
 
 use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ask::{AnswerCard, CardInput, ErrorCard, Prefill, render_ask_page};
+use super::ask::{AnswerCard, CardInput, ErrorCard};
+use super::flash::{Flash, Owner};
 use super::{CheckedForm, Csrf, Layout, TokenForm, WebError, WebUser, page};
 use crate::error::{AppError, ErrorCode};
 use crate::routes::AppState;
@@ -22,11 +25,11 @@ const PAGE_SIZE: u32 = 50;
 
 /// The History pages' routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
-    use axum::routing::{get, post};
+    use axum::routing::get;
     axum::Router::new()
         .route("/history", get(list))
         .route("/history/{id}", get(detail))
-        .route("/history/{id}/rerun", post(rerun))
+        .route("/history/{id}/rerun", get(to_detail).post(rerun))
         .route("/history/{id}/export.csv", get(export_csv))
 }
 
@@ -225,22 +228,31 @@ pub(crate) async fn detail(
     Ok(page(StatusCode::OK, html, csrf.cookies()))
 }
 
-/// `POST /history/{id}/rerun`: the Ask page with the question filled in and
-/// asked at once (a POST, so another site cannot make a browser ask).
+/// The Ask page with question `id` filled in.
+pub(crate) fn rerun_target(id: &str) -> String {
+    let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+    format!("/?rerun={id}")
+}
+
+/// `GET` of a question's action URL (a reload, a bookmark): its page.
+pub(crate) async fn to_detail(Path(id): Path<String>) -> Redirect {
+    let id = percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC);
+    Redirect::to(&format!("/history/{id}"))
+}
+
+/// `POST /history/{id}/rerun`: redirects (303) to the Ask page with the
+/// question filled in, and asked there at once the first time (a one-time
+/// flash of the session; a POST, so another site cannot make a browser ask).
 pub(crate) async fn rerun(
     State(state): State<AppState>,
     WebUser(user): WebUser,
-    headers: HeaderMap,
     Path(id): Path<String>,
     CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
     let q = state.inner().store.get_query(user.org(), &QueryId::from(id)).await?;
-    let prefill = Prefill {
-        connection_id: Some(q.record.connection_id.as_str().to_owned()),
-        question: q.record.question,
-        autorun: true,
-    };
-    render_ask_page(&state, &user, &headers, prefill).await
+    let target = rerun_target(q.id.as_str());
+    state.inner().flashes.put(&Owner::session(user.session()), &target, Flash::Rerun);
+    Ok(Redirect::to(&target).into_response())
 }
 
 /// `GET /history/{id}/export.csv`: the API's export for a browser: the CSV as

@@ -7,7 +7,11 @@
 //!   invitations, and the settings page.
 //! - [`ask`]: the Ask page (`/`), its streamed answers and feedback.
 //! - [`connections`]: the connections wizard, list, schema browser and actions.
+//! - [`flash`]: what a page shows once after a form's redirect (a new API key).
 //! - [`history`]: past questions and their answers.
+//!
+//! Forms follow Post/Redirect/Get: one that succeeds answers 303 to a page,
+//! and a GET of any URL a form posts to is a page or redirects to one.
 //!
 //! Every page carries the same security headers ([`page`]); every form and
 //! every htmx request carries the CSRF token (a hidden field, or the
@@ -17,6 +21,7 @@ pub(crate) mod account;
 pub(crate) mod ask;
 pub(crate) mod chart;
 pub(crate) mod connections;
+pub(crate) mod flash;
 pub(crate) mod highlight;
 pub(crate) mod history;
 pub(crate) mod session;

@@ -167,7 +167,7 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
             "a new organisation's Ask page points to creating a connection"
         );
 
-        // Create a connection: the key and the agent's lines are shown once.
+        // Create a connection: its page shows the key and the agent's lines once.
         browser.goto(&server.url("/connections")).await;
         browser.fill("#connection-name", "Analytical Engine").await;
         browser.click("form[action='/connections'] button[type=submit]").await;
@@ -178,7 +178,7 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
         assert!(env.contains(&format!("CUSTARD_API_KEY={key}")), "{env}");
         assert!(browser.text_of("#setup-docker").await.contains("docker run"));
         assert_eq!(browser.text_of("#new-key-status").await, "pending");
-        assert!(browser.text_of("#connection-list").await.contains("Analytical Engine"));
+        assert!(browser.text_of("#connection-title").await.contains("Analytical Engine"));
 
         // Start the agent with the page's lines: the status turns online, no reload.
         let marker = "the page was not reloaded";
@@ -189,8 +189,8 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
             .expect("marking the page");
         let _agent = Agent::start(&agent_binary, &env, &shop.reader_url());
         browser.wait_for_text("#new-key-status", "online", RENDER_LIMIT).await;
-        let list_status = browser.text_of("#connection-list .status").await;
-        assert_eq!(list_status, "online", "the list's badge follows too");
+        let page_status = browser.text_of("#connection-title ~ table .status").await;
+        assert_eq!(page_status, "online", "the page's badge follows too");
         let still = browser
             .client()
             .execute("return window.__custard_marker;", vec![])
