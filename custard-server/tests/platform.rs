@@ -1473,14 +1473,20 @@ impl Platform {
     /// The token of the link in the newest email to `to` (after `before`
     /// emails), where the link's path is `marker` (`/reset-password?token=`).
     async fn mailed_token(&self, before: usize, to: &str, marker: &str) -> String {
-        let mail = self.sink.wait_for(before + 1, PATIENCE).await;
-        let text = mail
-            .iter()
-            .rev()
-            .find(|m| m.to.iter().any(|t| t == to))
-            .expect("the email")
-            .body()
-            .to_owned();
+        // Other emails (sign-ups are mailed in the background) may arrive in
+        // between: wait for the one to `to` that holds the link.
+        let mut seen = before + 1;
+        let text = loop {
+            let mail = self.sink.wait_for(seen, PATIENCE).await;
+            let found = mail[before..]
+                .iter()
+                .rev()
+                .find(|m| m.to.iter().any(|t| t == to) && m.body().contains(marker));
+            if let Some(m) = found {
+                break m.body().to_owned();
+            }
+            seen = mail.len() + 1;
+        };
         let start = text.find(marker).expect("the link") + marker.len();
         let token: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
         percent_encoding::percent_decode_str(&token).decode_utf8_lossy().into_owned()

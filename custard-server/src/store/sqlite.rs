@@ -700,7 +700,7 @@ impl Store for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {INVITATION_COLUMNS} {INVITATION_FROM}
-                     ORDER BY t.created_at, t.id"
+                     ORDER BY t.created_at, t.rowid"
                 ))
                 .map_err(db_error)?;
             let rows = stmt
