@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 
 pub(crate) const KEY: &str = "custard_test_key";
 /// The bound on anything a test waits for.
-pub(crate) const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// The agent binary under test: this build's, or another one named by
 /// `CUSTARD_TEST_AGENT_BINARY` (to check that a test fails on an older build).
@@ -83,7 +83,7 @@ impl FakeServer {
                         }
                     };
                     if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await {
-                        let _ = tx.send(Side { ws }).await;
+                        let _ = tx.send(Side { ws, held: Default::default() }).await;
                     }
                 });
             }
@@ -132,6 +132,8 @@ pub(crate) fn welcome(heartbeat_ms: u64) -> Welcome {
 /// The server's end of one agent's socket.
 pub(crate) struct Side {
     pub(crate) ws: Ws,
+    /// Frames `reply_to` read for other requests, kept for their own turn.
+    held: std::collections::VecDeque<Frame>,
 }
 
 impl Side {
@@ -158,12 +160,18 @@ impl Side {
     }
 
     /// Frames for request `id` up to its last (`done`, `error`, `schema`, `pong`);
-    /// frames of other requests are skipped.
+    /// frames of other requests are kept for a later `reply_to` of theirs, so
+    /// the order replies of concurrent requests arrive in does not matter.
     pub(crate) async fn reply_to(&mut self, id: &str) -> Vec<Message> {
         let mut out = Vec::new();
+        let mut held = std::mem::take(&mut self.held);
         loop {
-            let frame = self.recv().await;
+            let frame = match held.iter().position(|f| f.id == id) {
+                Some(i) => held.remove(i).expect("a held frame"),
+                None => self.recv().await,
+            };
             if frame.id != id {
+                held.push_back(frame);
                 continue;
             }
             let last = matches!(
@@ -172,6 +180,7 @@ impl Side {
             );
             out.push(frame.message);
             if last {
+                self.held = held;
                 return out;
             }
         }
@@ -205,7 +214,10 @@ pub(crate) fn ping(
     pause: Duration,
 ) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
-        let ping = WsMessage::text(Frame::new("ping", Message::Ping).encode());
+        // A long id (within the agent's 256 bytes) makes every pong long too,
+        // so a server that stops reading fills the socket buffers sooner.
+        let id = format!("ping-{}", "x".repeat(200));
+        let ping = WsMessage::text(Frame::new(id, Message::Ping).encode());
         for sent in 0..count {
             if sink.send(ping.clone()).await.is_err() {
                 return sent;
