@@ -25,6 +25,7 @@
 mod ask;
 mod dialect;
 mod exec;
+pub mod format;
 mod guard;
 pub mod llm;
 mod policy;

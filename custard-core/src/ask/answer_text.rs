@@ -1,76 +1,401 @@
 //! Plain-language answer text built from the result itself, so it cannot
 //! misstate a number and needs no second model call.
+//!
+//! It reads the way a person would write it: numbers rounded for reading
+//! (`4,061`, `64.98`; the exact values stay in the rows), a row named by its
+//! most descriptive column (a name rather than an id), a ranking said as one
+//! ("Top 5 by unit price: ..."), counts per group as "Order count by status:
+//! ...". Everything is decided from the columns' names and types, never from
+//! the question.
 
 use serde_json::Value;
 
 use crate::ColumnMeta;
+use crate::format::{
+    column_words, decimal, grouped, is_identifier, is_numeric_type, number as as_number,
+};
 
-/// How many rows the text names before summarising the rest.
-const ROWS_NAMED: usize = 3;
+/// A list of at most this many rows is named in full.
+const ALL_NAMED: usize = 5;
+/// How many rows a longer list names before saying how many more there are.
+const FIRST_NAMED: usize = 3;
+/// How many other values a single row's sentence gives.
+const DETAILS_NAMED: usize = 4;
+/// A ranking of at most this many rows is a "top N"; a longer one says its order.
+const TOP_MAX: usize = 10;
 
-/// Describes the whole result: empty, a single value, a single row, or a
-/// count with the leading rows, and whether rows were left out.
+/// Describes the whole result: empty, a single value, a single row, or the
+/// rows (a ranking, values per group or a list), saying when rows were left out.
 pub(crate) fn describe(columns: &[ColumnMeta], rows: &[Vec<Value>], truncated: bool) -> String {
-    match (rows, columns) {
-        ([], _) => "No rows matched the question.".to_owned(),
-        ([row], [column]) => format!("{} is {}.", label(&column.name), show(&row[0])),
-        ([row], _) => format!("One row: {}.", pairs(columns, row)),
-        (_, _) => {
-            let count = if truncated {
-                format!("More than {} rows matched (showing the first {}).", rows.len(), rows.len())
-            } else {
-                format!("{} rows.", rows.len())
+    match rows {
+        [] => "Nothing matched the question.".to_owned(),
+        [row] => {
+            let text = match columns {
+                [column] => single_value(column, &row[0]),
+                _ => Shape::of(columns, rows).single_row(columns, row),
             };
-            let named: Vec<String> =
-                rows.iter().take(ROWS_NAMED).map(|r| row_summary(columns, r)).collect();
-            let lead = if rows.len() > ROWS_NAMED { "The first are" } else { "They are" };
-            format!("{count} {lead}: {}.", named.join("; "))
+            if truncated {
+                format!("More than one row matched; this is the first. {text}")
+            } else {
+                text
+            }
+        }
+        _ => {
+            let text = Shape::of(columns, rows).rows(columns, rows, truncated);
+            if truncated {
+                let n = count(rows.len());
+                format!("More than {n} rows matched; the first {n} are shown. {text}")
+            } else {
+                text
+            }
         }
     }
 }
 
-/// `total_amount` -> `Total amount`; `count` -> `Count`.
-fn label(name: &str) -> String {
-    let spaced = name.replace('_', " ");
-    let mut chars = spaced.trim().chars();
+/// How a row is named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Naming {
+    /// By a name or title: the rows are things ("Waxed Canvas Backpack").
+    Name,
+    /// By a text column: the rows are groups ("shipped", "Paris").
+    Category,
+    /// By the first column that is no measure (a date, an id), if any.
+    Fallback,
+}
+
+/// What each column is for in the text.
+#[derive(Debug)]
+struct Shape {
+    /// The columns naming a row, joined by spaces (`first_name`, `last_name`).
+    label: Vec<usize>,
+    /// What the label is.
+    naming: Naming,
+    /// Numeric columns other than identifiers and the label.
+    measures: Vec<usize>,
+    /// Other columns worth saying (not the label, an identifier or a measure).
+    details: Vec<usize>,
+    /// The largest size of a number in each column, which sets how it is rounded.
+    scales: Vec<f64>,
+}
+
+impl Shape {
+    /// The roles of a result's columns.
+    fn of(columns: &[ColumnMeta], rows: &[Vec<Value>]) -> Self {
+        let numeric: Vec<bool> = (0..columns.len()).map(|i| is_numeric(columns, rows, i)).collect();
+        let measure = |i: usize| numeric[i] && !is_identifier(&columns[i].name);
+        let (label, naming) = match label_columns(columns, &numeric) {
+            (label, true) => (label, Naming::Name),
+            (label, false) if !label.is_empty() => (label, Naming::Category),
+            _ => {
+                ((0..columns.len()).find(|&i| !measure(i)).into_iter().collect(), Naming::Fallback)
+            }
+        };
+        let measures = (0..columns.len()).filter(|&i| measure(i) && !label.contains(&i)).collect();
+        let details = (0..columns.len())
+            .filter(|&i| !label.contains(&i) && !measure(i) && !is_identifier(&columns[i].name))
+            .collect();
+        let scales = (0..columns.len())
+            .map(|i| {
+                rows.iter()
+                    .filter_map(|r| r.get(i).and_then(as_number))
+                    .map(f64::abs)
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+        Shape { label, naming, measures, details, scales }
+    }
+
+    /// Cell `i` of a row for people, rounded like the rest of its column.
+    fn show(&self, columns: &[ColumnMeta], row: &[Value], i: usize) -> Option<String> {
+        Some(show(&columns[i], row.get(i)?, self.scales.get(i).copied().unwrap_or(0.0)))
+    }
+
+    /// The text naming a row: its label's values.
+    fn name_of(&self, columns: &[ColumnMeta], row: &[Value]) -> String {
+        let parts: Vec<String> =
+            self.label.iter().filter_map(|&i| self.show(columns, row, i)).collect();
+        parts.join(" ")
+    }
+
+    /// The columns said about a row besides its label, in result order.
+    fn said(&self) -> Vec<usize> {
+        let mut said: Vec<usize> = self.details.iter().chain(&self.measures).copied().collect();
+        said.sort_unstable();
+        said
+    }
+
+    /// "For Giulia Russo, the order count is 84." / "The count is 4 and the total is 12.50."
+    fn single_row(&self, columns: &[ColumnMeta], row: &[Value]) -> String {
+        let facts = |said: &[usize]| -> Vec<String> {
+            let mut facts: Vec<String> = said
+                .iter()
+                .take(DETAILS_NAMED)
+                .filter_map(|&i| {
+                    let value = self.show(columns, row, i)?;
+                    Some(format!("the {} is {value}", phrase(&columns[i].name)))
+                })
+                .collect();
+            if said.len() > DETAILS_NAMED {
+                facts.push(format!("{} more", count(said.len() - DETAILS_NAMED)));
+            }
+            facts
+        };
+        if self.naming == Naming::Fallback {
+            let all: Vec<usize> = (0..columns.len()).collect();
+            return format!("{}.", capitalized(&listing(&facts(&all))));
+        }
+        let name = self.name_of(columns, row);
+        let said = self.said();
+        if said.is_empty() {
+            return format!("The answer is {name}.");
+        }
+        format!("For {name}, {}.", listing(&facts(&said)))
+    }
+
+    /// Two or more rows: a ranking, values per group, or a list; `truncated`
+    /// when more rows matched than these.
+    fn rows(&self, columns: &[ColumnMeta], rows: &[Vec<Value>], truncated: bool) -> String {
+        let n = rows.len();
+        let said = self.said();
+        let single_measure = match (self.measures.as_slice(), said.as_slice()) {
+            ([m], [s]) if m == s && !self.label.is_empty() => Some(*m),
+            _ => None,
+        };
+        let item = |row: &Vec<Value>| -> String {
+            let name = self.name_of(columns, row);
+            let values: Vec<String> = said
+                .iter()
+                .filter_map(|&i| {
+                    let value = self.show(columns, row, i)?;
+                    Some(match single_measure {
+                        Some(_) => value,
+                        None => format!("{} {value}", phrase(&columns[i].name)),
+                    })
+                })
+                .collect();
+            match (name.is_empty(), values.is_empty()) {
+                (true, _) => listing(&values),
+                (false, true) => name,
+                (false, false) => format!("{name} ({})", values.join(", ")),
+            }
+        };
+        let named = if n <= ALL_NAMED { n } else { FIRST_NAMED };
+        let mut items: Vec<String> = rows.iter().take(named).map(item).collect();
+        // Items with no name are lists themselves: semicolons keep them apart.
+        let join = |items: &[String]| {
+            if self.label.is_empty() { items.join("; ") } else { listing(items) }
+        };
+        let Some(m) = single_measure else {
+            if truncated {
+                return format!("They start with {}.", join(&items));
+            }
+            if n > named {
+                items.push(format!("{} more", count(n - named)));
+            }
+            return format!("{} rows: {}.", count(n), join(&items));
+        };
+        if n > named {
+            items.push(format!("{} more", count(n - named)));
+        }
+        let items = listing(&items);
+        let measure = phrase(&columns[m].name);
+        if self.naming != Naming::Name {
+            let label = match self.label.as_slice() {
+                [one] => phrase(&columns[*one].name),
+                _ => "name".to_owned(),
+            };
+            return format!("{} by {label}: {items}.", capitalized(&measure));
+        }
+        match order(rows, m) {
+            Some(Order::Descending) if n <= TOP_MAX => format!("Top {n} by {measure}: {items}."),
+            Some(Order::Ascending) if n <= TOP_MAX => format!("Lowest {n} by {measure}: {items}."),
+            Some(Order::Descending) => {
+                format!("{} rows, highest {measure} first: {items}.", count(n))
+            }
+            Some(Order::Ascending) => {
+                format!("{} rows, lowest {measure} first: {items}.", count(n))
+            }
+            None => format!("{} rows with their {measure}: {items}.", count(n)),
+        }
+    }
+}
+
+/// "The average total amount is 64.98." / "There are 4,061 orders."
+fn single_value(column: &ColumnMeta, value: &Value) -> String {
+    let what = phrase(&column.name);
+    let shown = show(column, value, as_number(value).map_or(0.0, f64::abs));
+    let whole = match value {
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        Value::String(s) => s.trim().parse::<i128>().is_ok(),
+        _ => false,
+    };
+    if is_plural(&what) && whole && !is_identifier(&column.name) && shown != "1" {
+        return format!("There are {shown} {what}.");
+    }
+    let verb = if is_plural(&what) { "are" } else { "is" };
+    format!("The {what} {verb} {shown}.")
+}
+
+/// The way rows are sorted by a measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    Ascending,
+    Descending,
+}
+
+/// How the rows are sorted by column `i`, if they are and not all equal.
+fn order(rows: &[Vec<Value>], i: usize) -> Option<Order> {
+    let values: Vec<f64> =
+        rows.iter().map(|r| r.get(i).and_then(as_number)).collect::<Option<_>>()?;
+    let pairs = || values.windows(2).map(|w| (w[0], w[1]));
+    if values.first() == values.last() {
+        return None;
+    }
+    if pairs().all(|(a, b)| a >= b) {
+        Some(Order::Descending)
+    } else if pairs().all(|(a, b)| a <= b) {
+        Some(Order::Ascending)
+    } else {
+        None
+    }
+}
+
+/// The columns that name a row, and whether they are a name (not a category):
+/// a column called `name`, `title` or `label`; else a first and last name
+/// together; else a text column ending in `name` or `title`; else the first
+/// text column that is no identifier.
+fn label_columns(columns: &[ColumnMeta], numeric: &[bool]) -> (Vec<usize>, bool) {
+    let lower: Vec<String> = columns.iter().map(|c| c.name.to_ascii_lowercase()).collect();
+    let text = |i: usize| !numeric[i] && is_textual(&columns[i].type_name);
+    let exact = ["name", "title", "label", "full_name", "display_name"];
+    if let Some(i) = (0..columns.len()).find(|&i| text(i) && exact.contains(&lower[i].as_str())) {
+        return (vec![i], true);
+    }
+    let find = |names: &[&str]| {
+        (0..columns.len()).find(|&i| text(i) && names.contains(&compact(&lower[i]).as_str()))
+    };
+    if let (Some(first), Some(last)) =
+        (find(&["firstname", "givenname"]), find(&["lastname", "familyname", "surname"]))
+    {
+        return (vec![first, last], true);
+    }
+    let ends =
+        |i: usize| compact(&lower[i]).ends_with("name") || compact(&lower[i]).ends_with("title");
+    let plain = |i: usize| text(i) && !is_identifier(&columns[i].name);
+    if let Some(i) = (0..columns.len()).find(|&i| plain(i) && ends(i)) {
+        return (vec![i], true);
+    }
+    match (0..columns.len()).find(|&i| plain(i)) {
+        Some(i) => (vec![i], false),
+        None => (Vec::new(), false),
+    }
+}
+
+/// A name without separators: `first_name` -> `firstname`.
+fn compact(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).collect()
+}
+
+/// Whether a column holds numbers: a numeric type, or numbers in every non-null cell.
+fn is_numeric(columns: &[ColumnMeta], rows: &[Vec<Value>], i: usize) -> bool {
+    if is_numeric_type(&columns[i].type_name) {
+        return true;
+    }
+    let mut values = rows.iter().filter_map(|r| r.get(i)).filter(|v| !v.is_null()).peekable();
+    values.peek().is_some() && values.all(Value::is_number)
+}
+
+/// Whether a type holds text that can name a row (not a date, flag, document or blob).
+fn is_textual(type_name: &str) -> bool {
+    let t = type_name.trim().to_ascii_lowercase();
+    let non_text = ["date", "time", "bool", "json", "bytea", "blob", "uuid", "interval", "null"];
+    !is_numeric_type(&t) && !non_text.iter().any(|n| t.starts_with(n))
+}
+
+/// A column name as words ([`column_words`]), `value` when it has none.
+fn phrase(name: &str) -> String {
+    let words = column_words(name);
+    if words.is_empty() { "value".to_owned() } else { words }
+}
+
+/// Whether a phrase names several things ("customers", not "status" or "business").
+fn is_plural(phrase: &str) -> bool {
+    let last = phrase.rsplit(' ').next().unwrap_or_default();
+    last.len() > 3
+        && last.ends_with('s')
+        && !["ss", "us", "is", "ys"].iter().any(|e| last.ends_with(e))
+}
+
+/// The first letter in upper case.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => "The value".to_owned(),
+        None => String::new(),
     }
 }
 
-fn pairs(columns: &[ColumnMeta], row: &[Value]) -> String {
-    columns
-        .iter()
-        .zip(row)
-        .map(|(c, v)| format!("{} {}", label(&c.name).to_lowercase(), show(v)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// One row in a few words: the first value, then the others in parentheses.
-fn row_summary(columns: &[ColumnMeta], row: &[Value]) -> String {
-    match row {
+/// `a`, `a and b`, `a, b and c`.
+fn listing(items: &[String]) -> String {
+    match items {
         [] => String::new(),
-        [only] => show(only),
-        [first, rest @ ..] => {
-            let details: Vec<String> = columns[1..]
-                .iter()
-                .zip(rest)
-                .map(|(c, v)| format!("{} {}", label(&c.name).to_lowercase(), show(v)))
-                .collect();
-            format!("{} ({})", show(first), details.join(", "))
-        }
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
-/// A value as it appears in the result: strings bare, NULL as "no value".
-fn show(value: &Value) -> String {
+/// A count for people: `4,061`.
+fn count(n: usize) -> String {
+    grouped(&n.to_string())
+}
+
+/// A value for people: text as it is, a number rounded for reading like the
+/// others of its column (`scale`, the largest of them; an identifier's digits
+/// as they are), a midnight timestamp as its date.
+fn show(column: &ColumnMeta, value: &Value, scale: f64) -> String {
+    let identifier = is_identifier(&column.name);
     match value {
         Value::Null => "no value".to_owned(),
-        Value::String(s) => s.clone(),
+        Value::Number(n) if identifier => n.to_string(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), ..) => grouped(&i.to_string()),
+            (None, Some(u), _) => grouped(&u.to_string()),
+            (None, None, Some(f)) => decimal(f, scale),
+            _ => n.to_string(),
+        },
+        Value::String(s) if is_numeric_type(&column.type_name) && !identifier => {
+            let t = s.trim();
+            if t.parse::<i128>().is_ok() {
+                grouped(t.trim_start_matches('+'))
+            } else {
+                match t.parse::<f64>() {
+                    Ok(f) if f.is_finite() => decimal(f, scale),
+                    _ => s.clone(),
+                }
+            }
+        }
+        Value::String(s) => midnight_date(s).unwrap_or(s).to_owned(),
+        Value::Bool(true) => "yes".to_owned(),
+        Value::Bool(false) => "no".to_owned(),
         other => other.to_string(),
     }
+}
+
+/// The date part of `YYYY-MM-DD[T ]00:00:00[.000][Z|+00:00]`, a timestamp at midnight.
+fn midnight_date(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let date = digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10);
+    if !date || !matches!(b.get(10), Some(b'T' | b' ')) || b.get(11..19) != Some(b"00:00:00") {
+        return None;
+    }
+    let rest = s[19..].trim_start_matches(['.', '0']);
+    matches!(rest, "" | "Z" | "+00:00" | "+00" | "-00").then(|| &s[..10])
 }
 
 #[cfg(test)]
@@ -79,40 +404,226 @@ mod tests {
 
     use super::*;
 
-    fn cols(names: &[&str]) -> Vec<ColumnMeta> {
-        names.iter().map(|n| ColumnMeta { name: (*n).into(), type_name: "text".into() }).collect()
+    /// Columns from `name:type` pairs (`text` when the type is left out).
+    fn cols(spec: &[&str]) -> Vec<ColumnMeta> {
+        spec.iter()
+            .map(|s| {
+                let (name, type_name) = s.split_once(':').unwrap_or((s, "text"));
+                ColumnMeta { name: name.into(), type_name: type_name.into() }
+            })
+            .collect()
     }
 
-    type Case = (Vec<ColumnMeta>, Vec<Vec<Value>>, bool, &'static str);
+    /// Rows from a JSON array of arrays.
+    fn rows(value: Value) -> Vec<Vec<Value>> {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[track_caller]
+    fn check(columns: &[&str], data: Value, truncated: bool, want: &str) {
+        assert_eq!(describe(&cols(columns), &rows(data), truncated), want);
+    }
 
     #[test]
-    fn texts() {
-        let cases: Vec<Case> = vec![
-            (cols(&["n"]), vec![], false, "No rows matched the question."),
-            (cols(&["order_count"]), vec![vec![json!(42)]], false, "Order count is 42."),
-            (cols(&["avg_total"]), vec![vec![json!("12.50")]], false, "Avg total is 12.50."),
-            (cols(&["max"]), vec![vec![Value::Null]], false, "Max is no value."),
-            (
-                cols(&["city", "n"]),
-                vec![vec![json!("Paris"), json!(3)]],
-                false,
-                "One row: city Paris, n 3.",
-            ),
-            (
-                cols(&["city", "customers"]),
-                vec![vec![json!("Paris"), json!(3)], vec![json!("Rome"), json!(2)]],
-                false,
-                "2 rows. They are: Paris (customers 3); Rome (customers 2).",
-            ),
-            (
-                cols(&["name"]),
-                vec![vec![json!("a")], vec![json!("b")], vec![json!("c")], vec![json!("d")]],
-                true,
-                "More than 4 rows matched (showing the first 4). The first are: a; b; c.",
-            ),
-        ];
-        for (columns, rows, truncated, want) in cases {
-            assert_eq!(describe(&columns, &rows, truncated), want);
-        }
+    fn empty_and_single_values() {
+        check(&["n:integer"], json!([]), false, "Nothing matched the question.");
+        check(&["order_count:integer"], json!([[4061]]), false, "The order count is 4,061.");
+        check(
+            &["average_total_amount:real"],
+            json!([[64.98121101871102]]),
+            false,
+            "The average total amount is 64.98.",
+        );
+        check(&["total_amount:REAL"], json!([[250047.7]]), false, "The total amount is 250,048.");
+        check(&["avg_total:numeric"], json!([["12.5"]]), false, "The average total is 12.50.");
+        check(&["total:numeric"], json!([["250048"]]), false, "The total is 250,048.");
+        check(&["max:numeric"], json!([[null]]), false, "The maximum is no value.");
+        check(&["customers:int8"], json!([[3]]), false, "There are 3 customers.");
+        check(&["customers:int8"], json!([[1]]), false, "The customers are 1.");
+        check(&["status"], json!([["shipped"]]), false, "The status is shipped.");
+        check(&["max_order_id:integer"], json!([[4061]]), false, "The maximum order id is 4061.");
+        check(
+            &["first_order:date"],
+            json!([["2026-03-01T00:00:00Z"]]),
+            false,
+            "The first order is 2026-03-01.",
+        );
+    }
+
+    #[test]
+    fn single_rows() {
+        check(
+            &["id:integer", "name", "unit_price:REAL"],
+            json!([[36, "Waxed Canvas Backpack", 129.0]]),
+            false,
+            "For Waxed Canvas Backpack, the unit price is 129.00.",
+        );
+        check(
+            &["id:integer", "first_name", "last_name", "order_count:integer"],
+            json!([[7, "Giulia", "Russo", 84]]),
+            false,
+            "For Giulia Russo, the order count is 84.",
+        );
+        check(&["city", "n:int8"], json!([["Paris", 3]]), false, "For Paris, the n is 3.");
+        check(&["id:integer", "name"], json!([[4, "Kite"]]), false, "The answer is Kite.");
+        check(
+            &["order_count:integer", "average_total:real"],
+            json!([[4061, 65.3722]]),
+            false,
+            "The order count is 4,061 and the average total is 65.37.",
+        );
+        check(
+            &["name", "a:int4", "b:int4", "c:int4", "d:int4", "e:int4", "f:int4"],
+            json!([["x", 1, 2, 3, 4, 5, 6]]),
+            false,
+            "For x, the a is 1, the b is 2, the c is 3, the d is 4 and 2 more.",
+        );
+    }
+
+    #[test]
+    fn rankings_groups_and_lists() {
+        check(
+            &["id:INTEGER", "name:TEXT", "unit_price:REAL"],
+            json!([
+                [36, "Waxed Canvas Backpack", 129.0],
+                [16, "Enamel Dutch Oven 24cm", 119.0],
+                [19, "Wool Throw Blanket", 89.0],
+                [10, "Chef's Knife 20cm", 79.0],
+                [46, "Tortoiseshell Sunglasses", 79.0]
+            ]),
+            false,
+            "Top 5 by unit price: Waxed Canvas Backpack (129.00), Enamel Dutch Oven 24cm (119.00), \
+             Wool Throw Blanket (89.00), Chef's Knife 20cm (79.00) and Tortoiseshell Sunglasses (79.00).",
+        );
+        check(
+            &["name", "price:numeric"],
+            json!([["Novel", "8.00"], ["Kite", "12.00"], ["Rake", "18.00"]]),
+            false,
+            "Lowest 3 by price: Novel (8.00), Kite (12.00) and Rake (18.00).",
+        );
+        check(
+            &["id:integer", "first_name", "last_name", "total_amount:real"],
+            json!([
+                [40, "Emma", "Young", 6505.4],
+                [33, "Giulia", "Williams", 5957.3],
+                [29, "Sophie", "Williams", 5613.2],
+                [7, "Giulia", "Russo", 5009.0],
+                [2, "Eva", "de Jong", 4866.1],
+                [52, "Pablo", "Walker", 4527.4],
+                [57, "Emma", "Johnson", 4525.4],
+                [1, "A", "B", 4000.0],
+                [3, "C", "D", 3000.0],
+                [4, "E", "F", 2000.0],
+                [5, "G", "H", 1000.0]
+            ]),
+            false,
+            "11 rows, highest total amount first: Emma Young (6,505.40), Giulia Williams (5,957.30), \
+             Sophie Williams (5,613.20) and 8 more.",
+        );
+        check(
+            &["status:TEXT", "order_count:integer"],
+            json!([
+                ["delivered", 3620],
+                ["cancelled", 179],
+                ["returned", 164],
+                ["processing", 53],
+                ["shipped", 45]
+            ]),
+            false,
+            "Order count by status: delivered (3,620), cancelled (179), returned (164), processing (53) \
+             and shipped (45).",
+        );
+        check(
+            &["status", "total_amount:real"],
+            json!([["delivered", 236310.0], ["returned", 11579.8], ["shipped", 2982.6]]),
+            false,
+            "Total amount by status: delivered (236,310), returned (11,580) and shipped (2,983).",
+        );
+        check(
+            &["city", "customers:int8"],
+            json!([["Paris", 3], ["Rome", 2]]),
+            false,
+            "Customers by city: Paris (3) and Rome (2).",
+        );
+        check(
+            &["id:integer", "name"],
+            json!([
+                [29, "Blue-Black Ink Bottle"],
+                [30, "Brass Pencil Sharpener"],
+                [42, "Canvas Tote Bag"],
+                [9, "Skillet"],
+                [10, "Knife"],
+                [2, "Beans"]
+            ]),
+            false,
+            "6 rows: Blue-Black Ink Bottle, Brass Pencil Sharpener, Canvas Tote Bag and 3 more.",
+        );
+        check(
+            &["name", "category", "price:numeric"],
+            json!([["Atlas", "Books", "30"], ["Kite", "Toys", "12"]]),
+            false,
+            "2 rows: Atlas (category Books, price 30) and Kite (category Toys, price 12).",
+        );
+        check(
+            &["name", "price:numeric"],
+            json!([["Atlas", "30.5"], ["Kite", "42"], ["Rake", "12"]]),
+            false,
+            "3 rows with their price: Atlas (30.50), Kite (42) and Rake (12).",
+        );
+        check(
+            &["a:integer", "b:integer"],
+            json!([[1, 2000], [3, 4000]]),
+            false,
+            "2 rows: a 1 and b 2,000; a 3 and b 4,000.",
+        );
+    }
+
+    #[test]
+    fn rows_without_a_text_column_are_named_by_another() {
+        check(
+            &["year:integer", "order_count:integer"],
+            json!([[2024, 1234], [2025, 2000]]),
+            false,
+            "Order count by year: 2024 (1,234) and 2025 (2,000).",
+        );
+        check(
+            &["day:date", "revenue:numeric"],
+            json!([["2026-03-01T00:00:00Z", "10.5"], ["2026-03-02T00:00:00Z", "7"]]),
+            false,
+            "Revenue by day: 2026-03-01 (10.50) and 2026-03-02 (7).",
+        );
+    }
+
+    #[test]
+    fn truncated_results_say_so() {
+        check(
+            &["city", "customer_count:int8"],
+            json!([["a", 6], ["b", 5], ["c", 4], ["d", 3], ["e", 2], ["f", 1]]),
+            true,
+            "More than 6 rows matched; the first 6 are shown. Customer count by city: a (6), b (5), \
+             c (4) and 3 more.",
+        );
+        check(
+            &["total:numeric"],
+            json!([["12"]]),
+            true,
+            "More than one row matched; this is the first. The total is 12.",
+        );
+        let many: Vec<Value> = (0..1000).map(|i| json!([format!("n{i}")])).collect();
+        check(
+            &["name"],
+            Value::Array(many),
+            true,
+            "More than 1,000 rows matched; the first 1,000 are shown. They start with n0, n1 and n2.",
+        );
+    }
+
+    #[test]
+    fn phrases() {
+        assert_eq!(phrase("total_amount"), "total amount");
+        assert_eq!(phrase("avg_unitPrice"), "average unit price");
+        assert_eq!(phrase("max_qty"), "maximum quantity");
+        assert_eq!(phrase("GDP_per_capita"), "GDP per capita");
+        assert_eq!(phrase("_"), "value");
     }
 }

@@ -73,7 +73,7 @@ async fn a_correct_reply_is_executed_streaming_or_not() {
         let pipeline = shop.pipeline(model(&server, stream)).await;
         let answer = pipeline.ask("How many customers are there?", &[]).await.expect("answered");
         assert_eq!(answer.rows, [vec![json!(3)]]);
-        assert_eq!(answer.text, "Customers is 3.");
+        assert_eq!(answer.text, "There are 3 customers.");
         assert_eq!(answer.engine, "fake-model");
         assert_eq!(answer.attempts.len(), 1);
         assert!(answer.sql.contains("count(*)"), "{}", answer.sql);
@@ -249,7 +249,7 @@ async fn follow_ups_carry_the_conversation_and_charts_follow_the_shape() {
         (chart.kind, chart.x.as_str(), chart.y.clone()),
         (ChartKind::Bar, "city", vec!["revenue".to_owned()])
     );
-    assert_eq!(answer.text, "2 rows. They are: Paris (revenue 30.50); Rome (revenue 5.25).");
+    assert_eq!(answer.text, "Revenue by city: Paris (30.50) and Rome (5.25).");
     let request = server.requests()[0].body.clone().expect("request");
     let roles: Vec<(&str, &str)> = request.roles_and_contents();
     assert_eq!(roles[1], ("user", "How many orders are there?"));

@@ -10,9 +10,11 @@
 //! - `catalog`: tables and columns as normalized words, types and joins;
 //! - `parse`: the readings of a question as items (values, keywords, nouns);
 //! - `plan`: one reading to a [`Query`](sql::Query), or a reason to abstain;
-//! - `sql`: the query written in the dialect.
+//! - `sql`: the query written in the dialect;
+//! - `examples`: questions about a schema that the engine answers.
 
 mod catalog;
+mod examples;
 mod lexer;
 mod parse;
 mod plan;
@@ -21,7 +23,7 @@ mod sql;
 mod tests;
 
 use super::{Generation, GenerationRequest, LanguageModel, LlmError, LlmErrorCode};
-use crate::{BoxFuture, Dialect, Schema};
+use crate::{BoxFuture, Dialect, Schema, SchemaIndex};
 
 /// Answers common question shapes from the schema alone; abstains otherwise.
 ///
@@ -35,6 +37,16 @@ impl OfflineEngine {
     /// A new engine.
     pub fn new() -> Self {
         OfflineEngine {}
+    }
+
+    /// Up to `max` questions about `index`'s schema that this engine answers,
+    /// written with the schema's own table and column names: each one goes
+    /// through what [`AskPipeline`](crate::AskPipeline) does before running
+    /// anything (the default retrieval, the engine's plan, the guard), and
+    /// nothing is run. Varied in shape and table; none when the engine can
+    /// read nothing of the schema.
+    pub fn example_questions(&self, index: &SchemaIndex, max: usize) -> Vec<String> {
+        examples::example_questions(index, max)
     }
 }
 

@@ -2,10 +2,11 @@
 
 use std::fmt::Write;
 
-use super::catalog::{Catalog, ColId, Kind, Link, TableId};
+use super::catalog::{Catalog, ColId, Kind, Link, TableId, canon};
 use super::lexer::{AggFn, Dir, Unit};
 use crate::Dialect;
 use crate::schema::ddl_ident;
+use crate::text::words;
 
 /// One query over a table and parents joined to it along foreign keys.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +160,8 @@ struct Writer<'a> {
     from: TableId,
     /// Table aliases, when the query joins; none for a single table.
     aliases: Vec<(TableId, String)>,
+    /// The result column name of each metric, unique within the query.
+    metric_names: Vec<(Metric, String)>,
 }
 
 impl<'a> Writer<'a> {
@@ -186,7 +189,47 @@ impl<'a> Writer<'a> {
                 aliases.push((t, alias));
             }
         }
-        Writer { cat, dialect, from: q.from, aliases }
+        let mut w = Writer { cat, dialect, from: q.from, aliases, metric_names: Vec::new() };
+        w.metric_names = w.name_metrics(q);
+        w
+    }
+
+    /// A name for every metric the query selects or sorts by: no other output
+    /// column, table alias or metric has it (compared ignoring case).
+    fn name_metrics(&self, q: &Query) -> Vec<(Metric, String)> {
+        let mut taken: Vec<String> = self.aliases.iter().map(|(_, a)| a.to_lowercase()).collect();
+        for o in &q.select {
+            match o {
+                Output::Column(c) => taken.push(self.cat.column_name(*c).to_lowercase()),
+                Output::Star => taken
+                    .extend(self.cat.table(q.from).columns.iter().map(|c| c.name.to_lowercase())),
+                Output::Metric(_) => {}
+            }
+        }
+        let ordered = match q.order {
+            Some((Order::Metric(m), _)) => Some(m),
+            _ => None,
+        };
+        let metrics = q.select.iter().filter_map(|o| match o {
+            Output::Metric(m) => Some(*m),
+            _ => None,
+        });
+        let mut names: Vec<(Metric, String)> = Vec::new();
+        for m in metrics.chain(ordered) {
+            if names.iter().any(|(seen, _)| *seen == m) {
+                continue;
+            }
+            let [first, second] = self.metric_name_choices(&m);
+            let free = |name: &str| !taken.iter().any(|t| *t == name.to_lowercase());
+            let name = [first.clone(), second]
+                .into_iter()
+                .find(|n| free(n))
+                .or_else(|| (2..).map(|k| format!("{first}_{k}")).find(|n| free(n)))
+                .unwrap_or(first);
+            taken.push(name.to_lowercase());
+            names.push((m, name));
+        }
+        names
     }
 
     fn table(&self, t: TableId) -> String {
@@ -240,29 +283,70 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// A readable name for a metric's column: `order_count`, `average_price`.
+    /// The result column name of a metric: `order_count`, `average_price`, `total_amount`.
     fn alias(&self, m: &Metric) -> String {
-        let words = |c: ColId| self.cat.column(c).words.join("_");
+        match self.metric_names.iter().find(|(seen, _)| seen == m) {
+            Some((_, name)) => name.clone(),
+            None => self.metric_name_choices(m)[0].clone(),
+        }
+    }
+
+    /// A readable name for a metric's column, and a second one should the
+    /// first be taken: the words of what it counts or measures, with the
+    /// aggregate in front unless the words say it already (the sum of
+    /// `total_amount` is `total_amount`, not `total_total_amount`).
+    fn metric_name_choices(&self, m: &Metric) -> [String; 2] {
         match m {
             Metric::Count => {
                 let table = &self.cat.tables[self.from].words;
-                if table.is_empty() {
+                let name = if table.is_empty() {
                     "row_count".to_owned()
                 } else {
                     format!("{}_count", table.join("_"))
+                };
+                [name, "row_count".to_owned()]
+            }
+            Metric::CountDistinct(c) => {
+                let words = self.cat.column(*c).words.join("_");
+                [format!("{words}_count"), format!("distinct_{words}_count")]
+            }
+            Metric::Agg(f, c) => {
+                let (prefix, synonyms): (&str, &[&str]) = match f {
+                    AggFn::Sum => ("total", &["total", "sum"]),
+                    AggFn::Avg => ("average", &["average", "avg", "mean"]),
+                    AggFn::Max => ("max", &["max", "maximum", "highest"]),
+                    AggFn::Min => ("min", &["min", "minimum", "lowest"]),
+                };
+                let words = self.measure_words(*c);
+                let prefixed = format!("{prefix}_{}", words.join("_"));
+                // A sum of a total is still a total; any other aggregate says itself first.
+                let says_it = match f {
+                    AggFn::Sum => words.iter().any(|w| synonyms.contains(&w.as_str())),
+                    _ => words.first().is_some_and(|w| synonyms.contains(&w.as_str())),
+                };
+                if says_it {
+                    let fallback = match f {
+                        AggFn::Sum => format!("sum_{}", words.join("_")),
+                        _ => prefixed,
+                    };
+                    [words.join("_"), fallback]
+                } else {
+                    let fallback = format!("{}_{}", f_name(*f), words.join("_"));
+                    [prefixed, fallback]
                 }
             }
-            Metric::CountDistinct(c) => format!("{}_count", words(*c)),
-            Metric::Agg(f, c) => {
-                let prefix = match f {
-                    AggFn::Sum => "total",
-                    AggFn::Avg => "average",
-                    AggFn::Max => "max",
-                    AggFn::Min => "min",
-                };
-                format!("{prefix}_{}", words(*c))
-            }
         }
+    }
+
+    /// The words of a measured column as written (`sales`, not the stem
+    /// `sale`), or the engine's words when its name carries a glued table
+    /// prefix (`sbtxamount` is `amount`).
+    fn measure_words(&self, c: ColId) -> Vec<String> {
+        let info = self.cat.column(c);
+        let name = self.cat.column_name(c);
+        let canonical: Vec<String> = words(name).iter().map(|w| canon(w)).collect();
+        let written = written_words(name);
+        if canonical == info.words && !written.is_empty() { written } else { info.words.clone() }
     }
 
     fn filter(&self, f: &Filter) -> String {
@@ -322,4 +406,36 @@ impl<'a> Writer<'a> {
             _ => format!("{col} LIKE {literal}"),
         }
     }
+}
+
+/// The SQL name of an aggregate function, lowercase.
+fn f_name(f: AggFn) -> &'static str {
+    match f {
+        AggFn::Sum => "sum",
+        AggFn::Avg => "avg",
+        AggFn::Max => "max",
+        AggFn::Min => "min",
+    }
+}
+
+/// A name's words as written, lowercase and unstemmed: `unitPrice` and
+/// `unit_price` are `unit`, `price`.
+fn written_words(name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for ch in name.chars() {
+        if !ch.is_alphanumeric() {
+            out.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+            prev_lower = false;
+            continue;
+        }
+        if ch.is_uppercase() && prev_lower {
+            out.push(std::mem::take(&mut word));
+        }
+        prev_lower = ch.is_lowercase() || ch.is_ascii_digit();
+        word.extend(ch.to_lowercase());
+    }
+    out.extend((!word.is_empty()).then_some(word));
+    out
 }

@@ -249,15 +249,15 @@ fn aggregates() {
         ),
         (
             "What is the total order total per customer name?",
-            "SELECT c.name, SUM(o.total) AS total_total FROM orders AS o JOIN customers AS c ON o.customer_id = c.id GROUP BY c.name ORDER BY total_total DESC NULLS LAST",
+            "SELECT c.name, SUM(o.total) AS total FROM orders AS o JOIN customers AS c ON o.customer_id = c.id GROUP BY c.name ORDER BY total DESC NULLS LAST",
         ),
         (
             "Sum of order totals per customer",
-            "SELECT c.id, c.name, SUM(o.total) AS total_total FROM orders AS o JOIN customers AS c ON o.customer_id = c.id GROUP BY c.id, c.name ORDER BY total_total DESC NULLS LAST",
+            "SELECT c.id, c.name, SUM(o.total) AS total FROM orders AS o JOIN customers AS c ON o.customer_id = c.id GROUP BY c.id, c.name ORDER BY total DESC NULLS LAST",
         ),
         (
             "Total order total for customers in Paris",
-            "SELECT SUM(o.total) AS total_total FROM orders AS o JOIN customers AS c ON o.customer_id = c.id WHERE c.city ILIKE 'Paris'",
+            "SELECT SUM(o.total) AS total FROM orders AS o JOIN customers AS c ON o.customer_id = c.id WHERE c.city ILIKE 'Paris'",
         ),
         (
             "What is the total quantity per product?",
@@ -306,7 +306,7 @@ fn rankings() {
         ),
         (
             "Top 3 customers by total order total",
-            "SELECT c.id, c.name, SUM(o.total) AS total_total FROM orders AS o JOIN customers AS c ON o.customer_id = c.id GROUP BY c.id, c.name ORDER BY total_total DESC NULLS LAST LIMIT 3",
+            "SELECT c.id, c.name, SUM(o.total) AS total FROM orders AS o JOIN customers AS c ON o.customer_id = c.id GROUP BY c.id, c.name ORDER BY total DESC NULLS LAST LIMIT 3",
         ),
         (
             "What are the top 2 categories by average price? Return the category and the average price.",
@@ -318,7 +318,7 @@ fn rankings() {
         ),
         (
             "What are the top 3 statuses by total order total? Return the status, number of orders and total order total.",
-            "SELECT status, SUM(total) AS total_total, COUNT(*) AS order_count FROM orders GROUP BY status ORDER BY total_total DESC NULLS LAST LIMIT 3",
+            "SELECT status, SUM(total) AS total, COUNT(*) AS order_count FROM orders GROUP BY status ORDER BY total DESC NULLS LAST LIMIT 3",
         ),
     ];
     for (question, sql) in cases {
@@ -383,8 +383,8 @@ fn time_windows_in_both_dialects() {
         ),
         (
             "What is the total order total in the past 6 months?",
-            "SELECT SUM(total) AS total_total FROM orders WHERE created_at >= CURRENT_DATE - INTERVAL '6 months'",
-            "SELECT SUM(total) AS total_total FROM orders WHERE created_at >= date('now', '-6 months')",
+            "SELECT SUM(total) AS total FROM orders WHERE created_at >= CURRENT_DATE - INTERVAL '6 months'",
+            "SELECT SUM(total) AS total FROM orders WHERE created_at >= date('now', '-6 months')",
         ),
         (
             "How many orders per status in the last 3 years?",
@@ -624,6 +624,8 @@ fn answers_run_on_sqlite() {
         ("Which customer has the most orders?", "1|Alice|2"),
         ("Top 2 products by price", "1|Atlas|30; 3|Rake|18"),
         ("What is the total quantity per product name?", "Rake|5; Kite|4; Novel|2; Atlas|1"),
+        // The sum of `total` is named `total` and sorted by the sum, not by a row's total.
+        ("What is the total order total per status?", "pending|20; shipped|15.5; cancelled|7.5"),
         ("Which category has the most products?", "Books|2"),
         ("List the names of customers in London", "Bob"),
     ];
@@ -652,6 +654,79 @@ fn answers_run_on_sqlite() {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert_eq!(rows.join("; "), *expected, "{question}: {sql}");
     }
+}
+
+#[test]
+fn metric_columns_have_plain_unique_names() {
+    use super::catalog::Catalog;
+    use super::lexer::AggFn::{Avg, Max, Sum};
+    use super::sql::{Metric, Order, Output, Query};
+
+    let schema = Schema {
+        dialect: Dialect::Postgres,
+        tables: vec![Table {
+            schema: "public".to_owned(),
+            name: "sales".to_owned(),
+            kind: TableKind::Table,
+            comment: None,
+            columns: ["id", "region", "total_amount", "unit_price", "avg_rating", "quantity"]
+                .iter()
+                .map(|n| column(n, if *n == "region" { "text" } else { "numeric" }, &[]))
+                .collect(),
+            primary_key: vec!["id".to_owned()],
+            foreign_keys: Vec::new(),
+            row_estimate: None,
+        }],
+    };
+    let cat = Catalog::new(&schema);
+    let (region, total_amount, unit_price, avg_rating, quantity) =
+        ((0, 1), (0, 2), (0, 3), (0, 4), (0, 5));
+    let check = |select: Vec<Output>, expected: &str| {
+        let mut q = Query::new(0);
+        let ranked = select.iter().find_map(|o| match o {
+            Output::Metric(m) => Some(*m),
+            _ => None,
+        });
+        q.select = select;
+        q.order = ranked.map(|m| (Order::Metric(m), super::lexer::Dir::Desc));
+        let sql = q.to_sql(&cat, Dialect::Postgres);
+        let select = sql.split(" FROM ").next().unwrap_or_default();
+        assert_eq!(select, expected, "{sql}");
+    };
+    let metric = |m: Metric| Output::Metric(m);
+    check(vec![metric(Metric::Agg(Sum, total_amount))], "SELECT SUM(total_amount) AS total_amount");
+    check(
+        vec![metric(Metric::Agg(Avg, total_amount))],
+        "SELECT AVG(total_amount) AS average_total_amount",
+    );
+    check(vec![metric(Metric::Agg(Sum, quantity))], "SELECT SUM(quantity) AS total_quantity");
+    check(vec![metric(Metric::Agg(Max, unit_price))], "SELECT MAX(unit_price) AS max_unit_price");
+    check(vec![metric(Metric::Agg(Avg, avg_rating))], "SELECT AVG(avg_rating) AS avg_rating");
+    check(vec![metric(Metric::Count)], "SELECT COUNT(*) AS sale_count");
+    check(
+        vec![Output::Column(region), metric(Metric::CountDistinct(region))],
+        "SELECT region, COUNT(DISTINCT region) AS region_count",
+    );
+    // Taken names are not reused: by a column, or by another metric.
+    check(
+        vec![Output::Column(total_amount), metric(Metric::Agg(Sum, total_amount))],
+        "SELECT total_amount, SUM(total_amount) AS sum_total_amount",
+    );
+    check(
+        vec![Output::Star, metric(Metric::Agg(Avg, avg_rating))],
+        "SELECT *, AVG(avg_rating) AS average_avg_rating",
+    );
+    check(
+        vec![Output::Column(unit_price), metric(Metric::Agg(Avg, unit_price))],
+        "SELECT unit_price, AVG(unit_price) AS average_unit_price",
+    );
+    let sql = {
+        let mut q = Query::new(0);
+        q.select = vec![metric(Metric::Agg(Sum, total_amount))];
+        q.order = Some((Order::Metric(Metric::Agg(Sum, total_amount)), super::lexer::Dir::Desc));
+        q.to_sql(&cat, Dialect::Sqlite)
+    };
+    assert!(sql.ends_with("ORDER BY total_amount DESC"), "{sql}");
 }
 
 #[test]
