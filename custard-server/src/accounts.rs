@@ -20,8 +20,9 @@ use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::mail;
 use crate::routes::AppState;
 use crate::store::{
-    ConflictKind, Invitation, Membership, NewToken, NewUser, OneTimeToken, OrgId, ProfileUpdate,
-    Role, SessionId, StoreError, TokenId, User, UserId, normalize_email,
+    ConflictKind, Invitation, Membership, NewToken, NewUser, OneTimeToken, OrgId, Organization,
+    ProfileUpdate, ReceivedInvitation, Role, SessionGrant, SessionId, StoreError, TokenId, User,
+    UserId, normalize_email,
 };
 use crate::web::session;
 
@@ -42,6 +43,11 @@ impl From<StoreError> for AppError {
             StoreError::LastOwner => {
                 AppError::new(ErrorCode::Validation, "an organisation must keep at least one owner")
             }
+            StoreError::Stale => AppError::new(
+                ErrorCode::Conflict,
+                "something this depended on changed meanwhile (your password, session or \
+                 role): reload the page, or sign in again, and retry",
+            ),
             StoreError::Unavailable(_) => {
                 AppError::new(ErrorCode::Unavailable, "the store is unavailable; try again")
             }
@@ -151,6 +157,51 @@ impl CurrentUser {
             Role::Owner | Role::Admin => Ok(()),
             _ => Err(AppError::new(ErrorCode::Forbidden, "only owners and admins may do this")),
         }
+    }
+}
+
+/// A signed-in user whatever became of their organisation: the user of an
+/// active session, member of the token's organisation or not. What the pages
+/// for a user in no organisation (removed, or the organisation deleted) and
+/// the invitation page act as; everything organisation-scoped takes a
+/// [`CurrentUser`] instead.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionUser {
+    user: User,
+    session: SessionId,
+}
+
+impl SessionUser {
+    /// The user of an access token whose session is active.
+    pub(crate) async fn of_token(state: &AppState, token: &str) -> Result<Self, AppError> {
+        let unauthorized =
+            || AppError::new(ErrorCode::Unauthorized, "sign in: the session is not valid");
+        let store = &state.inner().store;
+        let claims =
+            auth::decode_access(token.trim(), &state.inner().jwt).map_err(|_| unauthorized())?;
+        let session =
+            store.get_session(&SessionId::from(claims.sid)).await.map_err(|_| unauthorized())?;
+        if !session.is_active(Utc::now()) || session.user_id.as_str() != claims.sub {
+            return Err(unauthorized());
+        }
+        let user = store.get_user(&session.user_id).await.map_err(|_| unauthorized())?;
+        Ok(SessionUser { user, session: session.id })
+    }
+
+    /// The caller.
+    pub(crate) fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// The store session the caller's token belongs to.
+    pub(crate) fn session(&self) -> &SessionId {
+        &self.session
+    }
+}
+
+impl From<CurrentUser> for SessionUser {
+    fn from(current: CurrentUser) -> Self {
+        SessionUser { user: current.user, session: current.session }
     }
 }
 
@@ -644,15 +695,14 @@ pub(crate) struct LoginRequest {
 }
 
 /// Checks the credentials (rate-limited, the same answer for unknown emails and
-/// wrong passwords), starts a store session valid for `lifetime` and returns
-/// the user with an access token for it. Shared by the API and the web login.
-pub(crate) async fn sign_in(
+/// wrong passwords) and that the email is verified; returns the user. Shared
+/// by the API's and the web's sign-in.
+pub(crate) async fn check_credentials(
     state: &AppState,
     ip: std::net::IpAddr,
     email: &str,
     password: String,
-    lifetime: std::time::Duration,
-) -> Result<(User, String), AppError> {
+) -> Result<User, AppError> {
     let inner = state.inner();
     inner.login_limiter.check(ip, Some(email))?;
     let found = match inner.store.get_user_by_email(email).await {
@@ -672,27 +722,59 @@ pub(crate) async fn sign_in(
             "verify your email first: follow the link we sent",
         ));
     }
-    let orgs = inner.store.organizations_of_user(&user.id).await?;
-    let Some((org, _)) = orgs.first() else {
-        return Err(AppError::new(ErrorCode::Forbidden, "this account belongs to no organisation"));
+    Ok(user)
+}
+
+/// The organisation a user signs in to: their oldest membership's, if any.
+pub(crate) async fn first_organization(
+    state: &AppState,
+    user: &UserId,
+) -> Result<Option<OrgId>, AppError> {
+    let orgs = state.inner().store.organizations_of_user(user).await?;
+    Ok(orgs.into_iter().next().map(|(org, _)| org.id))
+}
+
+/// Checks the credentials ([`check_credentials`]), starts a store session
+/// valid for `lifetime` in the user's first organisation and returns the user
+/// with an access token for it. A user in no organisation is refused (the web
+/// sign-in lets them create one or accept an invitation instead).
+pub(crate) async fn sign_in(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    email: &str,
+    password: String,
+    lifetime: std::time::Duration,
+) -> Result<(User, String), AppError> {
+    let user = check_credentials(state, ip, email, password).await?;
+    let Some(org) = first_organization(state, &user.id).await? else {
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "this account belongs to no organisation: sign in on the web to create one or \
+             accept an invitation",
+        ));
     };
-    let token = open_session(state, &user.id, &org.id, lifetime).await?;
+    let grant = SessionGrant::Password(&user.password_hash);
+    let token = open_session(state, &user.id, Some(&org), lifetime, grant).await?;
     Ok((user, token))
 }
 
-/// Starts a store session for the user in `org`, valid for `lifetime`, and
-/// returns its access token. The caller has checked who the user is.
+/// Starts a store session for the user in `org` (none: a user in no
+/// organisation, who can act on nothing organisation-scoped), valid for
+/// `lifetime`, and returns its access token. The caller has checked who the
+/// user is, by `grant`, which the store checks again as it creates the session.
 pub(crate) async fn open_session(
     state: &AppState,
     user: &UserId,
-    org: &OrgId,
+    org: Option<&OrgId>,
     lifetime: std::time::Duration,
+    grant: SessionGrant<'_>,
 ) -> Result<String, AppError> {
     let inner = state.inner();
     let expires = Utc::now() + Span::from_std(lifetime).map_err(AppError::internal)?;
-    let session = inner.store.create_session(user, expires).await?;
+    let session = inner.store.create_session(user, expires, grant).await?;
     let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-    let claims = AccessClaims::new(user.as_str(), session.id.as_str(), org.as_str(), now, lifetime);
+    let org = org.map_or("", OrgId::as_str);
+    let claims = AccessClaims::new(user.as_str(), session.id.as_str(), org, now, lifetime);
     auth::encode_access(&claims, &inner.jwt).map_err(AppError::internal)
 }
 
@@ -749,6 +831,113 @@ pub(crate) async fn logout(
 ) -> Result<StatusCode, AppError> {
     state.inner().store.revoke_session(&current.session).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sessions signed out.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SignedOutResponse {
+    /// How many other sessions were signed out.
+    signed_out: u64,
+}
+
+/// Log out every other session
+///
+/// Revokes every session of the caller (browsers and API tokens) except the
+/// one of this bearer token, at once and for good.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout-others",
+    tag = "accounts",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The other sessions are revoked", body = SignedOutResponse),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn logout_others(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<Json<SignedOutResponse>, AppError> {
+    let signed_out = sign_out_other_sessions(&state, &current).await?;
+    Ok(Json(SignedOutResponse { signed_out }))
+}
+
+/// Revokes every session of the caller but their own; returns how many.
+/// Shared by the API and the settings page.
+pub(crate) async fn sign_out_other_sessions(
+    state: &AppState,
+    current: &CurrentUser,
+) -> Result<u64, AppError> {
+    Ok(state.inner().store.revoke_other_sessions(&current.user.id, &current.session).await?)
+}
+
+/// The address to send a new verification link to.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct ResendVerificationRequest {
+    email: String,
+}
+
+/// Send the verification email again
+///
+/// Emails a new verification link if an account with this address waits
+/// for verification; the answer is the same whether or not it does. Limited
+/// per address and per client address, together with sign-ups.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/resend-verification",
+    tag = "accounts",
+    request_body = ResendVerificationRequest,
+    responses(
+        (status = 202, description = "Accepted, whether or not such an account exists", body = StatusMessage),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: no email", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many verification emails or sign-ups for this address or from this client (see `Retry-After`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn resend_verification_email(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(request): ApiJson<ResendVerificationRequest>,
+) -> Result<(StatusCode, Json<StatusMessage>), AppError> {
+    resend_verification(&state, ip, &request.email).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(StatusMessage {
+            status: "if an account with this email waits for verification, a new link is on its way",
+        }),
+    ))
+}
+
+/// Emails a new verification link if an unverified account has this email
+/// (rate-limited per address and client with sign-ups, which send the same
+/// email); succeeds the same way either way, and the email goes out in the
+/// background so the timing says nothing either. Shared by the API and the
+/// web pages.
+pub(crate) async fn resend_verification(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    email: &str,
+) -> Result<(), AppError> {
+    let inner = state.inner();
+    inner.signup_limiter.check(ip, Some(email))?;
+    let user = match inner.store.get_user_by_email(email).await {
+        Ok(user) if !user.is_verified() => user,
+        Ok(_) | Err(StoreError::NotFound) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let token = |h| NewToken::email_verification(&user, h, Utc::now() + VERIFICATION_VALID);
+        match issue_token(&state, token).await {
+            Ok((secret, _)) => {
+                let public_url = &state.inner().config.public_url;
+                send(&state, mail::verification_email(public_url, &user.email, &secret)).await;
+            }
+            Err(e) => tracing::error!(error = %e, "issuing a verification token failed"),
+        }
+    });
+    Ok(())
 }
 
 /// The account that forgot its password.
@@ -956,6 +1145,10 @@ pub(crate) struct ChangePasswordRequest {
 }
 
 /// Change the caller's password
+///
+/// Sets a new password after checking the current one. Every other session
+/// of the account (browsers and API tokens) is signed out; this token's
+/// stays valid. The account's outstanding reset links stop working.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/change-password",
@@ -982,9 +1175,9 @@ pub(crate) async fn change_password(
 }
 
 /// Checks the caller's current password (wrong attempts are limited per
-/// account) and the new one's policy, then sets it and ends the account's
-/// outstanding reset links; sessions are left alone. Shared by the API and
-/// the settings page.
+/// account) and the new one's policy, then sets it, ends the account's
+/// outstanding reset links and signs out every other session (whoever knew
+/// the old password is out). Shared by the API and the settings page.
 pub(crate) async fn change_own_password(
     state: &AppState,
     current: &CurrentUser,
@@ -1008,7 +1201,10 @@ pub(crate) async fn change_own_password(
     }
     check_password(&new_password, &user.email, &[&user.first_name, &user.last_name])?;
     let password_hash = inner.hashing.hash(new_password).await?;
-    inner.store.set_password_hash(&user.id, password_hash).await?;
+    inner
+        .store
+        .change_password(&user.id, &user.password_hash, password_hash, &current.session)
+        .await?;
     Ok(())
 }
 
@@ -1035,35 +1231,99 @@ pub(crate) async fn accept_invitation(
     current: CurrentUser,
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> Result<Json<MembershipResponse>, AppError> {
-    let membership = join_by_invitation(&state, &current, &request.token).await?;
+    let membership = join_by_invitation(&state, &current.user, &request.token).await?;
     Ok(Json(MembershipResponse {
         organization_id: membership.org_id.as_str().to_owned(),
         role: membership.role.as_str(),
     }))
 }
 
-/// Consumes an invitation sent to the caller's email and makes the caller a
-/// member of its organisation. Shared by the API and the invitation page.
+/// What an unusable invitation is told, whichever way it cannot be used.
+fn invitation_gone(e: StoreError) -> AppError {
+    match e {
+        StoreError::NotFound => AppError::new(
+            ErrorCode::InvalidToken,
+            "the invitation is unknown, used, expired or for another email",
+        ),
+        StoreError::Conflict(_) => {
+            AppError::new(ErrorCode::Conflict, "you are already a member of this organisation")
+        }
+        other => other.into(),
+    }
+}
+
+/// Consumes an invitation sent to `user`'s email and makes them a member of
+/// its organisation. Shared by the API and the invitation page.
 pub(crate) async fn join_by_invitation(
     state: &AppState,
-    current: &CurrentUser,
+    user: &User,
     token: &str,
 ) -> Result<Membership, AppError> {
     state
         .inner()
         .store
-        .accept_invitation(&auth::hash_secret(token.trim()), &current.user.id, Utc::now())
+        .accept_invitation(&auth::hash_secret(token.trim()), &user.id, Utc::now())
+        .await
+        .map_err(invitation_gone)
+}
+
+/// Accepts the pending invitation `id` sent to `user`'s (verified) email,
+/// without its link: for the page of a user in no organisation, which lists
+/// the invitations sent to them.
+pub(crate) async fn join_by_invitation_id(
+    state: &AppState,
+    user: &User,
+    id: String,
+) -> Result<Membership, AppError> {
+    state
+        .inner()
+        .store
+        .accept_invitation_by_id(&TokenId::from(id), &user.id, Utc::now())
+        .await
+        .map_err(invitation_gone)
+}
+
+/// The pending invitation of a link's token, with its organisation and
+/// sender, left unused: what the invitation page shows before anyone accepts.
+pub(crate) async fn invitation_for_token(
+    state: &AppState,
+    token: &str,
+) -> Result<ReceivedInvitation, AppError> {
+    state
+        .inner()
+        .store
+        .invitation_by_token(&auth::hash_secret(token.trim()), Utc::now())
         .await
         .map_err(|e| match e {
             StoreError::NotFound => AppError::new(
                 ErrorCode::InvalidToken,
-                "the invitation is unknown, used, expired or for another email",
+                "the invitation is unknown, used, expired or revoked",
             ),
-            StoreError::Conflict(_) => {
-                AppError::new(ErrorCode::Conflict, "you are already a member of this organisation")
-            }
             other => other.into(),
         })
+}
+
+/// The pending invitations sent to `user`'s email, oldest first.
+pub(crate) async fn invitations_for(
+    state: &AppState,
+    user: &User,
+) -> Result<Vec<ReceivedInvitation>, AppError> {
+    Ok(state.inner().store.invitations_for_email(&user.email, Utc::now()).await?)
+}
+
+/// Creates an organisation named `name` (validated like a sign-up's) owned
+/// by `user`: how a user in no organisation starts again. It counts against
+/// the sign-up limits (per client address and per email), as a sign-up makes
+/// an organisation too.
+pub(crate) async fn create_organization_for(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    user: &User,
+    name: &str,
+) -> Result<(Organization, Membership), AppError> {
+    let name = validate_name("organization_name", name)?;
+    state.inner().signup_limiter.check(ip, Some(&user.email))?;
+    Ok(state.inner().store.create_organization(&user.id, name).await?)
 }
 
 /// The caller's organisation
@@ -1088,6 +1348,50 @@ pub(crate) async fn organization(
         role: current.role.as_str(),
         created_at: org.created_at.to_rfc3339(),
     }))
+}
+
+/// Delete the caller's organisation
+///
+/// Deletes the organisation with its connections (their agents are sent
+/// away), schemas, history, memberships and invitations, at once and for
+/// good. Owners only. The members keep their accounts, in no organisation
+/// unless they belong to another one.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/org",
+    tag = "organization",
+    security(("access_token" = [])),
+    responses(
+        (status = 204, description = "The organisation is deleted"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an owner", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_organization(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<StatusCode, AppError> {
+    delete_own_organization(&state, &current).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the caller's organisation (owners only) and disconnects the
+/// agents of its connections. Shared by the API and the settings page.
+pub(crate) async fn delete_own_organization(
+    state: &AppState,
+    current: &CurrentUser,
+) -> Result<(), AppError> {
+    if current.role != Role::Owner {
+        return Err(AppError::new(ErrorCode::Forbidden, "only owners may delete the organisation"));
+    }
+    let inner = state.inner();
+    let connections = inner.store.delete_organization(&current.org, &current.user.id).await?;
+    for id in &connections {
+        inner.router.disconnect(id, "the organisation was deleted");
+        inner.pipelines.forget(id);
+    }
+    tracing::info!(org = %current.org, connections = connections.len(), "organisation deleted");
+    Ok(())
 }
 
 /// The organisation's members
@@ -1183,7 +1487,8 @@ pub(crate) async fn invite_by_email(
     if role == Role::Owner && current.role != Role::Owner {
         return Err(AppError::new(ErrorCode::Forbidden, "only owners may invite owners"));
     }
-    state.inner().invitation_limiter.check(current.org.as_str(), &email)?;
+    let sender = current.user.id.as_str();
+    state.inner().invitation_limiter.check(current.org.as_str(), sender, &email)?;
     let org = state.inner().store.get_organization(&current.org).await?;
     let (secret, stored) = issue_token(state, |h| {
         let expires = Utc::now() + INVITATION_VALID;
@@ -1285,6 +1590,74 @@ pub(crate) async fn revoke_pending_invitation(
         ));
     }
     Ok(store.revoke_invitation(&current.org, &id, Utc::now()).await?)
+}
+
+/// Send an invitation again
+///
+/// Emails the invited address a fresh link, valid for seven days from now;
+/// the old link stops working, and the caller becomes its sender. The same
+/// rules as revoking, and the same limits as inviting.
+#[utoipa::path(
+    post,
+    path = "/api/v1/org/invitations/{id}/resend",
+    tag = "organization",
+    security(("access_token" = [])),
+    params(("id" = String, Path, description = "The invitation's id")),
+    responses(
+        (status = 200, description = "The invitation, with its new expiry", body = InvitationView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an owner or admin, or an admin sending an invitation to be an owner", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such pending invitation in the organisation", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the organisation, or the address, was sent too many invitations lately (see `Retry-After`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn resend_invitation(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<InvitationView>, AppError> {
+    Ok(Json(resend_pending_invitation(&state, &current, id).await?.into()))
+}
+
+/// Sends a pending invitation of the caller's organisation again: a fresh
+/// link valid for seven days, the old one dead, the caller its sender. The
+/// rules of revoking and the limits of inviting apply. Shared by the API and
+/// the settings page.
+pub(crate) async fn resend_pending_invitation(
+    state: &AppState,
+    current: &CurrentUser,
+    id: String,
+) -> Result<Invitation, AppError> {
+    current.require_admin()?;
+    let id = TokenId::from(id);
+    let store = &state.inner().store;
+    let invitation = store.get_invitation(&current.org, &id, Utc::now()).await?;
+    if invitation.role == Role::Owner && current.role != Role::Owner {
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "only owners may send an invitation to be an owner",
+        ));
+    }
+    let sender = current.user.id.as_str();
+    state.inner().invitation_limiter.check(current.org.as_str(), sender, &invitation.email)?;
+    let org = store.get_organization(&current.org).await?;
+    let secret = auth::new_secret();
+    let expires = Utc::now() + INVITATION_VALID;
+    let renewed = store
+        .renew_invitation(
+            &current.org,
+            &id,
+            &current.user.id,
+            auth::hash_secret(&secret),
+            expires,
+            Utc::now(),
+        )
+        .await?;
+    let inviter = format!("{} {}", current.user.first_name, current.user.last_name);
+    let public_url = &state.inner().config.public_url;
+    let message = mail::invitation_email(public_url, &renewed.email, &secret, &org.name, &inviter);
+    send(state, message).await;
+    Ok(renewed)
 }
 
 /// A member's new role.

@@ -195,12 +195,14 @@ const INVITATIONS_REPLENISH: Duration = Duration::from_secs(3 * 60);
 pub const INVITATIONS_PER_RECIPIENT: u32 = 3;
 const RECIPIENT_REPLENISH: Duration = Duration::from_secs(20 * 60);
 
-/// Limits on sending invitations: per organisation (so a tenant cannot mail
-/// the world in its name) and per recipient address (so nobody's inbox fills
-/// with invitations, from one organisation or many).
+/// Limits on sending invitations: per organisation and per sending user (so
+/// a tenant cannot mail the world in its name, not even by making new
+/// organisations) and per recipient address (so nobody's inbox fills with
+/// invitations, from one organisation or many).
 #[derive(Debug)]
 pub struct InvitationLimiter {
     by_org: Keyed<[u8; 32]>,
+    by_sender: Keyed<[u8; 32]>,
     by_recipient: Keyed<[u8; 32]>,
 }
 
@@ -208,18 +210,27 @@ impl Default for InvitationLimiter {
     fn default() -> Self {
         InvitationLimiter {
             by_org: Keyed::new(INVITATIONS_PER_ORG, INVITATIONS_REPLENISH),
+            by_sender: Keyed::new(INVITATIONS_PER_ORG, INVITATIONS_REPLENISH),
             by_recipient: Keyed::new(INVITATIONS_PER_RECIPIENT, RECIPIENT_REPLENISH),
         }
     }
 }
 
 impl InvitationLimiter {
-    /// Counts one invitation from `org` to `recipient` (a normalised email).
-    pub fn check(&self, org: &str, recipient: &str) -> Result<(), AppError> {
+    /// Counts one invitation from user `sender` of `org` to `recipient` (a
+    /// normalised email).
+    pub fn check(&self, org: &str, sender: &str, recipient: &str) -> Result<(), AppError> {
         self.by_recipient.check(&digest(&recipient.trim().to_lowercase())).map_err(|wait| {
             AppError::new(
                 ErrorCode::RateLimited,
                 "this address was sent too many invitations lately; try again later",
+            )
+            .retry_after(wait)
+        })?;
+        self.by_sender.check(&digest(sender)).map_err(|wait| {
+            AppError::new(
+                ErrorCode::RateLimited,
+                "you sent too many invitations lately; try again later",
             )
             .retry_after(wait)
         })?;
@@ -395,20 +406,29 @@ mod tests {
     }
 
     #[test]
-    fn invitations_are_limited_per_organisation_and_per_recipient() {
+    fn invitations_are_limited_per_organisation_sender_and_recipient() {
         let limiter = InvitationLimiter::default();
         for _ in 0..INVITATIONS_PER_RECIPIENT {
-            limiter.check("org-a", "Someone@example.com").expect("within the recipient's limit");
+            limiter.check("org-a", "u1", "Someone@example.com").expect("within the recipient's");
         }
-        let refused = limiter.check("org-b", "someone@example.com ").expect_err("any sender");
+        let refused = limiter.check("org-b", "u2", "someone@example.com ").expect_err("any org");
         assert!(refused.message.contains("this address"), "{refused}");
         assert!(refused.retry_after.is_some());
         for i in INVITATIONS_PER_RECIPIENT..INVITATIONS_PER_ORG {
-            limiter.check("org-a", &format!("r{i}@example.com")).expect("within the org's limit");
+            let to = format!("r{i}@example.com");
+            limiter.check("org-a", "u3", &to).expect("within the org's limit");
         }
-        let refused = limiter.check("org-a", "new@example.com").expect_err("the org's limit");
+        let refused = limiter.check("org-a", "u4", "new@example.com").expect_err("the org's limit");
         assert!(refused.message.contains("organisation"), "{refused}");
-        limiter.check("org-c", "new@example.com").expect("another organisation");
+        limiter.check("org-c", "u4", "new@example.com").expect("another organisation");
+
+        // New organisations do not give a sender a new budget.
+        for i in 0..INVITATIONS_PER_ORG {
+            let (org, to) = (format!("fresh-{i}"), format!("s{i}@example.com"));
+            limiter.check(&org, "u5", &to).expect("within the sender's limit");
+        }
+        let refused = limiter.check("fresh-x", "u5", "x@example.com").expect_err("the sender's");
+        assert!(refused.message.contains("you sent"), "{refused}");
     }
 
     #[test]

@@ -15,10 +15,15 @@
 //!   consumes exactly one wins; using a reset token or changing the password
 //!   ends every other reset token of the user, and a member removed (or
 //!   demoted) loses the pending invitations they may no longer send;
+//! - sessions are rows, checked on every request: a password reset revokes
+//!   every session of the user, a password change every one but the
+//!   changer's, and a revoked session stays revoked across restarts;
 //! - an organisation always keeps at least one owner ([`StoreError::LastOwner`]);
 //! - agent API keys are stored only as their SHA-256 hex, unique across all
 //!   organisations; a recorded question is about a connection of its own
-//!   organisation, and goes when that connection is deleted;
+//!   organisation, and goes when that connection is deleted, or when its
+//!   asker or an owner or admin of the organisation deletes it (the role is
+//!   read in the deleting transaction);
 //! - a successful write is durable before its future resolves.
 
 use std::fmt;
@@ -65,8 +70,9 @@ mod sqlite;
 mod tests;
 
 pub use platform::{
-    ApprovedExample, Connection, ConnectionId, ConnectionUpdate, ConversationId, NewConnection,
-    NewQueryRecord, QueryFilter, QueryId, QueryRecord, StoredSchema,
+    ApprovedExample, Asker, Connection, ConnectionId, ConnectionUpdate, ConversationId,
+    HistoryEntry, NewConnection, NewQueryRecord, OutcomeFilter, QueryDeletion, QueryFilter,
+    QueryId, QueryRecord, StoredSchema,
 };
 pub use sqlite::SqliteStore;
 
@@ -105,7 +111,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Replaces the user's password hash and ends every outstanding
     /// password-reset token of the user, in one transaction (sessions are left
-    /// alone; see [`Store::reset_password`]).
+    /// alone: see [`Store::change_password`] and [`Store::reset_password`]).
+    /// For setting a password outside a signed-in change (the demo's user).
     fn set_password_hash<'a>(
         &'a self,
         id: &'a UserId,
@@ -158,11 +165,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Starts a session for the user, valid until `expires_at` unless revoked.
+    /// Starts a session for the user, valid until `expires_at` unless revoked,
+    /// if what it stands on (`grant`) still holds in the same transaction;
+    /// [`StoreError::Stale`] when it does not (the password changed since it
+    /// was checked, or the replaced session was signed out).
     fn create_session<'a>(
         &'a self,
         user: &'a UserId,
         expires_at: DateTime<Utc>,
+        grant: SessionGrant<'a>,
     ) -> BoxFuture<'a, Result<Session, StoreError>>;
 
     /// The session with this id, active or not (see [`Session::is_active`]).
@@ -191,6 +202,29 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn revoke_user_sessions<'a>(
         &'a self,
         user: &'a UserId,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Revokes every unrevoked session of the user except `keep` (the caller's
+    /// own) and returns how many: "sign out other sessions".
+    fn revoke_other_sessions<'a>(
+        &'a self,
+        user: &'a UserId,
+        keep: &'a SessionId,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Replaces the user's password hash `old_hash` (the one the caller
+    /// checked the current password against) with `password_hash`, ends every
+    /// outstanding password-reset token of the user and revokes every session
+    /// of the user except `keep` (the one that made the change), in one
+    /// transaction; returns how many sessions were signed out.
+    /// [`StoreError::Stale`] when the hash is no longer `old_hash` or `keep`
+    /// was signed out meanwhile: then nothing changes.
+    fn change_password<'a>(
+        &'a self,
+        id: &'a UserId,
+        old_hash: &'a str,
+        password_hash: String,
+        keep: &'a SessionId,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Stores a one-time token (only the SHA-256 hex of its secret, `auth::hash_secret`).
@@ -282,6 +316,68 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Sends a pending invitation of the organisation again: a new token hash
+    /// and expiry, and `by` as its sender (the old link stops working); NotFound
+    /// as for [`Store::get_invitation`].
+    fn renew_invitation<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a TokenId,
+        by: &'a UserId,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Invitation, StoreError>>;
+
+    /// The pending invitation whose token hashes to `token_hash`, with its
+    /// organisation and sender, without consuming it; NotFound when it is
+    /// unknown, used, ended or expired at `now`, or its sender may no longer
+    /// send it.
+    fn invitation_by_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<ReceivedInvitation, StoreError>>;
+
+    /// The pending invitations sent to `email` (compared case-insensitively)
+    /// whose senders may still send them, oldest first.
+    fn invitations_for_email<'a>(
+        &'a self,
+        email: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<ReceivedInvitation>, StoreError>>;
+
+    /// Accepts the pending invitation with this id for `user`, as
+    /// [`Store::accept_invitation`] does with a token: the user must have
+    /// verified the invited email (the proof the token would have given),
+    /// else NotFound.
+    fn accept_invitation_by_id<'a>(
+        &'a self,
+        id: &'a TokenId,
+        user: &'a UserId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Membership, StoreError>>;
+
+    /// Creates an organisation named `name` with `owner` as its owner, in one
+    /// transaction.
+    fn create_organization<'a>(
+        &'a self,
+        owner: &'a UserId,
+        name: String,
+    ) -> BoxFuture<'a, Result<(Organization, Membership), StoreError>>;
+
+    /// Deletes the organisation with everything it holds (memberships,
+    /// invitations, connections with their schemas, history) in one
+    /// transaction, and returns the ids of the connections it had, so their
+    /// agents can be sent away. Its members' accounts and sessions stay.
+    /// Only for an owner: `by` is checked to be one in the same transaction
+    /// ([`StoreError::Stale`] when no longer).
+    fn delete_organization<'a>(
+        &'a self,
+        org: &'a OrgId,
+        by: &'a UserId,
+    ) -> BoxFuture<'a, Result<Vec<ConnectionId>, StoreError>>;
+
     /// Creates a connection; its key hash must be unique ([`ConflictKind::ApiKey`])
     /// and its name unique in the organisation, compared trimmed and
     /// case-insensitively ([`ConflictKind::ConnectionName`]).
@@ -370,13 +466,27 @@ pub trait Store: Send + Sync + fmt::Debug {
         record: NewQueryRecord,
     ) -> BoxFuture<'_, Result<QueryRecord, StoreError>>;
 
-    /// A page of the organisation's history, newest first, at most 200 whatever
-    /// the filter's limit. Filtering on another organisation's connection is NotFound.
+    /// A page of the organisation's history with who asked each question,
+    /// newest first, at most 200 whatever the filter's limit; the filter's
+    /// conditions all hold. Filtering on another organisation's connection is
+    /// NotFound; on a user who never asked here, an empty page.
     fn list_queries<'a>(
         &'a self,
         org: &'a OrgId,
         filter: QueryFilter,
-    ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<HistoryEntry>, StoreError>>;
+
+    /// Deletes a recorded question of the organisation on behalf of `by`, who
+    /// may delete the questions they asked, or any as an owner or admin
+    /// ([`QueryDeletion::NotAllowed`] otherwise, and nothing changes).
+    /// NotFound when the organisation has no such question or `by` is not a
+    /// member of it.
+    fn delete_query<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a QueryId,
+        by: &'a UserId,
+    ) -> BoxFuture<'a, Result<QueryDeletion, StoreError>>;
 
     /// One recorded question of the organisation.
     fn get_query<'a>(
@@ -426,6 +536,10 @@ pub enum StoreError {
     /// The change would leave an organisation without an owner.
     #[error("an organization must keep at least one owner")]
     LastOwner,
+    /// What the write stood on changed meanwhile (a password, a session, a
+    /// role); nothing was written.
+    #[error("changed meanwhile")]
+    Stale,
     /// The database was migrated by a newer binary; this one refuses to touch it.
     #[error("database schema version {found} is newer than this binary knows ({known})")]
     SchemaTooNew {
@@ -440,6 +554,18 @@ pub enum StoreError {
     /// A bug or a broken invariant.
     #[error("internal store error: {0}")]
     Internal(String),
+}
+
+/// What a new session stands on, checked again where it is created so no
+/// session outlives the credential that opened it.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionGrant<'a> {
+    /// A sign-in that verified the password against this hash: refused when
+    /// the user's hash is another by now (changed or reset meanwhile).
+    Password(&'a str),
+    /// Takes over from this active session of the same user (switching
+    /// organisation), which is revoked in the same transaction.
+    Replaces(&'a SessionId),
 }
 
 /// Which uniqueness rule a [`StoreError::Conflict`] hit.
@@ -797,6 +923,27 @@ pub struct Invitation {
     pub invited_by_email: Option<String>,
     /// When it was sent.
     pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A pending invitation as its recipient sees it: who sends it, to what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedInvitation {
+    /// The invitation's id (the token row's).
+    pub id: TokenId,
+    /// The invited address.
+    pub email: String,
+    /// The role it grants.
+    pub role: Role,
+    /// The inviting organisation.
+    pub org_id: OrgId,
+    /// The inviting organisation's name.
+    pub org_name: String,
+    /// The sender's first and last name, when known.
+    pub invited_by_name: Option<String>,
+    /// The sender's email, when known.
+    pub invited_by_email: Option<String>,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
 }

@@ -131,15 +131,102 @@ pub struct QueryRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// Which page of the history to list.
+/// Which page of the history to list, and which questions it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryFilter {
     /// Only questions about this connection.
     pub connection_id: Option<ConnectionId>,
+    /// Only questions this user asked.
+    pub asked_by: Option<UserId>,
+    /// Only answered, or only failed, questions.
+    pub outcome: Option<OutcomeFilter>,
+    /// Only questions whose text contains this, ignoring ASCII case; `%`, `_`
+    /// and `\` match themselves (no wildcards).
+    pub search: Option<String>,
     /// At most this many, newest first.
     pub limit: u32,
     /// Skip this many of the newest.
     pub offset: u32,
+}
+
+impl QueryFilter {
+    /// A page of the whole history: `limit` questions after the newest `offset`.
+    pub fn page(limit: u32, offset: u32) -> Self {
+        QueryFilter {
+            connection_id: None,
+            asked_by: None,
+            outcome: None,
+            search: None,
+            limit,
+            offset,
+        }
+    }
+}
+
+/// Which outcomes a history page holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeFilter {
+    /// Questions answered (outcome `ok`).
+    Answered,
+    /// Questions that ended with an error.
+    Failed,
+}
+
+impl OutcomeFilter {
+    /// The stable name (`answered`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeFilter::Answered => "answered",
+            OutcomeFilter::Failed => "failed",
+        }
+    }
+
+    /// The filter with this stable name.
+    pub fn parse(name: &str) -> Option<OutcomeFilter> {
+        [OutcomeFilter::Answered, OutcomeFilter::Failed].into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+/// A recorded question as the history lists it: with who asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// The question.
+    pub query: QueryRecord,
+    /// Who asked it; `None` when the account no longer exists.
+    pub asked_by: Option<Asker>,
+}
+
+/// The person who asked a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asker {
+    /// Their email.
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Whether they are still a member of the question's organisation.
+    pub member: bool,
+}
+
+impl Asker {
+    /// How people see the asker: the full name, or the email without one.
+    pub fn display_name(&self) -> String {
+        let name = format!("{} {}", self.first_name.trim(), self.last_name.trim());
+        let name = name.trim();
+        if name.is_empty() { self.email.clone() } else { name.to_owned() }
+    }
+}
+
+/// What deleting a recorded question did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum QueryDeletion {
+    /// It is gone.
+    Deleted,
+    /// It stays: someone else asked it, and the user is neither an owner
+    /// nor an admin of the organisation.
+    NotAllowed,
 }
 
 /// A question marked correct, with the SQL that answered it.

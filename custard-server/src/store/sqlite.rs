@@ -19,16 +19,18 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use custard_core::BoxFuture;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, Row, ToSql, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction, TransactionBehavior, params,
+};
 use tokio::sync::Mutex;
 
 use super::migrations::migrate;
 use super::{
     ApprovedExample, ConflictKind, Connection as DbConnection, ConnectionId, ConnectionUpdate,
-    ConversationId, Invitation, Member, Membership, NewConnection, NewQueryRecord, NewToken,
-    NewUser, OneTimeToken, OrgId, Organization, ProfileUpdate, QueryFilter, QueryId, QueryRecord,
-    Role, Session, SessionId, SignUp, Store, StoreError, StoredSchema, TokenId, TokenKind, User,
-    UserId, normalize_email,
+    ConversationId, HistoryEntry, Invitation, Member, Membership, NewConnection, NewQueryRecord,
+    NewToken, NewUser, OneTimeToken, OrgId, Organization, ProfileUpdate, QueryDeletion,
+    QueryFilter, QueryId, QueryRecord, Role, Session, SessionGrant, SessionId, SignUp, Store,
+    StoreError, StoredSchema, TokenId, TokenKind, User, UserId, normalize_email,
 };
 
 #[path = "sqlite_platform.rs"]
@@ -480,18 +482,54 @@ impl Store for SqliteStore {
         &'a self,
         user: &'a UserId,
         expires_at: DateTime<Utc>,
+        grant: SessionGrant<'a>,
     ) -> BoxFuture<'a, Result<Session, StoreError>> {
         let user = user.clone();
+        let grant = match grant {
+            SessionGrant::Password(hash) => (Some(hash.to_owned()), None),
+            SessionGrant::Replaces(old) => (None, Some(old.clone())),
+        };
         self.run(move |conn| {
-            conn.cached_row(
-                &format!(
-                    "INSERT INTO sessions (id, user_id, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4) RETURNING {SESSION_COLUMNS}"
-                ),
-                params![SessionId::random(), user, Millis::now(), Millis(expires_at)],
-                session_from_row,
-            )
-            .map_err(db_error)
+            // A write transaction: a password change cannot slip in between
+            // the check and the insert.
+            let tx = write_tx(conn)?;
+            let now = Millis::now();
+            let holds = match &grant {
+                (Some(hash), _) => tx
+                    .query_row(
+                        "SELECT 1 FROM users WHERE id = ?1 AND password_hash = ?2",
+                        params![user, hash],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(db_error)?
+                    .is_some(),
+                (_, Some(old)) => {
+                    tx.execute(
+                        "UPDATE sessions SET revoked_at = ?3 WHERE id = ?1 AND user_id = ?2
+                           AND revoked_at IS NULL AND expires_at > ?3",
+                        params![old, user, now],
+                    )
+                    .map_err(db_error)?
+                        == 1
+                }
+                (None, None) => false,
+            };
+            if !holds {
+                return Err(StoreError::Stale);
+            }
+            let session = tx
+                .cached_row(
+                    &format!(
+                        "INSERT INTO sessions (id, user_id, created_at, expires_at)
+                         VALUES (?1, ?2, ?3, ?4) RETURNING {SESSION_COLUMNS}"
+                    ),
+                    params![SessionId::random(), user, now, Millis(expires_at)],
+                    session_from_row,
+                )
+                .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            Ok(session)
         })
     }
 
@@ -548,6 +586,52 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         let user = user.clone();
         self.run(move |conn| revoke_all_sessions(conn, &user, Millis::now()))
+    }
+
+    fn revoke_other_sessions<'a>(
+        &'a self,
+        user: &'a UserId,
+        keep: &'a SessionId,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let (user, keep) = (user.clone(), keep.clone());
+        self.run(move |conn| revoke_sessions_but(conn, &user, &keep, Millis::now()))
+    }
+
+    fn change_password<'a>(
+        &'a self,
+        id: &'a UserId,
+        old_hash: &'a str,
+        password_hash: String,
+        keep: &'a SessionId,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let (id, old_hash, keep) = (id.clone(), old_hash.to_owned(), keep.clone());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let at = Millis::now();
+            let current: Option<String> = tx
+                .query_row("SELECT password_hash FROM users WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            let kept = tx
+                .query_row(
+                    "SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2
+                       AND revoked_at IS NULL AND expires_at > ?3",
+                    params![keep, id, at],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db_error)?;
+            match current {
+                None => return Err(StoreError::NotFound),
+                Some(hash) if hash != old_hash || kept.is_none() => return Err(StoreError::Stale),
+                Some(_) => {}
+            }
+            update_password(&tx, &id, &password_hash, at)?;
+            end_reset_tokens(&tx, &id, at)?;
+            let signed_out = revoke_sessions_but(&tx, &id, &keep, at)?;
+            tx.commit().map_err(db_error)?;
+            Ok(signed_out)
+        })
     }
 
     fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<OneTimeToken, StoreError>> {
@@ -654,13 +738,8 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             let tx = write_tx(conn)?;
             let token = consume(&tx, TokenKind::Invitation, &token_hash, Millis(now))?;
-            let (org, role) = invitation_target(&token)?;
-            ensure_sender_may_invite(&tx, &token)?;
             let user = select_user(&tx, &user)?;
-            if user.email != token.email {
-                return Err(StoreError::NotFound);
-            }
-            let membership = insert_membership(&tx, org, &user.id, role, Millis::now())?;
+            let membership = join_by(&tx, &token, &user)?;
             tx.commit().map_err(db_error)?;
             Ok(membership)
         })
@@ -744,6 +823,152 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_error)?;
             if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        })
+    }
+
+    fn renew_invitation<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a TokenId,
+        by: &'a UserId,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Invitation, StoreError>> {
+        let (org, id, by) = (org.clone(), id.clone(), by.clone());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let changed = tx
+                .execute(
+                    "UPDATE one_time_tokens SET token_hash = ?4, expires_at = ?5, invited_by = ?6
+                     WHERE id = ?2 AND org_id = ?1 AND kind = 'invitation' AND used_at IS NULL
+                       AND revoked_at IS NULL AND expires_at > ?3",
+                    params![org, id, Millis(now), token_hash, Millis(expires_at), by],
+                )
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let renewed = tx
+                .cached_row(
+                    &format!("SELECT {INVITATION_COLUMNS} {INVITATION_FROM}"),
+                    params![org, Millis(now), Some(id)],
+                    invitation_from_row,
+                )
+                .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            Ok(renewed)
+        })
+    }
+
+    fn invitation_by_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<super::ReceivedInvitation, StoreError>> {
+        let token_hash = token_hash.to_owned();
+        self.read(move |conn| {
+            conn.cached_row(
+                &format!("{RECEIVED_SELECT} AND t.token_hash = ?1"),
+                params![token_hash, Millis(now)],
+                received_from_row,
+            )
+            .map_err(db_error)
+        })
+    }
+
+    fn invitations_for_email<'a>(
+        &'a self,
+        email: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<super::ReceivedInvitation>, StoreError>> {
+        let email = normalize_email(email);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "{RECEIVED_SELECT} AND t.email = ?1 ORDER BY t.created_at, t.rowid"
+                ))
+                .map_err(db_error)?;
+            let rows =
+                stmt.query_map(params![email, Millis(now)], received_from_row).map_err(db_error)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+        })
+    }
+
+    fn accept_invitation_by_id<'a>(
+        &'a self,
+        id: &'a TokenId,
+        user: &'a UserId,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Membership, StoreError>> {
+        let (id, user) = (id.clone(), user.clone());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let token = tx
+                .cached_row(
+                    &format!(
+                        "UPDATE one_time_tokens SET used_at = ?2
+                         WHERE kind = 'invitation' AND id = ?1 AND used_at IS NULL
+                           AND revoked_at IS NULL AND expires_at > ?2
+                         RETURNING {TOKEN_COLUMNS}"
+                    ),
+                    params![id, Millis(now)],
+                    token_from_row,
+                )
+                .map_err(db_error)?;
+            let user = select_user(&tx, &user)?;
+            // Without the token, only a verified address proves the invitation reached its owner.
+            if !user.is_verified() {
+                return Err(StoreError::NotFound);
+            }
+            let membership = join_by(&tx, &token, &user)?;
+            tx.commit().map_err(db_error)?;
+            Ok(membership)
+        })
+    }
+
+    fn create_organization<'a>(
+        &'a self,
+        owner: &'a UserId,
+        name: String,
+    ) -> BoxFuture<'a, Result<(Organization, Membership), StoreError>> {
+        let owner = owner.clone();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let at = Millis::now();
+            select_user(&tx, &owner)?;
+            let organization = insert_org(&tx, &name, at)?;
+            let membership = insert_membership(&tx, &organization.id, &owner, Role::Owner, at)?;
+            tx.commit().map_err(db_error)?;
+            Ok((organization, membership))
+        })
+    }
+
+    fn delete_organization<'a>(
+        &'a self,
+        org: &'a OrgId,
+        by: &'a UserId,
+    ) -> BoxFuture<'a, Result<Vec<ConnectionId>, StoreError>> {
+        let (org, by) = (org.clone(), by.clone());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            select_org(&tx, &org)?;
+            match select_membership(&tx, &org, &by) {
+                Ok(m) if m.role == Role::Owner => {}
+                Ok(_) | Err(StoreError::NotFound) => return Err(StoreError::Stale),
+                Err(e) => return Err(e),
+            }
+            let connections = {
+                let mut stmt = tx
+                    .prepare_cached("SELECT id FROM connections WHERE org_id = ?1")
+                    .map_err(db_error)?;
+                let rows = stmt.query_map([&org], |r| r.get(0)).map_err(db_error)?;
+                rows.collect::<rusqlite::Result<Vec<ConnectionId>>>().map_err(db_error)?
+            };
+            // Memberships, invitations, connections, schemas and history cascade.
+            tx.execute("DELETE FROM organizations WHERE id = ?1", [&org]).map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            Ok(connections)
         })
     }
 
@@ -850,9 +1075,19 @@ impl Store for SqliteStore {
         &'a self,
         org: &'a OrgId,
         filter: QueryFilter,
-    ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<HistoryEntry>, StoreError>> {
         let org = org.clone();
         self.read(move |conn| platform::list_queries(conn, &org, &filter))
+    }
+
+    fn delete_query<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a QueryId,
+        by: &'a UserId,
+    ) -> BoxFuture<'a, Result<QueryDeletion, StoreError>> {
+        let (org, id, by) = (org.clone(), id.clone(), by.clone());
+        self.run(move |conn| platform::delete_query(conn, &org, &id, &by))
     }
 
     fn get_query<'a>(
@@ -1079,6 +1314,35 @@ fn ensure_sender_may_invite(conn: &Connection, token: &OneTimeToken) -> Result<(
     if may { Ok(()) } else { Err(StoreError::NotFound) }
 }
 
+/// Revokes the user's unrevoked sessions other than `keep`; returns how many.
+fn revoke_sessions_but(
+    conn: &Connection,
+    user: &UserId,
+    keep: &SessionId,
+    at: Millis,
+) -> Result<u64, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE sessions SET revoked_at = ?3
+             WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL",
+            params![user, keep, at],
+        )
+        .map_err(db_error)?;
+    Ok(changed as u64)
+}
+
+/// Makes `user` a member through the consumed invitation `token`: it must
+/// have been sent to the user's email by a sender who still may send it
+/// (else NotFound); an existing member is a [`ConflictKind::Membership`].
+fn join_by(conn: &Connection, token: &OneTimeToken, user: &User) -> Result<Membership, StoreError> {
+    let (org, role) = invitation_target(token)?;
+    ensure_sender_may_invite(conn, token)?;
+    if user.email != token.email {
+        return Err(StoreError::NotFound);
+    }
+    insert_membership(conn, org, &user.id, role, Millis::now())
+}
+
 fn revoke_all_sessions(conn: &Connection, user: &UserId, at: Millis) -> Result<u64, StoreError> {
     let changed = conn
         .execute(
@@ -1180,6 +1444,34 @@ const INVITATION_COLUMNS: &str =
 const INVITATION_FROM: &str = "FROM one_time_tokens t LEFT JOIN users u ON u.id = t.invited_by
      WHERE t.kind = 'invitation' AND t.org_id = ?1 AND t.used_at IS NULL
        AND t.revoked_at IS NULL AND t.expires_at > ?2 AND (?3 IS NULL OR t.id = ?3)";
+
+/// Pending invitations (`?2` is now) with their organisation and sender,
+/// only those whose sender may still send them (as `ensure_sender_may_invite`
+/// checks); callers add the condition on `?1`.
+const RECEIVED_SELECT: &str = "
+    SELECT t.id, t.email, t.role, t.org_id, o.name, u.first_name, u.last_name, u.email,
+           t.expires_at
+    FROM one_time_tokens t
+    JOIN organizations o ON o.id = t.org_id
+    LEFT JOIN users u ON u.id = t.invited_by
+    LEFT JOIN memberships m ON m.org_id = t.org_id AND m.user_id = t.invited_by
+    WHERE t.kind = 'invitation' AND t.used_at IS NULL AND t.revoked_at IS NULL
+      AND t.expires_at > ?2
+      AND (t.invited_by IS NULL OR m.role = 'owner' OR (m.role = 'admin' AND t.role <> 'owner'))";
+
+fn received_from_row(row: &Row<'_>) -> rusqlite::Result<super::ReceivedInvitation> {
+    let (first, last): (Option<String>, Option<String>) = (row.get(5)?, row.get(6)?);
+    Ok(super::ReceivedInvitation {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        role: row.get(2)?,
+        org_id: row.get(3)?,
+        org_name: row.get(4)?,
+        invited_by_name: first.zip(last).map(|(f, l)| format!("{f} {l}")),
+        invited_by_email: row.get(7)?,
+        expires_at: row.get::<_, Millis>(8)?.0,
+    })
+}
 
 fn invitation_from_row(row: &Row<'_>) -> rusqlite::Result<Invitation> {
     Ok(Invitation {

@@ -13,9 +13,10 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::{CachedRow, Millis, conflict_or, db_error, write_tx};
 use crate::store::{
-    ApprovedExample, ConflictKind, Connection as DbConnection, ConnectionId, ConnectionUpdate,
-    ConversationId, NewConnection, NewQueryRecord, OrgId, QueryFilter, QueryId, QueryRecord,
-    StoreError, StoredSchema,
+    ApprovedExample, Asker, ConflictKind, Connection as DbConnection, ConnectionId,
+    ConnectionUpdate, ConversationId, HistoryEntry, NewConnection, NewQueryRecord, OrgId,
+    OutcomeFilter, QueryDeletion, QueryFilter, QueryId, QueryRecord, Role, StoreError,
+    StoredSchema, UserId,
 };
 
 /// The most questions one page of history or one conversation returns.
@@ -252,28 +253,114 @@ pub(super) fn record_query(
     Ok(recorded)
 }
 
-/// A page of history; filtering on another organisation's connection is NotFound.
+/// A page of history with who asked; filtering on another organisation's
+/// connection is NotFound.
 pub(super) fn list_queries(
     conn: &mut Connection,
     org: &OrgId,
     filter: &QueryFilter,
-) -> Result<Vec<QueryRecord>, StoreError> {
+) -> Result<Vec<HistoryEntry>, StoreError> {
     let limit = filter.limit.min(MAX_PAGE);
+    let pattern = filter.search.as_deref().map(like_pattern);
+    // `?1` the organisation, `?2` the limit, `?3` the offset; then each condition's own.
+    let mut conditions = vec!["q.org_id = ?1".to_owned()];
+    let mut values: Vec<&dyn ToSql> = vec![org, &limit, &filter.offset];
+    if let Some(connection) = &filter.connection_id {
+        values.push(connection);
+        conditions.push(format!("q.connection_id = ?{}", values.len()));
+    }
+    if let Some(user) = &filter.asked_by {
+        values.push(user);
+        conditions.push(format!("q.user_id = ?{}", values.len()));
+    }
+    match filter.outcome {
+        Some(OutcomeFilter::Answered) => conditions.push("q.outcome = 'ok'".to_owned()),
+        Some(OutcomeFilter::Failed) => conditions.push("q.outcome <> 'ok'".to_owned()),
+        None => {}
+    }
+    if let Some(pattern) = &pattern {
+        values.push(pattern);
+        conditions.push(format!("q.question LIKE ?{} ESCAPE '\\'", values.len()));
+    }
+    let sql = format!(
+        "SELECT {}, u.email, u.first_name, u.last_name, m.user_id IS NOT NULL
+         FROM queries q
+         LEFT JOIN users u ON u.id = q.user_id
+         LEFT JOIN memberships m ON m.org_id = q.org_id AND m.user_id = q.user_id
+         WHERE {}
+         ORDER BY q.created_at DESC, q.rowid DESC
+         LIMIT ?2 OFFSET ?3",
+        qualified_query_columns("q"),
+        conditions.join(" AND "),
+    );
     // One snapshot, so the connection cannot vanish between the check and the page.
     let tx = conn.transaction().map_err(db_error)?;
-    let page = match &filter.connection_id {
-        Some(connection) => {
-            ensure_connection(&tx, org, connection)?;
-            select_queries(
-                &tx,
-                "org_id = ?1 AND connection_id = ?4",
-                params![org, limit, filter.offset, connection],
-            )?
-        }
-        None => select_queries(&tx, "org_id = ?1", params![org, limit, filter.offset])?,
+    if let Some(connection) = &filter.connection_id {
+        ensure_connection(&tx, org, connection)?;
+    }
+    let page = {
+        let mut stmt = tx.prepare(&sql).map_err(db_error)?;
+        let rows = stmt.query_map(values.as_slice(), history_entry_from_row).map_err(db_error)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?
     };
     tx.commit().map_err(db_error)?;
     Ok(page)
+}
+
+/// A `LIKE` pattern (with `ESCAPE '\'`) for text containing `term` literally.
+fn like_pattern(term: &str) -> String {
+    let mut pattern = String::with_capacity(term.len() + 2);
+    pattern.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// [`QUERY_COLUMNS`] prefixed with a table alias, for statements that join.
+fn qualified_query_columns(alias: &str) -> String {
+    let columns: Vec<String> =
+        QUERY_COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect();
+    columns.join(", ")
+}
+
+/// Deletes the question if `by` may: its asker, or an owner or admin.
+pub(super) fn delete_query(
+    conn: &mut Connection,
+    org: &OrgId,
+    id: &QueryId,
+    by: &UserId,
+) -> Result<QueryDeletion, StoreError> {
+    // The role and the asker are read in the transaction that deletes, so a
+    // demotion cannot come in between.
+    let tx = write_tx(conn)?;
+    let role: Role = tx
+        .cached_row(
+            "SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2",
+            params![org, by],
+            |r| r.get(0),
+        )
+        .map_err(db_error)?;
+    let asker: UserId = tx
+        .cached_row(
+            "SELECT user_id FROM queries WHERE org_id = ?1 AND id = ?2",
+            params![org, id],
+            |r| r.get(0),
+        )
+        .map_err(db_error)?;
+    if asker != *by && !matches!(role, Role::Owner | Role::Admin) {
+        return Ok(QueryDeletion::NotAllowed);
+    }
+    let changed = tx
+        .execute("DELETE FROM queries WHERE org_id = ?1 AND id = ?2", params![org, id])
+        .map_err(db_error)?;
+    found(changed)?;
+    tx.commit().map_err(db_error)?;
+    Ok(QueryDeletion::Deleted)
 }
 
 pub(super) fn get_query(
@@ -475,6 +562,25 @@ fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<StoredSchema> {
         json: row.get(1)?,
         refreshed_at: row.get::<_, Millis>(2)?.0,
     })
+}
+
+/// A row of [`list_queries`]: the query's columns, then the asker's email,
+/// names and whether they are still a member (the user's columns are NULL
+/// when the account is gone).
+fn history_entry_from_row(row: &Row<'_>) -> rusqlite::Result<HistoryEntry> {
+    let query = query_from_row(row)?;
+    let n = QUERY_COLUMNS.split(',').count();
+    let email: Option<String> = row.get(n)?;
+    let asked_by = match email {
+        Some(email) => Some(Asker {
+            email,
+            first_name: row.get(n + 1)?,
+            last_name: row.get(n + 2)?,
+            member: row.get(n + 3)?,
+        }),
+        None => None,
+    };
+    Ok(HistoryEntry { query, asked_by })
 }
 
 fn query_from_row(row: &Row<'_>) -> rusqlite::Result<QueryRecord> {

@@ -11,6 +11,9 @@ use tempfile::TempDir;
 use super::migrations::{MIGRATIONS, latest_version};
 use super::*;
 
+/// Sessions signed out together, invitations seen by their recipients, organisations.
+mod accounts;
+
 /// Every test finishes within this or fails.
 const TEST_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -408,9 +411,21 @@ async fn sessions_are_revoked_one_by_one_or_all_at_once() {
         let bob = store.create_user(new_user("bob@example.com")).await.expect("bob");
         let mut ada_sessions = Vec::new();
         for _ in 0..3 {
-            ada_sessions.push(store.create_session(&ada.id, in_hours(1)).await.expect("session"));
+            ada_sessions.push(
+                store
+                    .create_session(
+                        &ada.id,
+                        in_hours(1),
+                        SessionGrant::Password(&ada.password_hash),
+                    )
+                    .await
+                    .expect("session"),
+            );
         }
-        let bobs = store.create_session(&bob.id, in_hours(1)).await.expect("bob session");
+        let bobs = store
+            .create_session(&bob.id, in_hours(1), SessionGrant::Password(&bob.password_hash))
+            .await
+            .expect("bob session");
         let now = Utc::now();
         assert!(ada_sessions.iter().all(|s| s.is_active(now)));
         assert!(!ada_sessions[0].is_active(in_hours(2)), "expired");
@@ -453,7 +468,10 @@ async fn verification_and_reset_consume_their_token() {
         assert!(verified.is_verified());
         assert!(matches!(store.verify_email(&verify, Utc::now()).await, Err(StoreError::NotFound)));
 
-        let session = store.create_session(&user.id, in_hours(1)).await.expect("session");
+        let session = store
+            .create_session(&user.id, in_hours(1), SessionGrant::Password(&user.password_hash))
+            .await
+            .expect("session");
         let reset = fresh_hash();
         store
             .create_token(NewToken::password_reset(&user, reset.clone(), in_hours(1)))
@@ -577,7 +595,9 @@ async fn profile_password_and_verification_updates() {
         ));
         assert!(matches!(store.mark_email_verified(&unknown).await, Err(StoreError::NotFound)));
         // A session for an unknown user violates a foreign key: never silently stored.
-        assert!(store.create_session(&unknown, in_hours(1)).await.is_err());
+        assert!(
+            store.create_session(&unknown, in_hours(1), SessionGrant::Password("h")).await.is_err()
+        );
     })
     .await;
 }
@@ -591,7 +611,15 @@ async fn data_survives_closing_and_reopening() {
             .create_user_with_org(new_user("ada@example.com"), "Analytical".into())
             .await
             .expect("sign up");
-        let session = fx.store.create_session(&signup.user.id, in_hours(1)).await.expect("session");
+        let session = fx
+            .store
+            .create_session(
+                &signup.user.id,
+                in_hours(1),
+                SessionGrant::Password(&signup.user.password_hash),
+            )
+            .await
+            .expect("session");
         fx.reopen();
         let user = fx.store.get_user_by_email("ada@example.com").await.expect("user after reopen");
         assert_eq!(user, signup.user);
@@ -663,12 +691,29 @@ async fn tenant(store: &dyn Store, email: &str) -> Tenant {
     Tenant { org, user: signup.user.id, connection }
 }
 
-fn questions(records: &[QueryRecord]) -> Vec<&str> {
-    records.iter().map(|r| r.record.question.as_str()).collect()
+/// A recorded question, or a history entry that holds one.
+trait Recorded {
+    fn recorded(&self) -> &QueryRecord;
+}
+
+impl Recorded for QueryRecord {
+    fn recorded(&self) -> &QueryRecord {
+        self
+    }
+}
+
+impl Recorded for HistoryEntry {
+    fn recorded(&self) -> &QueryRecord {
+        &self.query
+    }
+}
+
+fn questions<R: Recorded>(records: &[R]) -> Vec<&str> {
+    records.iter().map(|r| r.recorded().record.question.as_str()).collect()
 }
 
 fn page(connection_id: Option<&ConnectionId>, limit: u32, offset: u32) -> QueryFilter {
-    QueryFilter { connection_id: connection_id.cloned(), limit, offset }
+    QueryFilter { connection_id: connection_id.cloned(), ..QueryFilter::page(limit, offset) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -860,7 +905,8 @@ async fn history_pages_newest_first_and_filters_by_connection() {
         let all = store.list_queries(&org, page(None, 50, 0)).await.expect("all");
         assert_eq!(questions(&all), ["q7", "q6", "q5", "q4", "q3", "q2", "q1", "q0"]);
         let newest_first: Vec<_> = recorded.iter().rev().cloned().collect();
-        assert_eq!(all, newest_first);
+        let listed: Vec<QueryRecord> = all.iter().map(|e| e.query.clone()).collect();
+        assert_eq!(listed, newest_first);
 
         // (connection, limit, offset, expected)
         let cases: [(Option<&ConnectionId>, u32, u32, &[&str]); 7] = [
@@ -901,9 +947,174 @@ async fn a_page_of_history_is_at_most_two_hundred() {
         }
         let got = store.list_queries(&org, page(None, u32::MAX, 0)).await.expect("page");
         assert_eq!(got.len(), 200);
-        assert_eq!(got[0].record.question, "q204");
+        assert_eq!(got[0].query.record.question, "q204");
         let turns = store.conversation(&org, &conv, u32::MAX).await.expect("conversation");
         assert_eq!((turns.len(), turns[199].record.question.as_str()), (200, "q204"));
+    })
+    .await;
+}
+
+/// The history's filters: by person, outcome and text (`%`, `_` and `\`
+/// literal, ASCII case ignored), alone and together, each entry with who asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_filters_by_person_outcome_and_search_and_names_the_asker() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, user: owner, connection } = tenant(store, "ada@example.com").await;
+        let mo = join(store, &org, "mo@example.com", Role::Member).await;
+        store
+            .update_profile(
+                &mo.id,
+                ProfileUpdate { first_name: String::new(), last_name: String::new() },
+            )
+            .await
+            .expect("no names");
+        let conv = conversation_id("c");
+        // (asker is Mo, question, answered), oldest first.
+        let history = [
+            (false, "Revenue by month", true),
+            (true, "revenue_total", true),
+            (false, "100% of orders", false),
+            (true, "refunds under 5%", true),
+            (false, "path C:\\temp", true),
+            (true, "REVENUE in April", false),
+            (false, "revenueXtotal", true),
+        ];
+        for (by_mo, question, answered) in history {
+            let asker = if by_mo { &mo.id } else { &owner };
+            let mut query = new_query(&connection, asker, &conv, question);
+            if !answered {
+                query.outcome = "no_valid_query".to_owned();
+                query.error_message = Some("could not write valid SQL".to_owned());
+            }
+            store.record_query(query).await.expect("record");
+        }
+        let filter = |asked_by: Option<&UserId>, outcome, search: Option<&str>| QueryFilter {
+            asked_by: asked_by.cloned(),
+            outcome,
+            search: search.map(str::to_owned),
+            ..QueryFilter::page(50, 0)
+        };
+        use OutcomeFilter::{Answered, Failed};
+        let everything = history.iter().rev().map(|h| h.1).collect::<Vec<_>>();
+        let answered = history.iter().rev().filter(|h| h.2).map(|h| h.1).collect::<Vec<_>>();
+        let revenue = ["revenueXtotal", "REVENUE in April", "revenue_total", "Revenue by month"];
+        /// (person, outcome, search, expected newest first)
+        type Case<'a> = (Option<&'a UserId>, Option<OutcomeFilter>, Option<&'a str>, &'a [&'a str]);
+        let cases: [Case<'_>; 14] = [
+            (None, None, None, &everything),
+            (Some(&mo.id), None, None, &["REVENUE in April", "refunds under 5%", "revenue_total"]),
+            (Some(&owner), Some(Failed), None, &["100% of orders"]),
+            (None, Some(Answered), None, &answered),
+            (None, Some(Failed), None, &["REVENUE in April", "100% of orders"]),
+            (None, None, Some("revenue"), &revenue),
+            (None, None, Some("rEvEnUe iN"), &["REVENUE in April"]),
+            // `_` is a character, not "any one character".
+            (None, None, Some("revenue_"), &["revenue_total"]),
+            // `%` is a character, not "anything".
+            (None, None, Some("%"), &["refunds under 5%", "100% of orders"]),
+            (None, None, Some("0% of"), &["100% of orders"]),
+            (None, None, Some("revenue%total"), &[]),
+            (None, None, Some("C:\\t"), &["path C:\\temp"]),
+            (Some(&mo.id), Some(Answered), Some("REV"), &["revenue_total"]),
+            (Some(&UserId::from("nobody".to_owned())), None, None, &[]),
+        ];
+        for (person, outcome, search, expected) in cases {
+            let got = store.list_queries(&org, filter(person, outcome, search)).await;
+            let got = got.expect("page");
+            assert_eq!(questions(&got), expected, "{person:?} {outcome:?} {search:?}");
+        }
+        // Paging applies after filtering.
+        let second = QueryFilter { offset: 1, limit: 1, ..filter(None, None, Some("revenue")) };
+        let got = store.list_queries(&org, second).await.expect("page");
+        assert_eq!(questions(&got), ["REVENUE in April"]);
+
+        // Each entry names its asker, and says whether they are still a member.
+        let all = store.list_queries(&org, QueryFilter::page(50, 0)).await.expect("all");
+        let asker = |question: &str| {
+            let entry = all.iter().find(|e| e.query.record.question == question).expect(question);
+            entry.asked_by.clone().expect("an asker")
+        };
+        let ada = asker("Revenue by month");
+        assert_eq!(
+            (ada.email.as_str(), ada.display_name().as_str()),
+            ("ada@example.com", "Ada Lovelace")
+        );
+        assert!(ada.member);
+        let unnamed = asker("revenue_total");
+        assert_eq!(unnamed.display_name(), "mo@example.com", "the email without a name");
+        store.remove_member(&org, &mo.id).await.expect("remove Mo");
+        let all = store.list_queries(&org, filter(Some(&mo.id), None, None)).await.expect("all");
+        assert_eq!(all.len(), 3, "a former member's questions stay");
+        for entry in &all {
+            let asker = entry.asked_by.as_ref().expect("the user still exists");
+            assert_eq!((asker.email.as_str(), asker.member), ("mo@example.com", false));
+        }
+    })
+    .await;
+}
+
+/// The asker may delete a question, an owner or admin any of the
+/// organisation's; anyone else is refused and nothing changes. Another
+/// organisation can neither see nor delete it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_question_needs_its_asker_or_an_owner_or_admin() {
+    bounded(async {
+        let fx = Fixture::new();
+        let store = fx.store.as_ref();
+        let Tenant { org, user: owner, connection } = tenant(store, "ada@example.com").await;
+        let admin = join(store, &org, "admin@example.com", Role::Admin).await.id;
+        let mo = join(store, &org, "mo@example.com", Role::Member).await.id;
+        let eve = join(store, &org, "eve@example.com", Role::Member).await.id;
+        let other = tenant(store, "other@example.com").await;
+        let conv = conversation_id("c");
+        let ask = |by: &UserId, question: &str| {
+            store.record_query(new_query(&connection, by, &conv, question))
+        };
+        let by_mo = ask(&mo, "mine").await.expect("record").id;
+        let by_owner = ask(&owner, "owner's").await.expect("record").id;
+        let by_mo_2 = ask(&mo, "mine too").await.expect("record").id;
+        let by_eve = ask(&eve, "eve's").await.expect("record").id;
+
+        // (who, question, expected)
+        use QueryDeletion::{Deleted, NotAllowed};
+        let cases: [(&UserId, &QueryId, Result<QueryDeletion, ()>); 8] = [
+            (&eve, &by_mo, Ok(NotAllowed)),
+            (&mo, &by_owner, Ok(NotAllowed)),
+            // Another organisation's user, even with the id: as if there were none.
+            (&other.user, &by_mo, Err(())),
+            (&mo, &by_mo, Ok(Deleted)),
+            (&mo, &by_mo, Err(())),
+            (&admin, &by_mo_2, Ok(Deleted)),
+            (&owner, &by_eve, Ok(Deleted)),
+            (&owner, &QueryId::from("nope".to_owned()), Err(())),
+        ];
+        for (i, (by, id, expected)) in cases.into_iter().enumerate() {
+            let got = store.delete_query(&org, id, by).await;
+            match (got, expected) {
+                (Ok(got), Ok(expected)) => assert_eq!(got, expected, "case {i}"),
+                (Err(StoreError::NotFound), Err(())) => {}
+                (got, _) => panic!("case {i}: {got:?}, expected {expected:?}"),
+            }
+        }
+        let left = store.list_queries(&org, QueryFilter::page(10, 0)).await.expect("history");
+        assert_eq!(questions(&left), ["owner's"]);
+        for gone in [&by_mo, &by_mo_2, &by_eve] {
+            let got = store.get_query(&org, gone).await;
+            assert!(matches!(got, Err(StoreError::NotFound)), "{got:?}");
+        }
+        // The other organisation's owner, asking in their own organisation's name.
+        let got = store.delete_query(&other.org, &by_owner, &other.user).await;
+        assert!(matches!(got, Err(StoreError::NotFound)), "{got:?}");
+        let theirs = store.list_queries(&other.org, QueryFilter::page(10, 0)).await;
+        assert!(theirs.expect("their history").is_empty());
+        // A former member may delete nothing any more, not even their own.
+        let kept = ask(&eve, "eve's second").await.expect("record").id;
+        store.remove_member(&org, &eve).await.expect("remove Eve");
+        let got = store.delete_query(&org, &kept, &eve).await;
+        assert!(matches!(got, Err(StoreError::NotFound)), "{got:?}");
+        assert!(store.get_query(&org, &kept).await.is_ok());
     })
     .await;
 }
@@ -991,7 +1202,7 @@ async fn approved_examples_are_correct_answers_newest_first_once_per_question() 
         // Changing one's mind withdraws the example.
         let signups =
             store.list_queries(&org, page(Some(&connection.id), 1, 0)).await.expect("page");
-        store.set_feedback(&org, &signups[0].id, false).await.expect("unmark");
+        store.set_feedback(&org, &signups[0].query.id, false).await.expect("unmark");
         let after =
             pairs(store.approved_examples(&org, &connection.id, 10).await.expect("examples"));
         assert_eq!(after, expected[1..]);
@@ -1018,7 +1229,7 @@ async fn deleting_a_connection_deletes_its_schema_and_history() {
             store.list_queries(&org, page(Some(&connection.id), 10, 0)).await.expect("page");
         store.delete_connection(&org, &connection.id).await.expect("delete");
 
-        let query = store.get_query(&org, &doomed[0].id).await;
+        let query = store.get_query(&org, &doomed[0].query.id).await;
         assert!(matches!(query, Err(StoreError::NotFound)), "{query:?}");
         let history = store.list_queries(&org, page(None, 10, 0)).await.expect("history");
         assert_eq!(questions(&history), ["kept"]);
@@ -1112,6 +1323,10 @@ async fn platform_calls_never_reach_another_organisation() {
                 }),
             ),
             ("get_query", Box::pin(async { store.get_query(org_b, query_a).await.map(drop) })),
+            (
+                "delete_query",
+                Box::pin(async { store.delete_query(org_b, query_a, &b.user).await.map(drop) }),
+            ),
             (
                 "set_feedback",
                 Box::pin(async { store.set_feedback(org_b, query_a, false).await.map(drop) }),
@@ -1328,7 +1543,14 @@ async fn session_context_reads_session_user_and_membership_together() {
         let ada = ada.expect("ada");
         let bob = store.create_user_with_org(new_user("bob@example.com"), "Bob's".into()).await;
         let bob = bob.expect("bob");
-        let session = store.create_session(&ada.user.id, in_hours(1)).await.expect("session");
+        let session = store
+            .create_session(
+                &ada.user.id,
+                in_hours(1),
+                SessionGrant::Password(&ada.user.password_hash),
+            )
+            .await
+            .expect("session");
 
         let (s, user, membership) =
             store.session_context(&session.id, &ada.organization.id).await.expect("context");
@@ -1385,7 +1607,10 @@ async fn cancelled_reads_give_their_connection_back() {
             assert_eq!(read.await.expect("task").expect("read").id, ada.id);
         }
         // And a read after a write sees it.
-        let session = store.create_session(&ada.id, in_hours(1)).await.expect("write");
+        let session = store
+            .create_session(&ada.id, in_hours(1), SessionGrant::Password(&ada.password_hash))
+            .await
+            .expect("write");
         assert_eq!(store.get_session(&session.id).await.expect("read").id, session.id);
     })
     .await;

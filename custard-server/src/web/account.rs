@@ -1,5 +1,6 @@
-//! The account pages: sign up and verify the email, sign in and out, forgot
-//! and reset a password, accept an invitation, and the settings page.
+//! The account pages: sign up and verify the email (and send the link
+//! again), sign in and out, forgot and reset a password, accept an
+//! invitation, the page of a user in no organisation, and the settings page.
 //!
 //! Every form calls the same functions as the JSON API ([`crate::accounts`]),
 //! so validation, rate limits, the password policy, one-time tokens, emails
@@ -11,6 +12,19 @@
 //! their page with `?sent=1` (which says to check the email without naming
 //! the address), a reset to `/reset-password?done=1`. A GET of any form's URL
 //! is a page or a redirect to one, never a method error.
+//!
+//! Errors stay in view: a refused settings form comes back with its message
+//! beside the control that caused it (a member's row for a refused role
+//! change), announced (`role="alert"`) and focused (`autofocus`, which also
+//! scrolls it into view; a fragment in the URL would cancel autofocus, so the
+//! form's URL has none). A change that went through redirects to the page
+//! with its section's fragment (`/settings?done=role#members`) and the notice
+//! there, in view.
+//!
+//! A signed-in user in no organisation (removed from it, or it was deleted)
+//! has a session but nothing to act in: sign-in and any page that needs an
+//! organisation lead to `/welcome`, which offers to create one and lists the
+//! invitations sent to them.
 
 use askama::Template;
 use axum::Form;
@@ -22,14 +36,14 @@ use serde::Deserialize;
 
 use super::flash::{Flash, Owner};
 use super::{
-    Csrf, Layout, TokenForm, WEB_SESSION, WebError, WebUser, check_csrf, page, secure, sentence,
-    session,
+    Csrf, Layout, LocalTime, TokenForm, WEB_SESSION, WebError, WebUser, check_csrf, page, secure,
+    sentence, session,
 };
-use crate::accounts::{self, CurrentUser, SignupRequest};
+use crate::accounts::{self, CurrentUser, SessionUser, SignupRequest};
 use crate::error::{AppError, ErrorCode};
 use crate::extract::ClientIp;
 use crate::routes::AppState;
-use crate::store::Role;
+use crate::store::{OrgId, ReceivedInvitation, Role, SessionGrant};
 
 /// The account pages' routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
@@ -39,16 +53,23 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/logout", get(|| async { Redirect::to("/") }).post(logout))
         .route("/signup", get(signup_page).post(signup))
         .route("/verify-email", get(verify_email))
+        .route("/resend-verification", get(resend_page).post(resend_verification))
         .route("/forgot-password", get(forgot_page).post(forgot))
         .route("/reset-password", get(reset_page).post(reset))
         .route("/accept-invitation", get(invitation_page).post(accept_invitation))
+        .route("/welcome", get(welcome))
+        .route("/welcome/organisation", get(to_welcome).post(create_organization))
+        .route("/welcome/invitations/{id}/accept", get(to_welcome).post(accept_listed_invitation))
         .route("/settings", get(settings))
         .route("/settings/profile", get(to_settings).post(update_profile))
         .route("/settings/password", get(to_settings).post(change_password))
+        .route("/settings/sessions", get(to_settings).post(sign_out_others))
         .route("/settings/members/{user_id}/role", get(to_settings).post(change_role))
         .route("/settings/members/{user_id}/remove", get(to_settings).post(remove_member))
         .route("/settings/invitations", get(to_settings).post(invite))
         .route("/settings/invitations/{id}/revoke", get(to_settings).post(revoke_invitation))
+        .route("/settings/invitations/{id}/resend", get(to_settings).post(resend_invitation))
+        .route("/settings/organisation/delete", get(to_settings).post(delete_organization))
 }
 
 /// `GET` of a settings form's URL (a reload, a bookmark): the settings page.
@@ -56,9 +77,19 @@ async fn to_settings() -> Redirect {
     Redirect::to("/settings")
 }
 
-/// Where sign-up and forgot-password redirect once the email is sent.
+/// `GET` of a form of the no-organisation page: that page.
+async fn to_welcome() -> Redirect {
+    Redirect::to(WELCOME)
+}
+
+/// Where sign-up, forgot-password and resend-verification redirect once the
+/// email is sent.
 const SIGNUP_SENT: &str = "/signup?sent=1";
 const FORGOT_SENT: &str = "/forgot-password?sent=1";
+const RESEND_SENT: &str = "/resend-verification?sent=1";
+
+/// The page of a signed-in user in no organisation.
+const WELCOME: &str = "/welcome";
 
 /// After an email was sent: a redirect to `target`, which names the address
 /// once (a flash of this browser; never in the URL), then only "the address
@@ -86,18 +117,25 @@ pub(crate) struct AfterForm {
     sent: String,
 }
 
-/// What went wrong with a form: a message for people and the field it is
-/// about (a section name, or empty for the whole form).
+/// What went wrong with a form: a message for people, the field it is
+/// about (a section name, or empty for the whole form) and, for a form of
+/// one row of a list, that row's id.
 #[derive(Debug, Default)]
 struct Problem {
     field: &'static str,
+    item: String,
     message: String,
 }
 
 impl Problem {
     /// A problem with the whole form.
     fn general(message: impl Into<String>) -> Self {
-        Problem { field: "", message: message.into() }
+        Problem { field: "", item: String::new(), message: message.into() }
+    }
+
+    /// A problem with `field`.
+    fn at_field(field: &'static str, message: impl Into<String>) -> Self {
+        Problem { field, item: String::new(), message: message.into() }
     }
 
     /// An API error as a problem with the field its message names (the first
@@ -107,12 +145,23 @@ impl Problem {
             .iter()
             .find(|(prefix, _)| error.message.starts_with(prefix))
             .map_or(fallback, |(_, field)| field);
-        Problem { field, message: say(error) }
+        Problem::at_field(field, say(error))
+    }
+
+    /// The same problem, about the row `item` of a list.
+    fn in_row(mut self, item: impl Into<String>) -> Self {
+        self.item = item.into();
+        self
     }
 
     /// Whether the problem is about `field`.
     fn at(&self, field: &str) -> bool {
         !self.message.is_empty() && self.field == field
+    }
+
+    /// Whether the problem is about `field` of the row `item`.
+    fn at_row(&self, field: &str, item: &str) -> bool {
+        self.at(field) && self.item == item
     }
 
     /// `aria-invalid`'s value for `field`.
@@ -158,6 +207,48 @@ fn password_hint() -> String {
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<CurrentUser> {
     let token = session::cookie_value(headers, session::SESSION_COOKIE)?;
     CurrentUser::of_token(state, &token).await.ok()
+}
+
+/// Who the browser is signed in as: a member of the session's organisation
+/// (`Member`), a user in none (`Adrift`), or nobody.
+enum Visitor {
+    Member(CurrentUser),
+    Adrift(SessionUser),
+    Nobody,
+}
+
+impl Visitor {
+    /// The browser's session, as far as it goes.
+    async fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        let Some(token) = session::cookie_value(headers, session::SESSION_COOKIE) else {
+            return Visitor::Nobody;
+        };
+        if let Ok(current) = CurrentUser::of_token(state, &token).await {
+            return Visitor::Member(current);
+        }
+        match SessionUser::of_token(state, &token).await {
+            Ok(user) => Visitor::Adrift(user),
+            Err(_) => Visitor::Nobody,
+        }
+    }
+
+    /// The signed-in user, member or not.
+    fn user(&self) -> Option<SessionUser> {
+        match self {
+            Visitor::Member(current) => Some(current.clone().into()),
+            Visitor::Adrift(user) => Some(user.clone()),
+            Visitor::Nobody => None,
+        }
+    }
+
+    /// The layout for this visitor: the menu only for a member (a user in no
+    /// organisation has nowhere it could lead).
+    fn layout(&self, csrf: &Csrf) -> Layout {
+        match self {
+            Visitor::Member(current) => csrf.signed_in(current, ""),
+            _ => csrf.signed_out(),
+        }
+    }
 }
 
 /// A redirect that also sets the browser's session cookie.
@@ -207,6 +298,8 @@ struct LoginPage<'a> {
     email: &'a str,
     next: &'a str,
     error: Option<String>,
+    /// The account is not verified yet: offer to send the link again.
+    unverified: bool,
 }
 
 /// Where to go after signing in.
@@ -216,16 +309,21 @@ pub(crate) struct NextQuery {
     next: String,
 }
 
-/// `GET /login`.
+/// `GET /login`; a user signed in but in no organisation goes on to `/welcome`.
 pub(crate) async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<NextQuery>, QueryRejection>,
 ) -> Response {
+    if let Visitor::Adrift(_) = Visitor::of(&state, &headers).await {
+        return Redirect::to(WELCOME).into_response();
+    }
     let csrf = Csrf::of(&state, &headers);
     let next = query.map(|Query(q)| q.next).unwrap_or_default();
     let next = if local_path(&next) == "/" { "" } else { next.as_str() };
-    let html = LoginPage { layout: csrf.signed_out(), email: "", next, error: None }.render();
+    let html =
+        LoginPage { layout: csrf.signed_out(), email: "", next, error: None, unverified: false }
+            .render();
     page(StatusCode::OK, html, csrf.cookies())
 }
 
@@ -242,7 +340,9 @@ pub(crate) struct LoginForm {
     csrf_token: String,
 }
 
-/// `POST /login`: signs in and sends the browser to `next` (a local path) or `/`.
+/// `POST /login`: signs in and sends the browser to `next` (a local path) or
+/// `/`; a user in no organisation to `/welcome` (or `next`, such as an
+/// invitation's page).
 pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -251,31 +351,55 @@ pub(crate) async fn login(
 ) -> Response {
     let csrf = Csrf::of(&state, &headers);
     let next = local_path(&form.next);
-    let again = |status: StatusCode, error: String| {
+    let again = |error: &AppError| {
         let html = LoginPage {
             layout: csrf.signed_out(),
             email: form.email.trim(),
             next: if next == "/" { "" } else { next },
-            error: Some(error),
+            error: Some(sentence(error)),
+            unverified: error.code == ErrorCode::EmailNotVerified,
         }
         .render();
-        page(status, html, csrf.cookies())
+        page(error.code.status(), html, csrf.cookies())
     };
     if let Err(e) = check_csrf(&state, &headers, Some(&form.csrf_token)) {
-        return again(e.code.status(), "The form expired. Please sign in again.".to_owned());
+        let expired = AppError::new(e.code, "the form expired. Please sign in again");
+        return again(&expired);
     }
-    match accounts::sign_in(&state, ip, form.email.trim(), form.password.clone(), WEB_SESSION).await
-    {
-        Ok((_, token)) => signed_in_redirect(&state, next, &token),
-        Err(e) => again(e.code.status(), sentence(&e)),
+    let signed = async {
+        let user =
+            accounts::check_credentials(&state, ip, form.email.trim(), form.password.clone())
+                .await?;
+        let org = accounts::first_organization(&state, &user.id).await?;
+        let grant = SessionGrant::Password(&user.password_hash);
+        let token =
+            accounts::open_session(&state, &user.id, org.as_ref(), WEB_SESSION, grant).await?;
+        Ok::<_, AppError>((org.is_some(), token))
+    };
+    match signed.await {
+        Ok((true, token)) => signed_in_redirect(&state, next, &token),
+        Ok((false, token)) => {
+            let to = if next == "/" { WELCOME } else { next };
+            signed_in_redirect(&state, to, &token)
+        }
+        Err(e) => again(&e),
     }
+}
+
+/// The sign-out form: where to go afterwards (a local path; `/login` by default).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct LogoutForm {
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    csrf_token: String,
 }
 
 /// `POST /logout`: ends the browser's session.
 pub(crate) async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    Form(form): Form<LogoutForm>,
 ) -> Result<Response, AppError> {
     check_csrf(&state, &headers, Some(&form.csrf_token))?;
     if let Some(token) = session::cookie_value(&headers, session::SESSION_COOKIE)
@@ -283,7 +407,8 @@ pub(crate) async fn logout(
     {
         state.inner().store.revoke_session(&claims.sid.clone().into()).await?;
     }
-    let mut response = Redirect::to("/login").into_response();
+    let to = if form.next.is_empty() { "/login" } else { local_path(&form.next) };
+    let mut response = Redirect::to(to).into_response();
     session::set_cookies(
         response.headers_mut(),
         [session::clear_session_cookie(secure(&state)), session::fresh_csrf_cookie(secure(&state))],
@@ -299,6 +424,8 @@ pub(crate) async fn logout(
 struct SignupPage<'a> {
     layout: Layout,
     form: &'a SignupForm,
+    /// Whether the email is fixed (an invitation's); never on this page.
+    email_fixed: bool,
     password_hint: String,
     problem: Problem,
 }
@@ -360,19 +487,22 @@ pub(crate) async fn signup_page(
     if after.is_ok_and(|Query(a)| !a.sent.is_empty()) {
         // The same page whether or not the address already has an account:
         // the email itself says which. The address once, from the flash.
-        let to = sent_to(&state, &headers, SIGNUP_SENT).unwrap_or("the address you gave".into());
+        let to = sent_to(&state, &headers, SIGNUP_SENT);
         let message = format!(
-            "We sent an email to {to}. Open its link to verify your address, then sign in; \
+            "We sent an email to {}. Open its link to verify your address, then sign in; \
              the link works for 24 hours. If the address already has an account, the \
-             email says how to sign in or reset your password instead."
+             email says how to sign in or reset your password instead.",
+            to.as_deref().unwrap_or("the address you gave")
         );
-        let html = CheckEmailPage { layout: csrf.signed_out(), message }.render();
+        let resend_email = Some(to.unwrap_or_default());
+        let html = CheckEmailPage { layout: csrf.signed_out(), message, resend_email }.render();
         return page(StatusCode::OK, html, csrf.cookies());
     }
     let form = SignupForm::default();
     let html = SignupPage {
         layout: csrf.signed_out(),
         form: &form,
+        email_fixed: false,
         password_hint: password_hint(),
         problem: Problem::default(),
     }
@@ -385,6 +515,9 @@ pub(crate) async fn signup_page(
 struct CheckEmailPage {
     layout: Layout,
     message: String,
+    /// After a verification email: the form that sends it again, with this
+    /// address (empty when it is not known any more).
+    resend_email: Option<String>,
 }
 
 /// `POST /signup`: creates the account and says to check the email.
@@ -399,6 +532,7 @@ pub(crate) async fn signup(
         let html = SignupPage {
             layout: csrf.signed_out(),
             form: &form,
+            email_fixed: false,
             password_hint: password_hint(),
             problem,
         }
@@ -446,6 +580,73 @@ pub(crate) async fn verify_email(
     page(status, VerifyEmailPage { layout, error }.render(), csrf.cookies())
 }
 
+#[derive(Template)]
+#[template(path = "resend_verification.html")]
+struct ResendPage<'a> {
+    layout: Layout,
+    email: &'a str,
+    problem: Problem,
+}
+
+/// The resend form: the address to send a new verification link to.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResendForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `GET /resend-verification` (and `?sent=1` after asking: check the email).
+pub(crate) async fn resend_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    after: Result<Query<AfterForm>, QueryRejection>,
+) -> Response {
+    let csrf = Csrf::of(&state, &headers);
+    if after.is_ok_and(|Query(a)| !a.sent.is_empty()) {
+        let to = sent_to(&state, &headers, RESEND_SENT);
+        let message = format!(
+            "If {} has an account that waits for verification, we sent it a new link. \
+             It works for 24 hours; the newest email is the one to open.",
+            to.as_deref().unwrap_or("the address you gave")
+        );
+        let resend_email = Some(to.unwrap_or_default());
+        let html = CheckEmailPage { layout: csrf.signed_out(), message, resend_email }.render();
+        return page(StatusCode::OK, html, csrf.cookies());
+    }
+    let html =
+        ResendPage { layout: csrf.signed_out(), email: "", problem: Problem::default() }.render();
+    page(StatusCode::OK, html, csrf.cookies())
+}
+
+/// `POST /resend-verification`: the same answer whether or not the account
+/// exists (or is verified already).
+pub(crate) async fn resend_verification(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<ResendForm>,
+) -> Response {
+    let csrf = Csrf::of(&state, &headers);
+    let email = form.email.trim();
+    let again = |status: StatusCode, problem: Problem| {
+        let html = ResendPage { layout: csrf.signed_out(), email, problem }.render();
+        page(status, html, csrf.cookies())
+    };
+    if let Err(e) = check_csrf(&state, &headers, Some(&form.csrf_token)) {
+        return again(e.code.status(), Problem::general(FORM_EXPIRED));
+    }
+    if email.is_empty() {
+        let problem = Problem::at_field("email", "Enter the address you signed up with.");
+        return again(StatusCode::UNPROCESSABLE_ENTITY, problem);
+    }
+    match accounts::resend_verification(&state, ip, email).await {
+        Ok(()) => sent(&state, &headers, RESEND_SENT, email.to_owned()),
+        Err(e) => again(e.code.status(), Problem::of(&e, &[], "")),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Forgot and reset the password
 
@@ -477,7 +678,8 @@ pub(crate) async fn forgot_page(
         let message = format!(
             "If an account exists for {to}, we sent a reset link. It works once, within an hour."
         );
-        let html = CheckEmailPage { layout: csrf.signed_out(), message }.render();
+        let html =
+            CheckEmailPage { layout: csrf.signed_out(), message, resend_email: None }.render();
         return page(StatusCode::OK, html, csrf.cookies());
     }
     let html =
@@ -502,7 +704,7 @@ pub(crate) async fn forgot(
         return again(e.code.status(), Problem::general(FORM_EXPIRED));
     }
     if email.is_empty() {
-        let problem = Problem { field: "email", message: "Enter your email address.".to_owned() };
+        let problem = Problem::at_field("email", "Enter your email address.");
         return again(StatusCode::UNPROCESSABLE_ENTITY, problem);
     }
     match accounts::request_password_reset(&state, ip, email).await {
@@ -610,10 +812,10 @@ pub(crate) async fn reset(
         );
     }
     if form.new_password != form.confirm_password {
-        let problem = Problem {
-            field: "confirm_password",
-            message: "The two passwords do not match. Type the same password twice.".to_owned(),
-        };
+        let problem = Problem::at_field(
+            "confirm_password",
+            "The two passwords do not match. Type the same password twice.",
+        );
         return show(StatusCode::UNPROCESSABLE_ENTITY, ResetStep::Form, problem, csrf.cookies());
     }
     match accounts::reset_password_with_token(&state, ip, token, form.new_password.clone()).await {
@@ -643,14 +845,44 @@ pub(crate) async fn reset(
 enum InvitationStep {
     /// The link has no token.
     NoToken,
-    /// A signed-in user: the button that accepts.
+    /// The invited user, signed in: the button that accepts.
     Accept,
+    /// Signed in with another address: how to accept it, and no button.
+    WrongAccount,
     /// A visitor: the sign-up form that joins.
     Signup,
-    /// Accepting failed; nothing to try again.
+    /// The invitation cannot be used; nothing to try again.
     Failed,
     /// The account exists but signing in did not follow.
     Joined,
+}
+
+/// An invitation as its page names it.
+#[derive(Debug)]
+struct InvitationSummary {
+    organization: String,
+    /// Who sent it: their name and address, or "Someone".
+    invited_by: String,
+    role: &'static str,
+    email: String,
+    expires: LocalTime,
+}
+
+impl From<&ReceivedInvitation> for InvitationSummary {
+    fn from(i: &ReceivedInvitation) -> Self {
+        let invited_by = match (&i.invited_by_name, &i.invited_by_email) {
+            (Some(name), Some(email)) => format!("{name} ({email})"),
+            (None, Some(email)) => email.clone(),
+            _ => "Someone".to_owned(),
+        };
+        InvitationSummary {
+            organization: i.org_name.clone(),
+            invited_by,
+            role: i.role.as_str(),
+            email: i.email.clone(),
+            expires: LocalTime::relative(i.expires_at),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -660,17 +892,30 @@ struct InvitationPage<'a> {
     step: InvitationStep,
     token: &'a str,
     form: &'a SignupForm,
+    /// The invitation, once its token checked out.
+    invitation: Option<InvitationSummary>,
+    /// The signed-in user's address, if any.
+    signed_in_as: String,
+    /// The sign-up form's email is the invited one, not to be changed.
+    email_fixed: bool,
     /// `/login` with the way back to this invitation.
     login_link: String,
+    /// This invitation's page: where signing out returns.
+    here: String,
     password_hint: String,
     problem: Problem,
+}
+
+/// The invitation page's path for `token`.
+fn invitation_path(token: &str) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    format!("/accept-invitation?token={}", utf8_percent_encode(token, NON_ALPHANUMERIC))
 }
 
 /// `/login?next=` the invitation page for `token`.
 fn login_link(token: &str) -> String {
     use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-    let back = format!("/accept-invitation?token={}", utf8_percent_encode(token, NON_ALPHANUMERIC));
-    format!("/login?next={}", utf8_percent_encode(&back, NON_ALPHANUMERIC))
+    format!("/login?next={}", utf8_percent_encode(&invitation_path(token), NON_ALPHANUMERIC))
 }
 
 // No `Debug`: it holds the token and the password.
@@ -682,32 +927,54 @@ pub(crate) struct InvitationForm {
     signup: SignupForm,
 }
 
-/// The invitation page for `user` (signed in) or a visitor.
+/// What the invitation page is about: the step, the invitation and who looks.
+struct InvitationView<'a> {
+    step: InvitationStep,
+    token: &'a str,
+    invitation: Option<&'a ReceivedInvitation>,
+    visitor: &'a Visitor,
+}
+
+/// The invitation page.
 fn render_invitation(
     csrf: &Csrf,
-    user: Option<&CurrentUser>,
-    step: InvitationStep,
-    token: &str,
+    view: &InvitationView<'_>,
     form: &SignupForm,
     problem: Problem,
 ) -> Result<String, askama::Error> {
-    let layout = match user {
-        Some(user) => csrf.signed_in(user, ""),
-        None => csrf.signed_out(),
+    let signed_in_as = match view.visitor {
+        Visitor::Member(current) => current.user().email.clone(),
+        Visitor::Adrift(user) => user.user().email.clone(),
+        Visitor::Nobody => String::new(),
     };
     InvitationPage {
-        layout,
-        step,
-        token,
+        layout: view.visitor.layout(csrf),
+        step: view.step,
+        token: view.token,
         form,
-        login_link: login_link(token),
+        invitation: view.invitation.map(InvitationSummary::from),
+        signed_in_as,
+        email_fixed: view.invitation.is_some(),
+        login_link: login_link(view.token),
+        here: invitation_path(view.token),
         password_hint: password_hint(),
         problem,
     }
     .render()
 }
 
-/// `GET /accept-invitation?token=...`: the invitation email's link.
+/// The step for `visitor` looking at a valid `invitation`.
+fn step_for(visitor: &Visitor, invitation: &ReceivedInvitation) -> InvitationStep {
+    let email = match visitor {
+        Visitor::Member(current) => &current.user().email,
+        Visitor::Adrift(user) => &user.user().email,
+        Visitor::Nobody => return InvitationStep::Signup,
+    };
+    if *email == invitation.email { InvitationStep::Accept } else { InvitationStep::WrongAccount }
+}
+
+/// `GET /accept-invitation?token=...`: the invitation email's link, naming
+/// the organisation and its sender.
 pub(crate) async fn invitation_page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -715,78 +982,291 @@ pub(crate) async fn invitation_page(
 ) -> Response {
     let csrf = Csrf::of(&state, &headers);
     let token = token_of(query);
-    let user = signed_in(&state, &headers).await;
-    let (status, step, problem) = match (&user, token.is_empty()) {
-        (_, true) => (StatusCode::BAD_REQUEST, InvitationStep::NoToken, Problem::general(NO_TOKEN)),
-        (Some(_), false) => (StatusCode::OK, InvitationStep::Accept, Problem::default()),
-        (None, false) => (StatusCode::OK, InvitationStep::Signup, Problem::default()),
+    let visitor = Visitor::of(&state, &headers).await;
+    let mut form = SignupForm::default();
+    let found = if token.is_empty() {
+        Err((StatusCode::BAD_REQUEST, InvitationStep::NoToken, NO_TOKEN.to_owned()))
+    } else {
+        accounts::invitation_for_token(&state, &token)
+            .await
+            .map_err(|e| (e.code.status(), InvitationStep::Failed, say(&e)))
     };
-    let form = SignupForm::default();
-    let html = render_invitation(&csrf, user.as_ref(), step, &token, &form, problem);
-    page(status, html, csrf.cookies())
+    let (status, step, invitation, problem) = match &found {
+        Ok(invitation) => {
+            form.email.clone_from(&invitation.email);
+            (StatusCode::OK, step_for(&visitor, invitation), Some(invitation), Problem::default())
+        }
+        Err((status, step, message)) => (*status, *step, None, Problem::general(message.clone())),
+    };
+    let view = InvitationView { step, token: &token, invitation, visitor: &visitor };
+    page(status, render_invitation(&csrf, &view, &form, problem), csrf.cookies())
 }
 
-/// `POST /accept-invitation`: a signed-in user joins the organisation (and
-/// the browser's session moves to it); a visitor signs up into it, already
-/// verified, and is signed in.
+/// `POST /accept-invitation`: the invited user, signed in, joins the
+/// organisation (and the browser's session moves to it); a visitor signs up
+/// into it with the invited address, already verified, and is signed in.
+/// Someone signed in with another address is told how to accept it instead.
 pub(crate) async fn accept_invitation(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Form(form): Form<InvitationForm>,
+    Form(mut form): Form<InvitationForm>,
 ) -> Response {
     let csrf = Csrf::of(&state, &headers);
-    let token = form.token.trim();
-    let user = signed_in(&state, &headers).await;
-    let show = |status: StatusCode, step: InvitationStep, problem: Problem| {
-        let html = render_invitation(&csrf, user.as_ref(), step, token, &form.signup, problem);
-        page(status, html, csrf.cookies())
-    };
-    let asking = if user.is_some() { InvitationStep::Accept } else { InvitationStep::Signup };
+    let token = form.token.trim().to_owned();
+    let visitor = Visitor::of(&state, &headers).await;
+    let show =
+        |status: StatusCode, view: InvitationView<'_>, form: &SignupForm, problem: Problem| {
+            page(status, render_invitation(&csrf, &view, form, problem), csrf.cookies())
+        };
+    let failed = |step| InvitationView { step, token: &token, invitation: None, visitor: &visitor };
     if let Err(e) = check_csrf(&state, &headers, Some(&form.signup.csrf_token)) {
-        return show(e.code.status(), asking, Problem::general(FORM_EXPIRED));
+        let problem = Problem::general(format!("{FORM_EXPIRED} Open the invitation's link again."));
+        return show(e.code.status(), failed(InvitationStep::Failed), &form.signup, problem);
     }
     if token.is_empty() {
-        return show(StatusCode::BAD_REQUEST, InvitationStep::NoToken, Problem::general(NO_TOKEN));
+        let problem = Problem::general(NO_TOKEN);
+        return show(
+            StatusCode::BAD_REQUEST,
+            failed(InvitationStep::NoToken),
+            &form.signup,
+            problem,
+        );
     }
-    if let Some(current) = &user {
-        return match accounts::join_by_invitation(&state, current, token).await {
-            Ok(membership) => {
-                match switch_session(&state, current, &membership.org_id).await {
-                    Ok(session) => signed_in_redirect(&state, "/", &session),
-                    // Joined all the same; the old session still works.
-                    Err(_) => Redirect::to("/").into_response(),
-                }
+    let invitation = match accounts::invitation_for_token(&state, &token).await {
+        Ok(invitation) => invitation,
+        Err(e) => {
+            let problem = Problem::general(say(&e));
+            return show(e.code.status(), failed(InvitationStep::Failed), &form.signup, problem);
+        }
+    };
+    // The address is the invited one whatever the form says.
+    form.signup.email.clone_from(&invitation.email);
+    let view = |step| InvitationView {
+        step,
+        token: &token,
+        invitation: Some(&invitation),
+        visitor: &visitor,
+    };
+    if step_for(&visitor, &invitation) == InvitationStep::WrongAccount {
+        let view = view(InvitationStep::WrongAccount);
+        return show(StatusCode::FORBIDDEN, view, &form.signup, Problem::default());
+    }
+    // Signed in with the invited address: join.
+    if let Some(user) = visitor.user() {
+        return match accounts::join_by_invitation(&state, user.user(), &token).await {
+            Ok(membership) => match switch_session(&state, &user, &membership.org_id).await {
+                Ok(session) => signed_in_redirect(&state, "/", &session),
+                // Joined all the same; the old session still works.
+                Err(_) => Redirect::to("/").into_response(),
+            },
+            Err(e) => {
+                let problem = Problem::general(say(&e));
+                show(e.code.status(), view(InvitationStep::Failed), &form.signup, problem)
             }
-            Err(e) => show(e.code.status(), InvitationStep::Failed, Problem::general(say(&e))),
         };
     }
-    match accounts::sign_up(&state, ip, form.signup.request(Some(token.to_owned()))).await {
+    match accounts::sign_up(&state, ip, form.signup.request(Some(token.clone()))).await {
         Ok((user, _)) => {
             let password = form.signup.password.clone();
             match accounts::sign_in(&state, ip, &user.email, password, WEB_SESSION).await {
                 Ok((_, session)) => signed_in_redirect(&state, "/", &session),
-                Err(_) => show(StatusCode::OK, InvitationStep::Joined, Problem::default()),
+                Err(_) => show(
+                    StatusCode::OK,
+                    view(InvitationStep::Joined),
+                    &form.signup,
+                    Problem::default(),
+                ),
             }
         }
         Err(e) if e.code == ErrorCode::InvalidToken => {
-            // The token is left unused when the email is not the invited one.
-            let message = format!("{} Use the email address the invitation was sent to.", say(&e));
-            show(e.code.status(), InvitationStep::Signup, Problem::general(message))
+            let problem = Problem::general(say(&e));
+            show(e.code.status(), view(InvitationStep::Failed), &form.signup, problem)
         }
-        Err(e) => show(e.code.status(), InvitationStep::Signup, signup_problem(&e)),
+        Err(e) => {
+            show(e.code.status(), view(InvitationStep::Signup), &form.signup, signup_problem(&e))
+        }
     }
 }
 
-/// A new browser session for `current` in `org`, replacing the current one.
+/// A new browser session for `user` in `org`, replacing the current one.
 async fn switch_session(
     state: &AppState,
-    current: &CurrentUser,
-    org: &crate::store::OrgId,
+    user: &SessionUser,
+    org: &OrgId,
 ) -> Result<String, AppError> {
-    let token = accounts::open_session(state, &current.user().id, org, WEB_SESSION).await?;
-    state.inner().store.revoke_session(current.session()).await?;
-    Ok(token)
+    // The store signs the old session out as it opens the new one.
+    let grant = SessionGrant::Replaces(user.session());
+    accounts::open_session(state, &user.user().id, Some(org), WEB_SESSION, grant).await
+}
+
+// ---------------------------------------------------------------------------
+// No organisation
+
+/// An invitation sent to the signed-in user, as the no-organisation page lists it.
+#[derive(Debug)]
+struct ReceivedRow {
+    id: String,
+    summary: InvitationSummary,
+}
+
+#[derive(Template)]
+#[template(path = "welcome.html")]
+struct WelcomePage {
+    layout: Layout,
+    email: String,
+    notice: Option<&'static str>,
+    invitations: Vec<ReceivedRow>,
+    organization_name: String,
+    problem: Problem,
+}
+
+/// The no-organisation page for `user`.
+async fn welcome_page(
+    state: &AppState,
+    csrf: &Csrf,
+    user: &SessionUser,
+    status: StatusCode,
+    notice: Option<&'static str>,
+    organization_name: String,
+    problem: Problem,
+) -> Response {
+    let invitations = match accounts::invitations_for(state, user.user()).await {
+        Ok(found) => found,
+        Err(e) => return WebError(e).into_response(),
+    };
+    let invitations: Vec<ReceivedRow> = invitations
+        .iter()
+        .map(|i| ReceivedRow { id: i.id.as_str().to_owned(), summary: i.into() })
+        .collect();
+    // An invitation no longer listed (used, revoked, not theirs): say it at the top.
+    let mut problem = problem;
+    if problem.at("invitation") && !invitations.iter().any(|i| i.id == problem.item) {
+        problem.field = "";
+    }
+    let html = WelcomePage {
+        layout: csrf.signed_out(),
+        email: user.user().email.clone(),
+        notice,
+        invitations,
+        organization_name,
+        problem,
+    }
+    .render();
+    page(status, html, csrf.cookies())
+}
+
+/// `GET /welcome` (`?done=deleted` after deleting the organisation): a user
+/// in no organisation creates one or accepts an invitation. A member goes to
+/// Ask; a user still in another organisation moves into it.
+pub(crate) async fn welcome(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<DoneQuery>, QueryRejection>,
+) -> Response {
+    let user = match Visitor::of(&state, &headers).await {
+        Visitor::Member(_) => return Redirect::to("/").into_response(),
+        Visitor::Adrift(user) => user,
+        Visitor::Nobody => return Redirect::to("/login").into_response(),
+    };
+    match accounts::first_organization(&state, &user.user().id).await {
+        Ok(Some(org)) => {
+            return match switch_session(&state, &user, &org).await {
+                Ok(session) => signed_in_redirect(&state, "/", &session),
+                Err(e) => WebError(e).into_response(),
+            };
+        }
+        Ok(None) => {}
+        Err(e) => return WebError(e).into_response(),
+    }
+    let csrf = Csrf::of(&state, &headers);
+    let done = query.map(|Query(q)| q.done).unwrap_or_default();
+    let notice = (done == "deleted").then_some(
+        "The organisation is deleted, with its connections and history. Your account stays.",
+    );
+    welcome_page(&state, &csrf, &user, StatusCode::OK, notice, String::new(), Problem::default())
+        .await
+}
+
+/// The user of a no-organisation page's form with a valid CSRF token, or
+/// the response to give instead.
+async fn adrift_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf_token: &str,
+) -> Result<(SessionUser, Csrf), Response> {
+    let user = match Visitor::of(state, headers).await {
+        Visitor::Member(_) => return Err(Redirect::to("/").into_response()),
+        Visitor::Adrift(user) => user,
+        Visitor::Nobody => return Err(Redirect::to("/login").into_response()),
+    };
+    let csrf = Csrf::of(state, headers);
+    if let Err(e) = check_csrf(state, headers, Some(csrf_token)) {
+        let problem = Problem::general(FORM_EXPIRED);
+        let status = e.code.status();
+        return Err(welcome_page(state, &csrf, &user, status, None, String::new(), problem).await);
+    }
+    Ok((user, csrf))
+}
+
+/// The new organisation's name.
+#[derive(Debug, Deserialize)]
+pub(crate) struct OrganizationForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /welcome/organisation`: creates the user's organisation and moves
+/// the session into it.
+pub(crate) async fn create_organization(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<OrganizationForm>,
+) -> Response {
+    let (user, csrf) = match adrift_form(&state, &headers, &form.csrf_token).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let created = accounts::create_organization_for(&state, ip, user.user(), &form.name).await;
+    let created = match created {
+        Ok((org, _)) => switch_session(&state, &user, &org.id).await,
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(session) => signed_in_redirect(&state, "/", &session),
+        Err(e) => {
+            let problem = Problem::of(&e, &[("organization_name", "organization_name")], "");
+            welcome_page(&state, &csrf, &user, e.code.status(), None, form.name, problem).await
+        }
+    }
+}
+
+/// `POST /welcome/invitations/{id}/accept`: joins the organisation of an
+/// invitation sent to the user and moves the session into it.
+pub(crate) async fn accept_listed_invitation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let (user, csrf) = match adrift_form(&state, &headers, &form.csrf_token).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let joined = match accounts::join_by_invitation_id(&state, user.user(), id.clone()).await {
+        Ok(membership) => switch_session(&state, &user, &membership.org_id).await,
+        Err(e) => Err(e),
+    };
+    match joined {
+        Ok(session) => signed_in_redirect(&state, "/", &session),
+        Err(e) => {
+            let problem = Problem::at_field("invitation", say(&e)).in_row(id);
+            welcome_page(&state, &csrf, &user, e.code.status(), None, String::new(), problem).await
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -799,6 +1279,8 @@ struct MemberRow {
     name: String,
     email: String,
     role: &'static str,
+    /// Whether this is the viewer.
+    you: bool,
     /// Whether the viewer may change this member's role.
     manageable: bool,
     /// Whether the viewer may remove this member (never themselves here).
@@ -813,21 +1295,38 @@ struct InvitationRow {
     role: &'static str,
     /// Who sent it, when known.
     invited_by: String,
-    expires: String,
-    /// Whether the viewer may revoke it (only owners revoke owner invitations).
-    revocable: bool,
+    expires: LocalTime,
+    /// Whether the viewer may send it again or revoke it (only owners touch
+    /// owner invitations).
+    manageable: bool,
+}
+
+/// A confirmation, shown in the section of the change it confirms.
+#[derive(Debug, Default)]
+struct Notice {
+    section: &'static str,
+    text: &'static str,
+}
+
+impl Notice {
+    /// The text, when the notice belongs to `section`.
+    fn at(&self, section: &str) -> Option<&'static str> {
+        (!self.text.is_empty() && self.section == section).then_some(self.text)
+    }
 }
 
 #[derive(Template)]
 #[template(path = "settings.html")]
 struct SettingsPage {
     layout: Layout,
-    notice: Option<&'static str>,
+    notice: Notice,
     first_name: String,
     last_name: String,
     email: String,
     organization: String,
     role: &'static str,
+    /// Whether the viewer owns the organisation (and may delete it).
+    owner: bool,
     /// Whether the viewer may manage members (owner or admin).
     admin: bool,
     /// The roles the viewer may grant.
@@ -836,6 +1335,8 @@ struct SettingsPage {
     invitations: Vec<InvitationRow>,
     invite_email: String,
     invite_role: String,
+    /// What was typed to confirm deleting the organisation.
+    delete_confirm: String,
     password_hint: String,
     problem: Problem,
 }
@@ -847,6 +1348,7 @@ struct Kept {
     last_name: Option<String>,
     invite_email: String,
     invite_role: String,
+    delete_confirm: String,
 }
 
 /// The settings page for `current`: its notice or problem, and kept input.
@@ -855,7 +1357,7 @@ async fn settings_page(
     csrf: &Csrf,
     current: &CurrentUser,
     status: StatusCode,
-    notice: Option<&'static str>,
+    notice: Notice,
     kept: Kept,
     problem: Problem,
 ) -> Response {
@@ -865,7 +1367,7 @@ async fn settings_page(
         store.list_members(current.org())
     ) {
         Ok(found) => found,
-        Err(e) => return AppError::from(e).into_response(),
+        Err(e) => return WebError(e.into()).into_response(),
     };
     let role = current.role();
     let admin = matches!(role, Role::Owner | Role::Admin);
@@ -877,14 +1379,14 @@ async fn settings_page(
     } else {
         Vec::new()
     };
-    let invitations = invitations
+    let invitations: Vec<InvitationRow> = invitations
         .into_iter()
         .map(|i| InvitationRow {
             id: i.id.as_str().to_owned(),
-            revocable: i.role != Role::Owner || role == Role::Owner,
+            manageable: i.role != Role::Owner || role == Role::Owner,
             role: i.role.as_str(),
             invited_by: i.invited_by_email.unwrap_or_else(|| "someone".to_owned()),
-            expires: super::time_text(&i.expires_at),
+            expires: LocalTime::relative(i.expires_at),
             email: i.email,
         })
         .collect();
@@ -894,14 +1396,16 @@ async fn settings_page(
         Role::Member => vec![],
     };
     let me = current.user();
-    let members = members
+    let members: Vec<MemberRow> = members
         .into_iter()
         .map(|m| {
             // The API's rules: owners and admins manage, only owners touch owners.
             let manageable = admin && (m.role != Role::Owner || role == Role::Owner);
+            let you = m.user_id == me.id;
             MemberRow {
-                removable: manageable && m.user_id != me.id,
+                removable: manageable && !you,
                 manageable,
+                you,
                 id: m.user_id.as_str().to_owned(),
                 name: format!("{} {}", m.first_name, m.last_name),
                 email: m.email,
@@ -909,6 +1413,7 @@ async fn settings_page(
             }
         })
         .collect();
+    let problem = placed(problem, role, &members, &invitations);
     let html = SettingsPage {
         layout: csrf.signed_in(current, "settings"),
         notice,
@@ -917,6 +1422,7 @@ async fn settings_page(
         email: me.email.clone(),
         organization: organization.name,
         role: role.as_str(),
+        owner: role == Role::Owner,
         admin,
         grantable,
         members,
@@ -927,11 +1433,44 @@ async fn settings_page(
         } else {
             kept.invite_role
         },
+        delete_confirm: kept.delete_confirm,
         password_hint: password_hint(),
         problem,
     }
     .render();
     page(status, html, csrf.cookies())
+}
+
+/// `problem` moved to a place the page shows to this viewer: a row's error
+/// whose row is not listed goes to its list, and an error of a form the
+/// viewer does not have (a member posting an admin's form) to the
+/// organisation's section.
+fn placed(
+    mut problem: Problem,
+    role: Role,
+    members: &[MemberRow],
+    invitations: &[InvitationRow],
+) -> Problem {
+    let admin = matches!(role, Role::Owner | Role::Admin);
+    let listed = |field: &str| match field {
+        "member_role" | "member_remove" => members.iter().any(|m| m.id == problem.item),
+        _ => invitations.iter().any(|i| i.id == problem.item),
+    };
+    problem.field = match problem.field {
+        "member_role" | "member_remove" if !listed(problem.field) => "members",
+        "invitation" if !listed(problem.field) => "invitations",
+        "invitation" | "invitations" | "invite" | "invite_email" | "invite_role" if !admin => {
+            "organisation"
+        }
+        // Only admins have the column with the removal's confirmation.
+        "member_remove" if !admin => "members",
+        "delete_confirm" if role != Role::Owner => "organisation",
+        field => field,
+    };
+    if problem.field == "invitations" && !admin {
+        problem.field = "organisation";
+    }
+    problem
 }
 
 /// Which change the settings page confirms.
@@ -941,24 +1480,36 @@ pub(crate) struct DoneQuery {
     done: String,
 }
 
-/// The notice for `?done=...`.
-fn notice(done: &str) -> Option<&'static str> {
-    Some(match done {
-        "profile" => "Your name is saved.",
-        // The API leaves other sessions alone; say so rather than imply otherwise.
-        "password" => {
-            "Your password is changed. You stay signed in here, and so do other browsers \
-             and apps already signed in; sign them out there if you need to."
-        }
-        "role" => "The member's role is changed.",
-        "removed" => "The member is removed from the organisation.",
-        "invited" => "The invitation is on its way. It works for 7 days.",
-        "revoked" => "The invitation is revoked; its link no longer works.",
-        _ => return None,
-    })
+/// The notice for `?done=...`, in the section of the change.
+fn notice(done: &str) -> Notice {
+    let (section, text) = match done {
+        "profile" => ("profile", "Your name is saved."),
+        "password" => (
+            "password",
+            "Your password is changed. Every other browser and app signed in to your account \
+             was signed out; this one stays signed in.",
+        ),
+        "others" => (
+            "sessions",
+            "Every other browser and app signed in to your account is signed out. This one \
+             stays signed in.",
+        ),
+        "role" => ("members", "The member's role is changed."),
+        "removed" => ("members", "The member is removed from the organisation."),
+        "invited" => ("invitations", "The invitation is on its way. It works for 7 days."),
+        "revoked" => ("invitations", "The invitation is revoked; its link no longer works."),
+        "resent" => (
+            "invitations",
+            "The invitation is sent again with a new link, which works for 7 days; the old \
+             link no longer does.",
+        ),
+        _ => return Notice::default(),
+    };
+    Notice { section, text }
 }
 
-/// `GET /settings`: profile, password, and the organisation's members.
+/// `GET /settings`: profile, password, sessions, and the organisation's
+/// members and invitations.
 pub(crate) async fn settings(
     State(state): State<AppState>,
     WebUser(current): WebUser,
@@ -980,27 +1531,49 @@ pub(crate) async fn settings(
 }
 
 /// The page's CSRF token for a settings form whose token checks out;
-/// otherwise the settings page with the error (a stale or forged form).
+/// otherwise the settings page with the error where the form is (`section`,
+/// and the row `item` of a list's form).
 async fn settings_csrf(
     state: &AppState,
     headers: &HeaderMap,
     current: &CurrentUser,
     csrf_token: &str,
+    (section, item): (&'static str, &str),
 ) -> Result<Csrf, Response> {
     let csrf = Csrf::of(state, headers);
     if let Err(e) = check_csrf(state, headers, Some(csrf_token)) {
-        let problem = Problem::general(FORM_EXPIRED);
+        let problem = Problem::at_field(section, FORM_EXPIRED).in_row(item);
         let status = e.code.status();
-        return Err(
-            settings_page(state, &csrf, current, status, None, Kept::default(), problem).await
+        let page = settings_page(
+            state,
+            &csrf,
+            current,
+            status,
+            Notice::default(),
+            Kept::default(),
+            problem,
         );
+        return Err(page.await);
     }
     Ok(csrf)
 }
 
-/// After a settings change: back to the page with its notice.
-fn done(what: &str) -> Response {
-    Redirect::to(&format!("/settings?done={what}")).into_response()
+/// After a settings change: back to the page with its notice, at `section`
+/// (the notice is there, in view).
+fn done(what: &str, section: &str) -> Response {
+    Redirect::to(&format!("/settings?done={what}#{section}")).into_response()
+}
+
+/// The settings page again after a refused form: the error where the form is.
+async fn refused(
+    state: &AppState,
+    csrf: &Csrf,
+    current: &CurrentUser,
+    error: &AppError,
+    kept: Kept,
+    problem: Problem,
+) -> Response {
+    settings_page(state, csrf, current, error.code.status(), Notice::default(), kept, problem).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -1020,13 +1593,14 @@ pub(crate) async fn update_profile(
     headers: HeaderMap,
     Form(form): Form<ProfileForm>,
 ) -> Response {
-    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token).await {
+    let at = ("profile", "");
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
     match accounts::set_names(&state, &current, Some(&form.first_name), Some(&form.last_name)).await
     {
-        Ok(_) => done("profile"),
+        Ok(_) => done("profile", "profile"),
         Err(e) => {
             let fields = [("first_name", "first_name"), ("last_name", "last_name")];
             let problem = Problem::of(&e, &fields, "profile");
@@ -1035,7 +1609,7 @@ pub(crate) async fn update_profile(
                 last_name: Some(form.last_name),
                 ..Kept::default()
             };
-            settings_page(&state, &csrf, &current, e.code.status(), None, kept, problem).await
+            refused(&state, &csrf, &current, &e, kept, problem).await
         }
     }
 }
@@ -1053,14 +1627,16 @@ pub(crate) struct PasswordForm {
     csrf_token: String,
 }
 
-/// `POST /settings/password`: this browser stays signed in.
+/// `POST /settings/password`: this browser stays signed in, every other
+/// session of the account is signed out.
 pub(crate) async fn change_password(
     State(state): State<AppState>,
     WebUser(current): WebUser,
     headers: HeaderMap,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token).await {
+    let at = ("password", "");
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
@@ -1070,19 +1646,37 @@ pub(crate) async fn change_password(
             .map_err(|e| {
                 let fields =
                     [("the current password", "current_password"), ("password", "new_password")];
-                (e.code.status(), Problem::of(&e, &fields, "password"))
+                let problem = Problem::of(&e, &fields, "password");
+                (e, problem)
             })
     } else {
         let message = "The two new passwords do not match. Type the same password twice.";
-        Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Problem { field: "confirm_password", message: message.to_owned() },
-        ))
+        let e = AppError::new(ErrorCode::Validation, message);
+        Err((e, Problem::at_field("confirm_password", message)))
     };
     match result {
-        Ok(()) => done("password"),
-        Err((status, problem)) => {
-            settings_page(&state, &csrf, &current, status, None, Kept::default(), problem).await
+        Ok(()) => done("password", "password"),
+        Err((e, problem)) => refused(&state, &csrf, &current, &e, Kept::default(), problem).await,
+    }
+}
+
+/// `POST /settings/sessions`: signs out every other session of the account.
+pub(crate) async fn sign_out_others(
+    State(state): State<AppState>,
+    WebUser(current): WebUser,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let at = ("sessions", "");
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
+        Ok(csrf) => csrf,
+        Err(response) => return response,
+    };
+    match accounts::sign_out_other_sessions(&state, &current).await {
+        Ok(_) => done("others", "sessions"),
+        Err(e) => {
+            let problem = Problem::of(&e, &[], "sessions");
+            refused(&state, &csrf, &current, &e, Kept::default(), problem).await
         }
     }
 }
@@ -1095,7 +1689,8 @@ pub(crate) struct RoleForm {
     csrf_token: String,
 }
 
-/// `POST /settings/members/{user_id}/role`.
+/// `POST /settings/members/{user_id}/role`; a refusal (the last owner) is
+/// shown on the member's row.
 pub(crate) async fn change_role(
     State(state): State<AppState>,
     WebUser(current): WebUser,
@@ -1103,16 +1698,16 @@ pub(crate) async fn change_role(
     headers: HeaderMap,
     Form(form): Form<RoleForm>,
 ) -> Response {
-    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token).await {
+    let at = ("member_role", user_id.as_str());
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    match accounts::set_member_role(&state, &current, user_id, &form.role).await {
-        Ok(_) => done("role"),
+    match accounts::set_member_role(&state, &current, user_id.clone(), &form.role).await {
+        Ok(_) => done("role", "members"),
         Err(e) => {
-            let problem = Problem::of(&e, &[], "members");
-            settings_page(&state, &csrf, &current, e.code.status(), None, Kept::default(), problem)
-                .await
+            let problem = Problem::of(&e, &[], "member_role").in_row(user_id);
+            refused(&state, &csrf, &current, &e, Kept::default(), problem).await
         }
     }
 }
@@ -1125,16 +1720,16 @@ pub(crate) async fn remove_member(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token).await {
+    let at = ("member_remove", user_id.as_str());
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    match accounts::remove_from_org(&state, &current, user_id).await {
-        Ok(()) => done("removed"),
+    match accounts::remove_from_org(&state, &current, user_id.clone()).await {
+        Ok(()) => done("removed", "members"),
         Err(e) => {
-            let problem = Problem::of(&e, &[], "members");
-            settings_page(&state, &csrf, &current, e.code.status(), None, Kept::default(), problem)
-                .await
+            let problem = Problem::of(&e, &[], "member_remove").in_row(user_id);
+            refused(&state, &csrf, &current, &e, Kept::default(), problem).await
         }
     }
 }
@@ -1147,16 +1742,38 @@ pub(crate) async fn revoke_invitation(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token).await {
+    let at = ("invitation", id.as_str());
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    match accounts::revoke_pending_invitation(&state, &current, id).await {
-        Ok(()) => done("revoked"),
+    match accounts::revoke_pending_invitation(&state, &current, id.clone()).await {
+        Ok(()) => done("revoked", "invitations"),
         Err(e) => {
-            let problem = Problem::of(&e, &[], "invitations");
-            settings_page(&state, &csrf, &current, e.code.status(), None, Kept::default(), problem)
-                .await
+            let problem = Problem::of(&e, &[], "invitation").in_row(id);
+            refused(&state, &csrf, &current, &e, Kept::default(), problem).await
+        }
+    }
+}
+
+/// `POST /settings/invitations/{id}/resend`: a fresh link, valid 7 days.
+pub(crate) async fn resend_invitation(
+    State(state): State<AppState>,
+    WebUser(current): WebUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let at = ("invitation", id.as_str());
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
+        Ok(csrf) => csrf,
+        Err(response) => return response,
+    };
+    match accounts::resend_pending_invitation(&state, &current, id.clone()).await {
+        Ok(_) => done("resent", "invitations"),
+        Err(e) => {
+            let problem = Problem::of(&e, &[], "invitation").in_row(id);
+            refused(&state, &csrf, &current, &e, Kept::default(), problem).await
         }
     }
 }
@@ -1178,17 +1795,66 @@ pub(crate) async fn invite(
     headers: HeaderMap,
     Form(form): Form<InviteForm>,
 ) -> Response {
-    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token).await {
+    let at = ("invite", "");
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
     match accounts::invite_by_email(&state, &current, &form.email, &form.role).await {
-        Ok(_) => done("invited"),
+        Ok(_) => done("invited", "invitations"),
         Err(e) => {
             let fields = [("email", "invite_email"), ("role", "invite_role")];
             let problem = Problem::of(&e, &fields, "invite");
             let kept = Kept { invite_email: form.email, invite_role: form.role, ..Kept::default() };
-            settings_page(&state, &csrf, &current, e.code.status(), None, kept, problem).await
+            refused(&state, &csrf, &current, &e, kept, problem).await
+        }
+    }
+}
+
+/// The delete form: the organisation's name typed again.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteForm {
+    #[serde(default)]
+    confirm: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /settings/organisation/delete`: deletes the organisation once its
+/// name is typed again (owners only); the owner goes on to `/welcome`.
+pub(crate) async fn delete_organization(
+    State(state): State<AppState>,
+    WebUser(current): WebUser,
+    headers: HeaderMap,
+    Form(form): Form<DeleteForm>,
+) -> Response {
+    let at = ("delete_confirm", "");
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
+        Ok(csrf) => csrf,
+        Err(response) => return response,
+    };
+    let organization = match state.inner().store.get_organization(current.org()).await {
+        Ok(organization) => organization,
+        Err(e) => return WebError(e.into()).into_response(),
+    };
+    let result = if form.confirm.trim() == organization.name.trim() {
+        accounts::delete_own_organization(&state, &current).await
+    } else {
+        Err(AppError::new(
+            ErrorCode::Validation,
+            format!(
+                "the name does not match: type {} exactly as it is written to delete the \
+                 organisation",
+                organization.name.trim()
+            ),
+        ))
+    };
+    match result {
+        Ok(()) => Redirect::to(&format!("{WELCOME}?done=deleted")).into_response(),
+        Err(e) => {
+            let problem = Problem::at_field("delete_confirm", say(&e));
+            let kept = Kept { delete_confirm: form.confirm, ..Kept::default() };
+            refused(&state, &csrf, &current, &e, kept, problem).await
         }
     }
 }
