@@ -61,7 +61,8 @@ pub(crate) struct ConnectionView {
     /// The version of the connected agent, or of the last one.
     #[schema(required)]
     pub(crate) agent_version: Option<String>,
-    /// When an agent was last connected.
+    /// When an agent was last seen: written when one connects, about once a
+    /// minute while it stays connected, and when it leaves.
     #[schema(format = DateTime, required)]
     pub(crate) last_seen_at: Option<String>,
     /// The fingerprint of the cached schema, once an agent reported one.
@@ -118,12 +119,19 @@ pub(crate) struct AgentSetup {
     /// The agent's WebSocket URL.
     #[schema(example = "wss://custard.example.com/api/v1/connections/ws/abc123")]
     pub(crate) server_url: String,
-    /// An env file for the agent.
+    /// An env file for the agent (the database URL is a placeholder to replace).
     pub(crate) env: String,
-    /// A `docker run` command.
+    /// A `docker run` command; for SQLite it mounts the database file read-only.
     pub(crate) docker_run: String,
-    /// A `cargo run` command.
+    /// The `custard-agent run` command, for the agent's binary.
+    pub(crate) binary_run: String,
+    /// A `cargo run` command, from the source.
     pub(crate) cargo_run: String,
+    /// PostgreSQL: the SQL that creates a read-only login role for the agent,
+    /// to run as an administrator of the database. SQLite has no roles (null):
+    /// the agent opens the file read-only, and `docker_run` mounts it so.
+    #[schema(required)]
+    pub(crate) role_sql: Option<String>,
 }
 
 // The key is a secret: `Debug` (and so any log line) leaves it out.
@@ -197,13 +205,43 @@ fn agent_url(public_url: &str, id: &ConnectionId) -> String {
     format!("{base}/api/v1/connections/ws/{id}")
 }
 
+/// What stands for the API key in the setup lines shown after the key was:
+/// only its hash is kept, so a later visit cannot show the key itself.
+pub(crate) const KEY_PLACEHOLDER: &str = "YOUR_API_KEY";
+/// The database's name in the PostgreSQL lines, for the customer to replace.
+const DATABASE_PLACEHOLDER: &str = "your_database";
+/// The read-only login role the PostgreSQL lines create and connect as.
+const READER_ROLE: &str = "custard_reader";
+/// The SQLite database file on the customer's machine, for them to replace.
+const SQLITE_HOST_PATH: &str = "/path/to/your.db";
+/// Where the `docker run` line mounts the SQLite file in the container.
+const SQLITE_CONTAINER_PATH: &str = "/data/your.db";
+
 impl AgentSetup {
     /// The lines for `connection` with `api_key`, pointing at `public_url`.
-    fn new(public_url: &str, connection: &Connection, api_key: &str) -> Self {
+    pub(crate) fn new(public_url: &str, connection: &Connection, api_key: &str) -> Self {
         let url = agent_url(public_url, &connection.id);
-        let database = match connection.dialect {
-            Dialect::Postgres => "postgres://custard_reader:PASSWORD@HOST:5432/DATABASE",
-            _ => "sqlite:/data/your.db",
+        // The agent's database URL on the host, and inside the container.
+        let (database, in_container, mount, role_sql) = match connection.dialect {
+            Dialect::Sqlite => (
+                format!("sqlite:{SQLITE_HOST_PATH}"),
+                format!("sqlite:{SQLITE_CONTAINER_PATH}"),
+                // Read-only: nothing in the container can change the file.
+                format!("-v {SQLITE_HOST_PATH}:{SQLITE_CONTAINER_PATH}:ro \\\n  "),
+                None,
+            ),
+            // PostgreSQL (the agent serves no other database).
+            _ => {
+                let database =
+                    format!("postgres://{READER_ROLE}:PASSWORD@HOST:5432/{DATABASE_PLACEHOLDER}");
+                let role_sql = custard_agent::privileges::read_only_role_sql(
+                    READER_ROLE,
+                    DATABASE_PLACEHOLDER,
+                    &custard_core::AccessPolicy::default(),
+                    &[],
+                );
+                (database.clone(), database, String::new(), Some(role_sql))
+            }
         };
         AgentSetup {
             env: format!(
@@ -211,15 +249,29 @@ impl AgentSetup {
             ),
             docker_run: format!(
                 "docker run -d --name custard-agent --restart unless-stopped \\\n  \
-             -e CUSTARD_SERVER_URL={url} \\\n  -e CUSTARD_API_KEY={api_key} \\\n  \
-             -e CUSTARD_DATABASE_URL={database} \\\n  custard-agent"
+                 --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \\\n  \
+                 {mount}-e CUSTARD_SERVER_URL={url} \\\n  \
+                 -e CUSTARD_API_KEY={api_key} \\\n  \
+                 -e CUSTARD_DATABASE_URL={in_container} \\\n  \
+                 custard-agent"
+            ),
+            binary_run: format!(
+                "CUSTARD_SERVER_URL={url} \\\nCUSTARD_API_KEY={api_key} \\\n\
+                 CUSTARD_DATABASE_URL={database} \\\ncustard-agent run"
             ),
             cargo_run: format!(
                 "CUSTARD_SERVER_URL={url} CUSTARD_API_KEY={api_key} \
              CUSTARD_DATABASE_URL={database} cargo run -p custard-agent"
             ),
             server_url: url,
+            role_sql,
         }
+    }
+
+    /// The lines for `connection` with [`KEY_PLACEHOLDER`] for its key, for
+    /// every later visit of its page.
+    pub(crate) fn without_key(public_url: &str, connection: &Connection) -> Self {
+        Self::new(public_url, connection, KEY_PLACEHOLDER)
     }
 }
 
@@ -751,7 +803,76 @@ mod tests {
         assert_eq!(with_key, expected);
         let setup = with_key["setup"].as_object().unwrap();
         let keys: Vec<&str> = setup.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["cargo_run", "docker_run", "env", "server_url"]);
+        assert_eq!(
+            keys,
+            ["binary_run", "cargo_run", "docker_run", "env", "role_sql", "server_url"]
+        );
         assert_eq!(setup["server_url"], "wss://custard.example/api/v1/connections/ws/c1");
+    }
+
+    /// The env lines as `KEY=value` pairs.
+    fn env_pairs(env: &str) -> Vec<(&str, &str)> {
+        env.lines().filter_map(|l| l.split_once('=')).collect()
+    }
+
+    #[test]
+    fn postgres_lines_create_a_read_only_role_and_connect_as_it() {
+        let c = connection(false);
+        let setup = AgentSetup::new("http://127.0.0.1:8000", &c, "custard_key");
+        let url = "ws://127.0.0.1:8000/api/v1/connections/ws/c1";
+        let database = "postgres://custard_reader:PASSWORD@HOST:5432/your_database";
+        assert_eq!(
+            env_pairs(&setup.env),
+            [
+                ("CUSTARD_SERVER_URL", url),
+                ("CUSTARD_API_KEY", "custard_key"),
+                ("CUSTARD_DATABASE_URL", database)
+            ]
+        );
+        for line in [&setup.docker_run, &setup.binary_run, &setup.cargo_run] {
+            assert!(line.contains(url) && line.contains(database), "{line}");
+            assert!(line.contains("CUSTARD_API_KEY=custard_key"), "{line}");
+        }
+        assert!(setup.docker_run.starts_with("docker run ") && !setup.docker_run.contains(" -v "));
+        assert!(setup.binary_run.ends_with("custard-agent run"), "{}", setup.binary_run);
+        let sql = setup.role_sql.expect("PostgreSQL has a role to create");
+        assert!(sql.contains("CREATE ROLE \"custard_reader\" LOGIN"), "{sql}");
+        assert!(sql.contains("GRANT CONNECT ON DATABASE \"your_database\""), "{sql}");
+        assert!(sql.contains("default_transaction_read_only = on"), "{sql}");
+    }
+
+    #[test]
+    fn sqlite_lines_mount_the_file_read_only_and_create_no_role() {
+        let c = Connection { dialect: Dialect::Sqlite, ..connection(false) };
+        let setup = AgentSetup::new("https://custard.example", &c, "custard_key");
+        assert!(setup.role_sql.is_none(), "SQLite has no roles");
+        // The agent reads `sqlite:PATH`; in the container, the mounted file.
+        let url = |line: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("CUSTARD_DATABASE_URL="))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no database URL in {line}"))
+        };
+        let mount = "/path/to/your.db:/data/your.db:ro";
+        assert!(setup.docker_run.contains(&format!("-v {mount} ")), "{}", setup.docker_run);
+        assert_eq!(url(&setup.docker_run), "sqlite:/data/your.db");
+        for line in [&setup.env, &setup.binary_run, &setup.cargo_run] {
+            assert_eq!(url(line), "sqlite:/path/to/your.db", "{line}");
+        }
+        for line in [&setup.docker_run, &setup.env] {
+            let parsed = custard_core::DatabaseUrl::parse(&url(line)).expect("the agent's syntax");
+            assert_eq!(parsed.dialect(), Dialect::Sqlite);
+        }
+    }
+
+    /// On later visits the lines hold a placeholder, never a key.
+    #[test]
+    fn lines_without_the_key_hold_the_placeholder() {
+        let setup = AgentSetup::without_key("http://h", &connection(false));
+        assert!(setup.env.contains(&format!("CUSTARD_API_KEY={KEY_PLACEHOLDER}\n")));
+        for line in [&setup.docker_run, &setup.binary_run, &setup.cargo_run] {
+            assert!(line.contains(&format!("CUSTARD_API_KEY={KEY_PLACEHOLDER}")), "{line}");
+            assert!(!line.contains("CUSTARD_API_KEY=custard_"), "no key: {line}");
+        }
     }
 }

@@ -362,7 +362,7 @@ fn cancel_frame(target: &str) -> Frame {
 fn offline() -> ExecError {
     ExecError::new(
         ExecErrorCode::AgentOffline,
-        "no agent is connected for this connection; start the agent (see the connection's setup lines)",
+        "no agent is connected for this connection; start its agent (the connection's page shows how to run it)",
     )
 }
 

@@ -30,6 +30,11 @@ use crate::store::{Connection, ConnectionId, Store, StoreError};
 const OUTBOX: usize = 64;
 /// Frequent values per text column asked of the agent on discovery.
 const SAMPLE_VALUES: u32 = 5;
+/// How often at most a connected agent is written down as seen: every frame
+/// from it (a pong included) counts, but one store write a minute is enough.
+const SEEN_WRITE_EVERY: Duration = Duration::from_secs(60);
+/// How long the last "seen" write of a session may hold up its leaving.
+const LAST_SEEN_WRITE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Authenticates the agent, then upgrades and serves its session.
 pub(crate) async fn agent_socket(
@@ -267,12 +272,8 @@ async fn serve(
         let _ = sink.close().await;
     });
 
-    if let Err(e) = store
-        .record_agent_seen(&connection.org_id, &connection.id, hello.agent_version.clone())
-        .await
-    {
-        tracing::warn!(connection = %connection.id, "could not record the agent: {e}");
-    }
+    record_seen(store.as_ref(), &connection, &hello.agent_version).await;
+    let mut seen = SeenWrites::new(Instant::now(), SEEN_WRITE_EVERY);
     refresh_schema_if_changed(state, hub, &link, hello.schema_fingerprint.as_deref());
 
     // 3. Serve until the socket ends, the agent goes silent or the hub closes it.
@@ -293,6 +294,14 @@ async fn serve(
             }
             message = stream.next() => {
                 last_heard = Instant::now();
+                if seen.due(last_heard) {
+                    // In the background: the socket keeps being read meanwhile.
+                    let (store, connection) = (Arc::clone(&store), connection.clone());
+                    let version = hello.agent_version.clone();
+                    tokio::spawn(async move {
+                        record_seen(store.as_ref(), &connection, &version).await;
+                    });
+                }
                 let text = match message {
                     Some(Ok(WsMessage::Text(text))) => text,
                     Some(Ok(WsMessage::Close(_))) | None => {
@@ -332,6 +341,12 @@ async fn serve(
             }
         }
     };
+    // Before the session leaves the hub: the status event of its leaving then
+    // reads when it was last seen from the store.
+    let last_write = record_seen(store.as_ref(), &connection, &hello.agent_version);
+    if tokio::time::timeout(LAST_SEEN_WRITE_LIMIT, last_write).await.is_err() {
+        tracing::warn!(connection = %connection.id, "recording when the agent was last seen timed out");
+    }
     hub.unregister(&link);
     tracing::info!(
         connection = %connection.id,
@@ -341,6 +356,44 @@ async fn serve(
     );
     let _ = close_tx.send(end);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// Writes down that an agent of `version` is connected to `connection` now
+/// (its `last_seen_at`); a failure is logged, not fatal to the session.
+async fn record_seen(store: &dyn Store, connection: &Connection, version: &str) {
+    match store.record_agent_seen(&connection.org_id, &connection.id, version.to_owned()).await {
+        Ok(()) => {}
+        // Deleted meanwhile: its sessions are being closed.
+        Err(StoreError::NotFound) => {}
+        Err(e) => {
+            tracing::warn!(connection = %connection.id, "could not record the agent as seen: {e}")
+        }
+    }
+}
+
+/// When a session's agent was last written down as seen, so frames arriving
+/// all the time make one store write per interval, not one each.
+#[derive(Debug)]
+struct SeenWrites {
+    last: Instant,
+    every: Duration,
+}
+
+impl SeenWrites {
+    /// Written down at `now` (the session's start), next after `every`.
+    fn new(now: Instant, every: Duration) -> Self {
+        SeenWrites { last: now, every }
+    }
+
+    /// Whether a frame heard at `now` is to be written down; when it is, the
+    /// interval starts again from `now`.
+    fn due(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.last) < self.every {
+            return false;
+        }
+        self.last = now;
+        true
+    }
 }
 
 async fn refuse<S>(sink: &mut S, error_frame: String, reason: String)
@@ -414,4 +467,25 @@ async fn save_schema(
         })?;
     tracing::info!(connection = %connection, tables = schema.tables.len(), "schema stored");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames all the time make one "seen" write per interval.
+    #[test]
+    fn seen_writes_are_throttled_to_one_per_interval() {
+        let start = Instant::now();
+        let every = Duration::from_secs(60);
+        let mut seen = SeenWrites::new(start, every);
+        let at = |secs| start + Duration::from_secs(secs);
+        let written: Vec<u64> = [1, 30, 59, 60, 61, 90, 119, 120, 125, 300]
+            .into_iter()
+            .filter(|&s| seen.due(at(s)))
+            .collect();
+        assert_eq!(written, [60, 120, 300]);
+        // A clock that seems to go back (another task's `now`) writes nothing.
+        assert!(!seen.due(start));
+    }
 }

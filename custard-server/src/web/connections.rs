@@ -1,7 +1,15 @@
 //! The Connections pages: the list with live status, the wizard that creates a
 //! connection and shows its API key once with the agent's setup lines, and one
-//! connection's page (status, business instructions, schema browser, refresh,
-//! rotate key, delete with confirmation).
+//! connection's page (status, how to run the agent, business instructions,
+//! schema browser, refresh, rotate key, delete with confirmation).
+//!
+//! The setup lines (server URL, `docker run`, the binary, an env file, and
+//! for PostgreSQL the read-only role's SQL) are on the connection's page on
+//! every visit, with a placeholder where the key goes; only right after a
+//! create or a rotation do they hold the key itself. Status, last seen and
+//! schema refreshed follow the organisation's status stream in the page
+//! (`data-status-for`, `data-seen-for`, `data-version-for`,
+//! `data-schema-for`), and times are [`LocalTime`]s.
 //!
 //! Every action calls the same function as its API endpoint, so roles,
 //! validation and the hub's side effects (a rotated or deleted connection's
@@ -22,15 +30,17 @@ use custard_core::Schema;
 use serde::Deserialize;
 
 use super::flash::{Flash, Owner};
-use super::{CheckedForm, Csrf, Layout, TokenForm, WebError, WebUser, page, sentence};
+use super::{CheckedForm, Csrf, Layout, LocalTime, TokenForm, WebError, WebUser, page, sentence};
 use crate::accounts::CurrentUser;
+use crate::config::LlmSettings;
 use crate::connections::{
-    self as api, ConnectionView, ConnectionWithKey, CreateConnection, UpdateConnection,
+    self as api, AgentSetup, ConnectionView, ConnectionWithKey, CreateConnection, UpdateConnection,
 };
 use crate::error::AppError;
 use crate::extract::ApiJson;
+use crate::hub::AgentRouter;
 use crate::routes::AppState;
-use crate::store::{ConnectionId, Role};
+use crate::store::{Connection, ConnectionId, Role};
 
 /// The Connections pages' routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
@@ -63,34 +73,84 @@ fn manages(user: &CurrentUser) -> bool {
 /// A new API key with the lines that start the agent, shown once.
 pub(crate) struct NewKey {
     connection_id: String,
-    connection_name: String,
-    status: &'static str,
     api_key: String,
-    env: String,
-    docker_run: String,
-    cargo_run: String,
+    setup: AgentSetup,
 }
 
 // The key is a secret: `Debug` (and so any log line) leaves it and the lines holding it out.
 impl std::fmt::Debug for NewKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewKey")
-            .field("connection_id", &self.connection_id)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
+        f.debug_struct("NewKey").field("connection_id", &self.connection_id).finish_non_exhaustive()
     }
 }
 
 impl From<ConnectionWithKey> for NewKey {
     fn from(c: ConnectionWithKey) -> Self {
-        NewKey {
-            connection_id: c.connection.id,
-            connection_name: c.connection.name,
-            status: c.connection.status,
-            api_key: c.api_key,
-            env: c.setup.env,
-            docker_run: c.setup.docker_run,
-            cargo_run: c.setup.cargo_run,
+        NewKey { connection_id: c.connection.id, api_key: c.api_key, setup: c.setup }
+    }
+}
+
+/// How to run the agent, as a connection's page shows it (`key_panel.html`).
+struct SetupView {
+    /// The new key, right after a create or a rotation; `None` on every later
+    /// visit, when the lines hold [`api::KEY_PLACEHOLDER`] instead.
+    api_key: Option<String>,
+    lines: AgentSetup,
+    /// What stands for the key in the lines without it.
+    placeholder: &'static str,
+    /// Whether the lines start unfolded: with a new key, or no agent online.
+    open: bool,
+}
+
+// The key is a secret: `Debug` leaves it and the lines holding it out.
+impl std::fmt::Debug for SetupView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupView")
+            .field("with_key", &self.api_key.is_some())
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection as the pages show it: the API's view, with times for people
+/// ([`LocalTime`]) where the API has ISO strings.
+#[derive(Debug)]
+struct ConnectionRow {
+    id: String,
+    name: String,
+    /// `PostgreSQL` or `SQLite`.
+    database: &'static str,
+    /// `online`, `offline` or `pending`.
+    status: &'static str,
+    agent_version: Option<String>,
+    /// When an agent was last connected (written down while one is, too).
+    last_seen: Option<LocalTime>,
+    schema_refreshed: Option<LocalTime>,
+    /// The stored schema's fingerprint, empty when none was stored yet.
+    schema_fingerprint: String,
+    key_prefix: String,
+    instructions: String,
+}
+
+impl ConnectionRow {
+    /// The connection with its live status from the agent router.
+    fn new(connection: &Connection, router: &dyn AgentRouter) -> Self {
+        let view = ConnectionView::new(connection, router);
+        ConnectionRow {
+            database: match connection.dialect {
+                custard_core::Dialect::Postgres => "PostgreSQL",
+                custard_core::Dialect::Sqlite => "SQLite",
+                other => other.as_str(),
+            },
+            status: view.status,
+            agent_version: view.agent_version,
+            last_seen: connection.last_seen_at.map(LocalTime::relative),
+            schema_refreshed: connection.schema_refreshed_at.map(LocalTime::relative),
+            schema_fingerprint: view.schema_fingerprint.unwrap_or_default(),
+            key_prefix: view.key_prefix,
+            instructions: view.instructions,
+            id: view.id,
+            name: view.name,
         }
     }
 }
@@ -99,7 +159,7 @@ impl From<ConnectionWithKey> for NewKey {
 #[template(path = "connections.html")]
 struct ListPage {
     layout: Layout,
-    connections: Vec<ConnectionView>,
+    connections: Vec<ConnectionRow>,
     manages: bool,
     name: String,
     db_type: String,
@@ -128,13 +188,13 @@ impl Done {
     }
 }
 
-async fn connection_views(
+async fn connection_rows(
     state: &AppState,
     user: &CurrentUser,
-) -> Result<Vec<ConnectionView>, AppError> {
+) -> Result<Vec<ConnectionRow>, AppError> {
     let inner = state.inner();
     let stored = inner.store.list_connections(user.org()).await?;
-    Ok(stored.iter().map(|c| ConnectionView::new(c, inner.router.as_ref())).collect())
+    Ok(stored.iter().map(|c| ConnectionRow::new(c, inner.router.as_ref())).collect())
 }
 
 /// `GET /connections`: the list with live status and the create form.
@@ -147,7 +207,7 @@ pub(crate) async fn list(
     let csrf = Csrf::of(&state, &headers);
     let html = ListPage {
         layout: csrf.signed_in(&user, "connections"),
-        connections: connection_views(&state, &user).await?,
+        connections: connection_rows(&state, &user).await?,
         manages: manages(&user),
         name: String::new(),
         db_type: "postgresql".to_owned(),
@@ -201,7 +261,7 @@ pub(crate) async fn create(
     let csrf = Csrf::of(&state, &headers);
     let html = ListPage {
         layout: csrf.signed_in(&user, "connections"),
-        connections: connection_views(&state, &user).await?,
+        connections: connection_rows(&state, &user).await?,
         manages: manages(&user),
         name: form.name,
         db_type: form.db_type,
@@ -272,12 +332,18 @@ fn tables_of(schema: &Schema) -> Vec<TableView> {
 #[template(path = "connection.html")]
 struct DetailPage {
     layout: Layout,
-    c: ConnectionView,
+    c: ConnectionRow,
     manages: bool,
-    new_key: Option<NewKey>,
+    setup: SetupView,
+    /// The model that reads the business instructions; `None` when the
+    /// offline engine answers (it does not read them).
+    model: Option<String>,
     tables: Option<Vec<TableView>>,
     schema_error: Option<String>,
     error: Option<String>,
+    /// Where the error is shown: beside the form that failed (`instructions`,
+    /// `delete`), or at the top of the page (empty).
+    error_at: &'static str,
     notice: Option<&'static str>,
 }
 
@@ -286,6 +352,8 @@ struct DetailPage {
 struct DetailExtras {
     new_key: Option<NewKey>,
     error: Option<String>,
+    /// The form the error belongs to; see [`DetailPage::error_at`].
+    error_at: &'static str,
     notice: Option<&'static str>,
     status: Option<StatusCode>,
     /// The name and instructions as submitted, when saving them failed.
@@ -318,18 +386,39 @@ async fn render_detail(
         Err(e) => (None, Some(sentence(&e))),
     };
     let csrf = Csrf::of(state, headers);
-    let mut c = ConnectionView::new(&connection, inner.router.as_ref());
+    let mut c = ConnectionRow::new(&connection, inner.router.as_ref());
+    let setup = match extras.new_key {
+        Some(key) => SetupView {
+            api_key: Some(key.api_key),
+            lines: key.setup,
+            placeholder: api::KEY_PLACEHOLDER,
+            open: true,
+        },
+        None => SetupView {
+            api_key: None,
+            lines: AgentSetup::without_key(&inner.config.public_url, &connection),
+            placeholder: api::KEY_PLACEHOLDER,
+            open: c.status != "online",
+        },
+    };
     if let Some((name, instructions)) = extras.edited {
         (c.name, c.instructions) = (name, instructions);
     }
+    let model = match inner.config.llm() {
+        Ok(LlmSettings::OpenAi { model, .. }) => Some(model),
+        // The server would not have started with bad settings.
+        Ok(LlmSettings::Offline) | Err(_) => None,
+    };
     let html = DetailPage {
         layout: csrf.signed_in(user, "connections"),
         c,
         manages: manages(user),
-        new_key: extras.new_key,
+        setup,
+        model,
         tables,
         schema_error,
         error: extras.error,
+        error_at: extras.error_at,
         notice: extras.notice,
     }
     .render();
@@ -380,6 +469,7 @@ pub(crate) async fn update(
         Err(e) => {
             let extras = DetailExtras {
                 edited: Some((form.name, form.instructions)),
+                error_at: "instructions",
                 ..DetailExtras::failed(&e)
             };
             render_detail(&state, &user, &headers, &id, extras).await
@@ -442,6 +532,7 @@ pub(crate) async fn delete(
                 "Type the connection's name, {}, to confirm deleting it.",
                 connection.name
             )),
+            error_at: "delete",
             status: Some(StatusCode::UNPROCESSABLE_ENTITY),
             ..DetailExtras::default()
         };
