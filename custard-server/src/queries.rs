@@ -1,5 +1,6 @@
 //! Asking questions and their history: `POST /api/v1/query` (and its streaming
-//! variant), the history, feedback that turns answers into examples, and CSV export.
+//! variant), the history (searched, filtered, and deleted from), feedback that
+//! turns answers into examples, and CSV export.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use custard_core::{
@@ -31,7 +32,8 @@ use crate::hub::AgentExecutor;
 use crate::rate_limit::QuestionPermit;
 use crate::routes::AppState;
 use crate::store::{
-    Connection, ConnectionId, ConversationId, NewQueryRecord, QueryFilter, QueryId, QueryRecord,
+    Asker, Connection, ConnectionId, ConversationId, HistoryEntry, NewQueryRecord, OutcomeFilter,
+    QueryDeletion, QueryFilter, QueryId, QueryRecord, UserId,
 };
 
 /// Rows of an answer kept in the history to show it again.
@@ -46,6 +48,8 @@ const ANSWER_ROWS: u64 = 1000;
 /// Rows a CSV export may stream (the agent's own cap may be lower).
 const EXPORT_ROWS: u64 = 100_000_000;
 const MAX_PAGE: u32 = 200;
+/// The longest text the history can be searched for, in characters.
+pub(crate) const MAX_SEARCH_CHARS: usize = 200;
 
 /// Ask pipelines by connection, rebuilt when the schema or the instructions change
 /// (indexing a big schema is the expensive part).
@@ -279,7 +283,7 @@ pub(crate) async fn answer(
         if inner.router.presence(&connection.id).agents == 0 {
             return Err(Failure::from(AppError::from_exec(custard_core::ExecError::new(
                 custard_core::ExecErrorCode::AgentOffline,
-                "no agent is connected for this connection; start the agent (see the connection's setup lines)",
+                "no agent is connected for this connection; start its agent (the connection's page shows how to run it)",
             ))));
         }
         let pipeline = inner.pipelines.get(state, &connection).await?;
@@ -607,10 +611,45 @@ pub(crate) struct QueryDetail {
     pub(crate) result: Value,
 }
 
+/// A recorded question in a page of the history: with who asked it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HistoryItem {
+    #[serde(flatten)]
+    pub(crate) query: QueryView,
+    /// Who asked; null when their account no longer exists.
+    #[schema(required)]
+    pub(crate) asked_by: Option<AskerView>,
+}
+
+impl From<&HistoryEntry> for HistoryItem {
+    fn from(entry: &HistoryEntry) -> Self {
+        HistoryItem {
+            query: QueryView::from(&entry.query),
+            asked_by: entry.asked_by.as_ref().map(AskerView::from),
+        }
+    }
+}
+
+/// The person who asked a question.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AskerView {
+    /// Their full name, or their email when they gave no name.
+    pub(crate) name: String,
+    pub(crate) email: String,
+    /// Whether they are still a member of the organisation.
+    pub(crate) member: bool,
+}
+
+impl From<&Asker> for AskerView {
+    fn from(asker: &Asker) -> Self {
+        AskerView { name: asker.display_name(), email: asker.email.clone(), member: asker.member }
+    }
+}
+
 /// A page of the history.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct QueryPage {
-    pub(crate) queries: Vec<QueryView>,
+    pub(crate) queries: Vec<HistoryItem>,
     pub(crate) limit: u32,
     pub(crate) offset: u32,
     /// The `offset` of the next page, or null on the last page.
@@ -618,13 +657,24 @@ pub(crate) struct QueryPage {
     pub(crate) next_offset: Option<u32>,
 }
 
-/// Which page of the history to list.
+/// Which page of the history to list, and which questions it holds.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
     /// Only questions about this connection.
     #[serde(default)]
     pub(crate) connection_id: Option<String>,
+    /// Only questions this user asked (a user id).
+    #[serde(default)]
+    pub(crate) user_id: Option<String>,
+    /// `answered` or `failed`: only questions with that outcome.
+    #[serde(default)]
+    #[param(example = "failed")]
+    pub(crate) outcome: Option<String>,
+    /// Only questions whose text contains this, ignoring case (at most 200
+    /// characters; `%` and `_` are plain characters, not wildcards).
+    #[serde(default)]
+    pub(crate) q: Option<String>,
     /// 1 to 200; 50 by default.
     #[serde(default)]
     pub(crate) limit: Option<u32>,
@@ -635,7 +685,9 @@ pub(crate) struct ListParams {
 
 /// List asked questions
 ///
-/// The organisation's history, newest first.
+/// The organisation's history, newest first, each question with who asked
+/// it; optionally only one connection's, one person's, answered or failed
+/// ones, or those whose text contains `q`. The filters combine.
 #[utoipa::path(
     get,
     path = "/api/v1/queries",
@@ -644,8 +696,9 @@ pub(crate) struct ListParams {
     params(ListParams),
     responses(
         (status = 200, description = "A page of the history", body = QueryPage),
-        (status = 422, description = "`validation_error`: a parameter that is not a number", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a `limit` or `offset` that is not a number, an `outcome` other than `answered` or `failed`, or a `q` longer than 200 characters", body = ErrorBody),
     )
 )]
 pub(crate) async fn list(
@@ -655,12 +708,84 @@ pub(crate) async fn list(
 ) -> Result<Json<QueryPage>, AppError> {
     let limit = params.limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let offset = params.offset.unwrap_or(0);
-    let filter =
-        QueryFilter { connection_id: params.connection_id.map(ConnectionId::from), limit, offset };
-    let queries = state.inner().store.list_queries(current.org(), filter).await?;
-    let queries: Vec<QueryView> = queries.iter().map(QueryView::from).collect();
+    let outcome = match params.outcome.as_deref().filter(|o| !o.is_empty()) {
+        None => None,
+        Some(name) => Some(OutcomeFilter::parse(name).ok_or_else(|| {
+            AppError::new(ErrorCode::Validation, "outcome must be `answered` or `failed`")
+        })?),
+    };
+    let filter = QueryFilter {
+        connection_id: params.connection_id.filter(|c| !c.is_empty()).map(ConnectionId::from),
+        asked_by: params.user_id.filter(|u| !u.is_empty()).map(UserId::from),
+        outcome,
+        search: search_term(params.q.as_deref().unwrap_or_default())?,
+        limit,
+        offset,
+    };
+    let entries = state.inner().store.list_queries(current.org(), filter).await?;
+    let queries: Vec<HistoryItem> = entries.iter().map(HistoryItem::from).collect();
     let next_offset = (queries.len() == limit as usize).then(|| offset + limit);
     Ok(Json(QueryPage { queries, limit, offset, next_offset }))
+}
+
+/// The history's search text: trimmed, `None` when empty, refused when
+/// longer than [`MAX_SEARCH_CHARS`].
+pub(crate) fn search_term(text: &str) -> Result<Option<String>, AppError> {
+    let text = text.trim();
+    if text.chars().count() > MAX_SEARCH_CHARS {
+        return Err(AppError::new(
+            ErrorCode::Validation,
+            format!("the search text must be at most {MAX_SEARCH_CHARS} characters"),
+        ));
+    }
+    Ok(Some(text.to_owned()).filter(|t| !t.is_empty()))
+}
+
+/// Delete an asked question
+///
+/// Removes a question from the organisation's history: its page, its CSV
+/// export and its use as an example go with it. Members may delete the
+/// questions they asked; owners and admins any.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/queries/{id}",
+    tag = "queries",
+    security(("access_token" = [])),
+    params(("id" = String, Path, description = "The question's id")),
+    responses(
+        (status = 204, description = "The question is deleted"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: someone else asked it, and the caller is not an owner or admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such question in the organisation", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    delete_query(&state, &current, &QueryId::from(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a question of the caller's organisation if the caller may (see
+/// [`delete`]): `forbidden` when not, `not_found` when there is no such question.
+pub(crate) async fn delete_query(
+    state: &AppState,
+    current: &CurrentUser,
+    id: &QueryId,
+) -> Result<(), AppError> {
+    let by = &current.user().id;
+    match state.inner().store.delete_query(current.org(), id, by).await? {
+        QueryDeletion::Deleted => {
+            tracing::info!(query = %id, org = %current.org(), user = %by, "question deleted");
+            Ok(())
+        }
+        QueryDeletion::NotAllowed => Err(AppError::new(
+            ErrorCode::Forbidden,
+            "only the person who asked a question, an owner or an admin may delete it",
+        )),
+    }
 }
 
 /// Get an asked question
@@ -702,7 +827,10 @@ pub(crate) struct FeedbackBody {
 
 /// Give feedback on an answer
 ///
-/// A question marked correct becomes an example for similar later questions.
+/// An answered question marked correct becomes an example for similar later
+/// questions. A failed question takes feedback too (correct: it was right not
+/// to answer; incorrect: it should have been answered), kept in the history
+/// and never used as an example.
 #[utoipa::path(
     post,
     path = "/api/v1/queries/{id}/feedback",
@@ -874,11 +1002,12 @@ pub(crate) async fn export_csv(
             }
         },
     );
-    let filename = format!("custard-{}.csv", q.id);
+    let day = chrono::Utc::now().date_naive();
+    let filename = crate::download::csv_name(&q.record.question, &connection.name, day);
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+            (header::CONTENT_DISPOSITION, crate::download::attachment(&filename)),
         ],
         Body::from_stream(stream),
     )

@@ -1,12 +1,21 @@
-//! The Ask page (`/`): pick a connection, ask, follow the progress, read the
-//! answer card (text, highlighted SQL, sortable table, SVG chart, CSV link,
-//! feedback), and follow up in the same conversation.
+//! The Ask page (`/`): pick a connection, start from an example question the
+//! engine can answer about it, ask, follow the progress, read the card of
+//! each question (answered: text, highlighted SQL, sortable table, SVG chart,
+//! CSV link; failed: what went wrong and what to do), give feedback, and keep
+//! asking in the same conversation, shown as one thread.
 //!
 //! `POST /ask` answers as server-sent events like the API's
 //! `/api/v1/query/stream`, but its `answer` and `error` events carry the
 //! server-rendered card, so the page script only moves HTML around.
+//! `GET /ask/examples` is the example questions of one connection, as the
+//! page shows them (it asks again when another connection is picked).
+//!
+//! Without a language model, the offline engine answers each question on its
+//! own: the page says so instead of promising follow-ups.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use askama::Template;
@@ -14,7 +23,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use custard_core::AskStep;
+use custard_core::llm::OfflineEngine;
+use custard_core::{AskStep, SchemaIndex};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,11 +32,12 @@ use tokio::sync::mpsc;
 
 use super::{CheckedForm, Csrf, Layout, WebError, WebUser, chart, highlight, page, sentence};
 use crate::accounts::CurrentUser;
-use crate::connections::status_of;
+use crate::config::LlmSettings;
+use crate::connections::{load_schema, status_of};
 use crate::error::{AppError, ErrorCode};
 use crate::queries::{self, AnswerView, AskBody, Failure};
 use crate::routes::AppState;
-use crate::store::QueryId;
+use crate::store::{ConnectionId, QueryId};
 
 /// The Ask page's routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
@@ -35,6 +46,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/", get(ask_page))
         // A GET of a form's URL (a reload, a bookmark) is a page, not a method error.
         .route("/ask", get(|| async { Redirect::to("/") }).post(ask))
+        .route("/ask/examples", get(examples))
         .route("/history/{id}/feedback", get(super::history::to_detail).post(feedback))
 }
 
@@ -66,6 +78,11 @@ struct AskPage {
     question: String,
     autorun: bool,
     notice: Option<&'static str>,
+    /// Whether the engine reads earlier questions (a model does; the
+    /// offline engine answers each question on its own).
+    follow_ups: bool,
+    /// The rendered [`ExampleList`] of the selected connection.
+    examples: String,
 }
 
 /// `GET /` query parameters.
@@ -138,6 +155,18 @@ pub(crate) async fn render_ask_page(
             selected: Some(&c.id) == chosen.as_ref(),
         })
         .collect();
+    // Examples already worked out are shown at once; the page script asks
+    // for the others, so a wide schema being indexed does not hold the page.
+    let examples = match stored.iter().find(|c| Some(&c.id) == chosen.as_ref()) {
+        Some(c) => match cached_examples(c) {
+            Some(questions) => ExampleList::ready(state, &c.id, questions),
+            None => ExampleList::loading(&c.id),
+        }
+        .render()
+        .unwrap_or_default(),
+        // No connection: no form, no examples.
+        None => String::new(),
+    };
     let csrf = Csrf::of(state, headers);
     let html = AskPage {
         layout: csrf.signed_in(user, "ask"),
@@ -145,9 +174,123 @@ pub(crate) async fn render_ask_page(
         question: prefill.question,
         autorun,
         notice,
+        follow_ups: takes_follow_ups(state),
+        examples,
     }
     .render();
     Ok(page(StatusCode::OK, html, csrf.cookies()))
+}
+
+/// How many example questions the page shows.
+const EXAMPLES_SHOWN: usize = 5;
+/// Schemas whose example questions are kept, at most (then the cache starts over).
+const EXAMPLE_SCHEMAS: usize = 256;
+
+/// Example questions by schema fingerprint: they depend on the schema alone,
+/// and finding them indexes the schema, which is worth doing once per schema.
+static EXAMPLES: LazyLock<Mutex<HashMap<String, Arc<[String]>>>> = LazyLock::new(Mutex::default);
+
+/// Whether the engine reads a conversation's earlier questions: a language
+/// model does; the offline engine answers each question on its own.
+fn takes_follow_ups(state: &AppState) -> bool {
+    !matches!(state.config().llm(), Ok(LlmSettings::Offline))
+}
+
+/// The example questions of a connection's current schema, when already found.
+fn cached_examples(connection: &crate::store::Connection) -> Option<Arc<[String]>> {
+    let fingerprint = connection.schema_fingerprint.as_ref()?;
+    EXAMPLES.lock().unwrap_or_else(PoisonError::into_inner).get(fingerprint).cloned()
+}
+
+/// The example questions of a connection: questions about its schema that
+/// the offline engine plans into SQL the guard accepts (so a model can
+/// answer them too); `None` while the schema is not known yet.
+async fn find_examples(
+    state: &AppState,
+    connection: &crate::store::Connection,
+) -> Result<Option<Arc<[String]>>, AppError> {
+    if let Some(found) = cached_examples(connection) {
+        return Ok(Some(found));
+    }
+    let schema = match load_schema(state, connection).await {
+        Ok(schema) => schema,
+        Err(e) if e.code == ErrorCode::SchemaUnavailable => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let fingerprint = schema.fingerprint();
+    // Indexing is CPU work proportional to the schema; keep it off the async threads.
+    let questions: Arc<[String]> = tokio::task::spawn_blocking(move || {
+        OfflineEngine::new().example_questions(&SchemaIndex::new(schema), EXAMPLES_SHOWN)
+    })
+    .await
+    .map_err(AppError::internal)?
+    .into();
+    let mut cache = EXAMPLES.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= EXAMPLE_SCHEMAS {
+        cache.clear();
+    }
+    cache.insert(fingerprint, Arc::clone(&questions));
+    Ok(Some(questions))
+}
+
+/// The example questions under the question box.
+#[derive(Template)]
+#[template(path = "ask_examples.html")]
+pub(crate) struct ExampleList {
+    connection_id: String,
+    /// `ready`, `loading` (the page script asks for them) or `pending` (the
+    /// schema is not known yet; the page script asks again when the status
+    /// stream says the connection has one).
+    state: &'static str,
+    questions: Arc<[String]>,
+    /// What the list is, for people.
+    label: &'static str,
+}
+
+impl ExampleList {
+    /// The questions found for a connection.
+    fn ready(state: &AppState, id: &ConnectionId, questions: Arc<[String]>) -> Self {
+        let label = if takes_follow_ups(state) {
+            "Examples to start from:"
+        } else {
+            "Questions the offline engine can answer about this database:"
+        };
+        ExampleList { connection_id: id.as_str().to_owned(), state: "ready", questions, label }
+    }
+
+    /// A placeholder the page script fills in.
+    fn loading(id: &ConnectionId) -> Self {
+        ExampleList {
+            connection_id: id.as_str().to_owned(),
+            state: "loading",
+            questions: Arc::new([]),
+            label: "",
+        }
+    }
+}
+
+/// `GET /ask/examples` parameters.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExamplesParams {
+    /// The connection whose examples to show.
+    #[serde(default)]
+    connection: String,
+}
+
+/// `GET /ask/examples?connection=ID`: the example questions of a connection
+/// as the Ask page shows them (an HTML fragment for the page script).
+pub(crate) async fn examples(
+    State(state): State<AppState>,
+    WebUser(user): WebUser,
+    Query(params): Query<ExamplesParams>,
+) -> Result<Response, WebError> {
+    let id = ConnectionId::from(params.connection);
+    let connection = state.inner().store.get_connection(user.org(), &id).await?;
+    let list = match find_examples(&state, &connection).await? {
+        Some(questions) => ExampleList::ready(&state, &id, questions),
+        None => ExampleList { state: "pending", ..ExampleList::loading(&id) },
+    };
+    Ok(page(StatusCode::OK, list.render(), Vec::new()))
 }
 
 /// The Ask form.
@@ -186,9 +329,9 @@ pub(crate) async fn ask(
         let event = match queries::answer(&state, &user, permit, body, Some(&progress)).await {
             Ok(view) => match AnswerCard::from_answer(&form.question, &view).render() {
                 Ok(html) => Event::default().event("answer").data(no_cr(&html)),
-                Err(e) => error_event(&Failure::from(AppError::internal(e))),
+                Err(e) => error_event(&form.question, &Failure::from(AppError::internal(e))),
             },
-            Err(failure) => error_event(&failure),
+            Err(failure) => error_event(&form.question, &failure),
         };
         let _ = tx.send(event);
     });
@@ -210,11 +353,12 @@ fn step_label(step: AskStep) -> &'static str {
     }
 }
 
-fn error_event(failure: &Failure) -> Event {
-    let html =
-        ErrorCard::new(&failure.error, failure.sql.as_deref(), failure.history_id.as_deref())
-            .render()
-            .unwrap_or_else(|_| "<p class=\"error\">Something went wrong.</p>".to_owned());
+/// The `error` event of a failed question: its card.
+fn error_event(question: &str, failure: &Failure) -> Event {
+    let sql = failure.sql.as_deref();
+    let html = ErrorCard::new(question.trim(), &failure.error, sql, failure.history_id.as_deref())
+        .render()
+        .unwrap_or_else(|_| "<p class=\"error\">Something went wrong.</p>".to_owned());
     Event::default().event("error").data(no_cr(&html))
 }
 
@@ -230,28 +374,36 @@ pub(crate) struct CardColumn {
     numeric: bool,
 }
 
-/// A cell: the text shown and, for numbers, the value to sort by.
+/// A cell: the text shown and, for numbers, the value to sort by and, when
+/// the text rounds it, the exact value (its `title`).
 #[derive(Debug)]
 pub(crate) struct Cell {
     text: String,
     number: Option<f64>,
+    exact: Option<String>,
     null: bool,
 }
 
 impl Cell {
-    /// A cell of a column; numbers get a sort key only in number columns.
-    fn new(value: &Value, numeric: bool) -> Self {
+    /// A cell of a column shown in `format`; numbers get a sort key only in
+    /// number columns, and a readable text (`250,048`) in any.
+    fn new(value: &Value, format: &custard_core::format::NumberFormat) -> Self {
         let number = match value {
-            Value::Number(n) if numeric => n.as_f64(),
-            Value::String(s) if numeric => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+            Value::Number(n) if format.numeric() => n.as_f64(),
+            Value::String(s) if format.numeric() => {
+                s.trim().parse::<f64>().ok().filter(|n| n.is_finite())
+            }
             _ => None,
         };
-        let text = match value {
+        let raw = match value {
             Value::Null => String::new(),
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        Cell { text, number, null: value.is_null() }
+        match format.text(value) {
+            Some(text) if text != raw => Cell { text, number, exact: Some(raw), null: false },
+            _ => Cell { text: raw, number, exact: None, null: value.is_null() },
+        }
     }
 }
 
@@ -277,6 +429,8 @@ pub(crate) struct AnswerCard {
     chart_svg: Option<String>,
     /// The rendered [`Feedback`] buttons.
     feedback: String,
+    /// Whether to link to its history entry (not on the entry's own page).
+    history_link: bool,
 }
 
 /// The parts of an answer a card shows, from a live answer or the history.
@@ -323,15 +477,20 @@ fn numeric_column(type_name: &str, index: usize, rows: &[Vec<Value>]) -> bool {
 impl AnswerCard {
     /// The card of a card input.
     pub(crate) fn new(input: CardInput<'_>) -> Self {
-        let names: Vec<String> = input.columns.iter().map(|(name, _)| name.clone()).collect();
         let numeric: Vec<bool> = input
             .columns
             .iter()
             .enumerate()
             .map(|(i, (_, type_name))| numeric_column(type_name, i, input.rows))
             .collect();
+        let formats: Vec<custard_core::format::NumberFormat> = (input.columns.iter().zip(&numeric))
+            .enumerate()
+            .map(|(i, ((name, _), n))| {
+                custard_core::format::NumberFormat::of(name, *n, i, input.rows)
+            })
+            .collect();
         let chart_svg = input.chart.as_ref().and_then(|(kind, x, y)| {
-            chart::svg(&format!("chart-{}", input.id), kind, x, y, &names, input.rows)
+            chart::html(&format!("chart-{}", input.id), kind, x, y, &input.columns, input.rows)
         });
         AnswerCard {
             id: input.id.to_owned(),
@@ -347,7 +506,7 @@ impl AnswerCard {
             rows: input
                 .rows
                 .iter()
-                .map(|row| row.iter().zip(&numeric).map(|(v, n)| Cell::new(v, *n)).collect())
+                .map(|row| row.iter().zip(&formats).map(|(v, f)| Cell::new(v, f)).collect())
                 .collect(),
             columns: input
                 .columns
@@ -359,10 +518,17 @@ impl AnswerCard {
             truncated: input.truncated,
             partial: input.rows.len() < input.row_count,
             chart_svg,
-            feedback: Feedback { id: input.id.to_owned(), correct: input.feedback }
+            feedback: Feedback { id: input.id.to_owned(), correct: input.feedback, failed: false }
                 .render()
                 .unwrap_or_default(),
+            history_link: true,
         }
+    }
+
+    /// The card on its own history page: no link to that page.
+    pub(crate) fn in_history(mut self) -> Self {
+        self.history_link = false;
+        self
     }
 
     /// The card of a fresh answer.
@@ -393,34 +559,78 @@ fn engine_label(engine: &str) -> String {
     if engine == "offline" { "the offline engine".to_owned() } else { format!("model {engine}") }
 }
 
-/// The thumbs up/down of an answer.
+/// The thumbs up/down of an answer, or of a failure (was it right not to
+/// answer?); only answers marked correct become examples.
 #[derive(Template)]
 #[template(path = "feedback.html")]
 pub(crate) struct Feedback {
     id: String,
     correct: Option<bool>,
+    /// Whether the question failed.
+    failed: bool,
 }
 
-/// An error as the page shows it: what happened, the reason, the SQL tried.
+/// A failed question as the page shows it: the question, what happened, the
+/// reason, what to do, the SQL tried, and feedback once it is in the history.
 #[derive(Template)]
 #[template(path = "error_card.html")]
 pub(crate) struct ErrorCard {
+    question: String,
     title: &'static str,
     message: String,
     code: &'static str,
     sql_html: Option<String>,
     hint: Option<&'static str>,
+    /// Its history entry, when recorded.
     history_id: Option<String>,
+    /// Whether to link to that entry (not on the entry's own page).
+    history_link: bool,
+    /// The rendered [`Feedback`] buttons, once recorded.
+    feedback: String,
+}
+
+/// What to do when the offline engine could not read a question.
+const REPHRASE_OFFLINE: &str = "Rephrase it with the table and column names you mean, or start \
+     from an example question on the Ask page. A language model (CUSTARD_LLM_MODEL on the \
+     server) answers many more kinds of question.";
+/// What to do when a model found no way to answer from this database.
+const REPHRASE: &str = "Rephrase it with the table and column names you mean.";
+
+/// A `cannot_answer` message without the advice the engine and the API add to
+/// it (the card gives its own, once), and whether that advice was to
+/// configure a language model (the offline engine could not read it).
+fn without_advice(message: &str) -> (&str, bool) {
+    const ADVICE: &[&str] =
+        &["configure an llm", "configure a language model", "or rephrase", "rephrase the question"];
+    // ASCII lower case keeps every byte where it was.
+    let lower = message.to_ascii_lowercase();
+    let cut = lower
+        .match_indices("; ")
+        .map(|(i, _)| i)
+        .find(|&i| ADVICE.iter().any(|a| lower[i + 2..].starts_with(a)));
+    match cut {
+        Some(i) => {
+            let advice = &lower[i..];
+            (message[..i].trim_end(), advice.contains("llm") || advice.contains("language model"))
+        }
+        None => (message, false),
+    }
 }
 
 impl ErrorCard {
-    /// The card for an error, with the last SQL tried and its history entry when known.
-    pub(crate) fn new(error: &AppError, sql: Option<&str>, history_id: Option<&str>) -> Self {
+    /// The card for a failed question, with the last SQL tried and its
+    /// history entry (a link and feedback) when recorded.
+    pub(crate) fn new(
+        question: &str,
+        error: &AppError,
+        sql: Option<&str>,
+        history_id: Option<&str>,
+    ) -> Self {
         let (title, hint) = match error.code {
             ErrorCode::AgentOffline => (
                 "The agent is offline",
                 Some(
-                    "Start the agent next to your database; its setup lines are on the Connections page.",
+                    "Start the agent next to your database: the connection's page (under Connections) shows how to run it.",
                 ),
             ),
             ErrorCode::AgentBusy => ("The agent is busy", Some("Try again in a moment.")),
@@ -433,12 +643,7 @@ impl ErrorCard {
             }
             ErrorCode::NoValidQuery | ErrorCode::QueryRejected => ("The SQL was rejected", None),
             ErrorCode::QueryFailed => ("The database refused the query", None),
-            ErrorCode::CannotAnswer => (
-                "Custard could not answer this",
-                Some(
-                    "Rephrase the question with the names of tables or columns, or configure a language model.",
-                ),
-            ),
+            ErrorCode::CannotAnswer => ("Custard could not answer this", Some(REPHRASE)),
             ErrorCode::LlmUnavailable => {
                 ("The language model is unavailable", Some("Try again in a moment."))
             }
@@ -452,14 +657,40 @@ impl ErrorCard {
             ErrorCode::Forbidden => ("The page expired", Some("Reload the page and ask again.")),
             _ => ("Something went wrong", None),
         };
-        ErrorCard {
+        let (message, hint) = if error.code == ErrorCode::CannotAnswer {
+            let (reason, offline) = without_advice(&error.message);
+            let reason = sentence(&AppError::new(error.code, reason));
+            (reason, Some(if offline { REPHRASE_OFFLINE } else { REPHRASE }))
+        } else {
+            (sentence(error), hint)
+        };
+        let mut card = ErrorCard {
+            question: question.to_owned(),
             title,
-            message: sentence(error),
+            message,
             code: error.code.as_str(),
             sql_html: sql.map(highlight::sql_html),
             hint,
             history_id: history_id.map(str::to_owned),
-        }
+            history_link: history_id.is_some(),
+            feedback: String::new(),
+        };
+        card.feedback = card.feedback_html(None);
+        card
+    }
+
+    /// The card on its own history page: no link to that page, and the
+    /// feedback given.
+    pub(crate) fn in_history(mut self, correct: Option<bool>) -> Self {
+        self.history_link = false;
+        self.feedback = self.feedback_html(correct);
+        self
+    }
+
+    /// The feedback buttons, when the failure was recorded.
+    fn feedback_html(&self, correct: Option<bool>) -> String {
+        let Some(id) = &self.history_id else { return String::new() };
+        Feedback { id: id.clone(), correct, failed: true }.render().unwrap_or_default()
     }
 }
 
@@ -488,6 +719,68 @@ pub(crate) async fn feedback(
         }
     };
     let q = state.inner().store.set_feedback(user.org(), &QueryId::from(id), correct).await?;
-    let html = Feedback { id: q.id.as_str().to_owned(), correct: q.feedback }.render();
+    let failed = q.record.outcome != "ok";
+    let html = Feedback { id: q.id.as_str().to_owned(), correct: q.feedback, failed }.render();
     Ok(page(StatusCode::OK, html, Vec::new()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use custard_core::AskError;
+    use custard_core::llm::{LlmError, LlmErrorCode};
+
+    use super::*;
+
+    /// What the offline engine's abstention becomes on the wire.
+    fn abstained(reason: &str) -> AppError {
+        let message =
+            format!("the offline engine {reason}; configure an LLM for questions like this");
+        AppError::from_ask(AskError::Model(LlmError::new(LlmErrorCode::Abstained, message)))
+    }
+
+    #[test]
+    fn the_advice_in_a_message_is_left_to_the_card() {
+        let cases = [
+            (
+                abstained("could not tell which table or column 'revenue' means").message,
+                ("the offline engine could not tell which table or column 'revenue' means", true),
+            ),
+            (
+                "this database cannot answer that: there is no weather; none at all".to_owned(),
+                ("this database cannot answer that: there is no weather; none at all", false),
+            ),
+            (
+                "it found nothing; rephrase the question with the table and column names you \
+                 mean, or configure a language model (CUSTARD_LLM_MODEL)."
+                    .to_owned(),
+                ("it found nothing", true),
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(without_advice(&message), expected, "{message}");
+        }
+    }
+
+    #[test]
+    fn a_failed_card_shows_its_question_the_advice_once_and_takes_feedback() {
+        let error = abstained("could not tell which table or column 'revenue' means");
+        let card = ErrorCard::new("What is the revenue <growth>?", &error, None, Some("q1"));
+        let html = card.render().expect("a card");
+        assert!(html.contains("<h2 class=\"question\">What is the revenue &#60;growth&#62;?</h2>"));
+        assert_eq!(html.to_lowercase().matches("rephrase").count(), 1, "{html}");
+        assert_eq!(html.matches("CUSTARD_LLM_MODEL").count(), 1, "{html}");
+        assert!(html.contains("hx-post=\"/history/q1/feedback\""), "{html}");
+        assert!(html.contains("href=\"/history/q1\""), "a link to the history entry");
+
+        // On its own History page: no link to itself, the feedback given.
+        let html = ErrorCard::new("Q", &error, None, Some("q1")).in_history(Some(false)).render();
+        let html = html.expect("a card");
+        assert!(!html.contains("href=\"/history/q1\""), "{html}");
+        assert!(html.contains("value=\"false\" class=\"small\" aria-pressed=\"true\""), "{html}");
+
+        // Not recorded (the page expired): no feedback to give.
+        let expired = AppError::new(ErrorCode::Forbidden, "the form expired");
+        let html = ErrorCard::new("Q", &expired, None, None).render().expect("a card");
+        assert!(!html.contains("feedback") && !html.contains("/history/"), "{html}");
+    }
 }
