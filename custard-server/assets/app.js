@@ -84,6 +84,42 @@
     showSelectedStatus();
   }
 
+  // The other live fields of a connection, as the templates render them:
+  // last seen ([data-seen-for]), agent version ([data-version-for]), schema
+  // refreshed ([data-schema-for]), and the note that a new schema was read
+  // ([data-schema-note-for], whose data-fingerprint is the schema shown).
+  function mutedText(text) {
+    var span = document.createElement("span");
+    span.className = "muted";
+    span.textContent = text;
+    return span;
+  }
+  function relativeTimeOf(iso) {
+    var time = document.createElement("time");
+    time.setAttribute("datetime", iso);
+    time.setAttribute("data-show", "relative");
+    return time;
+  }
+  function fillConnectionField(selector, id, node) {
+    document.querySelectorAll("[" + selector + '="' + CSS.escape(id) + '"]').forEach(function (el) {
+      el.replaceChildren(typeof node === "string" ? document.createTextNode(node) : node.cloneNode(true));
+      showTimes(el);
+    });
+  }
+  function updateConnectionFields(data) {
+    // A deleted connection's event has its status only.
+    if (!("last_seen_at" in data)) return;
+    fillConnectionField("data-seen-for", data.id, data.status === "online" ? "online now"
+      : data.last_seen_at ? relativeTimeOf(data.last_seen_at) : mutedText("never connected"));
+    fillConnectionField("data-version-for", data.id, data.agent_version || mutedText("none yet"));
+    fillConnectionField("data-schema-for", data.id,
+      data.schema_refreshed_at ? relativeTimeOf(data.schema_refreshed_at) : mutedText("not yet"));
+    document.querySelectorAll('[data-schema-note-for="' + CSS.escape(data.id) + '"]').forEach(function (el) {
+      var shown = el.getAttribute("data-fingerprint") || "";
+      if (data.schema_fingerprint && data.schema_fingerprint !== shown) el.hidden = false;
+    });
+  }
+
   var statusSource = null;
   function startStatusStream() {
     if (!document.querySelector("[data-status-for]") || !window.EventSource) return;
@@ -92,13 +128,20 @@
     statusSource.addEventListener("status", function (event) {
       try {
         var data = JSON.parse(event.data);
-        if (data.id && data.status) updateStatus(data.id, data.status);
+        if (data.id && data.status) {
+          updateStatus(data.id, data.status);
+          updateConnectionFields(data);
+          // The Ask page's examples follow the selected connection's schema.
+          document.dispatchEvent(new CustomEvent("custard:connection", { detail: data }));
+        }
       } catch (e) { /* a malformed event changes nothing */ }
     });
     // The server fell behind and dropped events: a new stream starts with a snapshot.
     statusSource.addEventListener("resync", startStatusStream);
   }
   window.addEventListener("pagehide", function () { if (statusSource) statusSource.close(); });
+  // Back from another page (bfcache): the stream closed on leaving starts again.
+  window.addEventListener("pageshow", function (event) { if (event.persisted) startStatusStream(); });
 
   // The Ask page.
   var form = document.getElementById("ask-form");
@@ -128,15 +171,74 @@
     return rest;
   }
 
-  function insertCard(html) {
+  // Conversations: the cards of one conversation are one thread, the newest
+  // conversation first, its questions in the order they were asked.
+  function newConversationId() {
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) {
+      return ("0" + b.toString(16)).slice(-2);
+    }).join("");
+  }
+
+  function labelThread(thread) {
+    var count = thread.querySelectorAll(":scope > article").length;
+    var current = thread.classList.contains("current");
+    thread.querySelector(".thread-label").textContent =
+      (current ? "Current conversation" : "Earlier conversation") +
+      " · " + count + (count === 1 ? " question" : " questions");
+  }
+
+  // Ends the current thread: the next question starts another.
+  function endConversation() {
+    document.getElementById("conversation-id").value = "";
+    document.getElementById("new-conversation").hidden = true;
+    document.querySelectorAll("#answers > .thread.current").forEach(function (thread) {
+      thread.classList.remove("current");
+      labelThread(thread);
+    });
+  }
+
+  function currentThread() {
     var answers = document.getElementById("answers");
+    var id = document.getElementById("conversation-id").value;
+    var found = null;
+    answers.querySelectorAll(":scope > .thread").forEach(function (thread) {
+      if (thread.getAttribute("data-conversation") === id) found = thread;
+    });
+    if (found) return found;
+    answers.querySelectorAll(":scope > .thread.current").forEach(function (thread) {
+      thread.classList.remove("current");
+      labelThread(thread);
+    });
+    var thread = document.createElement("section");
+    thread.className = "thread current";
+    thread.setAttribute("data-conversation", id);
+    var label = document.createElement("p");
+    label.className = "thread-label";
+    label.id = "thread-" + (id || newConversationId());
+    thread.setAttribute("aria-labelledby", label.id);
+    thread.appendChild(label);
+    answers.insertBefore(thread, answers.firstChild);
+    return thread;
+  }
+
+  // Puts a card at the end of the current conversation's thread.
+  function placeCard(card) {
+    var thread = currentThread();
+    thread.appendChild(card);
+    labelThread(thread);
+    document.getElementById("new-conversation").hidden = false;
+    card.scrollIntoView({ block: "start" });
+  }
+
+  function insertCard(html) {
     var holder = document.createElement("div");
     holder.innerHTML = html;
     var card = holder.firstElementChild;
     if (!card) return null;
-    answers.appendChild(card);
+    placeCard(card);
     if (window.htmx) window.htmx.process(card);
-    card.scrollIntoView({ block: "start" });
     return card;
   }
 
@@ -152,6 +254,10 @@
       return;
     }
     question.removeAttribute("aria-invalid");
+    var asked = question.value.trim();
+    // The page names each conversation, so a failed first question has its thread too.
+    var conversation = document.getElementById("conversation-id");
+    if (!conversation.value) conversation.value = newConversationId();
     var button = document.getElementById("ask-button");
     var progress = document.getElementById("progress");
     var steps = document.getElementById("steps");
@@ -183,13 +289,13 @@
       } else if (name === "answer") {
         var card = insertCard(data);
         if (card) {
-          document.getElementById("conversation-id").value = card.getAttribute("data-conversation");
-          document.getElementById("new-conversation").hidden = false;
+          conversation.value = card.getAttribute("data-conversation") || conversation.value;
           question.value = "";
         }
         finish();
         question.focus();
       } else if (name === "error") {
+        // The question stays in the box, to be corrected and asked again.
         insertCard(data);
         finish();
         question.focus();
@@ -235,16 +341,52 @@
       var card = document.createElement("article");
       card.className = "card notice bad answer-error";
       card.setAttribute("role", "alert");
-      var title = document.createElement("h2");
-      title.textContent = "The question could not be asked";
+      var heading = document.createElement("h2");
+      heading.className = "question";
+      heading.textContent = asked;
+      var title = document.createElement("p");
+      title.className = "error-title";
+      title.appendChild(document.createElement("strong")).textContent =
+        "The question could not be asked";
       var text = document.createElement("p");
       text.textContent = message;
+      card.appendChild(heading);
       card.appendChild(title);
       card.appendChild(text);
-      document.getElementById("answers").appendChild(card);
+      placeCard(card);
       finish();
     }
   }
+
+  // Example questions: a click asks one; they follow the selected connection.
+  function loadExamples() {
+    var box = document.getElementById("examples");
+    if (!box || !select) return;
+    var id = select.value;
+    box.setAttribute("data-examples-for", id);
+    box.setAttribute("data-state", "loading");
+    fetch("/ask/examples?connection=" + encodeURIComponent(id), { credentials: "same-origin" })
+      .then(function (response) {
+        return response.ok && !response.redirected ? response.text() : null;
+      })
+      .then(function (html) {
+        var shown = document.getElementById("examples");
+        if (html === null || !shown || select.value !== id) return;
+        var holder = document.createElement("div");
+        holder.innerHTML = html;
+        if (holder.firstElementChild) shown.replaceWith(holder.firstElementChild);
+      })
+      .catch(function () { /* no examples; asking works as before */ });
+  }
+  // The selected connection's schema arrived (its agent connected or it was refreshed).
+  document.addEventListener("custard:connection", function (event) {
+    var box = document.getElementById("examples");
+    var data = event.detail || {};
+    if (box && select && data.id === select.value && data.schema_fingerprint
+        && box.getAttribute("data-state") === "pending") {
+      loadExamples();
+    }
+  });
 
   if (form) {
     form.addEventListener("submit", ask);
@@ -254,20 +396,34 @@
         form.requestSubmit();
       }
     });
+    form.addEventListener("click", function (event) {
+      var example = event.target.closest("button.example");
+      if (!example || asking) return;
+      document.getElementById("question").value = example.getAttribute("data-question");
+      form.requestSubmit();
+    });
     document.getElementById("new-conversation").addEventListener("click", function () {
-      document.getElementById("conversation-id").value = "";
-      document.getElementById("answers").innerHTML = "";
-      this.hidden = true;
+      endConversation();
       document.getElementById("question").focus();
     });
     select.addEventListener("change", function () {
       // Another database starts another conversation.
-      document.getElementById("conversation-id").value = "";
-      document.getElementById("new-conversation").hidden = true;
+      endConversation();
       showSelectedStatus();
+      loadExamples();
     });
     showSelectedStatus();
-    if (form.getAttribute("data-autorun") === "true") form.requestSubmit();
+    var examples = document.getElementById("examples");
+    if (examples && examples.getAttribute("data-state") === "loading") loadExamples();
+    if (form.getAttribute("data-autorun") === "true") {
+      form.requestSubmit();
+      // Asked once: a reload is a fresh Ask page, as after any question.
+      if (window.history.replaceState) {
+        window.history.replaceState(null, "", "/?connection=" + encodeURIComponent(select.value));
+      }
+    } else {
+      document.getElementById("question").focus();
+    }
   }
 
   // Plain forms: the pressed button says it is working until the next page.
@@ -311,6 +467,47 @@
   document.addEventListener("htmx:sendError", function (event) {
     htmxFailed(event, "Custard could not be reached. Check your network and try again.");
   });
+
+  // Times: <time datetime data-show="exact|relative"> carry UTC text from the
+  // server; show them in the browser's time zone, relative ones kept current.
+  var exactFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  var relativeFormat = window.Intl && Intl.RelativeTimeFormat
+    ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto" }) : null;
+  var units = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400],
+    ["hour", 3600], ["minute", 60]];
+  function relativeText(when) {
+    var seconds = (when.getTime() - Date.now()) / 1000;
+    if (!relativeFormat) return exactFormat.format(when);
+    if (Math.abs(seconds) < 45) return seconds <= 0 ? "just now" : "in a moment";
+    for (var i = 0; i < units.length; i++) {
+      if (Math.abs(seconds) >= units[i][1] || units[i][0] === "minute") {
+        return relativeFormat.format(Math.round(seconds / units[i][1]), units[i][0]);
+      }
+    }
+    return exactFormat.format(when);
+  }
+  function showTimes(root) {
+    var times = (root || document).querySelectorAll("time[datetime][data-show]");
+    for (var i = 0; i < times.length; i++) {
+      var when = new Date(times[i].getAttribute("datetime"));
+      if (isNaN(when.getTime())) continue;
+      var exact = exactFormat.format(when);
+      times[i].title = exact;
+      times[i].textContent =
+        times[i].getAttribute("data-show") === "relative" ? relativeText(when) : exact;
+    }
+  }
+  window.custardShowTimes = showTimes;
+  showTimes(document);
+  setInterval(function () { showTimes(document); }, 30000);
+  new MutationObserver(function (changes) {
+    for (var i = 0; i < changes.length; i++) {
+      for (var j = 0; j < changes[i].addedNodes.length; j++) {
+        var node = changes[i].addedNodes[j];
+        if (node.nodeType === 1) showTimes(node.parentNode || node);
+      }
+    }
+  }).observe(document.body, { childList: true, subtree: true });
 
   startStatusStream();
 })();

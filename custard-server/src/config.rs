@@ -84,6 +84,10 @@ pub struct ServerConfig {
     /// before each event it sends).
     #[arg(long, env = "CUSTARD_SESSION_RECHECK_MS", default_value_t = 30_000, hide = true)]
     pub session_recheck_ms: u64,
+    /// The bearer token a Prometheus scraper sends to `GET /metrics`
+    /// (`Authorization: Bearer <token>`); without it `/metrics` is off.
+    #[arg(long, env = "CUSTARD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// Which engine writes SQL, as configured.
@@ -183,6 +187,7 @@ impl fmt::Debug for ServerConfig {
             .field("data_dir", &self.data_dir)
             .field("public_url", &self.public_url)
             .field("smtp", &self.smtp_url.is_some())
+            .field("metrics_token", &self.metrics_token.is_some())
             .field("llm_model", &self.llm_model)
             .field("llm_base_url", &self.llm_base_url)
             .field("demo", &self.demo)

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 mod connections;
 mod demo;
+mod download;
 mod error;
 pub mod extract;
 pub mod hashing;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
@@ -18,6 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::auth::{hash_secret, hashes_equal};
+use crate::error::{AppError, ErrorCode};
 use crate::routes::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,18 +108,70 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
     response
 }
 
-/// `GET /metrics`.
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`, for the holder of the configured metrics token only: the
+/// counters show every route's traffic and latency and the outcomes of all
+/// tenants' questions, which are the operator's business. Without a
+/// configured token the endpoint is off.
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(expected) = state.config().metrics_token.as_deref().filter(|t| !t.is_empty()) else {
+        return AppError::new(
+            ErrorCode::NotFound,
+            "metrics are off; set CUSTARD_METRICS_TOKEN and scrape with that bearer token",
+        )
+        .into_response();
+    };
+    let offered = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Hashes first, so the comparison takes the same time whatever the lengths.
+    if !hashes_equal(&hash_secret(offered), &hash_secret(expected)) {
+        return AppError::new(ErrorCode::Unauthorized, "the metrics token is missing or wrong")
+            .into_response();
+    }
     let inner = state.inner();
     match inner.metrics.render(inner.router.agents_online()) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response(),
-        Err(e) => crate::error::AppError::internal(e).into_response(),
+        Err(e) => AppError::internal(e).into_response(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use clap::Parser as _;
+    use tower::ServiceExt as _;
+
+    /// The status of `GET /metrics` with `authorization`, on a server started with `args`.
+    async fn scrape(args: &[&str], authorization: Option<&str>) -> StatusCode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_str().expect("utf-8");
+        let mut all = vec!["custard-server", "--data-dir", data_dir];
+        all.extend_from_slice(args);
+        let config = crate::config::ServerConfig::parse_from(all);
+        let app = crate::routes::app(AppState::open(config).expect("state"));
+        let mut request = axum::http::Request::builder().uri("/metrics");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response =
+            app.oneshot(request.body(Body::empty()).expect("request")).await.expect("infallible");
+        response.status()
+    }
+
+    #[tokio::test]
+    async fn metrics_answer_only_the_configured_token() {
+        let token = ["--metrics-token", "scrape-secret-1"];
+        assert_eq!(scrape(&[], None).await, StatusCode::NOT_FOUND, "off without a token");
+        assert_eq!(scrape(&[], Some("Bearer ")).await, StatusCode::NOT_FOUND);
+        assert_eq!(scrape(&token, None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(scrape(&token, Some("Bearer scrape-secret")).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(scrape(&token, Some("scrape-secret-1")).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(scrape(&token, Some("Bearer scrape-secret-1")).await, StatusCode::OK);
+    }
 
     #[test]
     fn renders_counters_by_label() {

@@ -23,6 +23,8 @@ pub(crate) const DOCS_PATH: &str = "/api/v1/docs";
 const USER_TOKEN: &str = "access_token";
 /// The security scheme of the agent's socket: a connection's API key.
 const AGENT_KEY: &str = "agent_api_key";
+/// The security scheme of `/metrics`: the operator's `CUSTARD_METRICS_TOKEN`.
+const METRICS_TOKEN: &str = "metrics_token";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,7 +53,7 @@ const AGENT_KEY: &str = "agent_api_key";
 )]
 struct ApiDoc;
 
-/// Adds the two bearer schemes the operations refer to.
+/// Adds the bearer schemes the operations refer to.
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -71,6 +73,11 @@ impl Modify for SecuritySchemes {
             ))
             .build();
         components.add_security_scheme(AGENT_KEY, SecurityScheme::Http(agent));
+        let metrics = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("The token set in `CUSTARD_METRICS_TOKEN` on the server."))
+            .build();
+        components.add_security_scheme(METRICS_TOKEN, SecurityScheme::Http(metrics));
     }
 }
 

@@ -156,6 +156,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::web::pages())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::error_pages))
         // A route layer sees the matched route; unmatched paths are not counted,
         // so random URLs cannot grow the label set.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -178,15 +179,18 @@ pub(crate) fn endpoints() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::verify_email_post, accounts::verify_email_get))
         .routes(routes!(accounts::login))
         .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::logout_others))
+        .routes(routes!(accounts::resend_verification_email))
         .routes(routes!(accounts::forgot_password))
         .routes(routes!(accounts::reset_password))
         .routes(routes!(accounts::profile, accounts::update_profile))
         .routes(routes!(accounts::change_password))
         .routes(routes!(accounts::accept_invitation))
-        .routes(routes!(accounts::organization))
+        .routes(routes!(accounts::organization, accounts::delete_organization))
         .routes(routes!(accounts::members))
         .routes(routes!(accounts::invite, accounts::list_invitations))
         .routes(routes!(accounts::revoke_invitation))
+        .routes(routes!(accounts::resend_invitation))
         .routes(routes!(accounts::change_role, accounts::remove_member))
         .routes(routes!(connections::create, connections::list))
         .routes(routes!(connections::events))
@@ -198,7 +202,7 @@ pub(crate) fn endpoints() -> OpenApiRouter<AppState> {
         .routes(routes!(queries::ask))
         .routes(routes!(queries::ask_stream))
         .routes(routes!(queries::list))
-        .routes(routes!(queries::get))
+        .routes(routes!(queries::get, queries::delete))
         .routes(routes!(queries::feedback))
         .routes(routes!(queries::export_csv))
 }
@@ -333,19 +337,23 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
 /// Prometheus metrics
 ///
 /// HTTP requests and latencies by route, agents online and questions by
-/// outcome, in the Prometheus text format.
+/// outcome, in the Prometheus text format. Only with the bearer token set in
+/// `CUSTARD_METRICS_TOKEN`; without one configured, the endpoint is off.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "meta",
+    security(("metrics_token" = [])),
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "`unauthorized`: no token, or not the configured one", body = ErrorBody),
+        (status = 404, description = "`not_found`: metrics are off (no token configured)", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     )
 )]
-async fn metrics(state: State<AppState>) -> Response {
+async fn metrics(state: State<AppState>, headers: HeaderMap) -> Response {
     // Documented here because `metrics` only knows how to serve.
-    metrics::metrics(state).await
+    metrics::metrics(state, headers).await
 }
 
 /// The agent's WebSocket

@@ -1803,6 +1803,7 @@ async fn every_web_form_redirects_and_a_get_of_its_url_is_a_page() {
             "/ask".into(),
             format!("/history/{query}/feedback"),
             format!("/history/{query}/rerun"),
+            format!("/history/{query}/delete"),
         ];
         for cookie in [web.cookie.as_str(), ""] {
             for url in &urls {
@@ -1854,25 +1855,34 @@ async fn every_web_form_redirects_and_a_get_of_its_url_is_a_page() {
             ),
             (format!("/history/{query}/rerun"), vec![], format!("/?rerun={query}")),
             (
+                format!("/history/{query}/delete"),
+                vec![("q", "how many"), ("offset", "0")],
+                "/history?q=how+many&done=deleted".into(),
+            ),
+            (
                 "/settings/profile".into(),
                 vec![("first_name", "Ada"), ("last_name", "King")],
-                "/settings?done=profile".into(),
+                "/settings?done=profile#profile".into(),
             ),
             (
                 format!("/settings/members/{member}/role"),
                 vec![("role", "admin")],
-                "/settings?done=role".into(),
+                "/settings?done=role#members".into(),
             ),
-            (format!("/settings/members/{member}/remove"), vec![], "/settings?done=removed".into()),
+            (
+                format!("/settings/members/{member}/remove"),
+                vec![],
+                "/settings?done=removed#members".into(),
+            ),
             (
                 "/settings/invitations".into(),
                 vec![("email", "x@example.com"), ("role", "member")],
-                "/settings?done=invited".into(),
+                "/settings?done=invited#invitations".into(),
             ),
             (
                 format!("/settings/invitations/{invitation}/revoke"),
                 vec![],
-                "/settings?done=revoked".into(),
+                "/settings?done=revoked#invitations".into(),
             ),
             (
                 "/settings/password".into(),
@@ -1881,7 +1891,7 @@ async fn every_web_form_redirects_and_a_get_of_its_url_is_a_page() {
                     ("new_password", new_password),
                     ("confirm_password", new_password),
                 ],
-                "/settings?done=password".into(),
+                "/settings?done=password#password".into(),
             ),
             (
                 "/login".into(),
@@ -2101,6 +2111,7 @@ async fn every_web_form_refuses_a_post_without_its_csrf_token() {
             ("/ask".into(), vec![("connection_id", &conn), ("question", HOW_MANY)]),
             (format!("/history/{query}/feedback"), vec![("correct", "true")]),
             (format!("/history/{query}/rerun"), vec![]),
+            (format!("/history/{query}/delete"), vec![]),
         ];
         for (path, form) in &forms {
             let (status, _, _) = p.web("POST", path, &web.cookie, Some(form), None).await;
@@ -2477,6 +2488,136 @@ async fn questions_in_flight_are_limited_per_organisation() {
             (StatusCode::SERVICE_UNAVAILABLE, "agent_offline"),
             "admitted again"
         );
+    })
+    .await;
+}
+
+/// The history through the API and the web list: who asked each question;
+/// search (any case, `%` and `_` literal), outcome and person filters, which
+/// combine; deleting one's own question, an owner deleting anyone's, a
+/// member refused someone else's (403), another organisation seeing nothing
+/// (404); a deleted question's page and CSV are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_searched_filtered_and_deleted_by_its_rules() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let b = p.user("b@example.com", "Org B").await;
+        let (mo_id, mo) = p.member_of(&a, "mo@example.com").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        p.shop_agent(&a, &conn, &key, 3).await;
+        let weather = "what will the weather be like in Paris tomorrow?";
+        let asked = [
+            (&a, HOW_MANY, StatusCode::OK),
+            (&mo, HOW_MANY, StatusCode::OK),
+            (&mo, weather, StatusCode::UNPROCESSABLE_ENTITY),
+        ];
+        for (token, question, want) in asked {
+            let (status, reply) = p.ask(token, &conn, question).await;
+            assert_eq!(status, want, "{question}: {reply}");
+        }
+        let listed = |reply: &Value| -> Vec<(String, String, String)> {
+            reply["queries"]
+                .as_array()
+                .expect("queries")
+                .iter()
+                .map(|q| {
+                    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                    (text(&q["id"]), text(&q["asked_by"]["name"]), text(&q["outcome"]))
+                })
+                .collect()
+        };
+        let all = listed(&p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await);
+        let who: Vec<(&str, &str)> = all.iter().map(|q| (q.1.as_str(), q.2.as_str())).collect();
+        assert_eq!(
+            who,
+            [("Mo Member", "cannot_answer"), ("Mo Member", "ok"), ("Ada Lovelace", "ok")],
+            "newest first, each with who asked"
+        );
+        let (mo_failed, mo_answered, a_answered) = (&all[0].0, &all[1].0, &all[2].0);
+
+        // (query string, the questions listed, newest first)
+        let long = "x".repeat(201);
+        let cases: Vec<(String, Vec<&String>)> = vec![
+            (format!("user_id={mo_id}"), vec![mo_failed, mo_answered]),
+            ("outcome=failed".into(), vec![mo_failed]),
+            ("outcome=answered".into(), vec![mo_answered, a_answered]),
+            ("q=CUSTOMERS".into(), vec![mo_answered, a_answered]),
+            ("q=%25".into(), vec![]),
+            ("q=_".into(), vec![]),
+            ("q=%20Paris%20".into(), vec![mo_failed]),
+            (format!("q=many&outcome=answered&user_id={mo_id}"), vec![mo_answered]),
+            (format!("connection_id={conn}&outcome=failed"), vec![mo_failed]),
+            ("user_id=nobody".into(), vec![]),
+        ];
+        for (query, expected) in &cases {
+            let path = format!("/api/v1/queries?{query}");
+            let reply = p.ok(StatusCode::OK, "GET", &path, &a, None).await;
+            let got: Vec<String> = listed(&reply).into_iter().map(|q| q.0).collect();
+            let expected: Vec<String> = expected.iter().map(|id| (*id).clone()).collect();
+            assert_eq!(got, expected, "?{query}");
+        }
+        for query in ["outcome=maybe".to_owned(), format!("q={long}")] {
+            let (status, reply) =
+                p.call("GET", &format!("/api/v1/queries?{query}"), Some(&a), None).await;
+            assert_eq!(
+                (status, code(&reply)),
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
+                "?{query}"
+            );
+        }
+
+        // A member may not delete someone else's question; another
+        // organisation cannot even see it. Neither changes anything.
+        let path = |id: &str| format!("/api/v1/queries/{id}");
+        let (status, reply) = p.call("DELETE", &path(a_answered), Some(&mo), None).await;
+        assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "forbidden"), "{reply}");
+        let (status, reply) = p.call("DELETE", &path(a_answered), Some(&b), None).await;
+        assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "not_found"), "{reply}");
+        p.ok(StatusCode::OK, "GET", &path(a_answered), &a, None).await;
+
+        // The web list offers deleting only what the viewer may delete, and
+        // a refused or foreign delete returns to the list saying why.
+        let mut web_mo = p.web_session(&mo).await;
+        let web_a = p.web_session(&a).await;
+        let form_of = |id: &str| format!("action=\"/history/{id}/delete\"");
+        let page = p.page(&web_mo, "/history").await;
+        assert!(page.contains(&form_of(mo_answered)) && !page.contains(&form_of(a_answered)));
+        let page = p.page(&web_a, "/history").await;
+        assert!(page.contains(&form_of(mo_answered)) && page.contains(&form_of(a_answered)));
+        let back = [("q", "many"), ("outcome", "answered"), ("offset", "0")];
+        let web_delete = |id: &str| format!("/history/{id}/delete");
+        let to = p.post_redirects(&mut web_mo, &web_delete(a_answered), &back).await;
+        assert_eq!(to, "/history?q=many&outcome=answered&done=not-allowed");
+        assert!(p.page(&web_mo, &to).await.contains("You can delete only the questions you asked"));
+        let mut web_b = p.web_session(&b).await;
+        let to = p.post_redirects(&mut web_b, &web_delete(a_answered), &[]).await;
+        assert_eq!(to, "/history?done=gone");
+        p.ok(StatusCode::OK, "GET", &path(a_answered), &a, None).await;
+
+        // The asker deletes their own: its page and CSV go with it.
+        let to = p.post_redirects(&mut web_mo, &web_delete(mo_answered), &back).await;
+        assert_eq!(to, "/history?q=many&outcome=answered&done=deleted");
+        let page = p.page(&web_mo, &to).await;
+        assert!(page.contains("The question was deleted") && page.contains(HOW_MANY), "{page}");
+        for gone in [path(mo_answered), format!("{}/export.csv", path(mo_answered))] {
+            let (status, reply) = p.call("GET", &gone, Some(&mo), None).await;
+            assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "not_found"), "{gone}");
+        }
+        for gone in
+            [format!("/history/{mo_answered}"), format!("/history/{mo_answered}/export.csv")]
+        {
+            let (status, _, _) = p.web("GET", &gone, &web_mo.cookie, None, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
+        }
+        let (status, reply) = p.call("DELETE", &path(mo_answered), Some(&mo), None).await;
+        assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "not_found"), "{reply}");
+
+        // An owner deletes anyone's.
+        let (status, reply) = p.call("DELETE", &path(mo_failed), Some(&a), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{reply}");
+        let left = listed(&p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await);
+        assert_eq!(left.iter().map(|q| &q.0).collect::<Vec<_>>(), [a_answered]);
     })
     .await;
 }

@@ -16,6 +16,30 @@ use custard_testkit::browser::{Browser, DESKTOP_SIZE};
 #[path = "ui/flow.rs"]
 mod flow;
 
+/// The demo server (`--demo`) that page tests sign in to.
+#[path = "ui/demo.rs"]
+mod demo;
+
+/// The Ask page: cards, failures, follow-ups, example questions.
+#[path = "ui/ask_page.rs"]
+mod ask_page;
+
+/// History: the list, its search and filters, deletion.
+#[path = "ui/history_page.rs"]
+mod history_page;
+
+/// The connection pages: setup lines, times, live status, instructions.
+#[path = "ui/connection_page.rs"]
+mod connection_page;
+
+/// Accounts and Settings: sessions, verification, invitations, errors in view.
+#[path = "ui/account_pages.rs"]
+mod account_pages;
+
+/// Charts and numbers as people read them.
+#[path = "ui/charts.rs"]
+mod charts;
+
 /// The longest any one test may take, browser start included.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 /// How long a page may take to render what a test waits for.
@@ -314,4 +338,33 @@ async fn signing_up_verifying_and_resetting_a_password_in_chromium() {
     tokio::time::timeout(ACCOUNT_FLOW_LIMIT, flow)
         .await
         .expect("the flow finished within its time limit");
+}
+
+/// A wrong link signed in is not a dead end: the error page keeps the menu
+/// (and its sign-out form works); signed out, it has none.
+#[tokio::test(flavor = "multi_thread")]
+async fn error_pages_keep_the_menu_when_signed_in() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        verified_user(&dir).await;
+        let base = serve(&dir).await;
+        let browser = Browser::start().await;
+
+        browser.goto(&format!("{base}/no-such-page")).await;
+        browser.wait_for_text("main h1", "Not found", RENDER_LIMIT).await;
+        assert!(!browser.source().await.contains("class=\"nav\""), "no menu signed out");
+
+        sign_in_as(&browser, &base, EMAIL, PASSWORD).await;
+        browser.wait_for_text(".who", EMAIL, RENDER_LIMIT).await;
+        for path in ["/no-such-page", "/history/no-such-question", "/connections/no-such-one"] {
+            browser.goto(&format!("{base}{path}")).await;
+            browser.wait_for_text("main h1", "Not found", RENDER_LIMIT).await;
+            assert_eq!(browser.text_of(".who").await, EMAIL, "the menu on {path}");
+        }
+        browser.screenshot("not-found-signed-in-desktop").await;
+        browser.click("form[action='/logout'] button").await;
+        browser.wait_for("form[action='/login']", RENDER_LIMIT).await;
+        browser.close().await;
+    })
+    .await;
 }

@@ -243,7 +243,7 @@ impl From<crate::store::StoreError> for WebError {
     }
 }
 
-#[derive(Template)]
+#[derive(Template, Clone)]
 #[template(path = "error_page.html")]
 struct ErrorPage {
     layout: Layout,
@@ -264,12 +264,18 @@ impl IntoResponse for WebError {
             _ if status.is_server_error() => "Something went wrong",
             _ => "That did not work",
         };
-        // The error page has no menu and no form, so it needs no CSRF token.
+        // Rendered signed out here (no menu, so no CSRF token needed);
+        // [`error_pages`] renders it again with the menu for a signed-in browser.
         let layout = Layout { csrf_token: String::new(), email: None, active: "" };
-        let html =
-            ErrorPage { layout, title, message: sentence(&self.0), code: self.0.code.as_str() }
-                .render();
-        let mut response = page(status, html, Vec::new());
+        let message = if self.0.code == ErrorCode::NotFound && self.0.message == "not found" {
+            // The store's bare message says no more than the title.
+            "Nothing is here: the link may be old, or what it led to was deleted.".to_owned()
+        } else {
+            sentence(&self.0)
+        };
+        let error_page = ErrorPage { layout, title, message, code: self.0.code.as_str() };
+        let mut response = page(status, error_page.render(), Vec::new());
+        response.extensions_mut().insert(error_page);
         if let Some((name, value)) = self.0.retry_after_header()
             && let Ok(value) = axum::http::HeaderValue::from_str(&value)
         {
@@ -277,6 +283,32 @@ impl IntoResponse for WebError {
         }
         response
     }
+}
+
+/// Middleware: an error page ([`WebError`]) answered to a signed-in browser
+/// keeps the menu, so a wrong link is not a dead end. Handlers and the
+/// fallback make error pages without knowing who asked; only they pay for the
+/// session lookup here.
+pub(crate) async fn error_pages(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let session = session::cookie_value(request.headers(), session::SESSION_COOKIE);
+    let headers = session.as_ref().map(|_| request.headers().clone());
+    let mut response = next.run(request).await;
+    let Some(mut error_page) = response.extensions_mut().remove::<ErrorPage>() else {
+        return response;
+    };
+    let (Some(token), Some(headers)) = (session, headers) else { return response };
+    let Ok(user) = CurrentUser::of_token(&state, &token).await else { return response };
+    let csrf = Csrf::of(&state, &headers);
+    error_page.layout = csrf.signed_in(&user, "");
+    let Ok(html) = error_page.render() else { return response };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    session::set_cookies(&mut parts.headers, csrf.cookies());
+    Response::from_parts(parts, axum::body::Body::from(html))
 }
 
 /// A message for people from an API error: the message capitalised as a
@@ -324,6 +356,38 @@ pub(crate) fn duration_text(ms: f64) -> String {
 /// A moment for people, in UTC: `2026-11-25 14:03 UTC`.
 pub(crate) fn time_text(at: &chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// A moment as a `<time>` element for templates (`{{ at|safe }}`): the UTC
+/// text of [`time_text`] for pages read without script, which the page script
+/// rewrites in the browser's time zone, as "3 minutes ago" when `relative`
+/// (kept current while the page is open), with the exact time as its title.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalTime {
+    at: chrono::DateTime<chrono::Utc>,
+    relative: bool,
+}
+
+impl LocalTime {
+    /// A date and time (`5 Dec 2026, 14:03` in the browser's zone).
+    pub(crate) fn exact(at: chrono::DateTime<chrono::Utc>) -> Self {
+        LocalTime { at, relative: false }
+    }
+
+    /// How long ago or until (`3 minutes ago`, `in 2 days`).
+    pub(crate) fn relative(at: chrono::DateTime<chrono::Utc>) -> Self {
+        LocalTime { at, relative: true }
+    }
+}
+
+impl std::fmt::Display for LocalTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let iso = self.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let text = time_text(&self.at);
+        let style = if self.relative { "relative" } else { "exact" };
+        // Both strings are digits, letters and punctuation of our own making.
+        write!(f, r#"<time datetime="{iso}" data-show="{style}" title="{text}">{text}</time>"#)
+    }
 }
 
 /// `GET /assets/{name}`: the stylesheet, the script and vendored htmx, compiled in.

@@ -197,7 +197,7 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
             .await
             .expect("reading the marker");
         assert_eq!(still, marker, "the status changed in the same page");
-        let shot = browser.screenshot("connections-desktop").await;
+        let shot = browser.screenshot("flow-connections-desktop").await;
         println!("screenshot: {}", shot.display());
 
         // Ask with Enter: progress, then the answer card with the table and chart.
@@ -278,10 +278,11 @@ async fn sign_up_to_answer_in_chromium_and_other_organisations_see_nothing() {
 
         // Both are in History, newest first; the first one shows its feedback.
         browser.goto(&server.url("/history")).await;
-        let history = browser.wait_for_text("table.history", question, RENDER_LIMIT).await;
-        assert!(history.contains(follow_up) && history.contains("ok"), "{history}");
+        let history = browser.wait_for_text("#history-list", question, RENDER_LIMIT).await;
+        assert!(history.contains(follow_up) && history.contains("Answered"), "{history}");
+        assert!(!history.contains("Failed"), "both were answered: {history}");
         assert!(history.find(follow_up) < history.find(question), "newest first: {history}");
-        browser.click("table.history tbody tr:last-child a").await;
+        browser.click("#history-list li.history-entry:last-child a.history-question").await;
         browser.wait_for("article.answer table.result", RENDER_LIMIT).await;
         let pressed = browser
             .wait_for(".feedback button[value='true']", RENDER_LIMIT)
