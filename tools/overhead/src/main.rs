@@ -4,7 +4,7 @@
 //! with tokio-postgres at the same concurrency, in the same run.
 //!
 //! ```text
-//! cargo run --release -p example-overhead -- --questions 2000 --concurrency 8
+//! cargo run --release -p custard-overhead -- --questions 2000 --concurrency 8
 //! ```
 //!
 //! Everything runs on loopback in this process (server, agent, fake model and

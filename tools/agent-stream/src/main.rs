@@ -4,8 +4,8 @@
 //! agent's peak memory. Loopback only; stops by itself.
 //!
 //! ```sh
-//! cargo build --release -p custard-agent -p example-agent-stream
-//! target/release/example-agent-stream [ROWS] [DATABASE_URL]
+//! cargo build --release -p custard-agent -p custard-agent-stream
+//! target/release/custard-agent-stream [ROWS] [DATABASE_URL]
 //! ```
 
 use std::process::Stdio;

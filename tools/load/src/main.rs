@@ -16,7 +16,7 @@
 //! ```text
 //! cargo run --release -p custard-server -- --demo \
 //!     --questions-per-minute 0 --questions-in-flight-per-org 0 --max-agents-per-org 0   # prints the demo password
-//! CUSTARD_LOAD_PASSWORD=<printed> cargo run --release -p example-load -- --agents 10000 \
+//! CUSTARD_LOAD_PASSWORD=<printed> cargo run --release -p custard-load -- --agents 10000 \
 //!     --questions 2000 --concurrency 8 --server-pid "$(pgrep -f 'custard-server --demo')"
 //! ```
 //!

@@ -6,7 +6,7 @@
 //! Loopback only; every step is bounded in time.
 //!
 //! ```sh
-//! cargo build --release -p custard-server -p custard-agent -p example-big-export
+//! cargo build --release -p custard-server -p custard-agent -p custard-big-export
 //! target/release/custard-big-export [ROWS]          # 1,000,000 by default
 //! ```
 //!
