@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use custard_core::{DiscoverOptions, Guard, Rejection};
+use custard_core::{DiscoverOptions, Guard, InputErrorCode, Rejection};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -129,7 +129,7 @@ fn invalid(mut line: Map<String, Value>, reason: &str) -> Value {
         line.insert("input_sql".to_owned(), sql);
     }
     line.insert("allowed".to_owned(), json!(false));
-    line.insert("code".to_owned(), json!("invalid_input"));
+    line.insert("code".to_owned(), json!(InputErrorCode::InvalidInput.as_str()));
     line.insert("reason".to_owned(), json!(reason));
     line.insert("sql".to_owned(), Value::Null);
     Value::Object(line)

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use custard_core::wire::{
     Columns, Done, ErrorReport, Frame, Hello, MAX_FRAME_BYTES, Message, PROTOCOL_VERSION, Rows,
-    SchemaReport, WireColumnMeta,
+    SchemaReport, WireColumnMeta, WireErrorCode,
 };
-use custard_core::{DiscoverOptions, ExecErrorCode, RowBatch, RunLimits};
+use custard_core::{Code, DiscoverOptions, ExecErrorCode, RowBatch, RunLimits};
 use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -191,9 +191,10 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                     Ok(WsMessage::Text(t)) => match Frame::decode(t.as_str()) {
                         Ok(Frame { message: Message::Welcome(w), .. }) => return Ok(w),
                         Ok(Frame { message: Message::Error(e), .. }) => {
-                            let reason =
-                                format!("{}: {}", untrusted(&e.code), untrusted(&e.message));
-                            return Err((e.code == "unauthorized", reason));
+                            let key_refused = e.code == Code::from(WireErrorCode::Unauthorized);
+                            let (code, message) =
+                                (untrusted(e.code.as_str()), untrusted(&e.message));
+                            return Err((key_refused, format!("{code}: {message}")));
                         }
                         _ => {}
                     },
@@ -302,10 +303,10 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                 let frame = match Frame::decode(text_frame.as_str()) {
                     Ok(frame) if frame.id.len() > MAX_ID_BYTES => {
                         let report = ErrorReport::new(
-                            "invalid_id",
+                            WireErrorCode::InvalidId,
                             format!("frame ids are at most {MAX_ID_BYTES} bytes"),
                         );
-                        refused(state, "invalid_id", "");
+                        refused(state, WireErrorCode::InvalidId.into(), "");
                         match queue(&control, Frame::new("", Message::Error(report))) {
                             Ok(()) => continue,
                             Err(reason) => break lost(reason),
@@ -318,7 +319,7 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                             .map(str::to_owned)
                             .or_else(|| readable_id(text_frame.as_str()))
                             .unwrap_or_default();
-                        refused(state, e.code(), &id);
+                        refused(state, e.error_code().into(), &id);
                         let report = Message::Error(ErrorReport::from(&e));
                         match queue(&control, Frame::new(id, report)) {
                             Ok(()) => continue,
@@ -353,23 +354,23 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                     }
                     Message::Discover(_) | Message::Run(_) if drain_until.is_some() => {
                         Some(frame.reply(Message::Error(ErrorReport::new(
-                            "busy",
+                            ExecErrorCode::AgentBusy,
                             "the agent is shutting down; try again shortly",
                         ))))
                     }
                     // A second request under the id of one in flight would take
                     // over its cancel handle and its flow credit.
                     Message::Discover(_) | Message::Run(_) if in_flight.contains_key(&frame.id) => {
-                        refused(state, "duplicate_request", &frame.id);
+                        refused(state, WireErrorCode::DuplicateRequest.into(), &frame.id);
                         Some(frame.reply(Message::Error(ErrorReport::new(
-                            "duplicate_request",
+                            WireErrorCode::DuplicateRequest,
                             "a request with this id is still in flight; ids must be unique",
                         ))))
                     }
                     Message::Discover(_) | Message::Run(_) => {
                         match permits.clone().try_acquire_owned() {
                             Err(_) => Some(frame.reply(Message::Error(ErrorReport::new(
-                                "busy",
+                                ExecErrorCode::AgentBusy,
                                 format!(
                                     "the agent is already running {} queries; try again shortly",
                                     state.config.max_concurrency
@@ -419,9 +420,9 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                     }
                     Message::Welcome(_) => None,
                     ref other => {
-                        refused(state, "unexpected_message", &frame.id);
+                        refused(state, WireErrorCode::UnexpectedMessage.into(), &frame.id);
                         let report = ErrorReport::new(
-                            "unexpected_message",
+                            WireErrorCode::UnexpectedMessage,
                             format!("the agent does not accept `{}` messages", other.type_name()),
                         );
                         Some(frame.reply(Message::Error(report)))
@@ -538,7 +539,8 @@ fn readable_id(text: &str) -> Option<String> {
 
 /// Logs a refused frame at debug level, and a summary at info level at most
 /// every few seconds (a server can send such frames at will).
-fn refused(state: &AgentState, code: &str, id: &str) {
+fn refused(state: &AgentState, code: Code, id: &str) {
+    let code = code.as_str();
     tracing::debug!(code, id = %untrusted(id), "refused a frame from the server");
     if let Some(count) = state.refused_frames.hit() {
         tracing::info!(
@@ -688,17 +690,19 @@ async fn run_query(
     let reply = match (result, forwarded) {
         (_, Forwarded::Lost) => return,
         (_, Forwarded::Cancelled) => {
-            tracing::info!(id = %untrusted(id), elapsed_ms, outcome = "canceled", "query cancelled");
-            Message::Error(ErrorReport::new("canceled", "the query was cancelled"))
+            let outcome = ExecErrorCode::Canceled.as_str();
+            tracing::info!(id = %untrusted(id), elapsed_ms, outcome, "query cancelled");
+            Message::Error(ErrorReport::new(ExecErrorCode::Canceled, "the query was cancelled"))
         }
         (Err(e), _) if e.code == ExecErrorCode::Timeout => {
             tracing::info!(id = %untrusted(id), elapsed_ms, outcome = e.code.as_str(), "query failed");
             Message::Error(ErrorReport::from(&e))
         }
         (_, Forwarded::TimedOut) => {
-            tracing::info!(id = %untrusted(id), elapsed_ms, outcome = "query_timeout", "query failed");
+            let outcome = ExecErrorCode::Timeout.as_str();
+            tracing::info!(id = %untrusted(id), elapsed_ms, outcome, "query failed");
             Message::Error(ErrorReport::new(
-                ExecErrorCode::Timeout.as_str(),
+                ExecErrorCode::Timeout,
                 format!(
                     "the query did not finish within {} ms (time waiting for the server included)",
                     limits.timeout.as_millis()

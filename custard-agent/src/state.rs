@@ -84,7 +84,7 @@ impl AgentState {
     pub(crate) async fn role_gate(&self) -> Result<(), custard_core::wire::ErrorReport> {
         let refusal = || {
             custard_core::wire::ErrorReport::new(
-                "privileged_role",
+                custard_core::ExecErrorCode::PrivilegedRole,
                 "the agent's database role is privileged or can read what the agent's policy \
                  keeps out; the agent refuses to run queries (see its log for the SQL that fixes \
                  the role, or set CUSTARD_ALLOW_PRIVILEGED_ROLE)",
@@ -124,7 +124,7 @@ impl AgentState {
                 }
                 tracing::error!("{e}");
                 Err(custard_core::wire::ErrorReport::new(
-                    "privileged_role",
+                    custard_core::ExecErrorCode::PrivilegedRole,
                     "the agent could not check its database role's privileges, so it refuses to \
                      run queries (see its log)",
                 ))

@@ -8,6 +8,9 @@
 //! - [`AccessPolicy`] (allowed schemas and tables, masked columns) is the same
 //!   policy as data, for executors that make the database enforce it too.
 //! - [`wire`] holds the versioned messages between the agent and the server.
+//! - [`Code`] is the one vocabulary of error codes, shared by every surface
+//!   (HTTP, the wire, Python); each family (`RejectionCode`, `ExecErrorCode`,
+//!   ...) is declared once with its names.
 //!
 //! The default feature set does no IO at all.
 //!
@@ -23,6 +26,7 @@
 #![deny(missing_docs)]
 
 mod ask;
+mod codes;
 mod dialect;
 mod exec;
 pub mod format;
@@ -39,9 +43,11 @@ pub mod wire;
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 pub use ask::{
-    Answer, AskError, AskOptions, AskPipeline, AskRequest, AskStep, Attempt, AttemptFailure,
-    AttemptStage, ChartKind, ChartSpec, MAX_HISTORY_TURNS, MAX_QUESTION_BYTES, Progress, Timings,
+    Answer, AskError, AskErrorCode, AskOptions, AskPipeline, AskRequest, AskStep, Attempt,
+    AttemptFailure, AttemptStage, ChartKind, ChartSpec, MAX_HISTORY_TURNS, MAX_QUESTION_BYTES,
+    Progress, Timings,
 };
+pub use codes::{Code, InputErrorCode};
 pub use dialect::{Dialect, UnknownDialect};
 #[cfg(feature = "postgres")]
 pub use exec::postgres::PostgresExecutor;

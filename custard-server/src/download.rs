@@ -1,6 +1,10 @@
-//! Names of the files people download: a CSV export is named after its
-//! question and the day (`top-5-products-by-unit-price-2026-12-05.csv`), so a
-//! folder of exports reads like a list of questions.
+//! Files people download: a CSV export is named after its question and the
+//! day (`top-5-products-by-unit-price-2026-12-05.csv`), so a folder of exports
+//! reads like a list of questions, and answered as an attachment.
+
+use axum::body::Body;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 
 /// The most characters of a download's name taken from the question.
 const SLUG_LENGTH: usize = 60;
@@ -33,6 +37,18 @@ fn slug_of(text: &str, max: usize) -> String {
         }
     }
     out
+}
+
+/// A CSV file named `name` (a [`csv_name`]) as an attachment, its `body` streamed.
+pub(crate) fn csv_attachment(name: &str, body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, attachment(name)),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// A `Content-Disposition` that downloads `name` (a [`csv_name`]: ASCII

@@ -1,17 +1,25 @@
 //! One closed set of error codes, mapped in one place to HTTP status and the
 //! JSON body `{"error": {"code", "message"}}`. Internals go to the log only.
+//!
+//! The core's codes ([`custard_core::Code`]) are mapped here too
+//! (`From<Code> for ErrorCode`): a failure the core reports keeps its code over
+//! HTTP, so the API, the wire, Python and the web UI name it alike
+//! (`docs/errors.md` is the table).
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use custard_core::llm::LlmErrorCode;
-use custard_core::{AskError, ExecError, ExecErrorCode};
+use custard_core::wire::WireErrorCode;
+use custard_core::{AskError, AskErrorCode, Code, ExecError, ExecErrorCode};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
+
+use crate::store::{ConflictKind, StoreError};
 
 /// Declares [`ErrorCode`] and its one table: each code's variant, its stable
 /// name on the wire, its HTTP status and its doc comment (also shown in the
@@ -44,6 +52,8 @@ error_codes! {
     InvalidJson => "invalid_json", BAD_REQUEST;
     /// A field is missing or has a value the API does not accept.
     Validation => "validation_error", UNPROCESSABLE_ENTITY;
+    /// The question is empty or too long.
+    InvalidQuestion => "invalid_question", UNPROCESSABLE_ENTITY;
     /// No valid credentials or token.
     Unauthorized => "unauthorized", UNAUTHORIZED;
     /// A one-time token (verification, reset, invitation) is unknown, used or expired.
@@ -81,6 +91,8 @@ error_codes! {
     AgentBusy => "agent_busy", SERVICE_UNAVAILABLE;
     /// The agent went away while answering.
     AgentDisconnected => "agent_disconnected", BAD_GATEWAY;
+    /// The query was cancelled before it finished (the agent stopped while running it).
+    Canceled => "canceled", BAD_GATEWAY;
     /// The query ran past its deadline.
     QueryTimeout => "query_timeout", GATEWAY_TIMEOUT;
     /// The engine could not answer from this database (the offline engine abstains this way).
@@ -91,10 +103,25 @@ error_codes! {
     QueryRejected => "query_rejected", UNPROCESSABLE_ENTITY;
     /// The database refused or failed the query.
     QueryFailed => "query_failed", UNPROCESSABLE_ENTITY;
+    /// The agent's database role lacks a privilege the query needs.
+    PermissionDenied => "permission_denied", UNPROCESSABLE_ENTITY;
     /// The agent cannot reach its database.
     DatabaseUnavailable => "database_unavailable", SERVICE_UNAVAILABLE;
-    /// The language model could not be used (down, timeout, bad key, bad reply).
+    /// The agent refuses to run queries until its database role is fixed (it is
+    /// privileged, or can read what the agent's policy keeps out); its log has the SQL.
+    PrivilegedRole => "privileged_role", SERVICE_UNAVAILABLE;
+    /// The language model's service failed (5xx, connection refused), after retries.
     LlmUnavailable => "llm_unavailable", BAD_GATEWAY;
+    /// The language model did not answer in time, after retries.
+    LlmTimeout => "llm_timeout", GATEWAY_TIMEOUT;
+    /// The language model's service kept refusing with 429, after retries.
+    LlmRateLimited => "llm_rate_limited", SERVICE_UNAVAILABLE;
+    /// The language model's service refused the server's API key.
+    LlmUnauthorized => "llm_unauthorized", BAD_GATEWAY;
+    /// The language model answered something that is not a usable reply.
+    LlmBadResponse => "llm_bad_response", BAD_GATEWAY;
+    /// The server's language model settings are incomplete or wrong.
+    LlmMisconfigured => "llm_misconfigured", BAD_GATEWAY;
     /// The connection has no schema yet (no agent has reported one).
     SchemaUnavailable => "schema_unavailable", CONFLICT;
     /// The server could not reach a dependency (store, email).
@@ -122,6 +149,39 @@ impl ErrorCode {
     /// What the code means, from its doc comment.
     fn meaning(self) -> String {
         self.parts().2.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+impl From<Code> for ErrorCode {
+    /// The core's code as the API reports it: under the same name, except for
+    /// the families in `ErrorCode::from_family`.
+    fn from(code: Code) -> Self {
+        ErrorCode::from_family(code)
+            .or_else(|| ErrorCode::parse(code.as_str()))
+            .unwrap_or(ErrorCode::Internal)
+    }
+}
+
+impl ErrorCode {
+    /// The core's codes that reach the API under another code: the guard's
+    /// refusals are `query_rejected` (the guard's own code is in the
+    /// message), a model abstaining is `cannot_answer`, a host's argument
+    /// checks are `validation_error`, and the wire protocol's codes (between
+    /// server and agent) and the executor's internal states are `internal`;
+    /// but a refused agent key is `unauthorized` on both sides of the upgrade.
+    fn from_family(code: Code) -> Option<ErrorCode> {
+        Some(match code {
+            Code::Guard(_) => ErrorCode::QueryRejected,
+            Code::Input(_) => ErrorCode::Validation,
+            Code::Wire(WireErrorCode::Unauthorized) => return None,
+            Code::Wire(_) => ErrorCode::Internal,
+            Code::Llm(LlmErrorCode::Abstained) => ErrorCode::CannotAnswer,
+            Code::Ask(AskErrorCode::NoSql) => ErrorCode::NoValidQuery,
+            Code::Exec(ExecErrorCode::ReceiverClosed | ExecErrorCode::InvalidUrl) => {
+                ErrorCode::Internal
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -204,27 +264,22 @@ impl AppError {
 }
 
 impl AppError {
-    /// An executor (agent) failure as the API reports it.
+    /// An executor (agent) failure as the API reports it: under its own code
+    /// (see [`ErrorCode::from`]); an internal one only in the log.
     pub fn from_exec(e: ExecError) -> Self {
-        let code = match e.code {
-            ExecErrorCode::AgentOffline => ErrorCode::AgentOffline,
-            ExecErrorCode::AgentBusy => ErrorCode::AgentBusy,
-            ExecErrorCode::AgentDisconnected | ExecErrorCode::Canceled => {
-                ErrorCode::AgentDisconnected
-            }
-            ExecErrorCode::Timeout => ErrorCode::QueryTimeout,
-            ExecErrorCode::Rejected => ErrorCode::QueryRejected,
-            ExecErrorCode::QueryFailed | ExecErrorCode::PermissionDenied => ErrorCode::QueryFailed,
-            ExecErrorCode::DatabaseUnavailable => ErrorCode::DatabaseUnavailable,
-            _ => return AppError::internal(e),
-        };
-        AppError::new(code, e.message)
+        match ErrorCode::from(Code::from(e.code)) {
+            ErrorCode::Internal => AppError::internal(e),
+            code => AppError::new(code, e.message),
+        }
     }
 
-    /// Why a question got no answer, as the API reports it.
+    /// Why a question got no answer, as the API reports it: under
+    /// [`AskError::code`].
     pub fn from_ask(e: AskError) -> Self {
         match e {
-            AskError::InvalidQuestion(message) => AppError::new(ErrorCode::Validation, message),
+            AskError::InvalidQuestion(message) => {
+                AppError::new(ErrorCode::InvalidQuestion, message)
+            }
             AskError::Model(e) if e.code == LlmErrorCode::Abstained => {
                 let message = e.message.trim_end_matches('.');
                 let hint = if message.contains("LLM") {
@@ -240,7 +295,7 @@ impl AppError {
                 // go to the log for the operator; the key was redacted by the client.
                 tracing::warn!(code = %e.code, error = %e.message, "the language model failed");
                 AppError::new(
-                    ErrorCode::LlmUnavailable,
+                    ErrorCode::from(Code::from(e.code)),
                     format!(
                         "the language model could not be used ({}); try again later, and if \
                          it keeps failing tell the server's operator, whose log has the details",
@@ -299,6 +354,33 @@ impl From<JsonRejection> for AppError {
     }
 }
 
+/// A store failure as the API reports it: what the caller can act on has
+/// its code (`not_found`, `conflict`, ...), the rest is logged as internal.
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => AppError::new(ErrorCode::NotFound, "not found"),
+            StoreError::Conflict(ConflictKind::ConnectionName) => AppError::new(
+                ErrorCode::NameTaken,
+                "another connection in this organisation already has that name",
+            ),
+            StoreError::Conflict(_) => AppError::new(ErrorCode::Conflict, "it already exists"),
+            StoreError::LastOwner => {
+                AppError::new(ErrorCode::Validation, "an organisation must keep at least one owner")
+            }
+            StoreError::Stale => AppError::new(
+                ErrorCode::Conflict,
+                "something this depended on changed meanwhile (your password, session or \
+                 role): reload the page, or sign in again, and retry",
+            ),
+            StoreError::Unavailable(_) => {
+                AppError::new(ErrorCode::Unavailable, "the store is unavailable; try again")
+            }
+            other => AppError::internal(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,7 +418,8 @@ mod tests {
     }
 
     /// A model's failure reaches tenants as its code and a generic sentence:
-    /// never the upstream's error body, nor the endpoint's address.
+    /// never the upstream's error body, nor the endpoint's address. Each code
+    /// is the core's own (once all of them were `llm_unavailable`).
     #[test]
     fn model_errors_show_their_code_and_nothing_of_the_upstream() {
         use custard_core::llm::LlmError;
@@ -353,10 +436,91 @@ mod tests {
         ];
         for code in codes {
             let error = AppError::from_ask(AskError::Model(LlmError::new(code, upstream)));
-            assert_eq!(error.code, ErrorCode::LlmUnavailable, "{code}");
+            assert_eq!(error.code.as_str(), code.as_str(), "{code}");
+            assert!(error.code.status().is_server_error(), "{code}");
             assert!(error.message.contains(code.as_str()), "{code}: {}", error.message);
             for secret in ["10.1.2.3", "http", "org-4711", "billing", "quota", "403"] {
                 assert!(!error.message.contains(secret), "{code}: {}", error.message);
+            }
+        }
+    }
+
+    /// The vocabulary: every code of the core has a row in the table (its own,
+    /// or its family's), so an HTTP status; only the families named in
+    /// `from_family` are reported under another name.
+    #[test]
+    fn every_core_code_has_an_http_status() {
+        for &code in Code::ALL {
+            let api = ErrorCode::from(code);
+            match ErrorCode::from_family(code) {
+                Some(family) => assert_eq!(api, family, "{code}"),
+                None => assert_eq!(api.as_str(), code.as_str(), "{code} has no row in the table"),
+            }
+            assert!(ErrorCode::ALL.contains(&api));
+            // One name, one status: a core code named like a row is that row.
+            if let Some(same) = ErrorCode::parse(code.as_str()) {
+                assert_eq!(api, same, "`{code}` names two failures");
+            }
+            assert!(api.status().is_client_error() || api.status().is_server_error(), "{code}");
+        }
+        // The disagreements the shared vocabulary settled.
+        let cases = [
+            (Code::Ask(AskErrorCode::InvalidQuestion), "invalid_question", 422),
+            (Code::Llm(LlmErrorCode::Timeout), "llm_timeout", 504),
+            (Code::Exec(ExecErrorCode::Rejected), "query_rejected", 422),
+            (Code::Exec(ExecErrorCode::PermissionDenied), "permission_denied", 422),
+            (Code::Exec(ExecErrorCode::Canceled), "canceled", 502),
+            (Code::Exec(ExecErrorCode::AgentBusy), "agent_busy", 503),
+            (Code::Exec(ExecErrorCode::PrivilegedRole), "privileged_role", 503),
+            (Code::Llm(LlmErrorCode::Abstained), "cannot_answer", 422),
+            (Code::Guard(custard_core::RejectionCode::NotAQuery), "query_rejected", 422),
+        ];
+        for (code, name, status) in cases {
+            let api = ErrorCode::from(code);
+            assert_eq!((api.as_str(), api.status().as_u16()), (name, status), "{code}");
+        }
+    }
+
+    /// An executor's failure keeps its code over HTTP; internal states are
+    /// `internal`, with the cause in the log only.
+    #[test]
+    fn executor_errors_keep_their_code() {
+        for &code in ExecErrorCode::ALL {
+            let error = AppError::from_exec(ExecError::new(code, "the cause"));
+            assert_eq!(error.code, ErrorCode::from(Code::from(code)), "{code}");
+            if error.code == ErrorCode::Internal {
+                assert!(!error.message.contains("the cause"), "{code}: {}", error.message);
+            } else {
+                assert_eq!(error.message, "the cause");
+            }
+        }
+        let asked =
+            AppError::from_ask(AskError::InvalidQuestion("question must not be empty".into()));
+        assert_eq!((asked.code.as_str(), asked.code.status().as_u16()), ("invalid_question", 422));
+    }
+
+    /// `docs/errors.md` has a row for every code with its HTTP status, so the
+    /// table people read cannot drift from this one.
+    #[test]
+    fn the_error_document_lists_every_code() {
+        let doc = include_str!("../../docs/errors.md");
+        let row = |name: &str| {
+            let cell = format!("| `{name}` |");
+            doc.lines().find(|line| line.starts_with(&cell)).map(str::to_owned)
+        };
+        for &code in ErrorCode::ALL {
+            let line = row(code.as_str()).unwrap_or_else(|| panic!("no row for `{code:?}`"));
+            let status = format!("| {} |", code.status().as_u16());
+            assert!(line.contains(&status), "`{}` is not {status} in: {line}", code.as_str());
+        }
+        for &code in Code::ALL {
+            let line = row(code.as_str()).unwrap_or_else(|| panic!("no row for `{code}`"));
+            let api = ErrorCode::from(code);
+            let status = format!("| {} |", api.status().as_u16());
+            assert!(line.contains(&status), "`{code}` is not {status} in: {line}");
+            if api.as_str() != code.as_str() {
+                let shown = format!("`{}`", api.as_str());
+                assert!(line.contains(&shown), "`{code}` is reported as {shown}: {line}");
             }
         }
     }

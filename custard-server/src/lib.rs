@@ -2,6 +2,7 @@
 //! tests drive it in process, and `run` serves it.
 
 mod accounts;
+mod api;
 pub mod auth;
 pub mod config;
 mod connections;
@@ -9,18 +10,24 @@ mod demo;
 mod download;
 mod error;
 pub mod extract;
+mod flash;
 pub mod hashing;
 pub mod hub;
+#[cfg(test)]
+mod layers;
 pub mod mail;
 mod metrics;
 mod openapi;
-mod queries;
+mod pipelines;
+mod questions;
 pub mod rate_limit;
 mod routes;
 pub mod secrets;
 pub mod serve;
+mod state;
 pub mod store;
 mod web;
 
 pub use error::{AppError, ErrorCode};
-pub use routes::{AppState, app, run};
+pub use routes::{app, run};
+pub use state::AppState;

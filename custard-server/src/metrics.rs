@@ -20,7 +20,6 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::{hash_secret, hashes_equal};
 use crate::error::{AppError, ErrorCode};
-use crate::routes::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -87,7 +86,11 @@ impl Metrics {
 }
 
 /// Middleware: counts every request and times it by matched route.
-pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
@@ -95,7 +98,6 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    let metrics: &Arc<Metrics> = &state.inner().metrics;
     let status = response.status().as_u16();
     metrics
         .requests
@@ -108,12 +110,18 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
     response
 }
 
-/// `GET /metrics`, for the holder of the configured metrics token only: the
-/// counters show every route's traffic and latency and the outcomes of all
-/// tenants' questions, which are the operator's business. Without a
-/// configured token the endpoint is off.
-pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(expected) = state.config().metrics_token.as_deref().filter(|t| !t.is_empty()) else {
+/// What `GET /metrics` answers: the metrics in the Prometheus text format
+/// with `agents_online`, for the holder of the configured metrics `token`
+/// only (the counters show every route's traffic and latency and the
+/// outcomes of all tenants' questions, which are the operator's business).
+/// Without a configured token the endpoint is off.
+pub(crate) fn scrape(
+    metrics: &Metrics,
+    token: Option<&str>,
+    headers: &HeaderMap,
+    agents_online: usize,
+) -> Response {
+    let Some(expected) = token.filter(|t| !t.is_empty()) else {
         return AppError::new(
             ErrorCode::NotFound,
             "metrics are off; set CUSTARD_METRICS_TOKEN and scrape with that bearer token",
@@ -130,8 +138,7 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
         return AppError::new(ErrorCode::Unauthorized, "the metrics token is missing or wrong")
             .into_response();
     }
-    let inner = state.inner();
-    match inner.metrics.render(inner.router.agents_online()) {
+    match metrics.render(agents_online) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response(),
         Err(e) => AppError::internal(e).into_response(),
     }
@@ -152,7 +159,7 @@ mod tests {
         let mut all = vec!["custard-server", "--data-dir", data_dir];
         all.extend_from_slice(args);
         let config = crate::config::ServerConfig::parse_from(all);
-        let app = crate::routes::app(AppState::open(config).expect("state"));
+        let app = crate::routes::app(crate::AppState::open(config).expect("state"));
         let mut request = axum::http::Request::builder().uri("/metrics");
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);

@@ -12,8 +12,6 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::routes::AppState;
-
 /// Where the document is served.
 pub(crate) const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
 /// Where the Swagger UI page is served (its assets are compiled in).
@@ -86,8 +84,8 @@ pub(crate) fn base() -> Document {
     ApiDoc::openapi()
 }
 
-/// The routes of the document and its Swagger UI page.
-pub(crate) fn docs(document: Document) -> Router<AppState> {
+/// The routes of the document and its Swagger UI page (they need no state).
+pub(crate) fn docs<S: Clone + Send + Sync + 'static>(document: Document) -> Router<S> {
     SwaggerUi::new(DOCS_PATH)
         .url(DOCUMENT_PATH, document)
         // The default fetches a validity badge from validator.swagger.io; stay offline.
@@ -106,6 +104,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::AppState;
     use crate::config::ServerConfig;
     use crate::routes::app;
 

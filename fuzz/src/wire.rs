@@ -119,7 +119,7 @@ fn message() -> impl Strategy<Value = Message> {
             })
         ),
         (text(), text(), option::of(text())).prop_map(|(code, message, sqlstate)| Message::Error(
-            ErrorReport { code, message, sqlstate }
+            ErrorReport { code: code.into(), message, sqlstate }
         )),
         Just(Message::Pong),
         (text(), any::<u64>(), any::<(u64, u64, u64, u32)>()).prop_map(

@@ -1,14 +1,18 @@
 //! The exception hierarchy and the one mapping from core errors to it.
 //!
 //! `custard.Error` is the base; every raised error carries a stable `code`
-//! (the core's snake_case name) and a message fit to show a user.
+//! from the core's vocabulary ([`custard_core::Code`], `docs/errors.md`) and a
+//! message fit to show a user. [`exception_for`] is the one mapping from codes
+//! to classes; `ERROR_CODES` shows it to Python.
 
 use custard_core::llm::{LlmError as CoreLlmError, LlmErrorCode};
 use custard_core::wire::WireError;
-use custard_core::{AskError, AttemptStage, ExecError, ExecErrorCode, Rejection};
+use custard_core::{
+    AskError, AskErrorCode, AttemptStage, Code, ExecError, ExecErrorCode, Rejection,
+};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyType};
 
 pyo3::create_exception!(custard, Error, PyException, "The base of every error Custard raises.");
 pyo3::create_exception!(custard, UnsafeSqlError, Error, "The guard refused the SQL.");
@@ -18,7 +22,8 @@ pyo3::create_exception!(custard, CannotAnswerError, Error, "No way to answer fro
 pyo3::create_exception!(custard, NoValidQueryError, Error, "Every SQL written was refused.");
 pyo3::create_exception!(custard, InvalidInputError, Error, "An argument is malformed.");
 
-/// Registers the exceptions on the module, `Error.code` defaulting to `"error"`.
+/// Registers the exceptions on the module, `Error.code` defaulting to `"error"`,
+/// and `ERROR_CODES`: every code of the vocabulary and the class it is raised as.
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     let error = py.get_type::<Error>();
@@ -30,7 +35,31 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("CannotAnswerError", py.get_type::<CannotAnswerError>())?;
     module.add("NoValidQueryError", py.get_type::<NoValidQueryError>())?;
     module.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
+    let codes = PyDict::new(py);
+    for &code in Code::ALL {
+        codes.set_item(code.as_str(), exception_for(py, code))?;
+    }
+    module.add("ERROR_CODES", codes)?;
     Ok(())
+}
+
+/// The exception class a code is raised as: one per family, with the few
+/// codes that belong with another family's class (pytest checks that no code
+/// is left to the base class).
+fn exception_for(py: Python<'_>, code: Code) -> Bound<'_, PyType> {
+    match code {
+        Code::Guard(_) | Code::Exec(ExecErrorCode::Rejected) => py.get_type::<UnsafeSqlError>(),
+        Code::Exec(ExecErrorCode::InvalidUrl) => py.get_type::<InvalidInputError>(),
+        Code::Exec(_) => py.get_type::<DatabaseError>(),
+        Code::Llm(LlmErrorCode::Abstained) => py.get_type::<CannotAnswerError>(),
+        Code::Llm(_) => py.get_type::<LlmError>(),
+        Code::Ask(AskErrorCode::InvalidQuestion) => py.get_type::<InvalidInputError>(),
+        Code::Ask(AskErrorCode::CannotAnswer) => py.get_type::<CannotAnswerError>(),
+        Code::Ask(_) => py.get_type::<NoValidQueryError>(),
+        // Argument checks, and schema JSON that is not a schema (`Schema.from_json`).
+        Code::Input(_) | Code::Wire(_) => py.get_type::<InvalidInputError>(),
+        _ => py.get_type::<Error>(),
+    }
 }
 
 /// Everything that can go wrong in the core, before it becomes a Python exception.
@@ -46,7 +75,9 @@ pub(crate) enum Failure {
     Llm(CoreLlmError),
     /// Schema JSON that is not a schema.
     Wire(WireError),
-    /// A malformed argument: its code and message.
+    /// A malformed argument: its code (the name of an
+    /// [`InputErrorCode`](custard_core::InputErrorCode) or `invalid_question`)
+    /// and message.
     Invalid(&'static str, String),
 }
 
@@ -86,66 +117,68 @@ impl From<Failure> for PyErr {
     }
 }
 
-/// An exception of type `T` with `code` set.
-fn raised<T: pyo3::PyTypeInfo>(py: Python<'_>, code: &str, message: String) -> PyErr {
-    let err = PyErr::from_type(py.get_type::<T>(), message);
+/// The exception of `class` with `code` set; an [`UnsafeSqlError`] also gets
+/// `suggestions`.
+fn raised_as(
+    py: Python<'_>,
+    class: Bound<'_, PyType>,
+    code: &str,
+    message: String,
+    suggestions: Vec<String>,
+) -> PyErr {
+    let unsafe_sql = class.is(py.get_type::<UnsafeSqlError>());
+    let err = PyErr::from_type(class, message);
     // Setting an attribute on a fresh exception instance cannot fail in practice;
     // if it did, the exception still says what went wrong.
     let _ = err.value(py).setattr("code", code);
+    if unsafe_sql {
+        let _ = err.value(py).setattr("suggestions", suggestions);
+    }
     err
+}
+
+/// The exception a code is raised as ([`exception_for`]), with `code` set.
+fn raised(py: Python<'_>, code: Code, message: String) -> PyErr {
+    raised_as(py, exception_for(py, code), code.as_str(), message, Vec::new())
 }
 
 impl Failure {
     fn into_pyerr(self, py: Python<'_>) -> PyErr {
         match self {
             Failure::Unsafe(rejection) => {
-                let err = raised::<UnsafeSqlError>(py, rejection.code.as_str(), rejection.message);
-                let _ = err.value(py).setattr("suggestions", rejection.suggestions);
-                err
+                let code = Code::from(rejection.code);
+                let class = exception_for(py, code);
+                raised_as(py, class, code.as_str(), rejection.message, rejection.suggestions)
             }
-            Failure::Exec(e) => exec_error(py, e),
-            Failure::Llm(e) => raised::<LlmError>(py, e.code.as_str(), e.message),
-            Failure::Wire(e) => raised::<InvalidInputError>(py, e.code(), e.to_string()),
-            Failure::Invalid(code, message) => raised::<InvalidInputError>(py, code, message),
+            Failure::Exec(e) => raised(py, e.code.into(), e.message),
+            Failure::Llm(e) => raised(py, e.code.into(), e.message),
+            Failure::Wire(e) => raised(py, e.error_code().into(), e.to_string()),
+            Failure::Invalid(name, message) => match Code::parse(name) {
+                Some(code) => raised(py, code, message),
+                None => {
+                    let class = py.get_type::<InvalidInputError>();
+                    raised_as(py, class, name, message, Vec::new())
+                }
+            },
             Failure::Ask(e) => {
-                let code = e.code().to_owned();
+                // The offline engine abstaining is `cannot_answer`, not a model failure.
+                let code = e.code();
                 match e {
-                    AskError::InvalidQuestion(message) => {
-                        raised::<InvalidInputError>(py, &code, message)
-                    }
-                    // The offline engine abstaining is not a model failure.
-                    AskError::Model(e) if e.code == LlmErrorCode::Abstained => {
-                        raised::<CannotAnswerError>(py, "cannot_answer", e.message)
-                    }
-                    AskError::Model(e) => raised::<LlmError>(py, &code, e.message),
-                    AskError::Execution(e) => exec_error(py, e),
-                    AskError::CannotAnswer { .. } => {
-                        raised::<CannotAnswerError>(py, &code, e.to_string())
-                    }
+                    AskError::InvalidQuestion(message) => raised(py, code, message),
+                    AskError::Model(e) => raised(py, code, e.message),
+                    AskError::Execution(e) => raised(py, code, e.message),
                     AskError::NoValidQuery { ref attempts } => {
                         let list = attempts_list(py, attempts);
-                        let err = raised::<NoValidQueryError>(py, &code, e.to_string());
+                        let err = raised(py, code, e.to_string());
                         if let Ok(list) = list {
                             let _ = err.value(py).setattr("attempts", list);
                         }
                         err
                     }
-                    other => raised::<Error>(py, &code, other.to_string()),
+                    other => raised(py, code, other.to_string()),
                 }
             }
         }
-    }
-}
-
-fn exec_error(py: Python<'_>, e: ExecError) -> PyErr {
-    match e.code {
-        ExecErrorCode::InvalidUrl => raised::<InvalidInputError>(py, e.code.as_str(), e.message),
-        ExecErrorCode::Rejected => {
-            let err = raised::<UnsafeSqlError>(py, e.code.as_str(), e.message);
-            let _ = err.value(py).setattr("suggestions", Vec::<String>::new());
-            err
-        }
-        _ => raised::<DatabaseError>(py, e.code.as_str(), e.message),
     }
 }
 
@@ -168,7 +201,7 @@ fn attempts_list<'py>(
                 _ => "other",
             };
             item.set_item("stage", stage)?;
-            item.set_item("code", &failure.code)?;
+            item.set_item("code", failure.code.as_str())?;
             item.set_item("message", &failure.message)?;
         }
         list.append(item)?;

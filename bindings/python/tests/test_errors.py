@@ -5,10 +5,13 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import re
+
 import pytest
-from conftest import ShopDb
+from conftest import REPO, ShopDb
 
 import custard
+from custard._custard import ERROR_CODES
 
 ERRORS = [
     custard.UnsafeSqlError,
@@ -18,6 +21,12 @@ ERRORS = [
     custard.NoValidQueryError,
     custard.InvalidInputError,
 ]
+
+
+def assert_raised_as_its_code(error: custard.Error) -> None:
+    """The error's class is the one its code maps to."""
+    assert error.code in ERROR_CODES, f"{error.code!r} is not a code of the vocabulary: {error}"
+    assert type(error) is ERROR_CODES[error.code], f"{error.code} raised as {type(error).__name__}"
 
 
 def free_port() -> int:
@@ -48,6 +57,52 @@ def test_errors_can_be_caught_as_the_base_with_a_code() -> None:
     assert isinstance(raised.value, custard.UnsafeSqlError)
     assert isinstance(raised.value.code, str) and raised.value.code
     assert str(raised.value)
+    assert_raised_as_its_code(raised.value)
+
+
+@pytest.mark.parametrize("code", sorted(ERROR_CODES))
+def test_every_code_has_an_exception_class(code: str) -> None:
+    assert re.fullmatch(r"[a-z]+(_[a-z]+)*", code), code
+    assert ERROR_CODES[code] in ERRORS, f"{code} maps to {ERROR_CODES[code]!r}, not a specific class"
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        # The failures the shared vocabulary settled have these codes and classes.
+        ("invalid_question", custard.InvalidInputError),
+        ("llm_timeout", custard.LlmError),
+        ("llm_unavailable", custard.LlmError),
+        ("query_rejected", custard.UnsafeSqlError),
+        ("permission_denied", custard.DatabaseError),
+        ("canceled", custard.DatabaseError),
+        ("agent_busy", custard.DatabaseError),
+        ("privileged_role", custard.DatabaseError),
+        ("cannot_answer", custard.CannotAnswerError),
+        ("llm_abstained", custard.CannotAnswerError),
+        ("no_valid_query", custard.NoValidQueryError),
+        ("not_a_query", custard.UnsafeSqlError),
+        ("invalid_database_url", custard.InvalidInputError),
+        ("invalid_timeout", custard.InvalidInputError),
+        ("missing_model", custard.InvalidInputError),
+        ("invalid_schema", custard.InvalidInputError),
+    ],
+)
+def test_codes_map_to_their_family(code: str, error: type[custard.Error]) -> None:
+    assert ERROR_CODES[code] is error
+
+
+def test_older_names_are_not_codes() -> None:
+    for old in ("rejected", "busy", "validation_error"):
+        assert old not in ERROR_CODES, old
+
+
+def test_the_error_document_names_each_class() -> None:
+    doc = (REPO / "docs" / "errors.md").read_text(encoding="utf-8").splitlines()
+    for code, error in ERROR_CODES.items():
+        rows = [line for line in doc if line.startswith(f"| `{code}` |")]
+        assert len(rows) == 1, f"docs/errors.md has {len(rows)} rows for {code}"
+        assert f"| `{error.__name__}` |" in rows[0], f"{code} is a {error.__name__}: {rows[0]}"
 
 
 @pytest.mark.parametrize(
@@ -68,6 +123,7 @@ def test_an_unsupported_scheme_says_which_ones_are(tmp_path: Path) -> None:
         custard.discover("mysql://root@127.0.0.1/shop")
     assert raised.value.code == "invalid_database_url", str(raised.value)
     assert "postgres" in str(raised.value)
+    assert_raised_as_its_code(raised.value)
 
 
 def test_an_unreachable_postgres_is_a_database_error() -> None:
@@ -75,6 +131,7 @@ def test_an_unreachable_postgres_is_a_database_error() -> None:
     with pytest.raises(custard.DatabaseError) as raised:
         custard.discover(url)
     assert raised.value.code == "database_unavailable", str(raised.value)
+    assert_raised_as_its_code(raised.value)
     with pytest.raises(custard.DatabaseError):
         custard.Engine(url).ask("how many customers")
 
@@ -106,12 +163,14 @@ def test_bad_schema_json_is_invalid_input() -> None:
     with pytest.raises(custard.InvalidInputError) as raised:
         custard.Schema.from_json("not json")
     assert raised.value.code
+    assert_raised_as_its_code(raised.value)
 
 
 def test_an_empty_question_is_invalid_input(sqlite_shop: ShopDb) -> None:
     with pytest.raises(custard.InvalidInputError) as raised:
         custard.Engine(sqlite_shop.url).ask("")
-    assert raised.value.code
+    assert raised.value.code == "invalid_question"
+    assert_raised_as_its_code(raised.value)
 
 
 def test_a_bad_model_configuration_is_an_error_not_a_crash(sqlite_shop: ShopDb) -> None:
@@ -132,6 +191,7 @@ def test_an_unreachable_model_is_an_llm_error(sqlite_shop: ShopDb) -> None:
     with pytest.raises(custard.LlmError) as raised:
         engine.ask("how many customers")
     assert raised.value.code == "llm_unavailable", str(raised.value)
+    assert_raised_as_its_code(raised.value)
 
 
 def test_a_negative_max_rows_is_refused(sqlite_shop: ShopDb) -> None:
@@ -144,10 +204,12 @@ def test_an_out_of_range_timeout_is_invalid_input_not_a_panic(sqlite_shop: ShopD
         with pytest.raises(custard.InvalidInputError) as raised:
             custard.Engine(sqlite_shop.url, timeout=timeout)
         assert raised.value.code == "invalid_timeout", timeout
+        assert_raised_as_its_code(raised.value)
 
 
 def test_an_api_key_without_a_model_is_refused(sqlite_shop: ShopDb) -> None:
     with pytest.raises(custard.InvalidInputError) as raised:
         custard.Engine(sqlite_shop.url, api_key="sk-test")
     assert raised.value.code == "missing_model"
+    assert_raised_as_its_code(raised.value)
     assert "sk-test" not in str(raised.value)

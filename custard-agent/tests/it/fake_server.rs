@@ -201,7 +201,7 @@ impl Side {
 /// The code of the `error` that ends `messages`.
 pub(crate) fn error_code(messages: &[Message]) -> String {
     match messages.last() {
-        Some(Message::Error(e)) => e.code.clone(),
+        Some(Message::Error(e)) => e.code.to_string(),
         other => panic!("expected an error, got {other:?}"),
     }
 }

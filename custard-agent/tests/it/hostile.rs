@@ -350,7 +350,7 @@ async fn a_hostile_server_cannot_push_the_agent_past_its_caps() {
     side.run("s1", SLOW, u64::MAX, u64::MAX).await;
     assert_eq!(error_code(&side.reply_to("s1").await), "duplicate_request");
     side.run("s3", SLOW, u64::MAX, u64::MAX).await;
-    assert_eq!(error_code(&side.reply_to("s3").await), "busy");
+    assert_eq!(error_code(&side.reply_to("s3").await), "agent_busy");
     // The agent's own 3 s timeout, whatever the server asked for.
     assert_eq!(error_code(&side.reply_to("s1").await), "query_timeout");
     assert_eq!(error_code(&side.reply_to("s2").await), "query_timeout");

@@ -218,7 +218,7 @@ async fn active_slow_queries(db: &ScratchDb) -> i64 {
 
 fn error_code(messages: &[Message]) -> String {
     match messages.last() {
-        Some(Message::Error(e)) => e.code.clone(),
+        Some(Message::Error(e)) => e.code.to_string(),
         other => panic!("expected an error, got {other:?}"),
     }
 }
@@ -294,7 +294,7 @@ async fn deadlines_cancellation_and_busy() {
         }
         assert!(matches!(frame.message, Message::Columns(_)), "slow2 is still running: {frame:?}");
     };
-    assert!(matches!(&busy.message, Message::Error(e) if e.code == "busy"), "{busy:?}");
+    assert!(matches!(&busy.message, Message::Error(e) if e.code == "agent_busy"), "{busy:?}");
     let started = Instant::now();
     side.send(Frame::new("c1", Message::Cancel(Cancel { target: "slow2".into() }))).await;
     assert_eq!(error_code(&side.reply_to("slow2").await), "canceled");

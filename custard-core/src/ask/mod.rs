@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::llm::{GenerationRequest, LanguageModel, LlmError};
+use crate::codes::codes;
+use crate::llm::{GenerationRequest, LanguageModel, LlmError, LlmErrorCode};
 use crate::text::truncate;
 use crate::{
-    ChatMessage, ColumnMeta, Example, ExecError, ExecErrorCode, Executor, Feedback, Guard,
+    ChatMessage, Code, ColumnMeta, Example, ExecError, ExecErrorCode, Executor, Feedback, Guard,
     GuardConfigError, PromptBuilder, RejectionCode, RetrieveOptions, Role, RunLimits, Schema,
     SchemaIndex, Turn,
 };
@@ -104,8 +105,9 @@ pub struct Attempt {
 pub struct AttemptFailure {
     /// The step that failed.
     pub stage: AttemptStage,
-    /// The stable code: a guard rejection code or an executor error code.
-    pub code: String,
+    /// What refused it: [`AskErrorCode::NoSql`], the guard's rejection code
+    /// or the executor's error code.
+    pub code: Code,
     /// The message fed back to the model.
     pub message: String,
 }
@@ -220,6 +222,23 @@ pub const MAX_HISTORY_TURNS: usize = 10;
 /// The most repairs a pipeline makes, whatever its options say.
 const MAX_REPAIRS: usize = 5;
 
+codes! {
+    /// Why a question got no answer, beyond the model's and the database's own
+    /// codes (see [`AskError::code`]).
+    pub enum AskErrorCode {
+        /// The question is empty or too long.
+        InvalidQuestion => "invalid_question",
+        /// The question cannot be answered from this database: the model said
+        /// so, or the offline engine abstained.
+        CannotAnswer => "cannot_answer",
+        /// Every attempt failed the guard or the database.
+        NoValidQuery => "no_valid_query",
+        /// An attempt's reply held no SQL (a code of [`AttemptFailure`], never
+        /// of a whole question).
+        NoSql => "no_sql",
+    }
+}
+
 /// Why a question got no answer.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -248,14 +267,29 @@ pub enum AskError {
 }
 
 impl AskError {
-    /// The stable snake_case code shared with the API.
-    pub fn code(&self) -> &str {
+    /// The code this failure is reported with everywhere (HTTP, Python): the
+    /// model's or the executor's own code, except that a model abstaining is
+    /// `cannot_answer`, like a model saying the database cannot answer.
+    ///
+    /// ```
+    /// use custard_core::llm::{LlmError, LlmErrorCode};
+    /// use custard_core::AskError;
+    ///
+    /// let abstained = AskError::Model(LlmError::new(LlmErrorCode::Abstained, "not sure"));
+    /// assert_eq!(abstained.code().as_str(), "cannot_answer");
+    /// let timeout = AskError::Model(LlmError::new(LlmErrorCode::Timeout, "slow"));
+    /// assert_eq!(timeout.code().as_str(), "llm_timeout");
+    /// ```
+    pub fn code(&self) -> Code {
         match self {
-            AskError::InvalidQuestion(_) => "invalid_question",
-            AskError::Model(e) => e.code.as_str(),
-            AskError::CannotAnswer { .. } => "cannot_answer",
-            AskError::NoValidQuery { .. } => "no_valid_query",
-            AskError::Execution(e) => e.code.as_str(),
+            AskError::InvalidQuestion(_) => AskErrorCode::InvalidQuestion.into(),
+            AskError::Model(e) if e.code == LlmErrorCode::Abstained => {
+                AskErrorCode::CannotAnswer.into()
+            }
+            AskError::Model(e) => e.code.into(),
+            AskError::CannotAnswer { .. } => AskErrorCode::CannotAnswer.into(),
+            AskError::NoValidQuery { .. } => AskErrorCode::NoValidQuery.into(),
+            AskError::Execution(e) => e.code.into(),
         }
     }
 }
@@ -389,7 +423,7 @@ impl AskPipeline {
                 }
                 let failure = AttemptFailure {
                     stage: AttemptStage::NoSql,
-                    code: "no_sql".to_owned(),
+                    code: AskErrorCode::NoSql.into(),
                     message: "the reply held no SQL query; reply with one query in a ```sql block"
                         .to_owned(),
                 };
@@ -406,7 +440,7 @@ impl AskPipeline {
                 Err(rejection) => {
                     let failure = AttemptFailure {
                         stage: AttemptStage::Guard,
-                        code: rejection.code.as_str().to_owned(),
+                        code: rejection.code.into(),
                         message: guard_feedback(rejection.code, &rejection.message),
                     };
                     record(&mut attempts, &mut feedback, generation.text, Some(sql), failure);
@@ -423,7 +457,7 @@ impl AskPipeline {
                 Err(e) if repairable(&e) => {
                     let failure = AttemptFailure {
                         stage: AttemptStage::Database,
-                        code: e.code.as_str().to_owned(),
+                        code: e.code.into(),
                         message: format!("the database said: {}", e.message),
                     };
                     record(&mut attempts, &mut feedback, generation.text, Some(sql), failure);
@@ -592,7 +626,7 @@ mod tests {
         let sql = format!("SELECT 1 WHERE 'a' IN ({})", vec!["'x'"; 100_000].join(", "));
         let failure = |message: String| AttemptFailure {
             stage: AttemptStage::Guard,
-            code: "too_large".to_owned(),
+            code: RejectionCode::TooLong.into(),
             message,
         };
         record(

@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::codes::codes;
 use crate::{BoxFuture, CheckedSql, Dialect, Schema};
 
 /// The sending half of the channel an executor streams a result into.
@@ -107,80 +108,40 @@ pub struct DiscoverOptions {
     pub sample_values: usize,
 }
 
-/// The closed set of reasons an executor fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ExecErrorCode {
-    /// The database URL is malformed or names an unsupported database.
-    InvalidUrl,
-    /// The database could not be reached or the connection broke.
-    DatabaseUnavailable,
-    /// The database rejected the query (syntax, unknown name, type error, ...).
-    QueryFailed,
-    /// The query ran past its deadline and was cancelled.
-    Timeout,
-    /// The role lacks a privilege the query needs.
-    PermissionDenied,
-    /// The receiver of the rows went away before the query finished.
-    ReceiverClosed,
-    /// The query was cancelled before it finished.
-    Canceled,
-    /// A remote executor (the agent) refused the query with its own guard or policy.
-    Rejected,
-    /// No agent is connected for this database.
-    AgentOffline,
-    /// Every connected agent is already running as many queries as it allows.
-    AgentBusy,
-    /// The agent went away while the request was in flight.
-    AgentDisconnected,
-    /// A bug or an unexpected state; the message says what.
-    Internal,
-}
-
-impl ExecErrorCode {
-    /// The stable snake_case code shared with the wire protocol and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecErrorCode::InvalidUrl => "invalid_database_url",
-            ExecErrorCode::DatabaseUnavailable => "database_unavailable",
-            ExecErrorCode::QueryFailed => "query_failed",
-            ExecErrorCode::Timeout => "query_timeout",
-            ExecErrorCode::PermissionDenied => "permission_denied",
-            ExecErrorCode::ReceiverClosed => "receiver_closed",
-            ExecErrorCode::Canceled => "canceled",
-            ExecErrorCode::Rejected => "rejected",
-            ExecErrorCode::AgentOffline => "agent_offline",
-            ExecErrorCode::AgentBusy => "agent_busy",
-            ExecErrorCode::AgentDisconnected => "agent_disconnected",
-            ExecErrorCode::Internal => "internal",
-        }
-    }
-
-    /// The code with this stable name, if it is one.
-    pub fn parse(name: &str) -> Option<Self> {
-        use ExecErrorCode::*;
-        [
-            InvalidUrl,
-            DatabaseUnavailable,
-            QueryFailed,
-            Timeout,
-            PermissionDenied,
-            ReceiverClosed,
-            Canceled,
-            Rejected,
-            AgentOffline,
-            AgentBusy,
-            AgentDisconnected,
-            Internal,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == name)
-    }
-}
-
-impl fmt::Display for ExecErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+codes! {
+    /// The closed set of reasons an executor fails.
+    pub enum ExecErrorCode {
+        /// The database URL is malformed or names an unsupported database.
+        InvalidUrl => "invalid_database_url",
+        /// The database could not be reached or the connection broke.
+        DatabaseUnavailable => "database_unavailable",
+        /// The database rejected the query (syntax, unknown name, type error, ...).
+        QueryFailed => "query_failed",
+        /// The query ran past its deadline and was cancelled.
+        Timeout => "query_timeout",
+        /// The role lacks a privilege the query needs.
+        PermissionDenied => "permission_denied",
+        /// The receiver of the rows went away before the query finished.
+        ReceiverClosed => "receiver_closed",
+        /// The query was cancelled before it finished (the request was
+        /// withdrawn, or the agent is stopping).
+        Canceled => "canceled",
+        /// A remote executor (the agent) refused the query with its own guard or
+        /// policy; the guard's code is in the message. Once called `rejected`.
+        Rejected => "query_rejected" | "rejected",
+        /// No agent is connected for this database.
+        AgentOffline => "agent_offline",
+        /// Every connected agent is already running as many queries as it
+        /// allows. Agents before the shared vocabulary said `busy`.
+        AgentBusy => "agent_busy" | "busy",
+        /// The agent went away while the request was in flight.
+        AgentDisconnected => "agent_disconnected",
+        /// The agent refuses to run queries until its database role is fixed:
+        /// it is privileged, or can read what the agent's policy keeps out
+        /// (layers 3 and 4).
+        PrivilegedRole => "privileged_role",
+        /// A bug or an unexpected state; the message says what.
+        Internal => "internal",
     }
 }
 

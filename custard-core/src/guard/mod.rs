@@ -15,92 +15,42 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::codes::codes;
 use crate::{Dialect, Schema};
 
 pub(crate) use names::NameIndex;
 
-/// The closed set of reasons the guard rejects SQL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RejectionCode {
-    /// The input holds no statement.
-    Empty,
-    /// The input is longer than the guard accepts.
-    TooLong,
-    /// The parser could not read the input (or it nests too deeply).
-    ParseError,
-    /// More than one statement.
-    MultipleStatements,
-    /// A statement that is not a query (`INSERT`, `SET`, `COPY`, `EXPLAIN`, ...).
-    NotAQuery,
-    /// A query that writes: a data-modifying CTE or `SELECT INTO`.
-    DataModifying,
-    /// A locking clause such as `FOR UPDATE`.
-    Locking,
-    /// A function outside the dialect's allow-list.
-    FunctionNotAllowed,
-    /// A system catalog (`pg_catalog`, `information_schema`, `pg_*`, `sqlite_*`).
-    SystemCatalog,
-    /// A table the policy does not allow.
-    TableNotAllowed,
-    /// A table that is not in the known schema.
-    UnknownTable,
-    /// A column that is not in any table the query uses.
-    UnknownColumn,
-    /// A column the policy masks (by name, `*`, whole-row or join by name).
-    ColumnMasked,
-    /// Syntax the guard does not support, rejected to fail closed.
-    Unsupported,
-}
-
-impl RejectionCode {
-    /// The stable snake_case code shared with the wire protocol and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectionCode::Empty => "empty_sql",
-            RejectionCode::TooLong => "sql_too_long",
-            RejectionCode::ParseError => "sql_parse_error",
-            RejectionCode::MultipleStatements => "multiple_statements",
-            RejectionCode::NotAQuery => "not_a_query",
-            RejectionCode::DataModifying => "data_modifying",
-            RejectionCode::Locking => "locking_clause",
-            RejectionCode::FunctionNotAllowed => "function_not_allowed",
-            RejectionCode::SystemCatalog => "system_catalog",
-            RejectionCode::TableNotAllowed => "table_not_allowed",
-            RejectionCode::UnknownTable => "unknown_table",
-            RejectionCode::UnknownColumn => "unknown_column",
-            RejectionCode::ColumnMasked => "masked_column",
-            RejectionCode::Unsupported => "unsupported_sql",
-        }
-    }
-
-    /// The code with this stable name, if it is one.
-    pub fn parse(name: &str) -> Option<Self> {
-        use RejectionCode::*;
-        [
-            Empty,
-            TooLong,
-            ParseError,
-            MultipleStatements,
-            NotAQuery,
-            DataModifying,
-            Locking,
-            FunctionNotAllowed,
-            SystemCatalog,
-            TableNotAllowed,
-            UnknownTable,
-            UnknownColumn,
-            ColumnMasked,
-            Unsupported,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == name)
-    }
-}
-
-impl fmt::Display for RejectionCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+codes! {
+    /// The closed set of reasons the guard rejects SQL.
+    pub enum RejectionCode {
+        /// The input holds no statement.
+        Empty => "empty_sql",
+        /// The input is longer than the guard accepts.
+        TooLong => "sql_too_long",
+        /// The parser could not read the input (or it nests too deeply).
+        ParseError => "sql_parse_error",
+        /// More than one statement.
+        MultipleStatements => "multiple_statements",
+        /// A statement that is not a query (`INSERT`, `SET`, `COPY`, `EXPLAIN`, ...).
+        NotAQuery => "not_a_query",
+        /// A query that writes: a data-modifying CTE or `SELECT INTO`.
+        DataModifying => "data_modifying",
+        /// A locking clause such as `FOR UPDATE`.
+        Locking => "locking_clause",
+        /// A function outside the dialect's allow-list.
+        FunctionNotAllowed => "function_not_allowed",
+        /// A system catalog (`pg_catalog`, `information_schema`, `pg_*`, `sqlite_*`).
+        SystemCatalog => "system_catalog",
+        /// A table the policy does not allow.
+        TableNotAllowed => "table_not_allowed",
+        /// A table that is not in the known schema.
+        UnknownTable => "unknown_table",
+        /// A column that is not in any table the query uses.
+        UnknownColumn => "unknown_column",
+        /// A column the policy masks (by name, `*`, whole-row or join by name).
+        ColumnMasked => "masked_column",
+        /// Syntax the guard does not support, rejected to fail closed.
+        Unsupported => "unsupported_sql",
     }
 }
 

@@ -11,6 +11,7 @@ mod openai;
 
 use std::fmt;
 
+use crate::codes::codes;
 use crate::{BoxFuture, ChatMessage, Dialect, Schema, Turn};
 
 pub use extract::extract_sql;
@@ -43,44 +44,24 @@ pub struct Generation {
     pub sql: Option<String>,
 }
 
-/// The closed set of reasons a model gives no SQL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum LlmErrorCode {
-    /// The model chose not to answer (the offline engine is not confident).
-    Abstained,
-    /// The configuration is incomplete or wrong (no model name, bad URL, ...).
-    Misconfigured,
-    /// The API key is missing, wrong or lacks access.
-    Unauthorized,
-    /// The service kept answering 429 after the bounded retries.
-    RateLimited,
-    /// The service did not answer in time, after the bounded retries.
-    Timeout,
-    /// The service failed (5xx, connection refused) after the bounded retries.
-    Unavailable,
-    /// The service answered something that is not a usable reply.
-    BadResponse,
-}
-
-impl LlmErrorCode {
-    /// The stable snake_case code shared with the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LlmErrorCode::Abstained => "llm_abstained",
-            LlmErrorCode::Misconfigured => "llm_misconfigured",
-            LlmErrorCode::Unauthorized => "llm_unauthorized",
-            LlmErrorCode::RateLimited => "llm_rate_limited",
-            LlmErrorCode::Timeout => "llm_timeout",
-            LlmErrorCode::Unavailable => "llm_unavailable",
-            LlmErrorCode::BadResponse => "llm_bad_response",
-        }
-    }
-}
-
-impl fmt::Display for LlmErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+codes! {
+    /// The closed set of reasons a model gives no SQL.
+    pub enum LlmErrorCode {
+        /// The model chose not to answer (the offline engine is not confident).
+        /// Reported as `cannot_answer` once it ends a question (see [`crate::AskError::code`]).
+        Abstained => "llm_abstained",
+        /// The configuration is incomplete or wrong (no model name, bad URL, ...).
+        Misconfigured => "llm_misconfigured",
+        /// The API key is missing, wrong or lacks access.
+        Unauthorized => "llm_unauthorized",
+        /// The service kept answering 429 after the bounded retries.
+        RateLimited => "llm_rate_limited",
+        /// The service did not answer in time, after the bounded retries.
+        Timeout => "llm_timeout",
+        /// The service failed (5xx, connection refused) after the bounded retries.
+        Unavailable => "llm_unavailable",
+        /// The service answered something that is not a usable reply.
+        BadResponse => "llm_bad_response",
     }
 }
 

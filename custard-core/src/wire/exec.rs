@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::{Done, ErrorReport, WireColumnMeta};
-use crate::{ColumnMeta, ExecError, ExecErrorCode, RejectionCode, RunSummary};
+use super::{Done, ErrorReport, ReportCode, WireColumnMeta};
+use crate::{Code, ColumnMeta, ExecError, ExecErrorCode, RunSummary};
 
 impl From<&ColumnMeta> for WireColumnMeta {
     fn from(column: &ColumnMeta) -> Self {
@@ -42,7 +42,7 @@ impl From<&Done> for RunSummary {
 impl From<&ExecError> for ErrorReport {
     fn from(err: &ExecError) -> Self {
         ErrorReport {
-            code: err.code.as_str().to_owned(),
+            code: err.code.into(),
             message: err.message.clone(),
             sqlstate: err.sqlstate.clone(),
         }
@@ -51,27 +51,21 @@ impl From<&ExecError> for ErrorReport {
 
 impl From<ErrorReport> for ExecError {
     /// An agent's `error` reply as an executor error: executor codes keep their
-    /// meaning, the agent's guard refusals become [`ExecErrorCode::Rejected`]
-    /// (with the guard's code in the message), `busy` is [`ExecErrorCode::AgentBusy`],
-    /// and anything else is [`ExecErrorCode::Internal`].
+    /// meaning (older names too: `busy` is [`ExecErrorCode::AgentBusy`]), the
+    /// agent's guard refusals become [`ExecErrorCode::Rejected`] (with the
+    /// guard's code in the message), and anything else is
+    /// [`ExecErrorCode::Internal`] (with the code in the message).
     fn from(report: ErrorReport) -> Self {
-        let code = ExecErrorCode::parse(&report.code).unwrap_or_else(|| {
-            if report.code == "busy" {
-                ExecErrorCode::AgentBusy
-            } else if report.code == "privileged_role" {
-                // The agent refuses to query until its database role is fixed.
-                ExecErrorCode::DatabaseUnavailable
-            } else if RejectionCode::parse(&report.code).is_some() {
-                ExecErrorCode::Rejected
-            } else {
-                ExecErrorCode::Internal
-            }
-        });
+        let code = match &report.code {
+            ReportCode::Known(Code::Exec(code)) => *code,
+            ReportCode::Known(Code::Guard(_)) => ExecErrorCode::Rejected,
+            _ => ExecErrorCode::Internal,
+        };
         let message = match code {
             ExecErrorCode::Rejected => {
                 format!("the agent's guard refused the query ({}): {}", report.code, report.message)
             }
-            ExecErrorCode::Internal if report.code != "internal" => {
+            ExecErrorCode::Internal if report.code != Code::Exec(ExecErrorCode::Internal) => {
                 format!("{}: {}", report.code, report.message)
             }
             _ => report.message,
@@ -112,14 +106,28 @@ mod tests {
     #[test]
     fn agent_error_reports_map_to_exec_codes() {
         let code = |c: &str| ExecError::from(ErrorReport::new(c, "m")).code;
+        // Every executor code keeps its meaning.
+        for &exec in ExecErrorCode::ALL {
+            assert_eq!(code(exec.as_str()), exec, "{exec}");
+        }
+        // Older agents' names.
         assert_eq!(code("busy"), ExecErrorCode::AgentBusy);
+        assert_eq!(code("rejected"), ExecErrorCode::Rejected);
+        assert_eq!(code("agent_busy"), ExecErrorCode::AgentBusy);
         assert_eq!(code("not_a_query"), ExecErrorCode::Rejected);
         assert_eq!(code("unknown_table"), ExecErrorCode::Rejected);
         assert_eq!(code("canceled"), ExecErrorCode::Canceled);
         assert_eq!(code("database_unavailable"), ExecErrorCode::DatabaseUnavailable);
         assert_eq!(code("malformed_frame"), ExecErrorCode::Internal);
-        assert_eq!(code("privileged_role"), ExecErrorCode::DatabaseUnavailable);
+        assert_eq!(code("from_the_future"), ExecErrorCode::Internal);
+        // Unified on purpose: the agent's role refusal keeps its own code (it
+        // was `database_unavailable` once it reached the server).
+        assert_eq!(code("privileged_role"), ExecErrorCode::PrivilegedRole);
         let rejected = ExecError::from(ErrorReport::new("table_not_allowed", "no"));
         assert!(rejected.message.contains("table_not_allowed"), "{}", rejected.message);
+        let unknown = ExecError::from(ErrorReport::new("from_the_future", "m"));
+        assert_eq!(unknown.message, "from_the_future: m");
+        let internal = ExecError::from(ErrorReport::new(ExecErrorCode::Internal, "m"));
+        assert_eq!(internal.message, "m");
     }
 }

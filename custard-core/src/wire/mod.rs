@@ -44,6 +44,14 @@
 //! frame), and no input makes it panic. Unknown fields are ignored, so adding an
 //! optional field does not need a new protocol version; changing a meaning does.
 //!
+//! An `error` frame's `code` is a name from the shared vocabulary of
+//! [`Code`] (`docs/errors.md`), typed as [`ReportCode`]: the
+//! executor's codes, the guard's, and the protocol's own ([`WireErrorCode`]).
+//! A code this build does not know still decodes (as [`ReportCode::Unknown`]),
+//! and names from before the shared vocabulary decode to the code they became
+//! (`busy` is `agent_busy`, `rejected` is `query_rejected`), so version 1 peers
+//! of either age understand each other.
+//!
 //! These are the only serde types in the crate: the domain types ([`Schema`] and
 //! friends) stay plain Rust and convert explicitly, e.g. [`WireSchema`].
 //!
@@ -72,7 +80,8 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::{Dialect, Rejection, Schema};
+use crate::codes::codes;
+use crate::{Code, Dialect, Rejection, Schema};
 
 pub use schema::{
     WireColumn, WireForeignKey, WireSchema, WireTable, schema_from_json, schema_to_json,
@@ -89,6 +98,36 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Longest excerpt of peer-supplied text (a type name, a parser message) kept in
 /// a [`WireError`], so that errors echoed back in `error` frames stay small.
 const MAX_ECHO_CHARS: usize = 200;
+
+codes! {
+    /// The wire protocol's own codes, in `error` frames either side sends:
+    /// why a frame, or a whole session, was refused.
+    pub enum WireErrorCode {
+        /// A frame longer than the size cap; it was not parsed.
+        TooLarge => "frame_too_large",
+        /// Not a valid frame: not JSON, not an object, a missing or mistyped field.
+        Malformed => "malformed_frame",
+        /// A frame of a protocol version this side does not speak.
+        UnsupportedVersion => "unsupported_version",
+        /// A frame of a message type this side does not know.
+        UnknownType => "unknown_message_type",
+        /// A schema that is not a valid schema, or does not match its fingerprint.
+        InvalidSchema => "invalid_schema",
+        /// A message this side does not take from its peer, or not now (a
+        /// second `hello`, a first frame that is not `hello`).
+        UnexpectedMessage => "unexpected_message",
+        /// A frame id longer than the agent accepts.
+        InvalidId => "invalid_id",
+        /// A request under the id of a request still in flight.
+        DuplicateRequest => "duplicate_request",
+        /// The agent's database is not of its connection's dialect.
+        DialectMismatch => "dialect_mismatch",
+        /// The connection has as many agents as the server accepts.
+        TooManyAgents => "too_many_agents",
+        /// The agent's API key is not (or no longer) the connection's key.
+        Unauthorized => "unauthorized",
+    }
+}
 
 /// Why a frame or a schema could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -124,15 +163,20 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// The stable snake_case code, for `error` frames and the API.
-    pub fn code(&self) -> &'static str {
+    /// The code of this error, for `error` frames.
+    pub fn error_code(&self) -> WireErrorCode {
         match self {
-            WireError::TooLarge { .. } => "frame_too_large",
-            WireError::Malformed(_) => "malformed_frame",
-            WireError::UnsupportedVersion(_) => "unsupported_version",
-            WireError::UnknownType { .. } => "unknown_message_type",
-            WireError::InvalidSchema(_) => "invalid_schema",
+            WireError::TooLarge { .. } => WireErrorCode::TooLarge,
+            WireError::Malformed(_) => WireErrorCode::Malformed,
+            WireError::UnsupportedVersion(_) => WireErrorCode::UnsupportedVersion,
+            WireError::UnknownType { .. } => WireErrorCode::UnknownType,
+            WireError::InvalidSchema(_) => WireErrorCode::InvalidSchema,
         }
+    }
+
+    /// The stable name of [`WireError::error_code`].
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 
     /// The id of the frame that failed, when it is known; the peer should get an
@@ -347,9 +391,10 @@ pub struct Done {
 /// `error`: a request failed, or a frame could not be understood.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReport {
-    /// A stable snake_case code from the shared error table
-    /// (e.g. `query_timeout`, `not_a_query`, `unknown_message_type`).
-    pub code: String,
+    /// What failed, from the shared vocabulary (`docs/errors.md`): an
+    /// executor's code (`query_timeout`), the guard's (`not_a_query`) or the
+    /// protocol's (`unknown_message_type`).
+    pub code: ReportCode,
     /// A human-readable explanation; never contains credentials.
     pub message: String,
     /// The database's own error code (PostgreSQL SQLSTATE), when it gave one.
@@ -359,20 +404,133 @@ pub struct ErrorReport {
 
 impl ErrorReport {
     /// A report with a code and a message and no SQLSTATE.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    ///
+    /// ```
+    /// use custard_core::ExecErrorCode;
+    /// use custard_core::wire::ErrorReport;
+    ///
+    /// let report = ErrorReport::new(ExecErrorCode::AgentBusy, "try again shortly");
+    /// assert_eq!(report.code, "agent_busy");
+    /// ```
+    pub fn new(code: impl Into<ReportCode>, message: impl Into<String>) -> Self {
         ErrorReport { code: code.into(), message: message.into(), sqlstate: None }
     }
 }
 
 impl From<&WireError> for ErrorReport {
     fn from(err: &WireError) -> Self {
-        ErrorReport::new(err.code(), err.to_string())
+        ErrorReport::new(err.error_code(), err.to_string())
     }
 }
 
 impl From<&Rejection> for ErrorReport {
     fn from(rejection: &Rejection) -> Self {
-        ErrorReport::new(rejection.code.as_str(), rejection.message.clone())
+        ErrorReport::new(rejection.code, rejection.message.clone())
+    }
+}
+
+/// The code of an `error` frame: a [`Code`] of the shared vocabulary, or a
+/// code this build does not know (a newer peer's), kept as it was sent, so a
+/// new code never makes a frame undecodable.
+///
+/// On the wire it is the code's name; older names decode to the code they
+/// became (`busy` is [`ExecErrorCode::AgentBusy`](crate::ExecErrorCode::AgentBusy)).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ReportCode {
+    /// A code of the shared vocabulary.
+    Known(Code),
+    /// A code this build does not know, as sent.
+    Unknown(String),
+}
+
+impl ReportCode {
+    /// The code's name, as it goes on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReportCode::Known(code) => code.as_str(),
+            ReportCode::Unknown(name) => name,
+        }
+    }
+
+    /// The code, when this build knows it.
+    pub fn known(&self) -> Option<Code> {
+        match self {
+            ReportCode::Known(code) => Some(*code),
+            ReportCode::Unknown(_) => None,
+        }
+    }
+}
+
+/// `From` each family of codes (and [`Code`]) for [`ReportCode`].
+macro_rules! report_code_from {
+    ($($set:ty),+) => {
+        $(
+            impl From<$set> for ReportCode {
+                fn from(code: $set) -> Self {
+                    ReportCode::Known(code.into())
+                }
+            }
+        )+
+    };
+}
+
+report_code_from!(
+    Code,
+    crate::InputErrorCode,
+    crate::RejectionCode,
+    crate::ExecErrorCode,
+    crate::llm::LlmErrorCode,
+    crate::AskErrorCode,
+    WireErrorCode
+);
+
+impl From<&str> for ReportCode {
+    /// The code with this name, or an unknown one.
+    fn from(name: &str) -> Self {
+        Code::parse(name).map_or_else(|| ReportCode::Unknown(name.to_owned()), ReportCode::Known)
+    }
+}
+
+impl From<String> for ReportCode {
+    /// The code with this name, or an unknown one.
+    fn from(name: String) -> Self {
+        Code::parse(&name).map_or(ReportCode::Unknown(name), ReportCode::Known)
+    }
+}
+
+impl fmt::Display for ReportCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<Code> for ReportCode {
+    fn eq(&self, other: &Code) -> bool {
+        self.known() == Some(*other)
+    }
+}
+
+impl PartialEq<str> for ReportCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ReportCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for ReportCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReportCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(ReportCode::from)
     }
 }
 
@@ -982,6 +1140,9 @@ mod tests {
 
     #[test]
     fn error_codes_and_reports() {
+        for &code in WireErrorCode::ALL {
+            assert_eq!(WireErrorCode::parse(code.as_str()), Some(code));
+        }
         let cases = [
             (WireError::TooLarge { len: 2, max: 1 }, "frame_too_large"),
             (WireError::Malformed("x".into()), "malformed_frame"),
@@ -991,6 +1152,7 @@ mod tests {
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code);
+            assert_eq!(err.error_code().as_str(), code);
             let report = ErrorReport::from(&err);
             assert_eq!(report.code, code);
             assert_eq!(report.message, err.to_string());
@@ -1005,6 +1167,46 @@ mod tests {
         let report = ErrorReport::from(&rejection);
         assert_eq!(report.code, rejection.code.as_str());
         assert_eq!(report.sqlstate, None);
+    }
+
+    #[test]
+    fn error_reports_carry_typed_codes() {
+        // Every code of the vocabulary crosses the wire as its name and comes back typed.
+        for &code in Code::ALL {
+            let frame = Frame::new("e", Message::Error(ErrorReport::new(code, "m")));
+            let text = frame.encode();
+            assert!(text.contains(&format!(r#""code":"{code}""#)), "{text}");
+            let Ok(Frame { message: Message::Error(report), .. }) = Frame::decode(&text) else {
+                panic!("{text} did not decode to an error");
+            };
+            assert_eq!(report.code, ReportCode::Known(code));
+            assert_eq!(report.code.known(), Some(code));
+        }
+        let decode = |code: &str| {
+            let text =
+                format!(r#"{{"v":1,"type":"error","id":"e","code":"{code}","message":"m"}}"#);
+            match Frame::decode(&text) {
+                Ok(Frame { message: Message::Error(report), .. }) => report.code,
+                other => panic!("{text}: {other:?}"),
+            }
+        };
+        // Older names still decode (wire v1 stays compatible) and are written anew.
+        let busy = decode("busy");
+        assert_eq!(busy, Code::Exec(crate::ExecErrorCode::AgentBusy));
+        assert_eq!(busy.to_string(), "agent_busy");
+        assert_eq!(decode("rejected"), Code::Exec(crate::ExecErrorCode::Rejected));
+        // A newer peer's code is kept as sent, not refused.
+        let future = decode("from_the_future");
+        assert_eq!(future, ReportCode::Unknown("from_the_future".into()));
+        assert_eq!(future.known(), None);
+        let frame = Frame::new("e", Message::Error(ErrorReport::new(future, "m")));
+        assert!(frame.encode().contains(r#""code":"from_the_future""#));
+        // A code is a string.
+        check_err(
+            r#"{"v":1,"type":"error","id":"e","code":7,"message":"m"}"#,
+            "malformed_frame",
+            "invalid type: integer",
+        );
     }
 
     #[test]

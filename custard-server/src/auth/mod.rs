@@ -1,11 +1,17 @@
-//! Account security primitives: password hashing and policy, random tokens and
-//! API keys, and access JWTs.
+//! Authentication: the account security primitives (password hashing and
+//! policy, random tokens and API keys, access JWTs), the browser's session
+//! cookie and CSRF tokens (`cookie`), and the extractors that say who is
+//! calling (`CurrentUser`, `CurrentAdmin`, `CurrentOwner`, `SessionUser`).
 //!
-//! Everything here is pure (no IO besides the operating system's CSPRNG), so the
-//! HTTP layer and the store decide when to call it. Password hashing is slow on
-//! purpose: call [`hash_password`], [`verify_password`] and [`dummy_verify`] on
-//! a blocking thread (`tokio::task::spawn_blocking`).
+//! The primitives are pure (no IO besides the operating system's CSPRNG), so
+//! their callers decide when to run them. Password hashing is slow on
+//! purpose: the server calls [`hash_password`], [`verify_password`] and
+//! [`dummy_verify`] only through `hashing::PasswordHashing`, which bounds them.
+//! The extractors read the store through `AuthState`, which the server's
+//! state implements.
 
+mod caller;
+pub(crate) mod cookie;
 pub mod jwt;
 pub mod passwords;
 pub mod tokens;
@@ -19,3 +25,5 @@ pub use passwords::{
     dummy_verify, hash_password, needs_rehash, verify_password,
 };
 pub use tokens::{API_KEY_PREFIX, hash_secret, hashes_equal, is_api_key, new_api_key, new_secret};
+
+pub(crate) use caller::{AuthState, CurrentAdmin, CurrentOwner, CurrentUser, SessionUser};

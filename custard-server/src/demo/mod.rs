@@ -16,7 +16,7 @@ use custard_core::Dialect;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth;
-use crate::routes::AppState;
+use crate::state::AppState;
 use crate::store::{NewConnection, NewUser, StoreError};
 
 /// The demo user's email.

@@ -4,13 +4,13 @@
 //! this connection; anything else is refused before the upgrade with a 401 and
 //! a clear message, and logged (without the key).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{
     CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade, close_code,
 };
-use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use custard_core::wire::{
@@ -22,8 +22,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::local::{AgentLink, FLOW_WINDOW, LocalHub, NewLink};
 use crate::auth;
 use crate::error::{AppError, ErrorCode};
-use crate::extract::ClientIp;
-use crate::routes::AppState;
 use crate::store::{Connection, ConnectionId, Store, StoreError};
 
 /// Frames queued for one agent's socket writer.
@@ -38,19 +36,14 @@ const LAST_SEEN_WRITE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Authenticates the agent, then upgrades and serves its session.
 pub(crate) async fn agent_socket(
-    State(state): State<AppState>,
-    Path(connection_id): Path<String>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
+    store: Arc<dyn Store>,
+    hub: Arc<LocalHub>,
+    connection_id: &str,
+    ip: IpAddr,
+    headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let (connection, key_hash) = match authenticate(
-        state.inner().store.as_ref(),
-        &connection_id,
-        &headers,
-    )
-    .await
-    {
+    let (connection, key_hash) = match authenticate(store.as_ref(), connection_id, headers).await {
         Ok(c) => c,
         Err(refusal) => {
             tracing::warn!(connection = %connection_id, %ip, reason = %refusal.message, "agent refused");
@@ -76,8 +69,7 @@ pub(crate) async fn agent_socket(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
-            let hub = Arc::clone(&state.inner().hub);
-            serve(&state, &hub, connection, &key_hash, socket).await;
+            serve(&store, &hub, connection, &key_hash, socket).await;
         })
 }
 
@@ -132,14 +124,14 @@ struct End {
 }
 
 async fn serve(
-    state: &AppState,
+    store: &Arc<dyn Store>,
     hub: &Arc<LocalHub>,
     connection: Connection,
     key_hash: &str,
     socket: WebSocket,
 ) {
     let settings = hub.settings();
-    let store = Arc::clone(&state.inner().store);
+    let store = Arc::clone(store);
     let (mut sink, mut stream) = socket.split();
 
     // 1. `hello`, within the handshake timeout.
@@ -274,7 +266,7 @@ async fn serve(
 
     record_seen(store.as_ref(), &connection, &hello.agent_version).await;
     let mut seen = SeenWrites::new(Instant::now(), SEEN_WRITE_EVERY);
-    refresh_schema_if_changed(state, hub, &link, hello.schema_fingerprint.as_deref());
+    refresh_schema_if_changed(&store, hub, &link, hello.schema_fingerprint.as_deref());
 
     // 3. Serve until the socket ends, the agent goes silent or the hub closes it.
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
@@ -409,15 +401,14 @@ where
 
 /// Fetches and stores the schema when the agent's fingerprint differs from the stored one.
 fn refresh_schema_if_changed(
-    state: &AppState,
+    store: &Arc<dyn Store>,
     hub: &Arc<LocalHub>,
     link: &Arc<AgentLink>,
     reported: Option<&str>,
 ) {
-    let (state, hub, link) = (state.clone(), Arc::clone(hub), Arc::clone(link));
+    let (store, hub, link) = (Arc::clone(store), Arc::clone(hub), Arc::clone(link));
     let reported = reported.map(str::to_owned);
     tokio::spawn(async move {
-        let store = &state.inner().store;
         let stored = match store.get_schema(&link.org_id, &link.connection_id).await {
             Ok(s) => Some(s.fingerprint),
             Err(StoreError::NotFound) => None,
@@ -429,7 +420,7 @@ fn refresh_schema_if_changed(
         if reported.is_some() && stored == reported {
             return;
         }
-        if let Err(e) = refresh_from(&state, &hub, &link).await {
+        if let Err(e) = refresh_from(store.as_ref(), &hub, &link).await {
             tracing::warn!(connection = %link.connection_id, code = e.code.as_str(), "schema refresh failed: {}", e.message);
         }
     });
@@ -437,25 +428,23 @@ fn refresh_schema_if_changed(
 
 /// Asks this session for the schema and stores it.
 async fn refresh_from(
-    state: &AppState,
+    store: &dyn Store,
     hub: &LocalHub,
     link: &Arc<AgentLink>,
 ) -> Result<(), custard_core::ExecError> {
     let schema = hub.discover_from(link, SAMPLE_VALUES).await?;
-    save_schema(state, &link.connection_id, link, &schema).await?;
+    save_schema(store, &link.connection_id, link, &schema).await?;
     hub.schema_refreshed(link);
     Ok(())
 }
 
 async fn save_schema(
-    state: &AppState,
+    store: &dyn Store,
     connection: &ConnectionId,
     link: &AgentLink,
     schema: &custard_core::Schema,
 ) -> Result<(), custard_core::ExecError> {
-    state
-        .inner()
-        .store
+    store
         .save_schema(&link.org_id, connection, schema.fingerprint(), schema_to_json(schema))
         .await
         .map(drop)

@@ -63,7 +63,6 @@ macro_rules! id_type {
     };
 }
 
-mod migrations;
 mod platform;
 mod sqlite;
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tempfile::TempDir;
 
-use super::migrations::{MIGRATIONS, latest_version};
+use super::sqlite::migrations::{MIGRATIONS, latest_version};
 use super::*;
 
 /// Sessions signed out together, invitations seen by their recipients, organisations.

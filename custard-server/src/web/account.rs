@@ -34,15 +34,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::flash::{Flash, Owner};
 use super::{
     Csrf, Layout, LocalTime, TokenForm, WEB_SESSION, WebError, WebUser, check_csrf, page, secure,
-    sentence, session,
+    sentence,
 };
-use crate::accounts::{self, CurrentUser, SessionUser, SignupRequest};
+use crate::accounts::{self, NewAccount};
+use crate::auth::cookie;
+use crate::auth::{CurrentUser, SessionUser};
 use crate::error::{AppError, ErrorCode};
 use crate::extract::ClientIp;
-use crate::routes::AppState;
+use crate::flash::{Flash, Owner};
+use crate::state::AppState;
 use crate::store::{OrgId, ReceivedInvitation, Role, SessionGrant};
 
 /// The account pages' routes.
@@ -205,7 +207,7 @@ fn password_hint() -> String {
 
 /// The signed-in user of a page that also serves visitors, if any.
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<CurrentUser> {
-    let token = session::cookie_value(headers, session::SESSION_COOKIE)?;
+    let token = cookie::cookie_value(headers, cookie::SESSION_COOKIE)?;
     CurrentUser::of_token(state, &token).await.ok()
 }
 
@@ -220,7 +222,7 @@ enum Visitor {
 impl Visitor {
     /// The browser's session, as far as it goes.
     async fn of(state: &AppState, headers: &HeaderMap) -> Self {
-        let Some(token) = session::cookie_value(headers, session::SESSION_COOKIE) else {
+        let Some(token) = cookie::cookie_value(headers, cookie::SESSION_COOKIE) else {
             return Visitor::Nobody;
         };
         if let Ok(current) = CurrentUser::of_token(state, &token).await {
@@ -254,11 +256,11 @@ impl Visitor {
 /// A redirect that also sets the browser's session cookie.
 fn signed_in_redirect(state: &AppState, to: &str, token: &str) -> Response {
     let mut response = Redirect::to(to).into_response();
-    session::set_cookies(
+    cookie::set_cookies(
         response.headers_mut(),
         [
-            session::session_cookie(token, WEB_SESSION, secure(state)),
-            session::fresh_csrf_cookie(secure(state)),
+            cookie::session_cookie(token, WEB_SESSION, secure(state)),
+            cookie::fresh_csrf_cookie(secure(state)),
         ],
     );
     response
@@ -402,16 +404,16 @@ pub(crate) async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, AppError> {
     check_csrf(&state, &headers, Some(&form.csrf_token))?;
-    if let Some(token) = session::cookie_value(&headers, session::SESSION_COOKIE)
+    if let Some(token) = cookie::cookie_value(&headers, cookie::SESSION_COOKIE)
         && let Ok(claims) = crate::auth::decode_access(&token, &state.inner().jwt)
     {
-        state.inner().store.revoke_session(&claims.sid.clone().into()).await?;
+        accounts::sign_out(&state, &claims.sid.clone().into()).await?;
     }
     let to = if form.next.is_empty() { "/login" } else { local_path(&form.next) };
     let mut response = Redirect::to(to).into_response();
-    session::set_cookies(
+    cookie::set_cookies(
         response.headers_mut(),
-        [session::clear_session_cookie(secure(&state)), session::fresh_csrf_cookie(secure(&state))],
+        [cookie::clear_session_cookie(secure(&state)), cookie::fresh_csrf_cookie(secure(&state))],
     );
     Ok(response)
 }
@@ -448,10 +450,10 @@ pub(crate) struct SignupForm {
 }
 
 impl SignupForm {
-    /// The API's sign-up request for this form, joining through `invitation`
-    /// when there is one.
-    fn request(&self, invitation: Option<String>) -> SignupRequest {
-        SignupRequest {
+    /// The new account of this form, joining through `invitation` when there
+    /// is one.
+    fn request(&self, invitation: Option<String>) -> NewAccount {
+        NewAccount {
             email: self.email.trim().to_owned(),
             password: self.password.clone(),
             first_name: self.first_name.clone(),
@@ -823,8 +825,8 @@ pub(crate) async fn reset(
             // Every session of the account was revoked, this browser's too.
             let mut response = Redirect::to("/reset-password?done=1").into_response();
             let mut cookies = csrf.cookies();
-            cookies.push(session::clear_session_cookie(secure(&state)));
-            session::set_cookies(response.headers_mut(), cookies);
+            cookies.push(cookie::clear_session_cookie(secure(&state)));
+            cookie::set_cookies(response.headers_mut(), cookies);
             response
         }
         Err(e) if e.code == ErrorCode::InvalidToken => {
@@ -1361,23 +1363,21 @@ async fn settings_page(
     kept: Kept,
     problem: Problem,
 ) -> Response {
-    let store = &state.inner().store;
     let (organization, members) = match tokio::try_join!(
-        store.get_organization(current.org()),
-        store.list_members(current.org())
+        accounts::organization(state, current),
+        accounts::members(state, current)
     ) {
         Ok(found) => found,
-        Err(e) => return WebError(e.into()).into_response(),
+        Err(e) => return WebError(e).into_response(),
     };
     let role = current.role();
-    let admin = matches!(role, Role::Owner | Role::Admin);
-    let invitations = if admin {
-        match accounts::pending_invitations(state, current).await {
+    let admin = current.manages();
+    let invitations = match current.admin() {
+        Ok(admin) => match accounts::pending_invitations(state, &admin).await {
             Ok(found) => found,
             Err(e) => return WebError(e).into_response(),
-        }
-    } else {
-        Vec::new()
+        },
+        Err(_) => Vec::new(),
     };
     let invitations: Vec<InvitationRow> = invitations
         .into_iter()
@@ -1703,7 +1703,11 @@ pub(crate) async fn change_role(
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    match accounts::set_member_role(&state, &current, user_id.clone(), &form.role).await {
+    match async {
+        accounts::set_member_role(&state, &current.admin()?, user_id.clone(), &form.role).await
+    }
+    .await
+    {
         Ok(_) => done("role", "members"),
         Err(e) => {
             let problem = Problem::of(&e, &[], "member_role").in_row(user_id);
@@ -1725,7 +1729,9 @@ pub(crate) async fn remove_member(
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    match accounts::remove_from_org(&state, &current, user_id.clone()).await {
+    match async { accounts::remove_from_org(&state, &current.admin()?, user_id.clone()).await }
+        .await
+    {
         Ok(()) => done("removed", "members"),
         Err(e) => {
             let problem = Problem::of(&e, &[], "member_remove").in_row(user_id);
@@ -1747,7 +1753,9 @@ pub(crate) async fn revoke_invitation(
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    match accounts::revoke_pending_invitation(&state, &current, id.clone()).await {
+    match async { accounts::revoke_pending_invitation(&state, &current.admin()?, id.clone()).await }
+        .await
+    {
         Ok(()) => done("revoked", "invitations"),
         Err(e) => {
             let problem = Problem::of(&e, &[], "invitation").in_row(id);
@@ -1769,7 +1777,9 @@ pub(crate) async fn resend_invitation(
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    match accounts::resend_pending_invitation(&state, &current, id.clone()).await {
+    match async { accounts::resend_pending_invitation(&state, &current.admin()?, id.clone()).await }
+        .await
+    {
         Ok(_) => done("resent", "invitations"),
         Err(e) => {
             let problem = Problem::of(&e, &[], "invitation").in_row(id);
@@ -1800,7 +1810,11 @@ pub(crate) async fn invite(
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    match accounts::invite_by_email(&state, &current, &form.email, &form.role).await {
+    match async {
+        accounts::invite_by_email(&state, &current.admin()?, &form.email, &form.role).await
+    }
+    .await
+    {
         Ok(_) => done("invited", "invitations"),
         Err(e) => {
             let fields = [("email", "invite_email"), ("role", "invite_role")];
@@ -1833,12 +1847,12 @@ pub(crate) async fn delete_organization(
         Ok(csrf) => csrf,
         Err(response) => return response,
     };
-    let organization = match state.inner().store.get_organization(current.org()).await {
+    let organization = match accounts::organization(&state, &current).await {
         Ok(organization) => organization,
-        Err(e) => return WebError(e.into()).into_response(),
+        Err(e) => return WebError(e).into_response(),
     };
     let result = if form.confirm.trim() == organization.name.trim() {
-        accounts::delete_own_organization(&state, &current).await
+        async { accounts::delete_own_organization(&state, &current.owner()?).await }.await
     } else {
         Err(AppError::new(
             ErrorCode::Validation,

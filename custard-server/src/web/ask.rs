@@ -31,13 +31,14 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{CheckedForm, Csrf, Layout, WebError, WebUser, chart, highlight, page, sentence};
-use crate::accounts::CurrentUser;
+use crate::auth::CurrentUser;
 use crate::config::LlmSettings;
-use crate::connections::{load_schema, status_of};
+use crate::connections::{self, status_of};
 use crate::error::{AppError, ErrorCode};
-use crate::queries::{self, AnswerView, AskBody, Failure};
-use crate::routes::AppState;
-use crate::store::{ConnectionId, QueryId};
+use crate::pipelines::stored_schema;
+use crate::questions::{self, Answered, AskInput, Failure};
+use crate::state::AppState;
+use crate::store::ConnectionId;
 
 /// The Ask page's routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
@@ -107,7 +108,7 @@ pub(crate) async fn ask_page(
     let mut prefill = Prefill { connection_id: params.connection, ..Prefill::default() };
     if let Some(id) = params.rerun {
         // A question gone since (its connection deleted) just leaves the form empty.
-        if let Ok(q) = state.inner().store.get_query(user.org(), &QueryId::from(id.clone())).await {
+        if let Ok(q) = questions::get(&state, &user, &id).await {
             let target = super::history::rerun_target(&id);
             prefill = Prefill {
                 connection_id: Some(q.record.connection_id.as_str().to_owned()),
@@ -116,8 +117,8 @@ pub(crate) async fn ask_page(
                     state
                         .inner()
                         .flashes
-                        .take(&super::flash::Owner::session(user.session()), &target),
-                    Some(super::flash::Flash::Rerun)
+                        .take(&crate::flash::Owner::session(user.session()), &target),
+                    Some(crate::flash::Flash::Rerun)
                 ),
             };
         }
@@ -133,7 +134,7 @@ pub(crate) async fn render_ask_page(
     prefill: Prefill,
 ) -> Result<Response, WebError> {
     let inner = state.inner();
-    let stored = inner.store.list_connections(user.org()).await?;
+    let stored = connections::list(state, user).await?;
     // The requested connection, else the first online one, else the first.
     let status = |c: &crate::store::Connection| status_of(c, inner.router.presence(&c.id).agents);
     let requested =
@@ -212,7 +213,7 @@ async fn find_examples(
     if let Some(found) = cached_examples(connection) {
         return Ok(Some(found));
     }
-    let schema = match load_schema(state, connection).await {
+    let schema = match stored_schema(state.inner().store.as_ref(), connection).await {
         Ok(schema) => schema,
         Err(e) if e.code == ErrorCode::SchemaUnavailable => return Ok(None),
         Err(e) => return Err(e),
@@ -284,8 +285,8 @@ pub(crate) async fn examples(
     WebUser(user): WebUser,
     Query(params): Query<ExamplesParams>,
 ) -> Result<Response, WebError> {
-    let id = ConnectionId::from(params.connection);
-    let connection = state.inner().store.get_connection(user.org(), &id).await?;
+    let connection = connections::get(&state, &user, &params.connection).await?;
+    let id = connection.id.clone();
     let list = match find_examples(&state, &connection).await? {
         Some(questions) => ExampleList::ready(&state, &id, questions),
         None => ExampleList { state: "pending", ..ExampleList::loading(&id) },
@@ -312,13 +313,13 @@ pub(crate) async fn ask(
     WebUser(user): WebUser,
     CheckedForm(form): CheckedForm<AskForm>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let body = AskBody {
+    let body = AskInput {
         connection_id: form.connection_id,
         question: form.question.clone(),
         conversation_id: Some(form.conversation_id).filter(|c| !c.is_empty()),
     };
     // Over the question limits: a 429 whose message the page shows.
-    let permit = queries::admit(&state, &user)?;
+    let permit = questions::admit(&state, &user)?;
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
         let steps = tx.clone();
@@ -326,8 +327,8 @@ pub(crate) async fn ask(
             let data = serde_json::json!({"step": step.as_str(), "label": step_label(step)});
             let _ = steps.send(Event::default().event("step").data(data.to_string()));
         };
-        let event = match queries::answer(&state, &user, permit, body, Some(&progress)).await {
-            Ok(view) => match AnswerCard::from_answer(&form.question, &view).render() {
+        let event = match questions::answer(&state, &user, permit, body, Some(&progress)).await {
+            Ok(answered) => match AnswerCard::from_answer(&form.question, &answered).render() {
                 Ok(html) => Event::default().event("answer").data(no_cr(&html)),
                 Err(e) => error_event(&form.question, &Failure::from(AppError::internal(e))),
             },
@@ -532,23 +533,26 @@ impl AnswerCard {
     }
 
     /// The card of a fresh answer.
-    pub(crate) fn from_answer(question: &str, view: &AnswerView) -> Self {
-        let result = &view.result;
+    pub(crate) fn from_answer(question: &str, answered: &Answered) -> Self {
+        let answer = &answered.answer;
         AnswerCard::new(CardInput {
-            id: &view.id,
+            id: answered.id.as_str(),
             question: question.trim(),
-            text: &view.answer,
-            sql: &view.sql_query,
-            engine: &view.engine,
-            attempts: view.attempts,
-            total_ms: Some(view.timings.total_ms),
-            conversation_id: &view.conversation_id,
-            connection_id: &view.connection_id,
-            columns: result.columns.iter().map(|c| (c.name.clone(), c.type_name.clone())).collect(),
-            rows: &result.rows,
-            row_count: result.row_count,
-            truncated: result.truncated,
-            chart: result.chart.as_ref().map(|c| (c.kind.to_owned(), c.x.clone(), c.y.clone())),
+            text: &answer.text,
+            sql: &answer.sql,
+            engine: &answer.engine,
+            attempts: answer.attempts.len(),
+            total_ms: Some(answered.timings().total_ms),
+            conversation_id: answered.conversation_id.as_str(),
+            connection_id: answered.connection_id.as_str(),
+            columns: answer.columns.iter().map(|c| (c.name.clone(), c.type_name.clone())).collect(),
+            rows: &answer.rows,
+            row_count: answer.rows.len(),
+            truncated: answer.truncated,
+            chart: answer
+                .chart
+                .as_ref()
+                .map(|c| (c.kind.as_str().to_owned(), c.x.clone(), c.y.clone())),
             feedback: None,
         })
     }
@@ -634,7 +638,7 @@ impl ErrorCard {
                 ),
             ),
             ErrorCode::AgentBusy => ("The agent is busy", Some("Try again in a moment.")),
-            ErrorCode::AgentDisconnected => (
+            ErrorCode::AgentDisconnected | ErrorCode::Canceled => (
                 "The agent disconnected while answering",
                 Some("Try again once it is back online."),
             ),
@@ -642,18 +646,27 @@ impl ErrorCard {
                 ("The query took too long", Some("Ask for less data, or a narrower time range."))
             }
             ErrorCode::NoValidQuery | ErrorCode::QueryRejected => ("The SQL was rejected", None),
-            ErrorCode::QueryFailed => ("The database refused the query", None),
+            ErrorCode::QueryFailed | ErrorCode::PermissionDenied => {
+                ("The database refused the query", None)
+            }
             ErrorCode::CannotAnswer => ("Custard could not answer this", Some(REPHRASE)),
-            ErrorCode::LlmUnavailable => {
+            ErrorCode::LlmUnavailable
+            | ErrorCode::LlmTimeout
+            | ErrorCode::LlmRateLimited
+            | ErrorCode::LlmUnauthorized
+            | ErrorCode::LlmBadResponse
+            | ErrorCode::LlmMisconfigured => {
                 ("The language model is unavailable", Some("Try again in a moment."))
             }
             ErrorCode::SchemaUnavailable => (
                 "The schema is not known yet",
                 Some("Wait for the agent to report it, or refresh it on the Connections page."),
             ),
-            ErrorCode::DatabaseUnavailable => ("The database is unavailable", None),
+            ErrorCode::DatabaseUnavailable | ErrorCode::PrivilegedRole => {
+                ("The database is unavailable", None)
+            }
             ErrorCode::NotFound => ("No such connection", Some("Pick a connection from the list.")),
-            ErrorCode::Validation => ("Check the question", None),
+            ErrorCode::Validation | ErrorCode::InvalidQuestion => ("Check the question", None),
             ErrorCode::Forbidden => ("The page expired", Some("Reload the page and ask again.")),
             _ => ("Something went wrong", None),
         };
@@ -718,7 +731,7 @@ pub(crate) async fn feedback(
             );
         }
     };
-    let q = state.inner().store.set_feedback(user.org(), &QueryId::from(id), correct).await?;
+    let q = questions::set_feedback(&state, &user, &id, correct).await?;
     let failed = q.record.outcome != "ok";
     let html = Feedback { id: q.id.as_str().to_owned(), correct: q.feedback, failed }.render();
     Ok(page(StatusCode::OK, html, Vec::new()).into_response())

@@ -11,13 +11,14 @@
 //! (`data-status-for`, `data-seen-for`, `data-version-for`,
 //! `data-schema-for`), and times are [`LocalTime`]s.
 //!
-//! Every action calls the same function as its API endpoint, so roles,
-//! validation and the hub's side effects (a rotated or deleted connection's
-//! agents are disconnected at once) are the API's.
+//! Every action calls the same logic as its API endpoint
+//! ([`crate::connections`]), so roles, validation and the hub's side effects
+//! (a rotated or deleted connection's agents are disconnected at once) are
+//! the API's.
 //!
 //! Post/Redirect/Get: a form that succeeds answers 303 to a page, so a reload
 //! never re-submits it; a new or rotated key reaches the connection's page as
-//! a one-time [`flash`](super::flash) of the session, never in a URL. A form
+//! a one-time [`flash`](crate::flash) of the session, never in a URL. A form
 //! that fails is shown again with the reason (nothing changed, so re-sending
 //! it is harmless). A GET of an action's URL (a reload, a bookmark) redirects
 //! to the connection's page.
@@ -29,18 +30,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use custard_core::Schema;
 use serde::Deserialize;
 
-use super::flash::{Flash, Owner};
 use super::{CheckedForm, Csrf, Layout, LocalTime, TokenForm, WebError, WebUser, page, sentence};
-use crate::accounts::CurrentUser;
+use crate::auth::CurrentUser;
 use crate::config::LlmSettings;
-use crate::connections::{
-    self as api, AgentSetup, ConnectionView, ConnectionWithKey, CreateConnection, UpdateConnection,
-};
+use crate::connections::{self, AgentSetup, IssuedKey, KEY_PLACEHOLDER, Live};
 use crate::error::AppError;
-use crate::extract::ApiJson;
+use crate::flash::{Flash, Owner};
 use crate::hub::AgentRouter;
-use crate::routes::AppState;
-use crate::store::{Connection, ConnectionId, Role};
+use crate::pipelines::stored_schema;
+use crate::state::AppState;
+use crate::store::Connection;
 
 /// The Connections pages' routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
@@ -65,35 +64,10 @@ pub(crate) async fn to_detail(Path(id): Path<String>) -> Redirect {
     Redirect::to(&detail_url(&id))
 }
 
-/// Whether the user may create and change connections.
-fn manages(user: &CurrentUser) -> bool {
-    matches!(user.role(), Role::Owner | Role::Admin)
-}
-
-/// A new API key with the lines that start the agent, shown once.
-pub(crate) struct NewKey {
-    connection_id: String,
-    api_key: String,
-    setup: AgentSetup,
-}
-
-// The key is a secret: `Debug` (and so any log line) leaves it and the lines holding it out.
-impl std::fmt::Debug for NewKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewKey").field("connection_id", &self.connection_id).finish_non_exhaustive()
-    }
-}
-
-impl From<ConnectionWithKey> for NewKey {
-    fn from(c: ConnectionWithKey) -> Self {
-        NewKey { connection_id: c.connection.id, api_key: c.api_key, setup: c.setup }
-    }
-}
-
 /// How to run the agent, as a connection's page shows it (`key_panel.html`).
 struct SetupView {
     /// The new key, right after a create or a rotation; `None` on every later
-    /// visit, when the lines hold [`api::KEY_PLACEHOLDER`] instead.
+    /// visit, when the lines hold [`KEY_PLACEHOLDER`] instead.
     api_key: Option<String>,
     lines: AgentSetup,
     /// What stands for the key in the lines without it.
@@ -112,8 +86,8 @@ impl std::fmt::Debug for SetupView {
     }
 }
 
-/// A connection as the pages show it: the API's view, with times for people
-/// ([`LocalTime`]) where the API has ISO strings.
+/// A connection as the pages show it, with its live status and times for
+/// people ([`LocalTime`]).
 #[derive(Debug)]
 struct ConnectionRow {
     id: String,
@@ -135,22 +109,22 @@ struct ConnectionRow {
 impl ConnectionRow {
     /// The connection with its live status from the agent router.
     fn new(connection: &Connection, router: &dyn AgentRouter) -> Self {
-        let view = ConnectionView::new(connection, router);
+        let live = Live::of(connection, router);
         ConnectionRow {
             database: match connection.dialect {
                 custard_core::Dialect::Postgres => "PostgreSQL",
                 custard_core::Dialect::Sqlite => "SQLite",
                 other => other.as_str(),
             },
-            status: view.status,
-            agent_version: view.agent_version,
+            status: live.status,
+            agent_version: live.agent_version,
             last_seen: connection.last_seen_at.map(LocalTime::relative),
             schema_refreshed: connection.schema_refreshed_at.map(LocalTime::relative),
-            schema_fingerprint: view.schema_fingerprint.unwrap_or_default(),
-            key_prefix: view.key_prefix,
-            instructions: view.instructions,
-            id: view.id,
-            name: view.name,
+            schema_fingerprint: connection.schema_fingerprint.clone().unwrap_or_default(),
+            key_prefix: connection.key_prefix.clone(),
+            instructions: connection.instructions.clone(),
+            id: connection.id.as_str().to_owned(),
+            name: connection.name.clone(),
         }
     }
 }
@@ -192,9 +166,9 @@ async fn connection_rows(
     state: &AppState,
     user: &CurrentUser,
 ) -> Result<Vec<ConnectionRow>, AppError> {
-    let inner = state.inner();
-    let stored = inner.store.list_connections(user.org()).await?;
-    Ok(stored.iter().map(|c| ConnectionRow::new(c, inner.router.as_ref())).collect())
+    let router = state.inner().router.as_ref();
+    let stored = connections::list(state, user).await?;
+    Ok(stored.iter().map(|c| ConnectionRow::new(c, router)).collect())
 }
 
 /// `GET /connections`: the list with live status and the create form.
@@ -208,7 +182,7 @@ pub(crate) async fn list(
     let html = ListPage {
         layout: csrf.signed_in(&user, "connections"),
         connections: connection_rows(&state, &user).await?,
-        manages: manages(&user),
+        manages: user.manages(),
         name: String::new(),
         db_type: "postgresql".to_owned(),
         error: None,
@@ -229,18 +203,11 @@ pub(crate) struct CreateForm {
 
 /// Keeps a new key for the session's next view of the connection's page and
 /// redirects there (303): the key is never stored, nor put in a URL.
-fn show_key_once(
-    state: &AppState,
-    user: &CurrentUser,
-    key: ConnectionWithKey,
-    done: &str,
-) -> Response {
-    let target = detail_url(&key.connection.id);
-    state.inner().flashes.put(
-        &Owner::session(user.session()),
-        &target,
-        Flash::NewKey(NewKey::from(key)),
-    );
+fn show_key_once(state: &AppState, user: &CurrentUser, key: IssuedKey, done: &str) -> Response {
+    let connection_id = key.connection.id.as_str().to_owned();
+    let target = detail_url(&connection_id);
+    let flash = Flash::NewKey { connection_id, api_key: key.api_key };
+    state.inner().flashes.put(&Owner::session(user.session()), &target, flash);
     Redirect::to(&format!("{target}{done}")).into_response()
 }
 
@@ -253,8 +220,9 @@ pub(crate) async fn create(
     headers: HeaderMap,
     CheckedForm(form): CheckedForm<CreateForm>,
 ) -> Result<Response, WebError> {
-    let body = CreateConnection { name: form.name.clone(), db_type: form.db_type.clone() };
-    let error = match api::create_connection(&state, &user, body).await {
+    let created =
+        async { connections::create(&state, &user.admin()?, &form.name, &form.db_type).await };
+    let error = match created.await {
         Ok(created) => return Ok(show_key_once(&state, &user, created, "")),
         Err(e) => e,
     };
@@ -262,7 +230,7 @@ pub(crate) async fn create(
     let html = ListPage {
         layout: csrf.signed_in(&user, "connections"),
         connections: connection_rows(&state, &user).await?,
-        manages: manages(&user),
+        manages: user.manages(),
         name: form.name,
         db_type: form.db_type,
         error: Some(sentence(&error)),
@@ -350,7 +318,8 @@ struct DetailPage {
 /// What a connection's page adds on top of the stored connection.
 #[derive(Default)]
 struct DetailExtras {
-    new_key: Option<NewKey>,
+    /// A new key, right after a create or a rotation.
+    new_key: Option<String>,
     error: Option<String>,
     /// The form the error belongs to; see [`DetailPage::error_at`].
     error_at: &'static str,
@@ -379,9 +348,8 @@ async fn render_detail(
     extras: DetailExtras,
 ) -> Result<Response, WebError> {
     let inner = state.inner();
-    let connection =
-        inner.store.get_connection(user.org(), &ConnectionId::from(id.to_owned())).await?;
-    let (tables, schema_error) = match api::load_schema(state, &connection).await {
+    let connection = connections::get(state, user, id).await?;
+    let (tables, schema_error) = match stored_schema(inner.store.as_ref(), &connection).await {
         Ok(schema) => (Some(tables_of(&schema)), None),
         Err(e) => (None, Some(sentence(&e))),
     };
@@ -389,15 +357,15 @@ async fn render_detail(
     let mut c = ConnectionRow::new(&connection, inner.router.as_ref());
     let setup = match extras.new_key {
         Some(key) => SetupView {
-            api_key: Some(key.api_key),
-            lines: key.setup,
-            placeholder: api::KEY_PLACEHOLDER,
+            lines: AgentSetup::new(&inner.config.public_url, &connection, &key),
+            api_key: Some(key),
+            placeholder: KEY_PLACEHOLDER,
             open: true,
         },
         None => SetupView {
             api_key: None,
             lines: AgentSetup::without_key(&inner.config.public_url, &connection),
-            placeholder: api::KEY_PLACEHOLDER,
+            placeholder: KEY_PLACEHOLDER,
             open: c.status != "online",
         },
     };
@@ -412,7 +380,7 @@ async fn render_detail(
     let html = DetailPage {
         layout: csrf.signed_in(user, "connections"),
         c,
-        manages: manages(user),
+        manages: user.manages(),
         setup,
         model,
         tables,
@@ -436,7 +404,7 @@ pub(crate) async fn detail(
     // The key of a connection just created or rotated, once.
     let new_key =
         match state.inner().flashes.take(&Owner::session(user.session()), &detail_url(&id)) {
-            Some(Flash::NewKey(key)) if key.connection_id == id => Some(key),
+            Some(Flash::NewKey { connection_id, api_key }) if connection_id == id => Some(api_key),
             _ => None,
         };
     let extras = DetailExtras { notice: done.notice(), new_key, ..DetailExtras::default() };
@@ -460,11 +428,10 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     CheckedForm(form): CheckedForm<UpdateForm>,
 ) -> Result<Response, WebError> {
-    let body = UpdateConnection {
-        name: Some(form.name.clone()),
-        instructions: Some(form.instructions.clone()),
-    };
-    match api::update(State(state.clone()), user.clone(), Path(id.clone()), ApiJson(body)).await {
+    let (name, instructions) = (Some(form.name.as_str()), Some(form.instructions.as_str()));
+    let updated =
+        async { connections::update(&state, &user.admin()?, &id, name, instructions).await };
+    match updated.await {
         Ok(_) => Ok(Redirect::to(&format!("{}?done=saved", detail_url(&id))).into_response()),
         Err(e) => {
             let extras = DetailExtras {
@@ -486,7 +453,7 @@ pub(crate) async fn refresh_schema(
     Path(id): Path<String>,
     CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    match api::refresh_schema(State(state.clone()), user.clone(), Path(id.clone())).await {
+    match connections::refresh_schema(&state, &user, &id).await {
         Ok(_) => Ok(Redirect::to(&format!("{}?done=refreshed", detail_url(&id))).into_response()),
         Err(e) => render_detail(&state, &user, &headers, &id, DetailExtras::failed(&e)).await,
     }
@@ -502,8 +469,8 @@ pub(crate) async fn rotate_key(
     Path(id): Path<String>,
     CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    match api::rotate_key(State(state.clone()), user.clone(), Path(id.clone())).await {
-        Ok(rotated) => Ok(show_key_once(&state, &user, rotated.0, "?done=rotated")),
+    match async { connections::rotate_key(&state, &user.admin()?, &id).await }.await {
+        Ok(rotated) => Ok(show_key_once(&state, &user, rotated, "?done=rotated")),
         Err(e) => render_detail(&state, &user, &headers, &id, DetailExtras::failed(&e)).await,
     }
 }
@@ -524,8 +491,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
     CheckedForm(form): CheckedForm<DeleteForm>,
 ) -> Result<Response, WebError> {
-    let connection =
-        state.inner().store.get_connection(user.org(), &ConnectionId::from(id.clone())).await?;
+    let connection = connections::get(&state, &user, &id).await?;
     if form.confirm.trim() != connection.name {
         let extras = DetailExtras {
             error: Some(format!(
@@ -538,6 +504,6 @@ pub(crate) async fn delete(
         };
         return render_detail(&state, &user, &headers, &id, extras).await;
     }
-    api::delete(State(state.clone()), user.clone(), Path(id)).await?;
+    connections::delete(&state, &user.admin()?, &id).await?;
     Ok(Redirect::to("/connections?done=deleted").into_response())
 }

@@ -16,13 +16,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ask::{AnswerCard, CardInput, ErrorCard};
-use super::flash::{Flash, Owner};
 use super::{CheckedForm, Csrf, Layout, LocalTime, TokenForm, WebError, WebUser, page};
 use crate::error::{AppError, ErrorCode};
-use crate::routes::AppState;
-use crate::store::{
-    Asker, ConnectionId, OutcomeFilter, QueryFilter, QueryId, QueryRecord, Role, UserId,
-};
+use crate::flash::{Flash, Owner};
+use crate::state::AppState;
+use crate::store::{Asker, ConnectionId, OutcomeFilter, QueryFilter, QueryRecord, Role, UserId};
+use crate::{accounts, connections, questions};
 
 /// Questions per History page.
 const PAGE_SIZE: u32 = 50;
@@ -206,9 +205,8 @@ pub(crate) async fn list(
     headers: HeaderMap,
     Query(params): Query<HistoryParams>,
 ) -> Result<Response, WebError> {
-    let store = &state.inner().store;
-    let connections = store.list_connections(user.org()).await?;
-    let members = store.list_members(user.org()).await?;
+    let connections = connections::list(&state, &user).await?;
+    let members = accounts::members(&state, &user).await?;
     let names: HashMap<&str, &str> =
         connections.iter().map(|c| (c.id.as_str(), c.name.as_str())).collect();
     let offset = params.offset();
@@ -218,12 +216,12 @@ pub(crate) async fn list(
             .map(ConnectionId::from),
         asked_by: Some(params.person.clone()).filter(|p| !p.is_empty()).map(UserId::from),
         outcome: params.outcome(),
-        search: crate::queries::search_term(&params.q)?,
+        search: questions::search_term(&params.q)?,
         // One more than shown tells whether there is a next page.
         limit: PAGE_SIZE + 1,
         offset,
     };
-    let mut entries = store.list_queries(user.org(), filter).await?;
+    let mut entries = questions::history(&state, &user, filter).await?;
     let more = entries.len() > PAGE_SIZE as usize;
     entries.truncate(PAGE_SIZE as usize);
     let manages = matches!(user.role(), Role::Owner | Role::Admin);
@@ -309,7 +307,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
     CheckedForm(back): CheckedForm<HistoryParams>,
 ) -> Result<Response, WebError> {
-    let done = match crate::queries::delete_query(&state, &user, &QueryId::from(id)).await {
+    let done = match questions::delete_query(&state, &user, &id).await {
         Ok(()) => "deleted",
         Err(e) if e.code == ErrorCode::Forbidden => "not-allowed",
         Err(e) if e.code == ErrorCode::NotFound => "gone",
@@ -343,7 +341,7 @@ pub(crate) async fn detail(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let q = state.inner().store.get_query(user.org(), &QueryId::from(id)).await?;
+    let q = questions::get(&state, &user, &id).await?;
     let r = &q.record;
     let card = if r.outcome == "ok" {
         let result: Value =
@@ -429,13 +427,13 @@ pub(crate) async fn rerun(
     Path(id): Path<String>,
     CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let q = state.inner().store.get_query(user.org(), &QueryId::from(id)).await?;
+    let q = questions::get(&state, &user, &id).await?;
     let target = rerun_target(q.id.as_str());
     state.inner().flashes.put(&Owner::session(user.session()), &target, Flash::Rerun);
     Ok(Redirect::to(&target).into_response())
 }
 
-/// `GET /history/{id}/export.csv`: the API's export for a browser (the CSV
+/// `GET /history/{id}/export.csv`: the export for a browser (the CSV
 /// as an attachment named after the question and the day), or an error page
 /// (agent offline, timeout, ...) rather than a JSON error saved as a file.
 pub(crate) async fn export_csv(
@@ -443,5 +441,5 @@ pub(crate) async fn export_csv(
     WebUser(user): WebUser,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    Ok(crate::queries::export_csv(State(state), user, Path(id)).await?)
+    Ok(questions::export_csv(&state, &user, &id).await?.into_response())
 }

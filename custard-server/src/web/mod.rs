@@ -1,13 +1,18 @@
 //! The web UI: server-rendered pages (askama templates compiled into the
 //! binary, htmx and one small script vendored in `assets/`) over the same
-//! handlers, store and rules as the API, signed in with a session cookie and
-//! protected by CSRF tokens ([`session`]).
+//! logic, store and rules as the API, signed in with a session cookie and
+//! protected by CSRF tokens ([`crate::auth::cookie`]).
+//!
+//! Pages call the plain logic modules ([`crate::accounts`],
+//! [`crate::connections`], [`crate::questions`]) with typed inputs, never an
+//! API handler, and turn their results into HTML. Only the router (`routes`)
+//! uses this module.
 //!
 //! - [`account`]: sign up, verify, sign in and out, forgot and reset password,
 //!   invitations, and the settings page.
 //! - [`ask`]: the Ask page (`/`), its streamed answers and feedback.
 //! - [`connections`]: the connections wizard, list, schema browser and actions.
-//! - [`flash`]: what a page shows once after a form's redirect (a new API key).
+//! - [`crate::flash`]: what a page shows once after a form's redirect (a new API key).
 //! - [`history`]: past questions and their answers.
 //!
 //! Forms follow Post/Redirect/Get: one that succeeds answers 303 to a page,
@@ -21,10 +26,8 @@ pub(crate) mod account;
 pub(crate) mod ask;
 pub(crate) mod chart;
 pub(crate) mod connections;
-pub(crate) mod flash;
 pub(crate) mod highlight;
 pub(crate) mod history;
-pub(crate) mod session;
 
 use std::time::Duration;
 
@@ -34,9 +37,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::accounts::CurrentUser;
+use crate::auth::CurrentUser;
+use crate::auth::cookie;
 use crate::error::{AppError, ErrorCode};
-use crate::routes::AppState;
+use crate::state::AppState;
 
 /// The pages: HTML for browsers, outside the API document.
 pub(crate) fn pages() -> axum::Router<AppState> {
@@ -87,8 +91,8 @@ pub(crate) struct Csrf {
 impl Csrf {
     /// The token for this browser's nonce (a new nonce when it has none).
     pub(crate) fn of(state: &AppState, headers: &HeaderMap) -> Self {
-        let (nonce, cookie) = session::csrf_nonce(headers, secure(state));
-        Csrf { token: session::csrf_token(&state.inner().jwt, &nonce), cookie }
+        let (nonce, cookie) = cookie::csrf_nonce(headers, secure(state));
+        Csrf { token: cookie::csrf_token(&state.inner().jwt, &nonce), cookie }
     }
 
     /// The layout of a signed-out page.
@@ -114,7 +118,7 @@ pub(crate) fn check_csrf(
     headers: &HeaderMap,
     form_token: Option<&str>,
 ) -> Result<(), AppError> {
-    if session::request_has_valid_csrf(&state.inner().jwt, headers, form_token) {
+    if cookie::request_has_valid_csrf(&state.inner().jwt, headers, form_token) {
         Ok(())
     } else {
         Err(AppError::new(ErrorCode::Forbidden, "the form expired; reload the page and try again"))
@@ -160,7 +164,7 @@ pub(crate) fn page(
     let mut response =
         (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
     security_headers(response.headers_mut());
-    session::set_cookies(response.headers_mut(), cookies);
+    cookie::set_cookies(response.headers_mut(), cookies);
     response
 }
 
@@ -177,7 +181,7 @@ impl FromRequestParts<AppState> for WebUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = session::cookie_value(&parts.headers, session::SESSION_COOKIE);
+        let token = cookie::cookie_value(&parts.headers, cookie::SESSION_COOKIE);
         let user = match token {
             Some(token) => CurrentUser::of_token(state, &token).await.ok(),
             None => None,
@@ -294,7 +298,7 @@ pub(crate) async fn error_pages(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let session = session::cookie_value(request.headers(), session::SESSION_COOKIE);
+    let session = cookie::cookie_value(request.headers(), cookie::SESSION_COOKIE);
     let headers = session.as_ref().map(|_| request.headers().clone());
     let mut response = next.run(request).await;
     let Some(mut error_page) = response.extensions_mut().remove::<ErrorPage>() else {
@@ -307,7 +311,7 @@ pub(crate) async fn error_pages(
     let Ok(html) = error_page.render() else { return response };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    session::set_cookies(&mut parts.headers, csrf.cookies());
+    cookie::set_cookies(&mut parts.headers, csrf.cookies());
     Response::from_parts(parts, axum::body::Body::from(html))
 }
 

@@ -11,6 +11,7 @@ __all__ = [
     "CheckedSql",
     "Column",
     "DatabaseError",
+    "ERROR_CODES",
     "Engine",
     "Error",
     "InvalidInputError",
@@ -53,6 +54,9 @@ class NoValidQueryError(Error):
 
 class InvalidInputError(Error):
     """An argument is malformed: an unknown dialect, an empty question, bad schema JSON."""
+
+ERROR_CODES: Final[dict[str, type[Error]]]
+"""Every error code of Custard's vocabulary and the exception class it is raised as."""
 
 @final
 class CheckedSql:

@@ -1,6 +1,8 @@
-//! One-time messages between a form's POST and the page it redirects to
-//! (Post/Redirect/Get), kept on the server and bound to the browser's session
-//! (signed out: to its CSRF nonce cookie).
+//! One-time messages of the web pages, between a form's POST and the page it
+//! redirects to (Post/Redirect/Get), kept on the server and bound to the
+//! browser's session (signed out: to its CSRF nonce cookie). Only `web` uses
+//! them; they live here, below the state that holds them, so the state need
+//! not know the pages.
 //!
 //! A POST that must show something once, the API key of a new or rotated
 //! connection, a question to ask again at once, the address an email went
@@ -31,8 +33,14 @@ const MAX_FLASHES: usize = 10_000;
 
 /// What a page shows once.
 pub(crate) enum Flash {
-    /// A connection's new API key with its setup lines (`web::connections`).
-    NewKey(super::connections::NewKey),
+    /// A connection's new API key (`web::connections`, which shows it with
+    /// the setup lines).
+    NewKey {
+        /// The connection the key is for.
+        connection_id: String,
+        /// The key itself, shown once.
+        api_key: String,
+    },
     /// Ask the history's question again at once (`web::history`).
     Rerun,
     /// The address an email was sent to (`web::account`: sign up, forgot password).
@@ -52,7 +60,7 @@ impl Owner {
     /// A browser by its CSRF nonce cookie (every form post has one: the
     /// CSRF check needs it); `None` without the cookie.
     pub(crate) fn browser(headers: &HeaderMap) -> Option<Self> {
-        super::session::cookie_value(headers, super::session::CSRF_COOKIE)
+        crate::auth::cookie::cookie_value(headers, crate::auth::cookie::CSRF_COOKIE)
             .filter(|n| !n.is_empty())
             .map(|n| Owner(format!("browser:{n}")))
     }
@@ -62,7 +70,7 @@ impl Owner {
 impl std::fmt::Debug for Flash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Flash::NewKey(_) => f.write_str("Flash::NewKey(..)"),
+            Flash::NewKey { .. } => f.write_str("Flash::NewKey(..)"),
             Flash::Rerun => f.write_str("Flash::Rerun"),
             Flash::SentTo(_) => f.write_str("Flash::SentTo(..)"),
         }

@@ -6,46 +6,46 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::StoreError;
-use super::sqlite::{db_error, to_millis};
+use super::rows::{db_error, to_millis};
+use crate::store::StoreError;
 
 /// One schema change, shipped inside the binary.
 #[derive(Debug)]
-pub(super) struct Migration {
+pub(in crate::store) struct Migration {
     /// Strictly increasing from 1, without gaps; the file name starts with it.
-    pub(super) version: i64,
+    pub(in crate::store) version: i64,
     /// Short name, recorded for people reading `schema_migrations`.
-    pub(super) name: &'static str,
+    pub(in crate::store) name: &'static str,
     /// The SQL; no `BEGIN`/`COMMIT`, the runner owns the transaction.
-    pub(super) sql: &'static str,
+    pub(in crate::store) sql: &'static str,
 }
 
 /// Every migration, oldest first.
-pub(super) const MIGRATIONS: &[Migration] = &[
+pub(in crate::store) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "accounts",
-        sql: include_str!("../../migrations/0001_accounts.sql"),
+        sql: include_str!("../../../migrations/0001_accounts.sql"),
     },
     Migration {
         version: 2,
         name: "platform",
-        sql: include_str!("../../migrations/0002_platform.sql"),
+        sql: include_str!("../../../migrations/0002_platform.sql"),
     },
     Migration {
         version: 3,
         name: "tokens_end",
-        sql: include_str!("../../migrations/0003_tokens_end.sql"),
+        sql: include_str!("../../../migrations/0003_tokens_end.sql"),
     },
     Migration {
         version: 4,
         name: "connection_names",
-        sql: include_str!("../../migrations/0004_connection_names.sql"),
+        sql: include_str!("../../../migrations/0004_connection_names.sql"),
     },
 ];
 
 /// The newest version this binary knows.
-pub(super) fn latest_version() -> i64 {
+pub(in crate::store) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 

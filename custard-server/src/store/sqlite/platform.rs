@@ -7,36 +7,26 @@
 
 use std::collections::HashSet;
 
-use custard_core::Dialect;
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Type, ValueRef};
-use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::{CachedRow, Millis, conflict_or, db_error, write_tx};
+use super::rows::{
+    CONNECTION_SELECT, Millis, QUERY_COLUMNS, RowCount, conflict_or, connection_from_row, db_error,
+    history_entry_from_row, query_from_row, schema_from_row,
+};
+use super::{CachedRow, write_tx};
 use crate::store::{
-    ApprovedExample, Asker, ConflictKind, Connection as DbConnection, ConnectionId,
-    ConnectionUpdate, ConversationId, HistoryEntry, NewConnection, NewQueryRecord, OrgId,
-    OutcomeFilter, QueryDeletion, QueryFilter, QueryId, QueryRecord, Role, StoreError,
-    StoredSchema, UserId,
+    ApprovedExample, ConflictKind, Connection as DbConnection, ConnectionId, ConnectionUpdate,
+    ConversationId, HistoryEntry, NewConnection, NewQueryRecord, OrgId, OutcomeFilter,
+    QueryDeletion, QueryFilter, QueryId, QueryRecord, Role, StoreError, StoredSchema, UserId,
 };
 
 /// The most questions one page of history or one conversation returns.
 const MAX_PAGE: u32 = 200;
 
-/// A connection with its schema's fingerprint; `c` is `connections`, `s` `connection_schemas`.
-const CONNECTION_SELECT: &str = "
-    SELECT c.id, c.org_id, c.name, c.dialect, c.key_prefix, c.instructions,
-           s.fingerprint, s.refreshed_at, c.agent_version, c.last_seen_at,
-           c.created_at, c.updated_at
-    FROM connections c LEFT JOIN connection_schemas s ON s.connection_id = c.id";
-
-const QUERY_COLUMNS: &str = "
-    id, org_id, connection_id, user_id, conversation_id, question, sql, outcome,
-    error_message, answer, row_count, truncated, engine, attempts, timings_json,
-    result_json, feedback, created_at";
-
 /// Newest first; rowid orders questions recorded in the same millisecond.
 const NEWEST_FIRST: &str = "ORDER BY created_at DESC, rowid DESC";
 
+/// A new connection, its name free in the organisation.
 pub(super) fn create_connection(
     conn: &mut Connection,
     new: &NewConnection,
@@ -64,6 +54,7 @@ pub(super) fn create_connection(
     Ok(created)
 }
 
+/// The organisation's connections, oldest first.
 pub(super) fn list_connections(
     conn: &Connection,
     org: &OrgId,
@@ -74,6 +65,7 @@ pub(super) fn list_connections(
     rows.collect::<Result<_, _>>().map_err(db_error)
 }
 
+/// One connection of the organisation.
 pub(super) fn select_connection(
     conn: &Connection,
     org: &OrgId,
@@ -83,6 +75,7 @@ pub(super) fn select_connection(
     conn.cached_row(&sql, params![org, id], connection_from_row).map_err(db_error)
 }
 
+/// The connection whose current key has this hash.
 pub(super) fn connection_by_key_hash(
     conn: &Connection,
     key_hash: &str,
@@ -91,6 +84,7 @@ pub(super) fn connection_by_key_hash(
     conn.cached_row(&sql, [key_hash], connection_from_row).map_err(db_error)
 }
 
+/// Changes a connection's name (free in the organisation) and instructions.
 pub(super) fn update_connection(
     conn: &mut Connection,
     org: &OrgId,
@@ -120,6 +114,7 @@ pub(super) fn update_connection(
     Ok(updated)
 }
 
+/// Gives a connection a new key (hash and display prefix).
 pub(super) fn set_connection_key(
     conn: &mut Connection,
     org: &OrgId,
@@ -153,6 +148,7 @@ pub(super) fn delete_connection(
     found(changed)
 }
 
+/// A connection's stored schema.
 pub(super) fn get_schema(
     conn: &Connection,
     org: &OrgId,
@@ -168,6 +164,7 @@ pub(super) fn get_schema(
     .map_err(db_error)
 }
 
+/// Stores (or replaces) a connection's schema.
 pub(super) fn save_schema(
     conn: &mut Connection,
     org: &OrgId,
@@ -192,6 +189,7 @@ pub(super) fn save_schema(
     Ok(saved)
 }
 
+/// Writes down when an agent of the connection was last seen, and its version.
 pub(super) fn record_agent_seen(
     conn: &Connection,
     org: &OrgId,
@@ -208,6 +206,7 @@ pub(super) fn record_agent_seen(
     found(changed)
 }
 
+/// Records an asked question in the history.
 pub(super) fn record_query(
     conn: &mut Connection,
     record: &NewQueryRecord,
@@ -363,6 +362,7 @@ pub(super) fn delete_query(
     Ok(QueryDeletion::Deleted)
 }
 
+/// One recorded question of the organisation.
 pub(super) fn get_query(
     conn: &Connection,
     org: &OrgId,
@@ -376,6 +376,7 @@ pub(super) fn get_query(
     .map_err(db_error)
 }
 
+/// Records whether an answer was right.
 pub(super) fn set_feedback(
     conn: &Connection,
     org: &OrgId,
@@ -495,6 +496,7 @@ fn name_conflict(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Whether an error is the unique index on connection names.
 fn is_name_conflict(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, Some(message))
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
@@ -533,95 +535,4 @@ fn ensure_name_free(
         }
     }
     Ok(())
-}
-
-fn connection_from_row(row: &Row<'_>) -> rusqlite::Result<DbConnection> {
-    let dialect: String = row.get(3)?;
-    let dialect = dialect
-        .parse::<Dialect>()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, Type::Text, Box::new(e)))?;
-    Ok(DbConnection {
-        id: row.get(0)?,
-        org_id: row.get(1)?,
-        name: row.get(2)?,
-        dialect,
-        key_prefix: row.get(4)?,
-        instructions: row.get(5)?,
-        schema_fingerprint: row.get(6)?,
-        schema_refreshed_at: row.get::<_, Option<Millis>>(7)?.map(|m| m.0),
-        agent_version: row.get(8)?,
-        last_seen_at: row.get::<_, Option<Millis>>(9)?.map(|m| m.0),
-        created_at: row.get::<_, Millis>(10)?.0,
-        updated_at: row.get::<_, Millis>(11)?.0,
-    })
-}
-
-fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<StoredSchema> {
-    Ok(StoredSchema {
-        fingerprint: row.get(0)?,
-        json: row.get(1)?,
-        refreshed_at: row.get::<_, Millis>(2)?.0,
-    })
-}
-
-/// A row of [`list_queries`]: the query's columns, then the asker's email,
-/// names and whether they are still a member (the user's columns are NULL
-/// when the account is gone).
-fn history_entry_from_row(row: &Row<'_>) -> rusqlite::Result<HistoryEntry> {
-    let query = query_from_row(row)?;
-    let n = QUERY_COLUMNS.split(',').count();
-    let email: Option<String> = row.get(n)?;
-    let asked_by = match email {
-        Some(email) => Some(Asker {
-            email,
-            first_name: row.get(n + 1)?,
-            last_name: row.get(n + 2)?,
-            member: row.get(n + 3)?,
-        }),
-        None => None,
-    };
-    Ok(HistoryEntry { query, asked_by })
-}
-
-fn query_from_row(row: &Row<'_>) -> rusqlite::Result<QueryRecord> {
-    Ok(QueryRecord {
-        id: row.get(0)?,
-        record: NewQueryRecord {
-            org_id: row.get(1)?,
-            connection_id: row.get(2)?,
-            user_id: row.get(3)?,
-            conversation_id: row.get(4)?,
-            question: row.get(5)?,
-            sql: row.get(6)?,
-            outcome: row.get(7)?,
-            error_message: row.get(8)?,
-            answer: row.get(9)?,
-            row_count: row.get::<_, Option<RowCount>>(10)?.map(|c| c.0),
-            truncated: row.get(11)?,
-            engine: row.get(12)?,
-            attempts: row.get(13)?,
-            timings_json: row.get(14)?,
-            result_json: row.get(15)?,
-        },
-        feedback: row.get(16)?,
-        created_at: row.get::<_, Millis>(17)?.0,
-    })
-}
-
-/// A row count as INTEGER: rusqlite binds `u64` only with its `fallible_uint` feature.
-struct RowCount(u64);
-
-impl ToSql for RowCount {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        let n = i64::try_from(self.0)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(ToSqlOutput::from(n))
-    }
-}
-
-impl FromSql for RowCount {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let n = i64::column_result(value)?;
-        u64::try_from(n).map(RowCount).map_err(|_| FromSqlError::OutOfRange(n))
-    }
 }

@@ -1,0 +1,98 @@
+//! `/health`, `/status` and `/metrics`: liveness, readiness and metrics for
+//! operators. Nothing here is about a tenant.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ErrorBody;
+use crate::state::AppState;
+
+/// The process is up.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Liveness
+///
+/// Answers as long as the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "meta",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The server's readiness; nothing about any tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Status {
+    /// `ok`, or `degraded` when the store is unavailable.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// The server's version.
+    version: &'static str,
+    /// `ok` or `unavailable`.
+    #[schema(example = "ok")]
+    store: &'static str,
+    /// Agent sessions connected to this server.
+    agents_online: usize,
+    /// The engine that writes SQL: `offline` or a model name.
+    engine: String,
+    uptime_secs: u64,
+}
+
+/// Readiness and version
+///
+/// Whether the store answers, the version, the engine and the agents online.
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "meta",
+    responses((status = 200, description = "Readiness; `status` says whether it is degraded", body = Status))
+)]
+pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
+    let store = match state.inner().store.ping().await {
+        Ok(()) => "ok",
+        Err(_) => "unavailable",
+    };
+    Json(Status {
+        status: if store == "ok" { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        store,
+        agents_online: state.inner().router.agents_online(),
+        engine: state.inner().model.name(),
+        uptime_secs: state.inner().started.elapsed().as_secs(),
+    })
+}
+
+/// Prometheus metrics
+///
+/// HTTP requests and latencies by route, agents online and questions by
+/// outcome, in the Prometheus text format. Only with the bearer token set in
+/// `CUSTARD_METRICS_TOKEN`; without one configured, the endpoint is off.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    security(("metrics_token" = [])),
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "`unauthorized`: no token, or not the configured one", body = ErrorBody),
+        (status = 404, description = "`not_found`: metrics are off (no token configured)", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let inner = state.inner();
+    let token = state.config().metrics_token.as_deref();
+    crate::metrics::scrape(&inner.metrics, token, &headers, inner.router.agents_online())
+}

@@ -1,0 +1,250 @@
+//! Who is calling: the extractors that authenticate a request and the types
+//! only they (and this module) can make.
+//!
+//! - [`CurrentUser`]: the user of an active session who is a member of the
+//!   organisation the token is for. Everything organisation-scoped takes one
+//!   and passes [`CurrentUser::org`] to the store, so tenancy is not
+//!   remembered per handler.
+//! - [`CurrentAdmin`] and [`CurrentOwner`]: a [`CurrentUser`] whose role was
+//!   checked. The logic of an operation reserved to owners and admins (or to
+//!   owners) takes one, so it cannot be reached without the check: a handler
+//!   extracts it, and a page asks [`CurrentUser::admin`] or
+//!   [`CurrentUser::owner`] for it.
+//! - [`SessionUser`]: the user of an active session whatever became of their
+//!   organisation, for the pages of a user in no organisation.
+//!
+//! The extractors read the JWT secret and the store through [`AuthState`],
+//! which the server's state implements, so this module knows nothing of it.
+
+use std::ops::Deref;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chrono::Utc;
+
+use super::{JwtSecret, cookie, decode_access};
+use crate::error::{AppError, ErrorCode};
+use crate::store::{OrgId, Role, SessionId, Store, User};
+
+/// What authenticating a request reads: the JWT secret and the store.
+pub(crate) trait AuthState: Send + Sync {
+    /// The secret access tokens are signed with.
+    fn jwt(&self) -> &JwtSecret;
+
+    /// The store that holds sessions, users and memberships.
+    fn store(&self) -> &dyn Store;
+}
+
+/// The signed-in user, their session and the organisation the token is for.
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentUser {
+    user: User,
+    session: SessionId,
+    org: OrgId,
+    role: Role,
+}
+
+impl<S: AuthState> FromRequestParts<S> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let unauthorized =
+            || AppError::new(ErrorCode::Unauthorized, "sign in: a valid bearer token is required");
+        let header =
+            parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = match header {
+            Some(h) => h.strip_prefix("Bearer ").ok_or_else(unauthorized)?.to_owned(),
+            // A browser's session cookie: a request that changes something must
+            // also prove it comes from our own page (CSRF).
+            None => {
+                let token = cookie::cookie_value(&parts.headers, cookie::SESSION_COOKIE)
+                    .ok_or_else(unauthorized)?;
+                if !parts.method.is_safe()
+                    && !cookie::request_has_valid_csrf(state.jwt(), &parts.headers, None)
+                {
+                    return Err(AppError::new(
+                        ErrorCode::Forbidden,
+                        "the request's CSRF token is missing or wrong; reload the page",
+                    ));
+                }
+                token
+            }
+        };
+        CurrentUser::of_token(state, &token).await.map_err(|_| unauthorized())
+    }
+}
+
+impl CurrentUser {
+    /// The user of an access token (a bearer token or a session cookie's value)
+    /// whose session is active and who is still a member of its organisation.
+    /// Checks no CSRF token: callers that take a cookie check it themselves.
+    pub(crate) async fn of_token<S: AuthState + ?Sized>(
+        state: &S,
+        token: &str,
+    ) -> Result<Self, AppError> {
+        let unauthorized =
+            || AppError::new(ErrorCode::Unauthorized, "sign in: the session is not valid");
+        let claims = decode_access(token.trim(), state.jwt()).map_err(|_| unauthorized())?;
+        let org = OrgId::from(claims.org.clone());
+        let (session, user, membership) = state
+            .store()
+            .session_context(&SessionId::from(claims.sid.clone()), &org)
+            .await
+            .map_err(|_| unauthorized())?;
+        if !session.is_active(Utc::now()) || session.user_id.as_str() != claims.sub {
+            return Err(unauthorized());
+        }
+        Ok(CurrentUser { user, session: session.id, org, role: membership.role })
+    }
+
+    /// Whether the caller's session is still active and the caller still a
+    /// member of the organisation: what a long-lived stream checks again as
+    /// it goes. A store error counts as no (the stream ends; the client may
+    /// reconnect and be checked afresh).
+    pub(crate) async fn still_valid(&self, store: &dyn Store) -> bool {
+        match store.session_context(&self.session, &self.org).await {
+            Ok((session, user, _)) => session.is_active(Utc::now()) && user.id == self.user.id,
+            Err(_) => false,
+        }
+    }
+
+    /// The caller's role in the organisation.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The store session the caller's token belongs to.
+    pub(crate) fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    /// The organisation the caller acts in.
+    pub(crate) fn org(&self) -> &OrgId {
+        &self.org
+    }
+
+    /// The caller.
+    pub(crate) fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// Whether the caller may manage the organisation (an owner or an admin).
+    pub(crate) fn manages(&self) -> bool {
+        matches!(self.role, Role::Owner | Role::Admin)
+    }
+
+    /// The caller as an owner or admin of the organisation; `forbidden` for a member.
+    pub(crate) fn admin(&self) -> Result<CurrentAdmin, AppError> {
+        if self.manages() {
+            Ok(CurrentAdmin(self.clone()))
+        } else {
+            Err(AppError::new(ErrorCode::Forbidden, "only owners and admins may do this"))
+        }
+    }
+
+    /// The caller as an owner of the organisation; `forbidden` for anyone else.
+    pub(crate) fn owner(&self) -> Result<CurrentOwner, AppError> {
+        if self.role == Role::Owner {
+            Ok(CurrentOwner(self.clone()))
+        } else {
+            // Deleting the organisation is, so far, the one thing only owners may do.
+            Err(AppError::new(ErrorCode::Forbidden, "only owners may delete the organisation"))
+        }
+    }
+}
+
+/// A [`CurrentUser`] who is an owner or an admin of the organisation; made
+/// only by [`CurrentUser::admin`], so holding one is the role check.
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentAdmin(CurrentUser);
+
+impl CurrentAdmin {
+    /// Whether the admin is also an owner (some changes touch the owner role).
+    pub(crate) fn is_owner(&self) -> bool {
+        self.0.role == Role::Owner
+    }
+}
+
+impl Deref for CurrentAdmin {
+    type Target = CurrentUser;
+
+    fn deref(&self) -> &CurrentUser {
+        &self.0
+    }
+}
+
+impl<S: AuthState> FromRequestParts<S> for CurrentAdmin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        CurrentUser::from_request_parts(parts, state).await?.admin()
+    }
+}
+
+/// A [`CurrentUser`] who is an owner of the organisation; made only by
+/// [`CurrentUser::owner`].
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentOwner(CurrentUser);
+
+impl Deref for CurrentOwner {
+    type Target = CurrentUser;
+
+    fn deref(&self) -> &CurrentUser {
+        &self.0
+    }
+}
+
+impl<S: AuthState> FromRequestParts<S> for CurrentOwner {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        CurrentUser::from_request_parts(parts, state).await?.owner()
+    }
+}
+
+/// A signed-in user whatever became of their organisation: the user of an
+/// active session, member of the token's organisation or not. What the pages
+/// for a user in no organisation (removed, or the organisation deleted) and
+/// the invitation page act as; everything organisation-scoped takes a
+/// [`CurrentUser`] instead.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionUser {
+    user: User,
+    session: SessionId,
+}
+
+impl SessionUser {
+    /// The user of an access token whose session is active.
+    pub(crate) async fn of_token<S: AuthState + ?Sized>(
+        state: &S,
+        token: &str,
+    ) -> Result<Self, AppError> {
+        let unauthorized =
+            || AppError::new(ErrorCode::Unauthorized, "sign in: the session is not valid");
+        let store = state.store();
+        let claims = decode_access(token.trim(), state.jwt()).map_err(|_| unauthorized())?;
+        let session =
+            store.get_session(&SessionId::from(claims.sid)).await.map_err(|_| unauthorized())?;
+        if !session.is_active(Utc::now()) || session.user_id.as_str() != claims.sub {
+            return Err(unauthorized());
+        }
+        let user = store.get_user(&session.user_id).await.map_err(|_| unauthorized())?;
+        Ok(SessionUser { user, session: session.id })
+    }
+
+    /// The caller.
+    pub(crate) fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// The store session the caller's token belongs to.
+    pub(crate) fn session(&self) -> &SessionId {
+        &self.session
+    }
+}
+
+impl From<CurrentUser> for SessionUser {
+    fn from(current: CurrentUser) -> Self {
+        SessionUser { user: current.user, session: current.session }
+    }
+}

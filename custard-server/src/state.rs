@@ -1,0 +1,170 @@
+//! [`AppState`]: what every handler, page and task of the server shares (the
+//! store, the mailer, the JWT secret, the limits, the hub, the language model,
+//! the ask pipelines, the metrics and the pages' flashes), and how it is built
+//! from the configuration.
+//!
+//! It holds only types of the modules below it (the store, the hub, auth, the
+//! limits, ...); the modules that act on it import it, never the other way.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use custard_core::llm::{LanguageModel, OfflineEngine, OpenAiConfig, OpenAiModel};
+
+use crate::auth::{AuthState, JwtSecret};
+use crate::config::{LlmSettings, ServerConfig};
+use crate::flash::Flashes;
+use crate::hashing::{HashingStats, PasswordHashing};
+use crate::hub::{AgentRouter, HubSettings, LocalHub};
+use crate::mail::Mailer;
+use crate::metrics::Metrics;
+use crate::pipelines::Pipelines;
+use crate::rate_limit::{
+    AttemptLimiter, FailureLimiter, InvitationLimiter, Limits, QuestionLimiter,
+};
+use crate::store::{SqliteStore, Store};
+
+/// Shared by every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+/// Everything the state holds, for the modules that act on it.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: ServerConfig,
+    pub(crate) started: Instant,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) mailer: Mailer,
+    pub(crate) jwt: JwtSecret,
+    pub(crate) access_lifetime: Duration,
+    pub(crate) login_limiter: AttemptLimiter,
+    pub(crate) signup_limiter: AttemptLimiter,
+    pub(crate) forgot_limiter: AttemptLimiter,
+    pub(crate) reset_limiter: AttemptLimiter,
+    /// Wrong current passwords, per account (change of password).
+    pub(crate) password_failures: FailureLimiter,
+    pub(crate) invitation_limiter: InvitationLimiter,
+    pub(crate) questions: QuestionLimiter,
+    /// Every password hash and verification of the server goes through it.
+    pub(crate) hashing: PasswordHashing,
+    /// The hub that holds this server's agent sockets.
+    pub(crate) hub: Arc<LocalHub>,
+    /// The same hub, as handlers see it.
+    pub(crate) router: Arc<dyn AgentRouter>,
+    /// The engine that writes SQL.
+    pub(crate) model: Arc<dyn LanguageModel>,
+    pub(crate) pipelines: Pipelines,
+    pub(crate) metrics: Arc<Metrics>,
+    /// What the web pages show once after a form's redirect (new API keys).
+    pub(crate) flashes: Flashes,
+}
+
+impl AppState {
+    /// Opens everything `config` names: the data dir, the SQLite store, the JWT
+    /// secret and the mailer.
+    pub fn open(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::open_with_limits(config, Limits::default())
+    }
+
+    /// [`AppState::open`] with custom rate limits (tests use small ones).
+    pub fn open_with_limits(config: ServerConfig, limits: Limits) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+        let store =
+            SqliteStore::open(&config.data_dir.join("custard.db")).context("opening the store")?;
+        let jwt = crate::secrets::jwt_secret(&config.data_dir, config.jwt_secret.as_deref())?;
+        let mailer = Mailer::from_settings(
+            config.smtp_url.as_deref(),
+            &config.data_dir,
+            crate::mail::DEFAULT_FROM,
+        )?;
+        tracing::info!(mail = %mailer.describe(), "email");
+        let model = language_model(&config.llm()?)?;
+        tracing::info!(engine = %model.name(), "SQL engine");
+        let hub = Arc::new(LocalHub::new(HubSettings {
+            heartbeat: Duration::from_millis(config.agent_heartbeat_ms.max(100)),
+            max_agents_per_connection: config.max_agents_per_connection,
+            max_agents_per_org: config.max_agents_per_org,
+            ..HubSettings::default()
+        }));
+        let questions =
+            QuestionLimiter::new(config.questions_per_minute, config.questions_in_flight_per_org);
+        let hashing =
+            PasswordHashing::new(config.password_hash_bound(), config.request_read_timeout());
+        let store: Arc<dyn Store> = Arc::new(store);
+        let router = Arc::clone(&hub) as Arc<dyn AgentRouter>;
+        let pipelines = Pipelines::new(
+            Arc::clone(&store),
+            Arc::clone(&router),
+            Arc::clone(&model),
+            Duration::from_secs(config.query_timeout_secs.max(1)),
+        );
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                started: Instant::now(),
+                store,
+                mailer,
+                jwt,
+                access_lifetime: crate::auth::DEFAULT_ACCESS_LIFETIME,
+                login_limiter: AttemptLimiter::new(limits),
+                signup_limiter: AttemptLimiter::new(limits),
+                forgot_limiter: AttemptLimiter::new(limits),
+                reset_limiter: AttemptLimiter::new(limits),
+                password_failures: FailureLimiter::new(limits),
+                invitation_limiter: InvitationLimiter::default(),
+                questions,
+                hashing,
+                router,
+                hub,
+                model,
+                pipelines,
+                metrics: Arc::new(Metrics::default()),
+                flashes: Flashes::default(),
+            }),
+        })
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// What the state holds.
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// What the server-wide bound on password hashing has done so far.
+    pub fn password_hashing(&self) -> HashingStats {
+        self.inner.hashing.stats()
+    }
+}
+
+impl AuthState for AppState {
+    fn jwt(&self) -> &JwtSecret {
+        &self.inner.jwt
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+}
+
+/// The engine the settings name: an OpenAI-compatible model or the offline engine.
+fn language_model(settings: &LlmSettings) -> anyhow::Result<Arc<dyn LanguageModel>> {
+    Ok(match settings {
+        LlmSettings::Offline => Arc::new(OfflineEngine::new()),
+        LlmSettings::OpenAi { base_url, model, api_key } => {
+            let mut config = OpenAiConfig::new(base_url.clone(), model.clone());
+            if let Some(key) = api_key {
+                config = config.with_api_key(key.clone());
+            }
+            Arc::new(OpenAiModel::new(config).context("configuring the language model")?)
+        }
+    })
+}
