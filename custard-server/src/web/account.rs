@@ -590,13 +590,46 @@ struct ResendPage<'a> {
     problem: Problem,
 }
 
-/// The resend form: the address to send a new verification link to.
+/// A form of one email address that a link is sent to: resend the
+/// verification link, forgot the password.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ResendForm {
+pub(crate) struct EmailForm {
     #[serde(default)]
     email: String,
     #[serde(default)]
     csrf_token: String,
+}
+
+/// Answers an [`EmailForm`]: with a valid CSRF token and an address, runs
+/// `send` on it and redirects to the page that says to check the email
+/// (`sent_target`); otherwise the form again, drawn by `draw` with the
+/// problem beside the field (`missing` says what to enter).
+async fn post_email_form<Fut>(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: EmailForm,
+    (missing, sent_target): (&str, &str),
+    draw: impl Fn(Layout, &str, Problem) -> askama::Result<String>,
+    send: impl FnOnce(String) -> Fut,
+) -> Response
+where
+    Fut: Future<Output = Result<(), AppError>>,
+{
+    let csrf = Csrf::of(state, headers);
+    let email = form.email.trim();
+    let again = |status: StatusCode, problem: Problem| {
+        page(status, draw(csrf.signed_out(), email, problem), csrf.cookies())
+    };
+    if let Err(e) = check_csrf(state, headers, Some(&form.csrf_token)) {
+        return again(e.code.status(), Problem::general(FORM_EXPIRED));
+    }
+    if email.is_empty() {
+        return again(StatusCode::UNPROCESSABLE_ENTITY, Problem::at_field("email", missing));
+    }
+    match send(email.to_owned()).await {
+        Ok(()) => sent(state, headers, sent_target, email.to_owned()),
+        Err(e) => again(e.code.status(), Problem::of(&e, &[], "")),
+    }
 }
 
 /// `GET /resend-verification` (and `?sent=1` after asking: check the email).
@@ -628,25 +661,16 @@ pub(crate) async fn resend_verification(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Form(form): Form<ResendForm>,
+    Form(form): Form<EmailForm>,
 ) -> Response {
-    let csrf = Csrf::of(&state, &headers);
-    let email = form.email.trim();
-    let again = |status: StatusCode, problem: Problem| {
-        let html = ResendPage { layout: csrf.signed_out(), email, problem }.render();
-        page(status, html, csrf.cookies())
+    let texts = ("Enter the address you signed up with.", RESEND_SENT);
+    let state_ref = &state;
+    let draw = |layout: Layout, email: &str, problem: Problem| {
+        ResendPage { layout, email, problem }.render()
     };
-    if let Err(e) = check_csrf(&state, &headers, Some(&form.csrf_token)) {
-        return again(e.code.status(), Problem::general(FORM_EXPIRED));
-    }
-    if email.is_empty() {
-        let problem = Problem::at_field("email", "Enter the address you signed up with.");
-        return again(StatusCode::UNPROCESSABLE_ENTITY, problem);
-    }
-    match accounts::resend_verification(&state, ip, email).await {
-        Ok(()) => sent(&state, &headers, RESEND_SENT, email.to_owned()),
-        Err(e) => again(e.code.status(), Problem::of(&e, &[], "")),
-    }
+    let send =
+        |email: String| async move { accounts::resend_verification(state_ref, ip, &email).await };
+    post_email_form(&state, &headers, form, texts, draw, send).await
 }
 
 // ---------------------------------------------------------------------------
@@ -658,14 +682,6 @@ struct ForgotPage<'a> {
     layout: Layout,
     email: &'a str,
     problem: Problem,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ForgotForm {
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    csrf_token: String,
 }
 
 /// `GET /forgot-password` (and `?sent=1` after asking: check the email).
@@ -694,25 +710,17 @@ pub(crate) async fn forgot(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Form(form): Form<ForgotForm>,
+    Form(form): Form<EmailForm>,
 ) -> Response {
-    let csrf = Csrf::of(&state, &headers);
-    let email = form.email.trim();
-    let again = |status: StatusCode, problem: Problem| {
-        let html = ForgotPage { layout: csrf.signed_out(), email, problem }.render();
-        page(status, html, csrf.cookies())
+    let texts = ("Enter your email address.", FORGOT_SENT);
+    let state_ref = &state;
+    let draw = |layout: Layout, email: &str, problem: Problem| {
+        ForgotPage { layout, email, problem }.render()
     };
-    if let Err(e) = check_csrf(&state, &headers, Some(&form.csrf_token)) {
-        return again(e.code.status(), Problem::general(FORM_EXPIRED));
-    }
-    if email.is_empty() {
-        let problem = Problem::at_field("email", "Enter your email address.");
-        return again(StatusCode::UNPROCESSABLE_ENTITY, problem);
-    }
-    match accounts::request_password_reset(&state, ip, email).await {
-        Ok(()) => sent(&state, &headers, FORGOT_SENT, email.to_owned()),
-        Err(e) => again(e.code.status(), Problem::of(&e, &[], "")),
-    }
+    let send = |email: String| async move {
+        accounts::request_password_reset(state_ref, ip, &email).await
+    };
+    post_email_form(&state, &headers, form, texts, draw, send).await
 }
 
 /// What the reset page shows.
