@@ -6,8 +6,9 @@
 //!   corpora mutated at every level and arbitrary text.
 //! - [`Target::Wire`]: the agent wire-protocol decoder, fed valid frames of
 //!   every message type mutated at every level and arbitrary text.
-//! - [`Target::Api`]: the HTTP API's JSON bodies, sent in process to a server
-//!   with a real agent.
+//! - [`Target::Api`]: every operation of the server's OpenAPI document
+//!   ([`ApiPlan`]): JSON bodies, path and query parameters, credentials, sent
+//!   in process to a server with a real agent.
 //! - [`Target::Canary`]: generated queries through the agent's guard and
 //!   executor against PostgreSQL databases seeded with canary strings in
 //!   everything the policy hides; a canary in a result, or a result that
@@ -36,6 +37,7 @@ mod wire;
 
 use std::time::Duration;
 
+pub use api::{ApiField, ApiOperation, ApiPlan, SkippedOperation};
 pub use runner::{
     Finding, FindingKind, IN_FLIGHT_FILE, Report, RunOptions, Slowest, clock_seed, print_finding,
 };
@@ -47,7 +49,8 @@ pub enum Target {
     Guard,
     /// The wire-protocol decoder (`custard_core::wire::Frame::decode`).
     Wire,
-    /// The HTTP API's JSON request bodies (`custard_server::app`).
+    /// The HTTP API (`custard_server::app`): every operation of its OpenAPI
+    /// document, with its bodies and parameters.
     Api,
     /// Policy leaks by their effect: the agent's guard and executor over
     /// PostgreSQL databases holding canary strings (needs PostgreSQL).
