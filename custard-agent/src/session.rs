@@ -611,7 +611,8 @@ enum Forwarded {
     Lost,
 }
 
-/// Checks `run` with the agent's own guard and policy, runs it, and streams
+/// Checks `run` with the agent's own guard and policy (limited to the run's
+/// rows, so the query is wrapped once), runs it, and streams
 /// `columns`, `rows` and `done` (or `error`) back under the request's id;
 /// with flow control each `rows` frame takes one of the credit's permits.
 /// The deadline covers the whole run, time spent waiting for the server included.
@@ -624,7 +625,8 @@ async fn run_query(
 ) {
     let id = request.id;
     let send = |message: Message| out.send(text(&Frame::new(id, message)));
-    let checked = match state.catalog().guard.check(sql) {
+    // Checked and wrapped once, in the row cap this run has.
+    let checked = match state.catalog().guard.check_within(sql, limits.max_rows) {
         Ok(c) => c,
         Err(rejection) => {
             let outcome = rejection.code.as_str();

@@ -4,7 +4,8 @@
 //! Indexing a big schema is the expensive part of building a pipeline, so a
 //! connection's pipeline is kept until its schema or its instructions change
 //! (or it is deleted). The pipeline runs its SQL through the connection's
-//! agents ([`AgentExecutor`]).
+//! agents ([`AgentExecutor`], from [`Pipelines::executor`], which CSV exports
+//! use too).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,6 +70,12 @@ impl Pipelines {
         Pipelines { store, router, model, query_timeout, cached: Mutex::default() }
     }
 
+    /// The executor that runs SQL on `connection`'s agents: the one path from
+    /// the server to them, for questions and CSV exports alike.
+    pub(crate) fn executor(&self, connection: &Connection) -> AgentExecutor {
+        AgentExecutor::new(Arc::clone(&self.router), connection.id.clone(), connection.dialect)
+    }
+
     /// Drops the pipeline of a deleted connection.
     pub(crate) fn forget(&self, id: &ConnectionId) {
         self.cached.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
@@ -89,11 +96,7 @@ impl Pipelines {
         }
         let schema = stored_schema(self.store.as_ref(), connection).await?;
         let fingerprint = schema.fingerprint();
-        let executor = Arc::new(AgentExecutor::new(
-            Arc::clone(&self.router),
-            connection.id.clone(),
-            connection.dialect,
-        ));
+        let executor = Arc::new(self.executor(connection));
         let options = AskOptions {
             max_rows: ANSWER_ROWS,
             limits: RunLimits { timeout: self.query_timeout, ..RunLimits::default() },

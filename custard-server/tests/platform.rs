@@ -1129,6 +1129,13 @@ async fn busy_agent_and_load_spreading() {
         assert_eq!(first.frames("run").len(), 1, "{:?}", first.seen());
         assert_eq!(second.frames("run").len(), 1, "{:?}", second.seen());
         assert!(second.frames("discover").is_empty(), "the known schema was not asked again");
+        // A run carries the plain checked query and its row cap; the agent wraps it.
+        for run in first.frames("run").into_iter().chain(second.frames("run")) {
+            let Message::Run(run) = run.message else { unreachable!("a run frame") };
+            assert!(!run.sql.contains("custard_result"), "{}", run.sql);
+            assert!(run.sql.to_ascii_uppercase().contains("COUNT("), "{}", run.sql);
+            assert_eq!(run.max_rows, 1000);
+        }
     })
     .await;
 }
@@ -1297,6 +1304,31 @@ async fn export_csv_streams_the_full_result() {
         assert_eq!(lines.len(), 3001, "a header and 3,000 rows; the recorded SQL was {sql}");
         assert_eq!(names.len(), 3000, "every customer once");
         assert!(names.contains("Customer 3000"));
+    })
+    .await;
+}
+
+/// A question is checked once, by core's rule, before anything else: an empty
+/// or too long one is `invalid_question` with core's message, even with no
+/// agent connected, and is not recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_are_checked_by_one_rule_before_anything_else() {
+    bounded(async {
+        let p = platform(&[]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, _key) = p.connection(&a, "Shop").await;
+        let long = "x".repeat(custard_core::MAX_QUESTION_BYTES + 1);
+        for question in ["", "  \n\t ", long.as_str()] {
+            let (status, reply) = p.ask(&a, &conn, question).await;
+            assert_eq!(
+                (status, code(&reply)),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_question")
+            );
+            let expected = custard_core::AskRequest::check_question(question).unwrap_err();
+            assert_eq!(reply["error"]["message"], expected.to_string(), "{reply}");
+        }
+        let history = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
+        assert_eq!(history["queries"].as_array().map(Vec::len), Some(0), "{history}");
     })
     .await;
 }

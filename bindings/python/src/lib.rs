@@ -291,9 +291,8 @@ fn build_prompt<'py>(
         Some(d) => parse_dialect(d)?,
         None => schema.0.dialect,
     };
-    if question.trim().is_empty() {
-        return Err(Failure::Invalid("invalid_question", "the question is empty".into()).into());
-    }
+    // The one rule for questions, as the pipeline and the server apply it.
+    custard_core::AskRequest::check_question(question).map_err(Failure::from)?;
     let schema = Arc::clone(&schema.0);
     let question_owned = question.to_owned();
     // Indexing is CPU work proportional to the schema: without the GIL.

@@ -138,7 +138,11 @@ impl ServerSide {
     }
 
     async fn run(&mut self, id: &str, sql: &str, timeout_ms: u64) {
-        let run = Run { sql: sql.into(), max_rows: 100_000, timeout_ms };
+        self.run_capped(id, sql, 100_000, timeout_ms).await;
+    }
+
+    async fn run_capped(&mut self, id: &str, sql: &str, max_rows: u64, timeout_ms: u64) {
+        let run = Run { sql: sql.into(), max_rows, timeout_ms };
         self.send(Frame::new(id, Message::Run(run))).await;
     }
 }
@@ -499,6 +503,62 @@ async fn a_lost_session_cancels_its_queries_in_the_database() {
     }
     // The agent is back; welcome it so it stops at once.
     let _again = server.agent().await;
+    agent.stop().await;
+}
+
+/// The text of the slow query running in the database, once it shows up.
+async fn running_slow_query(db: &ScratchDb) -> String {
+    let client = db.client().await;
+    for _ in 0..100 {
+        let row = client
+            .query_opt(
+                "SELECT query FROM pg_stat_activity WHERE query LIKE '%300000000%' AND state = 'active' AND pid <> pg_backend_pid() LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("activity");
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the slow query never showed up in pg_stat_activity");
+}
+
+/// A `run` carries the plain query and its row cap; the agent wraps it once,
+/// in that cap. A query an older server wrapped is not wrapped again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_wrapped_once_in_its_row_cap() {
+    let db = numbers().await;
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &db.url, 2));
+    let mut side = server.agent().await;
+
+    side.run_capped("few", "SELECT i FROM n ORDER BY i", 5, 30_000).await;
+    let reply = side.reply_to("few").await;
+    let rows: Vec<_> = reply
+        .iter()
+        .filter_map(|m| if let Message::Rows(r) = m { Some(r.rows.clone()) } else { None })
+        .flatten()
+        .collect();
+    assert_eq!(rows.len(), 5, "{reply:?}");
+    assert!(
+        matches!(reply.last(), Some(Message::Done(d)) if d.row_count == 5 && d.truncated),
+        "{reply:?}"
+    );
+
+    let inner = "SELECT count(*) FROM generate_series(1, 300000000) AS g";
+    let wrapped = format!("SELECT * FROM ({inner}) AS custard_result LIMIT 1001");
+    for (id, sql) in [("plain", inner.to_owned()), ("older_server", wrapped)] {
+        side.run_capped(id, &sql, 7, 30_000).await;
+        let ran = running_slow_query(&db).await;
+        assert_eq!(ran.matches("custard_result").count(), 1, "{id}: {ran}");
+        assert!(ran.ends_with("LIMIT 8"), "{id}: {ran}");
+        side.send(Frame::new(format!("c-{id}"), Message::Cancel(Cancel { target: id.into() })))
+            .await;
+        assert_eq!(error_code(&side.reply_to(id).await), "canceled", "{id}");
+        assert_eq!(active_slow_queries(&db).await, 0, "{id}: the query stopped");
+    }
     agent.stop().await;
 }
 

@@ -195,6 +195,34 @@ impl<'a> AskRequest<'a> {
         AskRequest { question, history: &[], examples: None, progress: None }
     }
 
+    /// The question trimmed, or [`AskError::InvalidQuestion`] when it is empty
+    /// or longer than [`MAX_QUESTION_BYTES`]: the one rule (and message) for
+    /// questions, which the pipeline applies and hosts can apply before any
+    /// other work.
+    ///
+    /// ```
+    /// use custard_core::{AskRequest, MAX_QUESTION_BYTES};
+    ///
+    /// assert_eq!(AskRequest::check_question("  how many?\n").ok(), Some("how many?"));
+    /// let empty = AskRequest::check_question(" ").unwrap_err();
+    /// assert_eq!(empty.code().as_str(), "invalid_question");
+    /// assert_eq!(empty.to_string(), "the question is empty");
+    /// assert!(AskRequest::check_question(&"x".repeat(MAX_QUESTION_BYTES + 1)).is_err());
+    /// ```
+    pub fn check_question(question: &str) -> Result<&str, AskError> {
+        let question = question.trim();
+        if question.is_empty() {
+            return Err(AskError::InvalidQuestion("the question is empty".into()));
+        }
+        if question.len() > MAX_QUESTION_BYTES {
+            return Err(AskError::InvalidQuestion(format!(
+                "the question is {} bytes long; the limit is {MAX_QUESTION_BYTES}",
+                question.len()
+            )));
+        }
+        Ok(question)
+    }
+
     /// Earlier turns of the conversation, oldest first.
     pub fn history(mut self, history: &'a [Turn]) -> Self {
         self.history = history;
@@ -364,15 +392,7 @@ impl AskPipeline {
             }
         };
         let started = Instant::now();
-        if question.trim().is_empty() {
-            return Err(AskError::InvalidQuestion("the question is empty".into()));
-        }
-        if question.len() > MAX_QUESTION_BYTES {
-            return Err(AskError::InvalidQuestion(format!(
-                "the question is {} bytes long; the limit is {MAX_QUESTION_BYTES}",
-                question.len()
-            )));
-        }
+        let question = AskRequest::check_question(question)?;
         let history = &history[history.len().saturating_sub(MAX_HISTORY_TURNS)..];
         let history: Vec<Turn> =
             history.iter().filter(|t| t.question.len() <= MAX_QUESTION_BYTES).cloned().collect();

@@ -231,7 +231,26 @@ impl Guard {
 
     /// Checks `sql` and returns it ready to run, or says why not.
     pub fn check(&self, sql: &str) -> Result<CheckedSql, Rejection> {
-        policy::check(&self.inner, sql)
+        policy::check(&self.inner, sql, self.inner.max_rows)
+    }
+
+    /// Checks `sql` like [`Guard::check`], limiting it to at most `max_rows`
+    /// rows: the tighter of that and the guard's own limit. An agent checks a
+    /// `run` this way, so the query is wrapped once, in the row cap it runs under.
+    ///
+    /// ```
+    /// use custard_core::{Dialect, Guard};
+    ///
+    /// let guard = Guard::builder(Dialect::Postgres).max_rows(1000).build()?;
+    /// let checked = guard.check_within("SELECT name FROM users", 50)?;
+    /// assert_eq!(checked.row_limit(), Some(50));
+    /// assert!(checked.sql().ends_with("LIMIT 51"));
+    /// assert_eq!(guard.check_within("SELECT 1", 5000)?.row_limit(), Some(1000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_within(&self, sql: &str, max_rows: u64) -> Result<CheckedSql, Rejection> {
+        let limit = self.inner.max_rows.map_or(max_rows, |own| own.min(max_rows));
+        policy::check(&self.inner, sql, Some(limit))
     }
 }
 

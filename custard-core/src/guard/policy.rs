@@ -20,7 +20,12 @@ use crate::Dialect;
 /// The alias given to the wrapped query when the guard adds a row limit.
 const WRAP_ALIAS: &str = "custard_result";
 
-pub(super) fn check(g: &GuardInner, sql: &str) -> Result<CheckedSql, Rejection> {
+/// Checks `sql` under `g`'s policy, limiting it to `max_rows` rows (`None`: no limit).
+pub(super) fn check(
+    g: &GuardInner,
+    sql: &str,
+    max_rows: Option<u64>,
+) -> Result<CheckedSql, Rejection> {
     if sql.len() > g.max_sql_bytes {
         return Err(Rejection::new(
             RejectionCode::TooLong,
@@ -42,8 +47,9 @@ pub(super) fn check(g: &GuardInner, sql: &str) -> Result<CheckedSql, Rejection> 
         Statement::Query(query) => query,
         other => return Err(statement_rejection(&other)),
     };
-    // SQL this guard wrapped in its row limit (what an agent receives from the
-    // server) is checked as the query inside, keeping the tighter limit.
+    // SQL this guard wrapped in its row limit (what an agent receives from a
+    // server older than the plain `run`) is checked as the query inside,
+    // keeping the tighter limit, so it is wrapped once, not twice.
     let (query, wrapped_limit) = match unwrap_row_limit(g, &query) {
         Some((inner, limit)) => (inner, Some(limit)),
         None => (query, None),
@@ -61,7 +67,7 @@ pub(super) fn check(g: &GuardInner, sql: &str) -> Result<CheckedSql, Rejection> 
         ));
     }
     let tables = bound.tables;
-    let max_rows = match (g.max_rows, wrapped_limit) {
+    let max_rows = match (max_rows, wrapped_limit) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };

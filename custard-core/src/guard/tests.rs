@@ -458,6 +458,45 @@ fn accepted_sql_is_accepted_again_as_printed_and_wrapped() {
     }
 }
 
+/// The agent checks a `run`'s plain query under the run's row cap and wraps
+/// it once; a wrapped query from an older server is not wrapped twice.
+#[test]
+fn a_run_is_checked_within_its_row_cap_and_wrapped_once() {
+    let server = Guard::builder(Dialect::Postgres)
+        .schema(shop_schema())
+        .max_rows(1000)
+        .build()
+        .expect("server guard");
+    let agent = Guard::builder(Dialect::Postgres)
+        .schema(shop_schema())
+        .max_rows(100)
+        .build()
+        .expect("agent guard");
+    let sent = check_ok(&server, "SELECT name FROM customers ORDER BY name");
+    // (the run's cap, the row limit, the wrapper's LIMIT)
+    let cases = [(40, 40, "LIMIT 41"), (100, 100, "LIMIT 101"), (5000, 100, "LIMIT 101")];
+    for (cap, limit, tail) in cases {
+        for sql in [sent.query(), sent.sql()] {
+            let run = agent.check_within(sql, cap).expect("passes");
+            assert_eq!(run.query(), sent.query(), "{sql}");
+            assert_eq!(run.row_limit(), Some(limit), "{sql} within {cap}");
+            assert!(run.sql().ends_with(tail), "{} within {cap}", run.sql());
+            assert_eq!(run.sql().matches("custard_result").count(), 1, "{}", run.sql());
+        }
+    }
+    // A query's own literal limit within the cap needs no wrapper.
+    let own = agent.check_within("SELECT name FROM customers LIMIT 10", 40).expect("passes");
+    assert_eq!((own.sql(), own.row_limit()), ("SELECT name FROM customers LIMIT 10", Some(40)));
+    // Without a limit of its own, the guard takes the run's.
+    let unlimited = Guard::builder(Dialect::Postgres).unlimited_rows().build().expect("guard");
+    assert_eq!(unlimited.check_within("SELECT 1", 7).expect("passes").row_limit(), Some(7));
+    // The policy is the same as `check`'s.
+    assert_eq!(
+        agent.check_within("DELETE FROM customers", 40).map(|c| c.sql().to_owned()),
+        agent.check("DELETE FROM customers").map(|c| c.sql().to_owned())
+    );
+}
+
 /// Chains the parser builds in a loop (set operations, binary operators) are
 /// capped, so walking and printing them cannot overflow a worker's 2 MiB
 /// stack (683 `UNION ALL`s did, found by the fuzzing suite).

@@ -568,9 +568,19 @@ pub struct Discover {
 /// `run`: run one query and stream the result back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
-    /// SQL that passed the server's guard; the agent checks it again.
+    /// The query that passed the server's guard, as [`CheckedSql::query`]
+    /// prints it: without a row-limit wrapper. The agent checks it again with
+    /// its own guard and wraps it once, in `max_rows` (within its own cap).
+    ///
+    /// Older servers sent it wrapped ([`CheckedSql::sql`]); an agent's guard
+    /// still recognises that wrapper and checks the query inside, and an older
+    /// agent given a plain query still caps it at `max_rows` as it sends rows,
+    /// so either side may be the older one.
+    ///
+    /// [`CheckedSql::query`]: crate::CheckedSql::query
+    /// [`CheckedSql::sql`]: crate::CheckedSql::sql
     pub sql: String,
-    /// Most rows to send.
+    /// Most rows to send (0: the agent's own cap).
     pub max_rows: u64,
     /// Cancel the query after this many milliseconds.
     pub timeout_ms: u64,

@@ -464,8 +464,9 @@ impl AgentRouter for LocalHub {
                 ));
             }
             let max_rows = sql.row_limit().map_or(limits.max_rows, |l| l.min(limits.max_rows));
+            // The plain query and its cap: the agent's guard wraps it once.
             let run = Run {
-                sql: sql.sql().to_owned(),
+                sql: sql.query().to_owned(),
                 // 0 leaves the cap to the agent's own configuration.
                 max_rows: if max_rows == u64::MAX { 0 } else { max_rows },
                 timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),

@@ -1,14 +1,14 @@
 //! CSV export: the stored SQL of an answered question checked again by the
-//! server's guard, rerun through the connection's agent, and streamed row
+//! server's guard, rerun on the connection's agents through the executor
+//! questions use ([`crate::pipelines::Pipelines::executor`]), and streamed row
 //! batch by row batch (RFC 4180, CRLF line ends, a header row). Text a
 //! spreadsheet would run as a formula is prefixed with `'`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
-use custard_core::{Guard, RowBatch, RunLimits};
+use custard_core::{Executor, Guard, RowBatch, RunLimits};
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -73,19 +73,20 @@ pub(crate) async fn export_csv(
         )
     })?;
     let (tx, mut rx) = mpsc::channel::<RowBatch>(4);
-    let router = Arc::clone(&inner.router);
+    // The executor questions run on, so exports reach the agents the same way.
+    let executor = inner.pipelines.executor(&connection);
     let limits = RunLimits {
         max_rows: EXPORT_ROWS,
         max_bytes: u64::MAX,
         timeout: Duration::from_secs(inner.config.query_timeout_secs.max(1) * 10),
         ..RunLimits::default()
     };
-    let connection_id = connection.id.clone();
     // Aborted when the response is dropped (the client went away), which
     // cancels the query on the agent.
-    let mut run = AbortOnDropHandle::new(tokio::spawn(async move {
-        router.run(&connection_id, &checked, &limits, tx).await
-    }));
+    let mut run =
+        AbortOnDropHandle::new(tokio::spawn(
+            async move { executor.run(&checked, &limits, tx).await },
+        ));
     // Wait for the header row, so an offline agent is an error status, not an empty file.
     let first = rx.recv().await;
     let columns = match first {

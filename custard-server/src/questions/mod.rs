@@ -12,7 +12,7 @@ mod record;
 
 use std::time::{Duration, Instant};
 
-use custard_core::{Answer, AskRequest, AskStep, MAX_QUESTION_BYTES, Turn, select_examples};
+use custard_core::{Answer, AskRequest, AskStep, Turn, select_examples};
 use serde_json::json;
 
 use crate::auth::CurrentUser;
@@ -78,21 +78,6 @@ pub(crate) fn admit(state: &AppState, current: &CurrentUser) -> Result<QuestionP
     state.inner().questions.admit(current.user().id.as_str(), current.org().as_str())
 }
 
-/// The trimmed question, or a validation error when empty or too long.
-fn validate_question(question: &str) -> Result<&str, AppError> {
-    let question = question.trim();
-    if question.is_empty() {
-        return Err(AppError::new(ErrorCode::InvalidQuestion, "question must not be empty"));
-    }
-    if question.len() > MAX_QUESTION_BYTES {
-        return Err(AppError::new(
-            ErrorCode::InvalidQuestion,
-            format!("question must be at most {MAX_QUESTION_BYTES} bytes"),
-        ));
-    }
-    Ok(question)
-}
-
 /// The conversation to continue (checked) or a new one.
 fn parse_conversation(id: Option<String>) -> Result<ConversationId, AppError> {
     match id {
@@ -122,7 +107,9 @@ pub(crate) async fn answer(
     progress: Option<&(dyn Fn(AskStep) + Send + Sync)>,
 ) -> Result<Answered, Failure> {
     let started = Instant::now();
-    let question = validate_question(&body.question)?.to_owned();
+    // Core's one rule for questions, before any lookup or record.
+    let question =
+        AskRequest::check_question(&body.question).map_err(AppError::from_ask)?.to_owned();
     let continues = body.conversation_id.is_some();
     let conversation = parse_conversation(body.conversation_id)?;
     let inner = state.inner();
