@@ -476,30 +476,9 @@ pub(crate) async fn agent_socket(
 
 #[cfg(test)]
 mod tests {
-    use chrono::{TimeZone, Utc};
-    use custard_core::Dialect;
-
     use super::*;
+    use crate::connections::setup::tests::connection;
     use crate::hub::{HubSettings, LocalHub};
-    use crate::store::{ConnectionId, OrgId};
-
-    fn connection(seen: bool) -> Connection {
-        let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        Connection {
-            id: ConnectionId::from("c1".to_owned()),
-            org_id: OrgId::from("o1".to_owned()),
-            name: "shop".to_owned(),
-            dialect: Dialect::Postgres,
-            key_prefix: "custard_AbCd".to_owned(),
-            instructions: String::new(),
-            schema_fingerprint: seen.then(|| "f1".to_owned()),
-            schema_refreshed_at: seen.then_some(at),
-            agent_version: seen.then(|| "0.1.0".to_owned()),
-            last_seen_at: seen.then_some(at),
-            created_at: at,
-            updated_at: at,
-        }
-    }
 
     /// The wire shape, null fields included, as clients and tests rely on it.
     #[test]

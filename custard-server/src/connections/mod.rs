@@ -10,7 +10,7 @@
 //! the store). A rotated or deleted connection's agents are disconnected at
 //! once, and a deleted one's ask pipeline forgotten.
 
-mod setup;
+pub(crate) mod setup;
 
 use custard_core::Dialect;
 use futures_util::Stream;

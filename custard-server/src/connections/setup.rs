@@ -119,13 +119,14 @@ impl AgentSetup {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
     use crate::store::OrgId;
 
-    fn connection(seen: bool) -> Connection {
+    /// A PostgreSQL connection as the store returns it, seen by an agent or not.
+    pub(crate) fn connection(seen: bool) -> Connection {
         let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
         Connection {
             id: ConnectionId::from("c1".to_owned()),
