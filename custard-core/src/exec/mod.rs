@@ -376,6 +376,14 @@ impl Caps {
         Caps { max_rows, max_bytes: limits.max_bytes, rows: 0, bytes: 0 }
     }
 
+    /// Whether the cap reached is `query`'s own row limit: the guard's wrapper
+    /// asks the database for one row past it, so the row refused was the last
+    /// one coming.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn is_row_limit_of(&self, query: &CheckedSql) -> bool {
+        self.rows >= self.max_rows && query.row_limit() == Some(self.max_rows)
+    }
+
     /// Accounts one row; `false` means the row must not be sent and the result is truncated.
     pub(crate) fn admit(&mut self, row: &[Value]) -> bool {
         if self.rows >= self.max_rows {

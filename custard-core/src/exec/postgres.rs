@@ -3,16 +3,18 @@
 //! Each run takes a pooled connection and, inside `START TRANSACTION READ ONLY`
 //! with `statement_timeout`, `lock_timeout` and
 //! `idle_in_transaction_session_timeout` set locally, prepares the checked SQL
-//! with the extended protocol (one statement per Parse), then pulls rows from a
-//! portal in batches so the row and byte caps stop the work early. The
-//! transaction always rolls back. A client-side deadline sends a cancel request
-//! and throws the connection away.
+//! with the extended protocol (one statement per Parse), then streams its rows
+//! under the row and byte caps; a cap that stops the read early cancels the
+//! rest. The transaction always rolls back. The whole envelope takes two round
+//! trips, as many as a plain prepared query (see [`run_envelope`]). A
+//! client-side deadline sends a cancel request and throws the connection away.
 
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::{FutureExt, StreamExt};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::{CancelToken, NoTls};
 
 use super::{
     BoxFuture, Caps, ColumnMeta, DiscoverOptions, ExecError, ExecErrorCode, Executor, RowBatch,
@@ -78,28 +80,26 @@ impl PostgresExecutor {
         rows: RowSender,
     ) -> Result<RunSummary, ExecError> {
         let started = Instant::now();
-        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.pool.get().await.map_err(pool_error)?;
         let cancel = client.cancel_token();
         let deadline = limits.timeout + CLIENT_GRACE;
         // Dropping the receiver is how a caller cancels: watch for it while the query runs.
         let watcher = rows.clone();
         let outcome = {
-            let pg: &mut tokio_postgres::Client = &mut client;
+            let pg: &tokio_postgres::Client = &client;
             tokio::select! {
-                result = tokio::time::timeout(deadline, stream(pg, query, limits, rows)) => {
-                    result.map_err(|_| timeout_error(limits.timeout))
+                ran = tokio::time::timeout(deadline, run_envelope(pg, &cancel, query, limits, rows)) => {
+                    ran.map_err(|_| timeout_error(limits.timeout))
                 }
                 () = watcher.closed() => Err(receiver_closed()),
             }
         };
         match outcome {
-            Ok(result) => {
-                // Advisory locks are the one session state a rollback keeps; never
-                // hand a connection holding one to the next query.
-                if client.batch_execute("SELECT pg_advisory_unlock_all()").await.is_err() {
+            Ok(ran) => {
+                if !ran.reusable {
                     drop(deadpool_postgres::Object::take(client));
                 }
-                let (row_count, bytes, truncated) = result?;
+                let (row_count, bytes, truncated) = ran.result?;
                 Ok(RunSummary { row_count, truncated, bytes, elapsed: started.elapsed() })
             }
             Err(e) => {
@@ -113,23 +113,82 @@ impl PostgresExecutor {
     }
 }
 
-/// Runs the envelope on one connection; returns (rows, bytes, truncated).
-async fn stream(
-    client: &mut tokio_postgres::Client,
+/// What one run of the envelope gives: (rows, bytes, truncated), and whether
+/// the connection is clean to hand to the next query.
+struct Ran {
+    result: Result<(u64, u64, bool), ExecError>,
+    reusable: bool,
+}
+
+/// Ends the transaction and releases advisory locks, the one session state a
+/// rollback keeps, so no connection goes back to the pool holding one.
+const END_TRANSACTION: &str = "ROLLBACK; SELECT pg_advisory_unlock_all()";
+
+/// Runs the read-only envelope on one connection in two round trips:
+///
+/// 1. `START TRANSACTION READ ONLY` with the local settings (one simple
+///    query), and the statement's Parse and Describe behind it;
+/// 2. Bind and Execute, rows streamed as they come, and behind them
+///    [`END_TRANSACTION`].
+///
+/// Each step's messages are written in order because `biased` polls the
+/// futures in order and each writes its messages on its first poll;
+/// PostgreSQL runs a connection's messages in the order they arrive, so the
+/// settings hold before the statement is parsed, and the rollback runs once
+/// the query is done. (`layer2_tests` checks that a query sees its
+/// transaction read-only and its own `statement_timeout`.) The driver reads
+/// rows with backpressure: a slow receiver pauses the socket, not memory.
+async fn run_envelope(
+    pg: &tokio_postgres::Client,
+    cancel: &CancelToken,
     query: &CheckedSql,
     limits: &RunLimits,
     rows: RowSender,
-) -> Result<(u64, u64, bool), ExecError> {
-    let txn = client.build_transaction().read_only(true).start().await.map_err(db_error)?;
-    // One round trip for both: `biased` polls (and so sends) the timeouts
-    // first, and PostgreSQL runs a connection's messages in order, so they are
-    // set before anything of the query runs (preparing runs nothing).
+) -> Ran {
+    let begin = format!(
+        "START TRANSACTION READ ONLY; {}",
+        local_settings(limits.timeout, limits.lock_timeout, query.search_path())
+    );
     // prepare() is a Parse message: PostgreSQL refuses more than one statement in it.
-    let (_, statement) = tokio::try_join!(
+    let opened = tokio::try_join!(
         biased;
-        set_local_envelope(&txn, limits.timeout, limits.lock_timeout, query.search_path()),
-        async { txn.prepare(query.sql()).await.map_err(db_error) },
-    )?;
+        async { pg.batch_execute(&begin).await.map_err(db_error) },
+        async { pg.prepare(query.sql()).await.map_err(db_error) },
+    );
+    let opened = match opened {
+        Ok(((), statement)) => send_columns(&statement, &rows).await.map(|()| statement),
+        Err(e) => Err(e),
+    };
+    let (read, ended) = match opened {
+        Ok(statement) => {
+            // The query's Bind and Execute must be written before the rollback:
+            // `read_rows` writes them at its first await, before anything else.
+            let reading = async {
+                let read = read_rows(pg, &statement, query, limits, &rows).await;
+                if read.unfinished {
+                    // The database may still be sending rows nobody will read: stop it
+                    // rather than wait for them (the rollback behind it then runs).
+                    let _ = cancel.cancel_query(NoTls).await;
+                }
+                read
+            };
+            tokio::join!(biased; reading, pg.batch_execute(END_TRANSACTION))
+        }
+        Err(e) => {
+            let read = Read { result: Err(e), unfinished: false };
+            (read, pg.batch_execute(END_TRANSACTION).await)
+        }
+    };
+    // A cancel may land late, on whatever the connection runs next: never reuse it.
+    let reusable = ended.is_ok() && !read.unfinished;
+    Ran { result: read.result, reusable }
+}
+
+/// Sends the statement's columns, before any row.
+async fn send_columns(
+    statement: &tokio_postgres::Statement,
+    rows: &RowSender,
+) -> Result<(), ExecError> {
     let columns = statement
         .columns()
         .iter()
@@ -138,40 +197,99 @@ async fn stream(
             type_name: pg_value::type_name(c.type_()),
         })
         .collect();
-    rows.send(RowBatch::Columns(columns)).await.map_err(|_| receiver_closed())?;
-    let portal = txn.bind(&statement, &[]).await.map_err(db_error)?;
+    rows.send(RowBatch::Columns(columns)).await.map_err(|_| receiver_closed())
+}
+
+/// How reading a query's rows ended.
+struct Read {
+    /// (rows, bytes, truncated), or why it failed.
+    result: Result<(u64, u64, bool), ExecError>,
+    /// Whether the database may still be sending rows of the query.
+    unfinished: bool,
+}
+
+/// Binds and executes the prepared statement and streams its rows under the
+/// caps, in batches of what has arrived (at most `batch_rows` rows or
+/// [`BATCH_BYTES`] each), so small results go out at once and large ones in
+/// bounded pieces.
+async fn read_rows(
+    pg: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    query: &CheckedSql,
+    limits: &RunLimits,
+    rows: &RowSender,
+) -> Read {
     let mut caps = Caps::new(query, limits);
-    let mut batch_rows = FIRST_FETCH_ROWS.min(limits.batch_rows.max(1));
-    let mut truncated = false;
-    'fetch: loop {
-        let asked = i32::try_from(batch_rows).unwrap_or(i32::MAX);
-        let fetched = txn.query_portal(&portal, asked).await.map_err(db_error)?;
-        let exhausted = fetched.len() < batch_rows;
-        let mut batch = Vec::with_capacity(fetched.len());
-        let mut fetched_bytes = 0u64;
-        for row in &fetched {
-            let values = pg_value::row_values(row)?;
-            let admitted = caps.admit(&values);
-            fetched_bytes += values.iter().map(super::json_size).sum::<u64>();
-            if !admitted {
-                truncated = true;
-                if !batch.is_empty() {
-                    rows.send(RowBatch::Rows(batch)).await.map_err(|_| receiver_closed())?;
+    let done = |caps: &Caps, truncated| Ok((caps.rows, caps.bytes, truncated));
+    let stream = match pg.query_raw(statement, NO_PARAMS).await {
+        Ok(stream) => stream,
+        Err(e) => return Read { result: Err(db_error(e)), unfinished: false },
+    };
+    let mut stream = std::pin::pin!(stream);
+    let max_batch = limits.batch_rows.max(1);
+    let mut batch: Vec<Vec<serde_json::Value>> = Vec::new();
+    let mut batch_bytes = 0u64;
+    loop {
+        // Take what has arrived without waiting; send the batch before waiting for more.
+        let next = match stream.as_mut().next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if let Err(e) = flush(rows, &mut batch, &mut batch_bytes).await {
+                    return Read { result: Err(e), unfinished: true };
                 }
-                break 'fetch;
+                stream.as_mut().next().await
             }
-            batch.push(values);
+        };
+        let row = match next {
+            None => break,
+            Some(Ok(row)) => row,
+            // The database stopped the query itself.
+            Some(Err(e)) => return Read { result: Err(db_error(e)), unfinished: false },
+        };
+        let values = match pg_value::row_values(&row) {
+            Ok(values) => values,
+            Err(e) => return Read { result: Err(e), unfinished: true },
+        };
+        let before = caps.bytes;
+        if !caps.admit(&values) {
+            // The row-limit wrapper asks for one row past the cap, so when the
+            // cap is the query's own limit that row was the last one coming.
+            let unfinished = !caps.is_row_limit_of(query);
+            let result = match flush(rows, &mut batch, &mut batch_bytes).await {
+                Ok(()) => done(&caps, true),
+                Err(e) => Err(e),
+            };
+            return Read { result, unfinished };
         }
-        if !batch.is_empty() {
-            rows.send(RowBatch::Rows(batch)).await.map_err(|_| receiver_closed())?;
+        batch_bytes += caps.bytes - before;
+        batch.push(values);
+        if (batch.len() >= max_batch || batch_bytes >= BATCH_BYTES)
+            && let Err(e) = flush(rows, &mut batch, &mut batch_bytes).await
+        {
+            return Read { result: Err(e), unfinished: true };
         }
-        if exhausted {
-            break;
-        }
-        batch_rows = next_fetch_rows(fetched.len(), fetched_bytes, limits.batch_rows);
     }
-    txn.rollback().await.map_err(db_error)?;
-    Ok((caps.rows, caps.bytes, truncated))
+    let result = match flush(rows, &mut batch, &mut batch_bytes).await {
+        Ok(()) => done(&caps, false),
+        Err(e) => Err(e),
+    };
+    Read { result, unfinished: false }
+}
+
+/// The statements here take no parameters.
+const NO_PARAMS: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+
+/// Sends the rows gathered so far, if any.
+async fn flush(
+    rows: &RowSender,
+    batch: &mut Vec<Vec<serde_json::Value>>,
+    batch_bytes: &mut u64,
+) -> Result<(), ExecError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    *batch_bytes = 0;
+    rows.send(RowBatch::Rows(std::mem::take(batch))).await.map_err(|_| receiver_closed())
 }
 
 /// Memory one sort or hash of a query may use before spilling to disk: a
@@ -180,28 +298,13 @@ async fn stream(
 /// prints sets it for the agent's role.)
 const WORK_MEM: &str = "32MB";
 
-/// Rows asked of the portal first, before the executor knows how large they are.
-const FIRST_FETCH_ROWS: usize = 4;
-/// About how many bytes one fetch may bring into memory. The driver holds a
-/// whole fetch before any cap sees it, so the batch size follows the rows'
-/// size: large rows come a few (or one) at a time.
-const FETCH_BYTES: u64 = 1024 * 1024;
-
-/// How many rows to fetch next, from the size of the rows just fetched.
-fn next_fetch_rows(fetched: usize, fetched_bytes: u64, max_rows: usize) -> usize {
-    let per_row = (fetched_bytes / fetched.max(1) as u64).max(1);
-    usize::try_from(FETCH_BYTES / per_row).unwrap_or(usize::MAX).clamp(1, max_rows.max(1))
-}
+/// About how many bytes of rows one batch carries to the receiver.
+const BATCH_BYTES: u64 = 1024 * 1024;
 
 /// The transaction's local settings: time limits, `work_mem`, and the search
 /// path the guard resolved names in (with `pg_temp` last, so no temporary table can
 /// shadow a checked one; `pg_catalog` always comes first).
-async fn set_local_envelope(
-    txn: &Transaction<'_>,
-    statement: Duration,
-    lock: Duration,
-    search_path: &[String],
-) -> Result<(), ExecError> {
+fn local_settings(statement: Duration, lock: Duration, search_path: &[String]) -> String {
     // Integers we format ourselves and identifiers quoted as identifiers:
     // nothing from the query reaches this string.
     let statement_ms = statement.as_millis().max(1);
@@ -217,7 +320,7 @@ async fn set_local_envelope(
             search_path.iter().map(|s| crate::schema::ddl_ident(Dialect::Postgres, s)).collect();
         sql.push_str(&format!("; SET LOCAL search_path = {}, pg_temp", schemas.join(", ")));
     }
-    txn.batch_execute(&sql).await.map_err(db_error)
+    sql
 }
 
 impl Executor for PostgresExecutor {
@@ -240,7 +343,9 @@ impl Executor for PostgresExecutor {
                 .start()
                 .await
                 .map_err(db_error)?;
-            set_local_envelope(&txn, DISCOVER_TIMEOUT, Duration::from_secs(5), &[]).await?;
+            txn.batch_execute(&local_settings(DISCOVER_TIMEOUT, Duration::from_secs(5), &[]))
+                .await
+                .map_err(db_error)?;
             let schema = pg_discover::discover(&txn, options).await.map_err(db_error)?;
             txn.rollback().await.map_err(db_error)?;
             Ok(schema)

@@ -32,7 +32,13 @@ pub(super) fn check(
             format!("SQL is {} bytes long; the limit is {} bytes", sql.len(), g.max_sql_bytes),
         ));
     }
-    let mut statements = parse(g, sql)?;
+    // Parsed with room for the row-limit wrapper, so that the wrapped text is
+    // known to parse too (see `reads_back`); only a query that needs that room
+    // is parsed again, at the full depth.
+    let (mut statements, depth) = match parse_within(g, sql, wrapped_depth(g)) {
+        Err(Failure::TooDeep) => (parse(g, sql)?, g.recursion_limit),
+        parsed => (parsed.map_err(|f| f.rejection(g))?, wrapped_depth(g)),
+    };
     let statement = match statements.len() {
         0 => return Err(Rejection::new(RejectionCode::Empty, "no SQL statement was given")),
         1 => statements.remove(0),
@@ -72,11 +78,14 @@ pub(super) fn check(
         (a, b) => a.or(b),
     };
     let printed = query.to_string();
-    let (sql, row_limit) = limit(max_rows, &query);
-    reads_back(g, &printed, &query, &sql)?;
+    let (wrapped, row_limit) = limit(max_rows, &query, &printed);
+    // Text already in its printed form reads back as itself: the parser is a
+    // function of the text (a server's checked query, as an agent receives it).
+    let reprinted = printed != sql || wrapped_limit.is_some();
+    reads_back(g, &printed, &query, &wrapped, reprinted, depth)?;
     Ok(CheckedSql {
         query: printed,
-        sql,
+        sql: wrapped,
         dialect: g.dialect,
         row_limit,
         tables,
@@ -89,17 +98,32 @@ pub(super) fn check(
 /// inside) in a way that reads back as different SQL, and SQL near the depth
 /// limit can pass alone but not inside the row-limit wrapper. Either way the
 /// text is refused rather than run with a meaning the guard did not check.
-fn reads_back(g: &GuardInner, printed: &str, query: &Query, sql: &str) -> Result<(), Rejection> {
-    let same = match parse(g, printed)?.as_slice() {
-        [Statement::Query(again)] => **again == *query,
-        _ => false,
-    };
-    if !same {
-        return Err(Rejection::new(
-            RejectionCode::Unsupported,
-            "this SQL does not read back the same once normalised (check the quoting of its \
-             string literals); write it without backslashes or doubled quotes inside strings",
-        ));
+///
+/// `depth` is the nesting the query was parsed within, and `printed` is read
+/// back within it unless `reparse` is false (it is the checked text itself).
+/// A query that parsed with room for the wrapper ([`WRAP_DEPTH`] levels)
+/// parses wrapped at the full depth (a test holds the parser to that), so
+/// the wrapped text is parsed again only otherwise.
+fn reads_back(
+    g: &GuardInner,
+    printed: &str,
+    query: &Query,
+    sql: &str,
+    reparse: bool,
+    depth: usize,
+) -> Result<(), Rejection> {
+    if reparse {
+        let same = match parse_within(g, printed, depth).map_err(|f| f.rejection(g))?.as_slice() {
+            [Statement::Query(again)] => **again == *query,
+            _ => false,
+        };
+        if !same {
+            return Err(Rejection::new(
+                RejectionCode::Unsupported,
+                "this SQL does not read back the same once normalised (check the quoting of its \
+                 string literals); write it without backslashes or doubled quotes inside strings",
+            ));
+        }
     }
     if sql.len() > g.max_sql_bytes {
         return Err(Rejection::new(
@@ -111,12 +135,21 @@ fn reads_back(g: &GuardInner, printed: &str, query: &Query, sql: &str) -> Result
             ),
         ));
     }
-    if sql != printed {
+    if sql != printed && depth > wrapped_depth(g) {
         parse(g, sql).map_err(|r| {
             Rejection::new(r.code, format!("{} once wrapped in the row limit", r.message))
         })?;
     }
     Ok(())
+}
+
+/// How many levels of the parser's depth the row-limit wrapper takes
+/// (`SELECT * FROM (<query>) AS custard_result LIMIT n`).
+pub(super) const WRAP_DEPTH: usize = 2;
+
+/// The depth a query may use and still parse inside the row-limit wrapper.
+fn wrapped_depth(g: &GuardInner) -> usize {
+    g.recursion_limit.saturating_sub(WRAP_DEPTH)
 }
 
 /// The query inside this guard's own row-limit wrapper
@@ -150,33 +183,57 @@ const MAX_SET_OPERATIONS: usize = 64;
 const MAX_BINARY_OPERATORS: usize = 512;
 
 fn parse(g: &GuardInner, sql: &str) -> Result<Vec<Statement>, Rejection> {
-    let run = || -> Result<Vec<Statement>, Rejection> {
+    parse_within(g, sql, g.recursion_limit).map_err(|f| f.rejection(g))
+}
+
+/// Why parsing failed: too deep for the depth asked, or any other reason.
+enum Failure {
+    TooDeep,
+    Rejected(Rejection),
+}
+
+impl Failure {
+    fn rejection(self, g: &GuardInner) -> Rejection {
+        match self {
+            Failure::TooDeep => parse_rejection(g, ParserError::RecursionLimitExceeded),
+            Failure::Rejected(r) => r,
+        }
+    }
+}
+
+/// Parses `sql` allowing at most `depth` levels of nesting.
+fn parse_within(g: &GuardInner, sql: &str, depth: usize) -> Result<Vec<Statement>, Failure> {
+    let run = || -> Result<Vec<Statement>, Failure> {
         let dialect: &dyn sqlparser::dialect::Dialect = match g.dialect {
             Dialect::Postgres => &PostgreSqlDialect {},
             Dialect::Sqlite => &SQLiteDialect {},
         };
-        let tokens = Tokenizer::new(dialect, sql)
-            .tokenize_with_location()
-            .map_err(|e| parse_rejection(g, ParserError::TokenizerError(e.to_string())))?;
+        let tokens = Tokenizer::new(dialect, sql).tokenize_with_location().map_err(|e| {
+            Failure::Rejected(parse_rejection(g, ParserError::TokenizerError(e.to_string())))
+        })?;
         let (set_operations, binary_operators) = chained_operators(&tokens);
         if set_operations > MAX_SET_OPERATIONS || binary_operators > MAX_BINARY_OPERATORS {
-            return Err(Rejection::new(
+            return Err(Failure::Rejected(Rejection::new(
                 RejectionCode::ParseError,
                 format!(
                     "SQL chains {set_operations} set operations and {binary_operators} operators; \
                      the limits are {MAX_SET_OPERATIONS} and {MAX_BINARY_OPERATORS}"
                 ),
-            ));
+            )));
         }
         Parser::new(dialect)
-            .with_recursion_limit(g.recursion_limit)
+            .with_recursion_limit(depth)
             .with_tokens_with_locations(tokens)
             .parse_statements()
-            .map_err(|e| parse_rejection(g, e))
+            .map_err(|e| match e {
+                ParserError::RecursionLimitExceeded => Failure::TooDeep,
+                e => Failure::Rejected(parse_rejection(g, e)),
+            })
     };
     // The parser is not supposed to panic; if it ever does, fail closed with an error.
-    catch_unwind(AssertUnwindSafe(run))
-        .unwrap_or_else(|_| Err(Rejection::new(RejectionCode::ParseError, "could not parse SQL")))
+    catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| {
+        Err(Failure::Rejected(Rejection::new(RejectionCode::ParseError, "could not parse SQL")))
+    })
 }
 
 fn parse_rejection(g: &GuardInner, e: ParserError) -> Rejection {
@@ -696,13 +753,17 @@ impl Visitor for Walker<'_> {
 
 /// Prints the checked query, wrapped in a row limit unless its own literal
 /// `LIMIT` is already within bounds. Returns the SQL and the row limit.
-fn limit(max_rows: Option<u64>, query: &Query) -> (String, Option<u64>) {
-    let Some(max) = max_rows else { return (query.to_string(), None) };
+/// The SQL that runs for `query` (printed as `printed`) under `max_rows`, and the row limit.
+fn limit(max_rows: Option<u64>, query: &Query, printed: &str) -> (String, Option<u64>) {
+    let Some(max) = max_rows else { return (printed.to_owned(), None) };
     if query.fetch.is_none() && literal_limit(query).is_some_and(|n| n <= max) {
-        return (query.to_string(), Some(max));
+        return (printed.to_owned(), Some(max));
     }
     // One row more than allowed, so the executor can tell that rows were left out.
-    (format!("SELECT * FROM ({query}) AS {WRAP_ALIAS} LIMIT {}", max.saturating_add(1)), Some(max))
+    (
+        format!("SELECT * FROM ({printed}) AS {WRAP_ALIAS} LIMIT {}", max.saturating_add(1)),
+        Some(max),
+    )
 }
 
 fn literal_limit(query: &Query) -> Option<u64> {

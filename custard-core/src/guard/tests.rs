@@ -616,3 +616,49 @@ fn session_keywords_follow_the_dialect() {
     check_rejected(&pg(), "SELECT user FROM accounts", RejectionCode::FunctionNotAllowed);
     check_ok(&pg(), "SELECT \"user\" FROM accounts");
 }
+
+/// The guard parses a query with room for its row-limit wrapper
+/// ([`policy::WRAP_DEPTH`] levels) instead of parsing the wrapped text again:
+/// that holds only if wrapping costs the parser exactly that much depth, for
+/// every way a query nests.
+#[test]
+fn the_row_limit_wrapper_costs_wrap_depth_levels() {
+    use sqlparser::dialect::{PostgreSqlDialect, SQLiteDialect};
+    use sqlparser::parser::Parser;
+    let least_limit = |sql: &str| {
+        let least = |dialect: &dyn sqlparser::dialect::Dialect| {
+            (1..400).find(|&limit| {
+                Parser::new(dialect)
+                    .with_recursion_limit(limit)
+                    .try_with_sql(sql)
+                    .and_then(|mut p| p.parse_statements())
+                    .is_ok()
+            })
+        };
+        let postgres = least(&PostgreSqlDialect {});
+        assert_eq!(postgres, least(&SQLiteDialect {}), "the dialects nest {sql} alike");
+        postgres.expect("parses within 400 levels")
+    };
+    for d in [0usize, 1, 2, 5, 20, 60] {
+        let nestings = [
+            format!("SELECT a FROM {}t{}", "(SELECT a FROM ".repeat(d), ") AS y".repeat(d)),
+            format!("SELECT {}1{} AS a FROM t", "(".repeat(d), ")".repeat(d)),
+            format!("SELECT {}1{} AS a FROM t", "abs(".repeat(d), ")".repeat(d)),
+            format!(
+                "SELECT a FROM t WHERE {}true{}",
+                "a IN (SELECT a FROM t WHERE ".repeat(d),
+                ")".repeat(d)
+            ),
+            format!("SELECT CASE WHEN {}1{} > 0 THEN 1 END AS a", "-(".repeat(d), ")".repeat(d)),
+            format!(
+                "WITH c AS ({}SELECT 1 AS a{}) SELECT a FROM c",
+                "SELECT a FROM (".repeat(d),
+                ") AS s".repeat(d)
+            ),
+        ];
+        for plain in nestings {
+            let wrapped = format!("SELECT * FROM ({plain}) AS custard_result LIMIT 11");
+            assert_eq!(least_limit(&wrapped), least_limit(&plain) + policy::WRAP_DEPTH, "{plain}");
+        }
+    }
+}

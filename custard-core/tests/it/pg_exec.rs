@@ -87,15 +87,67 @@ async fn rows_stream_in_batches_after_the_columns() {
     let names: Vec<(&str, &str)> =
         columns.iter().map(|c| (c.name.as_str(), c.type_name.as_str())).collect();
     assert_eq!(names, [("i", "int4"), ("label", "text")]);
-    let sizes: Vec<usize> = batches[1..]
-        .iter()
-        .map(|b| match b {
-            RowBatch::Rows(r) => r.len(),
-            RowBatch::Columns(_) => panic!("columns only once"),
-        })
-        .collect();
-    // A few rows first, to learn their size; then full batches of small rows.
-    assert_eq!(sizes, [4, 1000, 1000, 1000, 1000, 996]);
+    let mut seen = Vec::new();
+    for batch in &batches[1..] {
+        let RowBatch::Rows(rows) = batch else { panic!("columns only once") };
+        // Batches carry what has arrived, never more than `batch_rows`.
+        assert!((1..=1000).contains(&rows.len()), "a batch of {} rows", rows.len());
+        seen.extend(rows.iter().map(|r| r[0].as_i64().expect("i")));
+    }
+    assert!(batches.len() > 5, "5,000 rows streamed in batches of at most 1,000");
+    assert_eq!(seen, (1..=5000).collect::<Vec<i64>>(), "every row once, in order");
+}
+
+/// A cap that stops the read early stops the query in the database too,
+/// rather than waiting for rows nobody reads; the connection is not reused
+/// (a late cancel could hit its next query), and the next run works.
+#[tokio::test]
+async fn a_cap_that_stops_reading_stops_the_query() {
+    let (db, ex) = numbers_db().await;
+    // Unlimited rows: only the byte cap can stop this 50 GB result.
+    let endless = Guard::builder(Dialect::Postgres)
+        .unlimited_rows()
+        .build()
+        .expect("guard")
+        .check("SELECT repeat('x', 1000) || g AS row FROM generate_series(1, 50000000) g")
+        .expect("checked");
+    let limits =
+        RunLimits { max_bytes: 100_000, timeout: Duration::from_secs(60), ..RunLimits::default() };
+    let started = Instant::now();
+    let result = ex.query(&endless, &limits).await.expect("runs");
+    assert!(result.summary.truncated);
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let admin = db.client().await;
+    let running = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE '%generate_series(1, 50000000)%' \
+             AND pid <> pg_backend_pid() AND state = 'active'",
+            &[],
+        )
+        .await
+        .expect("activity");
+    // The cancel is a signal: give the backend a moment to act on it.
+    let mut active = running.get::<_, i64>(0);
+    for _ in 0..50 {
+        if active == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        active = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE '%generate_series(1, 50000000)%' \
+                 AND pid <> pg_backend_pid() AND state = 'active'",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+    }
+    assert_eq!(active, 0, "the query kept running after the cap stopped the read");
+    let ok = guard(10).check("SELECT count(*) AS n FROM n").expect("checked");
+    assert_eq!(ex.query(&ok, &RunLimits::default()).await.expect("runs").rows, [vec![json!(5000)]]);
 }
 
 #[tokio::test]
