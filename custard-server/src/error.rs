@@ -146,8 +146,8 @@ impl ErrorCode {
         self.parts().1
     }
 
-    /// What the code means, from its doc comment.
-    fn meaning(self) -> String {
+    /// What the code means, from its doc comment (also the OpenAPI text).
+    pub(crate) fn meaning(self) -> String {
         self.parts().2.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ")
     }
 }

@@ -153,3 +153,33 @@ fn the_hand_written_list_is_the_floor() {
         }
     }
 }
+
+/// The plan reads each operation's declared errors, which the target checks
+/// every error reply against: the extractors' codes are there for every
+/// operation that has them.
+#[test]
+fn every_fuzzed_operation_brings_its_declared_errors() {
+    let document = served_document();
+    let plan = ApiPlan::from_document(&document).expect("a plan");
+    for code in ["request_timeout", "payload_too_large", "too_many_connections"] {
+        assert!(
+            plan.any_operation_errors.contains(code),
+            "{code} is not declared for any operation"
+        );
+    }
+    for op in &plan.operations {
+        let name = op.name();
+        if op.needs_auth() {
+            assert!(plan.declares(op, 401, "unauthorized"), "{name}: no 401 `unauthorized`");
+        }
+        if op.json_body() {
+            for (status, code) in [(400, "invalid_json"), (422, "validation_error")] {
+                assert!(
+                    op.declared_errors(status).any(|c| c == code),
+                    "{name}: no {status} `{code}`"
+                );
+            }
+        }
+        assert!(!plan.declares(op, 405, "method_not_allowed"), "{name}: the router's 405");
+    }
+}

@@ -11,8 +11,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::{self, NewAccount};
 use crate::auth::CurrentUser;
-use crate::error::{AppError, ErrorBody};
+use crate::error::AppError;
 use crate::extract::{ApiJson, ApiQuery, ClientIp};
+use crate::openapi::{DeclaredError, errors};
 use crate::state::AppState;
 use crate::store::User;
 
@@ -136,6 +137,20 @@ impl From<SignupRequest> for NewAccount {
     }
 }
 
+const SIGNUP_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    InvalidToken: "an unknown, used, expired or revoked invitation, or one whose sender may no \
+        longer send it",
+    Conflict: "signing up through an invitation with an email that already has an account \
+        (sign in and accept it instead)",
+    PayloadTooLarge,
+    Validation: "a missing field, a malformed email or name, or a weak password",
+    RateLimited: "too many sign-ups from this address or for this email",
+    ServerBusy,
+    Unavailable,
+    Internal,
+];
+
 /// Sign up
 ///
 /// Creates the user and their organisation and emails a verification link;
@@ -151,13 +166,8 @@ impl From<SignupRequest> for NewAccount {
     request_body = SignupRequest,
     responses(
         (status = 201, description = "The account was created", body = SignupResponse),
-        (status = 400, description = "`invalid_json`, or `invalid_token` for an unknown, used, expired or revoked invitation, or one whose sender may no longer send it", body = ErrorBody),
-        (status = 409, description = "`conflict`: signing up through an invitation with an email that already has an account (sign in and accept it instead)", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a missing field, a malformed email or name, or a weak password", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many sign-ups from this address or for this email (see `Retry-After`)", body = ErrorBody),
-        (status = 503, description = "`server_busy`: too many passwords being checked (see `Retry-After`)", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(SIGNUP_ERRORS))),
 )]
 pub(crate) async fn signup(
     State(state): State<AppState>,
@@ -185,6 +195,15 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Json<VerifiedResp
     Ok(Json(VerifiedResponse { verified: true, user: UserView::from(&user) }))
 }
 
+const VERIFY_EMAIL_POST_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    InvalidToken: "the link is unknown, used or expired",
+    PayloadTooLarge,
+    Validation: "no token",
+    Unavailable,
+    Internal,
+];
+
 /// Verify an email
 ///
 /// Consumes the token of the verification email.
@@ -195,10 +214,8 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Json<VerifiedResp
     request_body = TokenRequest,
     responses(
         (status = 200, description = "The email is verified", body = VerifiedResponse),
-        (status = 400, description = "`invalid_json`, or `invalid_token`: the link is unknown, used or expired", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: no token", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(VERIFY_EMAIL_POST_ERRORS))),
 )]
 pub(crate) async fn verify_email_post(
     State(state): State<AppState>,
@@ -206,6 +223,13 @@ pub(crate) async fn verify_email_post(
 ) -> Result<Json<VerifiedResponse>, AppError> {
     verify_token(&state, &request.token).await
 }
+
+const VERIFY_EMAIL_GET_ERRORS: &[DeclaredError] = errors![
+    InvalidToken: "the link is unknown, used or expired",
+    Validation: "no `token` parameter",
+    Unavailable,
+    Internal,
+];
 
 /// Verify an email from its link
 ///
@@ -218,9 +242,8 @@ pub(crate) async fn verify_email_post(
     params(TokenRequest),
     responses(
         (status = 200, description = "The email is verified", body = VerifiedResponse),
-        (status = 400, description = "`invalid_token`: the link is unknown, used or expired", body = ErrorBody),
-        (status = 422, description = "`validation_error`: no `token` parameter", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(VERIFY_EMAIL_GET_ERRORS))),
 )]
 pub(crate) async fn verify_email_get(
     State(state): State<AppState>,
@@ -236,6 +259,21 @@ pub(crate) struct LoginRequest {
     password: String,
 }
 
+const LOGIN_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized: "wrong email or password",
+    EmailNotVerified,
+    Forbidden: "an account in no organisation (sign in on the web to create one or accept an \
+        invitation)",
+    Conflict: "the password changed while signing in; sign in again",
+    PayloadTooLarge,
+    Validation: "a missing field",
+    RateLimited: "too many attempts from this address or for this email",
+    ServerBusy,
+    Unavailable,
+    Internal,
+];
+
 /// Log in
 ///
 /// Opens a session in the user's first organisation and returns its bearer token.
@@ -246,14 +284,8 @@ pub(crate) struct LoginRequest {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = LoginResponse),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: wrong email or password", body = ErrorBody),
-        (status = 403, description = "`email_not_verified`, or `forbidden` for an account in no organisation", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a missing field", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many attempts from this address or for this email (see `Retry-After`)", body = ErrorBody),
-        (status = 503, description = "`server_busy`: too many passwords being checked (see `Retry-After`)", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(LOGIN_ERRORS))),
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -271,6 +303,13 @@ pub(crate) async fn login(
     }))
 }
 
+const LOGOUT_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "a session cookie without the page's CSRF token",
+    Unavailable,
+    Internal,
+];
+
 /// Log out
 ///
 /// Revokes the session of the bearer token.
@@ -281,8 +320,8 @@ pub(crate) async fn login(
     security(("access_token" = [])),
     responses(
         (status = 204, description = "The session is revoked"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(LOGOUT_ERRORS))),
 )]
 pub(crate) async fn logout(
     State(state): State<AppState>,
@@ -299,6 +338,13 @@ pub(crate) struct SignedOutResponse {
     signed_out: u64,
 }
 
+const LOGOUT_OTHERS_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "a session cookie without the page's CSRF token",
+    Unavailable,
+    Internal,
+];
+
 /// Log out every other session
 ///
 /// Revokes every session of the caller (browsers and API tokens) except the
@@ -310,8 +356,8 @@ pub(crate) struct SignedOutResponse {
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The other sessions are revoked", body = SignedOutResponse),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(LOGOUT_OTHERS_ERRORS))),
 )]
 pub(crate) async fn logout_others(
     State(state): State<AppState>,
@@ -327,6 +373,15 @@ pub(crate) struct ResendVerificationRequest {
     email: String,
 }
 
+const RESEND_VERIFICATION_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    PayloadTooLarge,
+    Validation: "no email",
+    RateLimited: "too many verification emails or sign-ups for this address or from this client",
+    Unavailable,
+    Internal,
+];
+
 /// Send the verification email again
 ///
 /// Emails a new verification link if an account with this address waits
@@ -339,11 +394,8 @@ pub(crate) struct ResendVerificationRequest {
     request_body = ResendVerificationRequest,
     responses(
         (status = 202, description = "Accepted, whether or not such an account exists", body = StatusMessage),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: no email", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many verification emails or sign-ups for this address or from this client (see `Retry-After`)", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(RESEND_VERIFICATION_ERRORS))),
 )]
 pub(crate) async fn resend_verification_email(
     State(state): State<AppState>,
@@ -365,6 +417,14 @@ pub(crate) struct ForgotRequest {
     email: String,
 }
 
+/// No store error: the answer is the same whether or not the account could be read.
+const FORGOT_PASSWORD_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    PayloadTooLarge,
+    Validation: "no email",
+    RateLimited: "too many reset requests from this address or for this email",
+];
+
 /// Ask for a password reset
 ///
 /// Emails a reset link if the account exists; the answer is the same either way.
@@ -375,11 +435,8 @@ pub(crate) struct ForgotRequest {
     request_body = ForgotRequest,
     responses(
         (status = 202, description = "Accepted, whether or not the account exists", body = StatusMessage),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: no email", body = ErrorBody),
-        (status = 429, description = "`rate_limited`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(FORGOT_PASSWORD_ERRORS))),
 )]
 pub(crate) async fn forgot_password(
     State(state): State<AppState>,
@@ -403,6 +460,18 @@ pub(crate) struct ResetRequest {
     new_password: String,
 }
 
+const RESET_PASSWORD_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    InvalidToken: "the link is unknown, used, expired, or outdated by a newer one or a change of \
+        password",
+    PayloadTooLarge,
+    Validation: "a missing field or a weak password (the account's email and names count as weak)",
+    RateLimited: "too many attempts from this address",
+    ServerBusy,
+    Unavailable,
+    Internal,
+];
+
 /// Reset a password
 ///
 /// Consumes the reset token and sets the new password; every other reset
@@ -415,12 +484,8 @@ pub(crate) struct ResetRequest {
     request_body = ResetRequest,
     responses(
         (status = 200, description = "The password is reset", body = ResetResponse),
-        (status = 400, description = "`invalid_json`, or `invalid_token`: the link is unknown, used, expired, or outdated by a newer one or a change of password", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a missing field or a weak password (the account's email and names count as weak)", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many attempts from this address (see `Retry-After`)", body = ErrorBody),
-        (status = 503, description = "`server_busy`: too many passwords being hashed (see `Retry-After`)", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(RESET_PASSWORD_ERRORS))),
 )]
 pub(crate) async fn reset_password(
     State(state): State<AppState>,
@@ -433,6 +498,9 @@ pub(crate) async fn reset_password(
     Ok(Json(ResetResponse { reset: true, user: UserView::from(&user) }))
 }
 
+/// Only the token is checked: the caller's user and role come with it.
+const PROFILE_ERRORS: &[DeclaredError] = errors![Unauthorized];
+
 /// The caller's profile
 ///
 /// The user, the organisation the token is for and the role in it.
@@ -443,8 +511,8 @@ pub(crate) async fn reset_password(
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The caller", body = ProfileResponse),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(PROFILE_ERRORS))),
 )]
 pub(crate) async fn profile(current: CurrentUser) -> Json<ProfileResponse> {
     Json(ProfileResponse {
@@ -461,6 +529,16 @@ pub(crate) struct ProfileRequest {
     last_name: Option<String>,
 }
 
+const UPDATE_PROFILE_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized,
+    Forbidden: "a session cookie without the page's CSRF token",
+    PayloadTooLarge,
+    Validation: "an empty or too long name",
+    Unavailable,
+    Internal,
+];
+
 /// Update the caller's profile
 #[utoipa::path(
     put,
@@ -470,11 +548,8 @@ pub(crate) struct ProfileRequest {
     request_body = ProfileRequest,
     responses(
         (status = 200, description = "The updated user", body = UserResponse),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: an empty or too long name", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(UPDATE_PROFILE_ERRORS))),
 )]
 pub(crate) async fn update_profile(
     State(state): State<AppState>,
@@ -498,6 +573,19 @@ pub(crate) struct ChangePasswordRequest {
     new_password: String,
 }
 
+const CHANGE_PASSWORD_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized: "no valid token, or the current password is wrong",
+    Forbidden: "a session cookie without the page's CSRF token",
+    Conflict: "the password changed, or this session was signed out, meanwhile",
+    PayloadTooLarge,
+    Validation: "a missing field or a weak password",
+    RateLimited: "the current password was wrong too many times for this account",
+    ServerBusy,
+    Unavailable,
+    Internal,
+];
+
 /// Change the caller's password
 ///
 /// Sets a new password after checking the current one. Every other session
@@ -511,13 +599,8 @@ pub(crate) struct ChangePasswordRequest {
     request_body = ChangePasswordRequest,
     responses(
         (status = 204, description = "The password is changed"),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no valid token, or the current password is wrong", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a missing field or a weak password", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: the current password was wrong too many times for this account (see `Retry-After`)", body = ErrorBody),
-        (status = 503, description = "`server_busy`: too many passwords being checked (see `Retry-After`)", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(CHANGE_PASSWORD_ERRORS))),
 )]
 pub(crate) async fn change_password(
     State(state): State<AppState>,
@@ -528,6 +611,19 @@ pub(crate) async fn change_password(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+const ACCEPT_INVITATION_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    InvalidToken: "the invitation is unknown, used, expired, revoked, for another email, or from a \
+        sender who may no longer send it",
+    Unauthorized,
+    Forbidden: "a session cookie without the page's CSRF token",
+    Conflict: "already a member",
+    PayloadTooLarge,
+    Validation: "no token",
+    Unavailable,
+    Internal,
+];
 
 /// Accept an invitation
 ///
@@ -540,12 +636,8 @@ pub(crate) async fn change_password(
     request_body = TokenRequest,
     responses(
         (status = 200, description = "The new membership", body = MembershipResponse),
-        (status = 400, description = "`invalid_json`, or `invalid_token`: the invitation is unknown, used, expired, revoked, for another email, or from a sender who may no longer send it", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 409, description = "`conflict`: already a member", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: no token", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(ACCEPT_INVITATION_ERRORS))),
 )]
 pub(crate) async fn accept_invitation(
     State(state): State<AppState>,

@@ -21,9 +21,10 @@ use utoipa::ToSchema;
 
 use crate::auth::{CurrentAdmin, CurrentUser};
 use crate::connections::{self, AgentSetup, IssuedKey, Live, StatusUpdate};
-use crate::error::{AppError, ErrorBody};
+use crate::error::AppError;
 use crate::extract::{ApiJson, ClientIp};
 use crate::hub::{self, AgentRouter, StatusEvent};
+use crate::openapi::{DeclaredError, errors};
 use crate::state::AppState;
 use crate::store::Connection;
 
@@ -154,6 +155,17 @@ pub(crate) struct CreateConnection {
     pub(crate) db_type: String,
 }
 
+const CREATE_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized,
+    Forbidden: "not an owner or admin (or a session cookie without the page's CSRF token)",
+    NameTaken,
+    PayloadTooLarge,
+    Validation: "a bad name, an unknown `db_type` or an unknown field",
+    Unavailable,
+    Internal,
+];
+
 /// Create a connection
 ///
 /// Creates a connection and shows its agent API key, this once, with the
@@ -166,13 +178,8 @@ pub(crate) struct CreateConnection {
     request_body = CreateConnection,
     responses(
         (status = 201, description = "The connection, with its API key", body = ConnectionWithKey),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 409, description = "`name_taken`: another connection of the organisation has this name (trimmed, case-insensitive)", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a bad name, an unknown `db_type` or an unknown field", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(CREATE_ERRORS))),
 )]
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -184,18 +191,21 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+const LIST_ERRORS: &[DeclaredError] = errors![Unauthorized, Unavailable, Internal];
+
 /// List connections
 ///
 /// The organisation's connections with their live status.
 #[utoipa::path(
     get,
     path = "/api/v1/connections",
+    operation_id = "list_connections",
     tag = "connections",
     security(("access_token" = [])),
     responses(
         (status = 200, description = "Every connection of the organisation", body = ConnectionList),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(LIST_ERRORS))),
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -207,18 +217,25 @@ pub(crate) async fn list(
     Ok(Json(ConnectionList { connections }))
 }
 
+const GET_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    NotFound: "no such connection in the organisation",
+    Unavailable,
+    Internal,
+];
+
 /// Get a connection
 #[utoipa::path(
     get,
     path = "/api/v1/connections/{id}",
+    operation_id = "get_connection",
     tag = "connections",
     security(("access_token" = [])),
     params(("id" = String, Path, description = "The connection's id")),
     responses(
         (status = 200, description = "The connection", body = ConnectionView),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(GET_ERRORS))),
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -241,6 +258,18 @@ pub(crate) struct UpdateConnection {
     pub(crate) instructions: Option<String>,
 }
 
+const UPDATE_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized,
+    Forbidden: "not an owner or admin (or a session cookie without the page's CSRF token)",
+    NotFound: "no such connection in the organisation",
+    NameTaken,
+    PayloadTooLarge,
+    Validation: "a bad name, instructions too long or an unknown field",
+    Unavailable,
+    Internal,
+];
+
 /// Update a connection
 ///
 /// Its name and business instructions. Owners and admins only.
@@ -253,14 +282,8 @@ pub(crate) struct UpdateConnection {
     request_body = UpdateConnection,
     responses(
         (status = 200, description = "The updated connection", body = ConnectionView),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 409, description = "`name_taken`: another connection of the organisation has this name (trimmed, case-insensitive)", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a bad name, instructions too long or an unknown field", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(UPDATE_ERRORS))),
 )]
 pub(crate) async fn update(
     State(state): State<AppState>,
@@ -273,21 +296,28 @@ pub(crate) async fn update(
     Ok(Json(ConnectionView::new(&connection, state.inner().router.as_ref())))
 }
 
+const DELETE_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "not an owner or admin (or a session cookie without the page's CSRF token)",
+    NotFound: "no such connection in the organisation",
+    Unavailable,
+    Internal,
+];
+
 /// Delete a connection
 ///
 /// Disconnects its agents and removes its schema and history. Owners and admins only.
 #[utoipa::path(
     delete,
     path = "/api/v1/connections/{id}",
+    operation_id = "delete_connection",
     tag = "connections",
     security(("access_token" = [])),
     params(("id" = String, Path, description = "The connection's id")),
     responses(
         (status = 204, description = "The connection is deleted"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(DELETE_ERRORS))),
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
@@ -297,6 +327,14 @@ pub(crate) async fn delete(
     connections::delete(&state, &admin, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+const ROTATE_KEY_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "not an owner or admin (or a session cookie without the page's CSRF token)",
+    NotFound: "no such connection in the organisation",
+    Unavailable,
+    Internal,
+];
 
 /// Rotate a connection's API key
 ///
@@ -310,10 +348,8 @@ pub(crate) async fn delete(
     params(("id" = String, Path, description = "The connection's id")),
     responses(
         (status = 200, description = "The connection, with its new API key", body = ConnectionWithKey),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(ROTATE_KEY_ERRORS))),
 )]
 pub(crate) async fn rotate_key(
     State(state): State<AppState>,
@@ -323,6 +359,14 @@ pub(crate) async fn rotate_key(
     let issued = connections::rotate_key(&state, &admin, &id).await?;
     Ok(Json(ConnectionWithKey::new(issued, state.inner().router.as_ref())))
 }
+
+const SCHEMA_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    NotFound: "no such connection in the organisation",
+    SchemaUnavailable,
+    Unavailable,
+    Internal,
+];
 
 /// Get a connection's schema
 ///
@@ -335,10 +379,8 @@ pub(crate) async fn rotate_key(
     params(("id" = String, Path, description = "The connection's id")),
     responses(
         (status = 200, description = "The cached schema", body = SchemaResponse),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
-        (status = 409, description = "`schema_unavailable`: no agent has reported a schema yet", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(SCHEMA_ERRORS))),
 )]
 pub(crate) async fn schema(
     State(state): State<AppState>,
@@ -354,6 +396,26 @@ pub(crate) async fn schema(
     }))
 }
 
+/// Whatever the agent answers `discover` with (it may send any executor's
+/// code), and what the hub says of it.
+const REFRESH_SCHEMA_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "a session cookie without the page's CSRF token",
+    NotFound: "no such connection in the organisation",
+    QueryRejected: "the agent could not read the catalog",
+    QueryFailed: "the agent could not read the catalog",
+    PermissionDenied,
+    AgentDisconnected,
+    Canceled,
+    AgentOffline,
+    AgentBusy,
+    DatabaseUnavailable,
+    PrivilegedRole,
+    Unavailable: "the store",
+    QueryTimeout: "the agent did not report the schema in time",
+    Internal,
+];
+
 /// Refresh a connection's schema
 ///
 /// Asks a connected agent to discover the schema now and caches it.
@@ -365,13 +427,8 @@ pub(crate) async fn schema(
     params(("id" = String, Path, description = "The connection's id")),
     responses(
         (status = 200, description = "The new schema's fingerprint and size", body = SchemaRefreshed),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
-        (status = 422, description = "`query_rejected` or `query_failed`: the agent could not read the catalog", body = ErrorBody),
-        (status = 502, description = "`agent_disconnected`: the agent went away while answering", body = ErrorBody),
-        (status = 503, description = "`agent_offline`, `agent_busy`, `database_unavailable`, or `unavailable` (the store)", body = ErrorBody),
-        (status = 504, description = "`query_timeout`: the agent did not answer in time", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(REFRESH_SCHEMA_ERRORS))),
 )]
 pub(crate) async fn refresh_schema(
     State(state): State<AppState>,
@@ -385,6 +442,9 @@ pub(crate) async fn refresh_schema(
         tables: refreshed.tables,
     }))
 }
+
+/// Errors before the stream starts; then it only ends.
+const EVENTS_ERRORS: &[DeclaredError] = errors![Unauthorized, Unavailable, Internal];
 
 /// Follow connection status
 ///
@@ -405,8 +465,8 @@ pub(crate) async fn refresh_schema(
     security(("access_token" = [])),
     responses(
         (status = 200, description = "A stream of `status` and `resync` events", content_type = "text/event-stream", body = String),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(EVENTS_ERRORS))),
 )]
 pub(crate) async fn events(
     State(state): State<AppState>,
@@ -445,6 +505,13 @@ fn event_json(event: &StatusEvent, connection: Option<ConnectionView>) -> Value 
     body
 }
 
+const AGENT_SOCKET_ERRORS: &[DeclaredError] = errors![
+    Unauthorized: "no key, a malformed, rotated or unknown key, or the key of another connection",
+    Validation: "not a WebSocket upgrade request",
+    Unavailable,
+    Internal,
+];
+
 /// The agent's WebSocket
 ///
 /// A `GET` that upgrades to a WebSocket speaking the agent protocol (wire
@@ -458,9 +525,8 @@ fn event_json(event: &StatusEvent, connection: Option<ConnectionView>) -> Value 
     params(("id" = String, Path, description = "The connection's id")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
-        (status = 401, description = "`unauthorized`: no key, a malformed, rotated or unknown key, or the key of another connection", body = ErrorBody),
-        (status = 422, description = "`validation_error`: not a WebSocket upgrade request", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(AGENT_SOCKET_ERRORS))),
 )]
 pub(crate) async fn agent_socket(
     State(state): State<AppState>,

@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::ErrorBody;
+use crate::openapi::{DeclaredError, errors};
 use crate::state::AppState;
 
 /// The process is up.
@@ -19,6 +19,9 @@ pub(crate) struct Health {
     status: &'static str,
 }
 
+/// `/health` cannot fail.
+const HEALTH_ERRORS: &[DeclaredError] = errors![];
+
 /// Liveness
 ///
 /// Answers as long as the process serves requests.
@@ -26,7 +29,8 @@ pub(crate) struct Health {
     get,
     path = "/health",
     tag = "meta",
-    responses((status = 200, description = "The process is up", body = Health))
+    responses((status = 200, description = "The process is up", body = Health)),
+    extensions(("x-errors" = json!(HEALTH_ERRORS))),
 )]
 pub(crate) async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
@@ -50,6 +54,9 @@ pub(crate) struct Status {
     uptime_secs: u64,
 }
 
+/// `/status` reports an unavailable store in its body.
+const STATUS_ERRORS: &[DeclaredError] = errors![];
+
 /// Readiness and version
 ///
 /// Whether the store answers, the version, the engine and the agents online.
@@ -57,7 +64,8 @@ pub(crate) struct Status {
     get,
     path = "/status",
     tag = "meta",
-    responses((status = 200, description = "Readiness; `status` says whether it is degraded", body = Status))
+    responses((status = 200, description = "Readiness; `status` says whether it is degraded", body = Status)),
+    extensions(("x-errors" = json!(STATUS_ERRORS))),
 )]
 pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
     let store = match state.inner().store.ping().await {
@@ -74,6 +82,12 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
     })
 }
 
+const METRICS_ERRORS: &[DeclaredError] = errors![
+    Unauthorized: "no token, or not the configured one",
+    NotFound: "metrics are off (no token configured)",
+    Internal,
+];
+
 /// Prometheus metrics
 ///
 /// HTTP requests and latencies by route, agents online and questions by
@@ -86,10 +100,8 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
     security(("metrics_token" = [])),
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
-        (status = 401, description = "`unauthorized`: no token, or not the configured one", body = ErrorBody),
-        (status = 404, description = "`not_found`: metrics are off (no token configured)", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(METRICS_ERRORS))),
 )]
 pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let inner = state.inner();

@@ -12,8 +12,9 @@ use utoipa::ToSchema;
 
 use crate::accounts;
 use crate::auth::{CurrentAdmin, CurrentOwner, CurrentUser};
-use crate::error::{AppError, ErrorBody};
+use crate::error::AppError;
 use crate::extract::ApiJson;
+use crate::openapi::{DeclaredError, errors};
 use crate::state::AppState;
 use crate::store::Invitation;
 
@@ -108,6 +109,8 @@ pub(crate) struct RoleResponse {
     role: &'static str,
 }
 
+const ORGANIZATION_ERRORS: &[DeclaredError] = errors![Unauthorized, Unavailable, Internal];
+
 /// The caller's organisation
 #[utoipa::path(
     get,
@@ -116,8 +119,8 @@ pub(crate) struct RoleResponse {
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The organisation the token is for", body = OrganizationView),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(ORGANIZATION_ERRORS))),
 )]
 pub(crate) async fn organization(
     State(state): State<AppState>,
@@ -132,6 +135,14 @@ pub(crate) async fn organization(
     }))
 }
 
+const DELETE_ORGANIZATION_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "not an owner (or a session cookie without the page's CSRF token)",
+    Conflict: "the caller stopped being an owner meanwhile",
+    Unavailable,
+    Internal,
+];
+
 /// Delete the caller's organisation
 ///
 /// Deletes the organisation with its connections (their agents are sent
@@ -145,9 +156,8 @@ pub(crate) async fn organization(
     security(("access_token" = [])),
     responses(
         (status = 204, description = "The organisation is deleted"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(DELETE_ORGANIZATION_ERRORS))),
 )]
 pub(crate) async fn delete_organization(
     State(state): State<AppState>,
@@ -157,6 +167,8 @@ pub(crate) async fn delete_organization(
     Ok(StatusCode::NO_CONTENT)
 }
 
+const MEMBERS_ERRORS: &[DeclaredError] = errors![Unauthorized, Unavailable, Internal];
+
 /// The organisation's members
 #[utoipa::path(
     get,
@@ -165,8 +177,8 @@ pub(crate) async fn delete_organization(
     security(("access_token" = [])),
     responses(
         (status = 200, description = "Every member", body = MembersResponse),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(MEMBERS_ERRORS))),
 )]
 pub(crate) async fn members(
     State(state): State<AppState>,
@@ -195,6 +207,19 @@ pub(crate) struct InviteRequest {
     role: String,
 }
 
+const INVITE_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized,
+    Forbidden: "not an owner or admin, or an admin inviting an owner (or a session cookie \
+        without the page's CSRF token)",
+    PayloadTooLarge,
+    Validation: "a malformed email or an unknown role",
+    RateLimited: "too many invitations lately from the organisation or the sender, or to the \
+        address",
+    Unavailable,
+    Internal,
+];
+
 /// Invite someone
 ///
 /// Emails an invitation to join the organisation, valid for seven days.
@@ -209,13 +234,8 @@ pub(crate) struct InviteRequest {
     request_body = InviteRequest,
     responses(
         (status = 201, description = "The invitation was sent", body = InvitationResponse),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin, or an admin inviting an owner", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a malformed email or an unknown role", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: the organisation, or the address, was sent too many invitations lately (see `Retry-After`)", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(INVITE_ERRORS))),
 )]
 pub(crate) async fn invite(
     State(state): State<AppState>,
@@ -229,6 +249,13 @@ pub(crate) async fn invite(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
+const LIST_INVITATIONS_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "not an owner or admin",
+    Unavailable,
+    Internal,
+];
+
 /// Pending invitations
 ///
 /// The organisation's invitations that are neither used, revoked nor
@@ -240,9 +267,8 @@ pub(crate) async fn invite(
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The pending invitations", body = InvitationsResponse),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(LIST_INVITATIONS_ERRORS))),
 )]
 pub(crate) async fn list_invitations(
     State(state): State<AppState>,
@@ -253,6 +279,15 @@ pub(crate) async fn list_invitations(
         invitations: invitations.into_iter().map(InvitationView::from).collect(),
     }))
 }
+
+const REVOKE_INVITATION_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "not an owner or admin, or an admin revoking an invitation to be an owner (or a \
+        session cookie without the page's CSRF token)",
+    NotFound: "no such pending invitation in the organisation",
+    Unavailable,
+    Internal,
+];
 
 /// Revoke an invitation
 ///
@@ -266,10 +301,8 @@ pub(crate) async fn list_invitations(
     params(("id" = String, Path, description = "The invitation's id")),
     responses(
         (status = 204, description = "The invitation is revoked"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin, or an admin revoking an invitation to be an owner", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such pending invitation in the organisation", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(REVOKE_INVITATION_ERRORS))),
 )]
 pub(crate) async fn revoke_invitation(
     State(state): State<AppState>,
@@ -279,6 +312,17 @@ pub(crate) async fn revoke_invitation(
     accounts::revoke_pending_invitation(&state, &current, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+const RESEND_INVITATION_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "not an owner or admin, or an admin sending an invitation to be an owner (or a \
+        session cookie without the page's CSRF token)",
+    NotFound: "no such pending invitation in the organisation",
+    RateLimited: "too many invitations lately from the organisation or the sender, or to the \
+        address",
+    Unavailable,
+    Internal,
+];
 
 /// Send an invitation again
 ///
@@ -293,11 +337,8 @@ pub(crate) async fn revoke_invitation(
     params(("id" = String, Path, description = "The invitation's id")),
     responses(
         (status = 200, description = "The invitation, with its new expiry", body = InvitationView),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin, or an admin sending an invitation to be an owner", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such pending invitation in the organisation", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: the organisation, or the address, was sent too many invitations lately (see `Retry-After`)", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(RESEND_INVITATION_ERRORS))),
 )]
 pub(crate) async fn resend_invitation(
     State(state): State<AppState>,
@@ -314,6 +355,18 @@ pub(crate) struct RoleRequest {
     role: String,
 }
 
+const CHANGE_ROLE_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized,
+    Forbidden: "not an owner or admin, or an admin touching the owner role (or a session cookie \
+        without the page's CSRF token)",
+    NotFound: "no such member in the organisation",
+    PayloadTooLarge,
+    Validation: "an unknown role, or the last owner would be demoted",
+    Unavailable,
+    Internal,
+];
+
 /// Change a member's role
 ///
 /// Owners and admins may change roles; only owners may grant or take the
@@ -328,13 +381,8 @@ pub(crate) struct RoleRequest {
     request_body = RoleRequest,
     responses(
         (status = 200, description = "The member's new role", body = RoleResponse),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin, or an admin touching the owner role", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such member in the organisation", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: an unknown role, or the last owner would be demoted", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(CHANGE_ROLE_ERRORS))),
 )]
 pub(crate) async fn change_role(
     State(state): State<AppState>,
@@ -349,6 +397,16 @@ pub(crate) async fn change_role(
     }))
 }
 
+const REMOVE_MEMBER_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "not an owner or admin, or an admin removing an owner (or a session cookie \
+        without the page's CSRF token)",
+    NotFound: "no such member in the organisation",
+    Validation: "the last owner cannot leave",
+    Unavailable,
+    Internal,
+];
+
 /// Remove a member
 ///
 /// Owners and admins may remove members; only owners may remove an owner,
@@ -362,11 +420,8 @@ pub(crate) async fn change_role(
     params(("id" = String, Path, description = "The member's user id")),
     responses(
         (status = 204, description = "The member is removed"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: not an owner or admin, or an admin removing an owner", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such member in the organisation", body = ErrorBody),
-        (status = 422, description = "`validation_error`: the last owner cannot leave", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(REMOVE_MEMBER_ERRORS))),
 )]
 pub(crate) async fn remove_member(
     State(state): State<AppState>,

@@ -9,16 +9,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use custard_core::AskStep;
+use custard_core::{Answer, AskStep};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::CurrentUser;
-use crate::error::{AppError, ErrorBody, ErrorCode};
+use crate::error::{AppError, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::{DeclaredError, errors};
 use crate::questions::{self, Answered, AskInput, CsvExport, ResultView, Timings};
 use crate::state::AppState;
 use crate::store::{
@@ -53,6 +55,40 @@ impl From<AskBody> for AskInput {
     }
 }
 
+/// The database's and the agent's guard's refusals (`query_failed`,
+/// `permission_denied`, `query_rejected`) are fed back to the model, and end
+/// as `no_valid_query`; the agent's other codes end the question.
+const ASK_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized,
+    Forbidden: "a session cookie without the page's CSRF token",
+    NotFound: "no such connection in the organisation",
+    SchemaUnavailable,
+    PayloadTooLarge,
+    InvalidQuestion,
+    Validation: "a bad `conversation_id`, a missing or unknown field",
+    CannotAnswer,
+    NoValidQuery,
+    RateLimited: "the caller asked `CUSTARD_QUESTIONS_PER_MINUTE` questions in the last minute; \
+        such a question is not recorded",
+    TooManyQuestions: "such a question is not recorded",
+    LlmUnavailable,
+    LlmUnauthorized,
+    LlmBadResponse,
+    LlmMisconfigured,
+    AgentDisconnected,
+    Canceled,
+    AgentOffline,
+    AgentBusy,
+    DatabaseUnavailable,
+    PrivilegedRole,
+    LlmRateLimited,
+    Unavailable: "the store",
+    QueryTimeout,
+    LlmTimeout,
+    Internal,
+];
+
 /// Ask a question
 ///
 /// Writes SQL for the question, checks it with the guard, runs it through the
@@ -66,26 +102,30 @@ impl From<AskBody> for AskInput {
     request_body = AskBody,
     responses(
         (status = 200, description = "The answer", body = AnswerView),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`invalid_question` (empty or too long), `validation_error` (a bad `conversation_id`, an unknown field), `cannot_answer`, `no_valid_query`, `query_rejected`, `query_failed` or `permission_denied`", body = ErrorBody),
-        (status = 429, description = "`rate_limited` (the caller asked `CUSTARD_QUESTIONS_PER_MINUTE` questions in the last minute) or `too_many_questions` (the organisation has `CUSTARD_QUESTIONS_IN_FLIGHT_PER_ORG` questions in flight); `Retry-After` says when to ask again. Such a question is not recorded.", body = ErrorBody),
-        (status = 502, description = "`llm_unavailable`, `llm_unauthorized`, `llm_bad_response`, `llm_misconfigured`, `agent_disconnected` or `canceled`", body = ErrorBody),
-        (status = 503, description = "`agent_offline`, `agent_busy`, `database_unavailable`, `privileged_role`, `llm_rate_limited`, or `unavailable` (the store)", body = ErrorBody),
-        (status = 504, description = "`query_timeout` or `llm_timeout`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(ASK_ERRORS))),
 )]
 pub(crate) async fn ask(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiJson(body): ApiJson<AskBody>,
-) -> Result<Json<AnswerView>, AppError> {
+) -> Result<Json<AnswerView<'static>>, AppError> {
     let permit = questions::admit(&state, &current)?;
     let answered = questions::answer(&state, &current, permit, body.into(), None).await;
-    answered.map(|a| Json(AnswerView::from(&a))).map_err(|f| f.error)
+    answered.map(|a| Json(AnswerView::from(a))).map_err(|f| f.error)
 }
+
+/// Only what is refused before the stream starts; the rest, as for
+/// [`ASK_ERRORS`], comes as an `error` event.
+const ASK_STREAM_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized,
+    Forbidden: "a session cookie without the page's CSRF token",
+    PayloadTooLarge,
+    Validation: "a missing or unknown field",
+    RateLimited: "as for `POST /api/v1/query`",
+    TooManyQuestions,
+];
 
 /// Ask a question, following its progress
 ///
@@ -104,12 +144,8 @@ pub(crate) async fn ask(
     request_body = AskBody,
     responses(
         (status = 200, description = "A stream of `step` events and one `answer` or `error` event", content_type = "text/event-stream", body = String),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a missing or unknown field", body = ErrorBody),
-        (status = 429, description = "`rate_limited` or `too_many_questions`, as for `POST /api/v1/query`; see `Retry-After`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(ASK_STREAM_ERRORS))),
 )]
 pub(crate) async fn ask_stream(
     State(state): State<AppState>,
@@ -128,7 +164,9 @@ pub(crate) async fn ask_stream(
         let input = AskInput::from(body);
         let event = match questions::answer(&state, &current, permit, input, Some(&progress)).await
         {
-            Ok(a) => Event::default().event("answer").data(json!(AnswerView::from(&a)).to_string()),
+            Ok(a) => {
+                Event::default().event("answer").data(questions::json_text(&AnswerView::from(a)))
+            }
             Err(f) => Event::default().event("error").data(f.error.body().to_string()),
         };
         let _ = tx.send(event);
@@ -141,9 +179,9 @@ pub(crate) async fn ask_stream(
 
 /// An answered question.
 #[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct AnswerView {
+pub(crate) struct AnswerView<'a> {
     #[serde(flatten)]
-    pub(crate) result: ResultView,
+    pub(crate) result: ResultView<'a>,
     /// The question's id in the history.
     pub(crate) id: String,
     /// A plain-language answer built from the whole result.
@@ -160,17 +198,19 @@ pub(crate) struct AnswerView {
     pub(crate) connection_id: String,
 }
 
-impl From<&Answered> for AnswerView {
-    fn from(a: &Answered) -> Self {
-        let answer = &a.answer;
+impl From<Answered> for AnswerView<'static> {
+    /// The answer moved into its view: its rows are not copied.
+    fn from(a: Answered) -> Self {
+        let timings = a.timings();
+        let Answer { text, sql, columns, rows, truncated, chart, engine, attempts, .. } = a.answer;
         AnswerView {
-            result: ResultView::new(answer, answer.rows.len()),
+            result: ResultView::owned(columns, rows, truncated, chart),
             id: a.id.as_str().to_owned(),
-            answer: answer.text.clone(),
-            sql_query: answer.sql.clone(),
-            engine: answer.engine.clone(),
-            attempts: answer.attempts.len(),
-            timings: a.timings(),
+            answer: text,
+            sql_query: sql,
+            engine,
+            attempts: attempts.len(),
+            timings,
             conversation_id: a.conversation_id.as_str().to_owned(),
             connection_id: a.connection_id.as_str().to_owned(),
         }
@@ -205,8 +245,9 @@ pub(crate) struct QueryView {
     pub(crate) engine: String,
     pub(crate) attempts: u32,
     /// The `Timings` of an answer; only `total_ms` for a failed question.
+    // As stored (null if the stored text is not JSON).
     #[schema(value_type = Object)]
-    pub(crate) timings: Value,
+    pub(crate) timings: Option<Box<RawValue>>,
     /// `correct`, `incorrect`, or null before any feedback.
     #[schema(required)]
     pub(crate) feedback: Option<&'static str>,
@@ -231,7 +272,7 @@ impl From<&QueryRecord> for QueryView {
             truncated: r.truncated,
             engine: r.engine.clone(),
             attempts: r.attempts,
-            timings: serde_json::from_str(&r.timings_json).unwrap_or(Value::Null),
+            timings: RawValue::from_string(r.timings_json.clone()).ok(),
             feedback: q.feedback.map(|c| if c { "correct" } else { "incorrect" }),
             created_at: q.created_at.to_rfc3339(),
         }
@@ -245,8 +286,9 @@ pub(crate) struct QueryDetail {
     pub(crate) query: QueryView,
     /// The answer's `ResultView` with its first 200 rows (`row_count` says how
     /// many there were); null for a failed question.
+    // Passed on as stored (null if the stored text is not JSON).
     #[schema(value_type = Option<ResultView>, required)]
-    pub(crate) result: Value,
+    pub(crate) result: Option<Box<RawValue>>,
 }
 
 /// A recorded question in a page of the history: with who asked it.
@@ -321,6 +363,15 @@ pub(crate) struct ListParams {
     pub(crate) offset: Option<u32>,
 }
 
+const LIST_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    NotFound: "no such connection in the organisation",
+    Validation: "a `limit` or `offset` that is not a number, an `outcome` other than `answered` \
+        or `failed`, or a `q` longer than 200 characters",
+    Unavailable,
+    Internal,
+];
+
 /// List asked questions
 ///
 /// The organisation's history, newest first, each question with who asked
@@ -329,15 +380,14 @@ pub(crate) struct ListParams {
 #[utoipa::path(
     get,
     path = "/api/v1/queries",
+    operation_id = "list_queries",
     tag = "queries",
     security(("access_token" = [])),
     params(ListParams),
     responses(
         (status = 200, description = "A page of the history", body = QueryPage),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such connection in the organisation", body = ErrorBody),
-        (status = 422, description = "`validation_error`: a `limit` or `offset` that is not a number, an `outcome` other than `answered` or `failed`, or a `q` longer than 200 characters", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(LIST_ERRORS))),
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -366,6 +416,15 @@ pub(crate) async fn list(
     Ok(Json(QueryPage { queries, limit, offset, next_offset }))
 }
 
+const DELETE_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    Forbidden: "someone else asked it, and the caller is not an owner or admin (or a session \
+        cookie without the page's CSRF token)",
+    NotFound: "no such question in the organisation",
+    Unavailable,
+    Internal,
+];
+
 /// Delete an asked question
 ///
 /// Removes a question from the organisation's history: its page, its CSV
@@ -374,15 +433,14 @@ pub(crate) async fn list(
 #[utoipa::path(
     delete,
     path = "/api/v1/queries/{id}",
+    operation_id = "delete_query",
     tag = "queries",
     security(("access_token" = [])),
     params(("id" = String, Path, description = "The question's id")),
     responses(
         (status = 204, description = "The question is deleted"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: someone else asked it, and the caller is not an owner or admin", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such question in the organisation", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(DELETE_ERRORS))),
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
@@ -393,33 +451,36 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+const GET_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    NotFound: "no such question in the organisation",
+    Unavailable,
+    Internal,
+];
+
 /// Get an asked question
 ///
 /// One recorded question with its stored result.
 #[utoipa::path(
     get,
     path = "/api/v1/queries/{id}",
+    operation_id = "get_query",
     tag = "queries",
     security(("access_token" = [])),
     params(("id" = String, Path, description = "The question's id")),
     responses(
         (status = 200, description = "The question and its result", body = QueryDetail),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such question in the organisation", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(GET_ERRORS))),
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
     current: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Json<QueryDetail>, AppError> {
-    let q = questions::get(&state, &current, &id).await?;
-    let result = q
-        .record
-        .result_json
-        .as_deref()
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or(Value::Null);
+    let mut q = questions::get(&state, &current, &id).await?;
+    // Checked to be JSON, not parsed into values to be written again.
+    let result = q.record.result_json.take().and_then(|j| RawValue::from_string(j).ok());
     Ok(Json(QueryDetail { query: QueryView::from(&q), result }))
 }
 
@@ -429,6 +490,17 @@ pub(crate) async fn get(
 pub(crate) struct FeedbackBody {
     pub(crate) correct: bool,
 }
+
+const FEEDBACK_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
+    Unauthorized,
+    Forbidden: "a session cookie without the page's CSRF token",
+    NotFound: "no such question in the organisation",
+    PayloadTooLarge,
+    Validation: "no `correct`, or an unknown field",
+    Unavailable,
+    Internal,
+];
 
 /// Give feedback on an answer
 ///
@@ -445,12 +517,8 @@ pub(crate) struct FeedbackBody {
     request_body = FeedbackBody,
     responses(
         (status = 200, description = "The question with its feedback", body = QueryView),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such question in the organisation", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 422, description = "`validation_error`: no `correct`, or an unknown field", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(FEEDBACK_ERRORS))),
 )]
 pub(crate) async fn feedback(
     State(state): State<AppState>,
@@ -461,6 +529,26 @@ pub(crate) async fn feedback(
     let q = questions::set_feedback(&state, &current, &id, body.correct).await?;
     Ok(Json(QueryView::from(&q)))
 }
+
+/// Whatever the agent answers the rerun with, nothing fed back to a model;
+/// after the header row an error only cuts the body short.
+const EXPORT_CSV_ERRORS: &[DeclaredError] = errors![
+    Unauthorized,
+    NotFound: "no such question in the organisation",
+    Validation: "the question has no answer to export",
+    QueryRejected: "the stored SQL no longer passes the server's guard, or the agent's",
+    QueryFailed,
+    PermissionDenied,
+    AgentDisconnected,
+    Canceled,
+    AgentOffline,
+    AgentBusy,
+    DatabaseUnavailable,
+    PrivilegedRole,
+    Unavailable: "the store",
+    QueryTimeout,
+    Internal,
+];
 
 /// Export an answer as CSV
 ///
@@ -478,13 +566,8 @@ pub(crate) async fn feedback(
     params(("id" = String, Path, description = "The question's id")),
     responses(
         (status = 200, description = "The whole result, as an attachment", content_type = "text/csv", body = String),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such question in the organisation", body = ErrorBody),
-        (status = 422, description = "`validation_error` (the question has no answer to export), `query_rejected` or `query_failed`", body = ErrorBody),
-        (status = 502, description = "`agent_disconnected`", body = ErrorBody),
-        (status = 503, description = "`agent_offline`, `agent_busy`, `database_unavailable`, or `unavailable` (the store)", body = ErrorBody),
-        (status = 504, description = "`query_timeout`", body = ErrorBody),
-    )
+    ),
+    extensions(("x-errors" = json!(EXPORT_CSV_ERRORS))),
 )]
 pub(crate) async fn export_csv(
     State(state): State<AppState>,
@@ -500,6 +583,8 @@ mod tests {
 
     use chrono::{TimeZone, Utc};
     use custard_core::{Answer, ChartKind, ChartSpec, ColumnMeta, Timings as StepTimings};
+
+    use serde_json::Value;
 
     use super::*;
     use crate::store::{ConversationId, NewQueryRecord, OrgId, QueryId};
@@ -543,7 +628,7 @@ mod tests {
         let mut detail = failed;
         detail["result"] = Value::Null;
         let q = record(false);
-        assert_eq!(json!(QueryDetail { query: QueryView::from(&q), result: Value::Null }), detail);
+        assert_eq!(json!(QueryDetail { query: QueryView::from(&q), result: None }), detail);
         let ok = json!(QueryView::from(&record(true)));
         assert_eq!(
             (&ok["feedback"], &ok["row_count"], &ok["sql_query"]),

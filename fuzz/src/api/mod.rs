@@ -529,6 +529,21 @@ impl ApiTarget {
         let shown = || escape_bytes(&bytes, 600);
         let code = reply.as_ref().and_then(|b| b["error"]["code"].as_str());
         outcome(code.map_or_else(|| status.as_u16().to_string(), str::to_owned));
+        // An error of the operation's own method is one its document lists (a
+        // path parameter that names another route may meet the router's 405).
+        if let Some(code) = code
+            && (status.is_client_error() || status.is_server_error())
+            && sent.method == op.method
+            && code != "method_not_allowed"
+            && !self.plan.declares(op, status.as_u16(), code)
+        {
+            return Err(format!(
+                "a {status} reply with the code `{code}`, which the document does not declare \
+                 for {}: {}",
+                op.name(),
+                shown()
+            ));
+        }
         if status.is_server_error() {
             if code == Some("agent_offline") && self.names_agentless_connection(sent) {
                 self.count(|c| c.expected_offline += 1);

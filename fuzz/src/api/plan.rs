@@ -11,8 +11,13 @@
 //! harness's own agent uses; the `wire` target fuzzes what it carries). A
 //! `DELETE` whose path names no object removes the caller's own (the
 //! organisation): it is sent only with credentials that do not work.
+//!
+//! Each operation keeps the error codes the document declares for it (each
+//! error response's `x-error-codes`), and the plan those any operation may
+//! answer (`x-error-codes-any-operation`), so the target can tell an error
+//! the document does not list.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -127,6 +132,8 @@ pub struct ApiOperation {
     pub(crate) feed: bool,
     /// A `DELETE` of the caller's own (its path names no object).
     pub(crate) removes_caller: bool,
+    /// The error codes the document declares, by HTTP status.
+    pub(crate) errors: BTreeMap<u16, BTreeSet<String>>,
 }
 
 impl ApiOperation {
@@ -175,6 +182,12 @@ impl ApiOperation {
     pub fn name(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
+
+    /// The error codes the document declares for `status` (its response's
+    /// `x-error-codes`; none when the status has no response).
+    pub fn declared_errors(&self, status: u16) -> impl Iterator<Item = &str> {
+        self.errors.get(&status).into_iter().flatten().map(String::as_str)
+    }
 }
 
 /// An operation of the document that the target leaves out, and why.
@@ -195,6 +208,9 @@ pub struct ApiPlan {
     pub operations: Vec<ApiOperation>,
     /// The operations it leaves out.
     pub skipped: Vec<SkippedOperation>,
+    /// The codes any operation may answer besides its own (the connection
+    /// refused, a late or oversized body): `x-error-codes-any-operation`.
+    pub any_operation_errors: BTreeSet<String>,
 }
 
 impl ApiPlan {
@@ -207,7 +223,9 @@ impl ApiPlan {
             .and_then(Value::as_object)
             .ok_or("the document has no `paths` object")?;
         let held = held_schemes(document);
-        let mut plan = ApiPlan { operations: Vec::new(), skipped: Vec::new() };
+        let any_operation_errors = codes(&document["x-error-codes-any-operation"]);
+        let mut plan =
+            ApiPlan { operations: Vec::new(), skipped: Vec::new(), any_operation_errors };
         for (path, item) in paths {
             let Some(item) = resolve(document, item).as_object() else {
                 continue;
@@ -233,6 +251,17 @@ impl ApiPlan {
     pub fn json_body_operations(&self) -> usize {
         self.operations.iter().filter(|op| op.json_body).count()
     }
+
+    /// Whether the document lists `code` for `status` on `op`, or among the
+    /// codes any operation may answer.
+    pub fn declares(&self, op: &ApiOperation, status: u16, code: &str) -> bool {
+        op.declared_errors(status).any(|c| c == code) || self.any_operation_errors.contains(code)
+    }
+}
+
+/// The names in a list of codes (an `x-error-codes`), none when it is not one.
+fn codes(list: &Value) -> BTreeSet<String> {
+    list.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
 }
 
 /// The security schemes whose credential the harness holds: a bearer JWT,
@@ -329,6 +358,14 @@ fn operation(
             (true, object_fields(document, schema))
         }
     };
+    let errors = responses
+        .into_iter()
+        .flatten()
+        .filter_map(|(status, response)| {
+            let status = status.parse::<u16>().ok().filter(|s| *s >= 400)?;
+            Some((status, codes(&resolve(document, response)["x-error-codes"])))
+        })
+        .collect();
     let feed = !json_body
         && successes.iter().any(|response| {
             response["content"]
@@ -345,6 +382,7 @@ fn operation(
         query_params,
         feed,
         removes_caller: method == "DELETE" && path_params.is_empty(),
+        errors,
     })
 }
 
@@ -668,6 +706,30 @@ mod tests {
         let optional =
             json!({"get": {"security": [{}, {"access_token": []}], "responses": {"200": {}}}});
         assert!(!only(&document("/api/v1/maybe", optional)).expect("fuzzed").needs_auth);
+    }
+
+    #[test]
+    fn declared_errors_come_from_the_document() {
+        let mut doc = document(
+            "/api/v1/things/{id}",
+            json!({"get": {"responses": {
+                "200": {"description": "ok"},
+                "404": {"description": "gone", "x-error-codes": ["not_found"]},
+                "422": {"description": "bad", "x-error-codes": ["validation_error", "query_failed"]}
+            }}}),
+        );
+        doc["x-error-codes-any-operation"] = json!(["request_timeout"]);
+        let plan = ApiPlan::from_document(&doc).expect("a plan");
+        let op = &plan.operations[0];
+        let check = |status: u16, code: &str, want: bool| {
+            assert_eq!(plan.declares(op, status, code), want, "{status} {code}");
+        };
+        check(404, "not_found", true);
+        check(422, "query_failed", true);
+        check(422, "not_found", false);
+        check(500, "internal", false);
+        check(408, "request_timeout", true);
+        assert_eq!(op.declared_errors(200).count(), 0);
     }
 
     #[test]
