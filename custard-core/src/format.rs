@@ -1,13 +1,101 @@
-//! Numbers as people read them in the answer table and the charts: thousands
-//! separated (`250,048`), decimals rounded by the size of their column's
-//! numbers (`64.98`, none from 100,000, significant digits for the very
-//! small), identifiers (`id`, `customer_id`, `year`) left as they are.
+//! Result cells as text, and numbers as people read them in the answer table
+//! and the charts: thousands separated (`250,048`), decimals rounded by the
+//! size of their column's numbers (`64.98`, none from 100,000, significant
+//! digits for the very small), identifiers (`id`, `customer_id`, `year`) left
+//! as they are.
 //!
-//! Display only: the exact value stays in the page (`data-v`, a `title`) and
-//! the CSV export is untouched. The answer sentence and the server's answer
-//! table and charts all format through here, so they say the same number.
+//! [`CellText`] is the one way a JSON cell becomes text: the CSV export
+//! writes [`CellText::Exact`] (and escapes formulas on top), the server's
+//! answer table [`CellText::Table`], chart labels [`CellText::Label`] and the
+//! answer sentence [`CellText::Sentence`], so they say the same value. Rounding
+//! is display only: the exact value stays in the page (`data-v`, a `title`)
+//! and in the CSV.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
+
+/// How a result cell is written as text, by where it is shown.
+///
+/// ```
+/// use custard_core::format::{CellText, NumberFormat};
+/// use serde_json::json;
+///
+/// let column = NumberFormat::measure(250_000.0, false);
+/// assert_eq!(CellText::Exact.text(&json!(250047.7)), "250047.7");
+/// assert_eq!(CellText::Table(column).text(&json!(250047.7)), "250,048");
+/// assert_eq!(CellText::Label.text(&json!("2026-03-01T00:00:00Z")), "2026-03-01");
+/// assert_eq!(CellText::Sentence(column).text(&json!(null)), "no value");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum CellText {
+    /// The value as it came, for files and for the exact value behind a
+    /// rounded one: null empty, text as it is, anything else as JSON
+    /// (`true`, `12.5`, `[1,2]`).
+    Exact,
+    /// An axis or bar label: exact, but a timestamp at midnight is its date
+    /// and null is `(none)`.
+    Label,
+    /// A table cell: numbers as the column's [`NumberFormat`] shows them, the rest exact.
+    Table(NumberFormat),
+    /// In a sentence: numbers as in a table, a timestamp at midnight as its
+    /// date, null `no value`, booleans `yes` and `no`.
+    Sentence(NumberFormat),
+}
+
+impl CellText {
+    /// The text of one cell.
+    pub fn text(self, value: &Value) -> Cow<'_, str> {
+        if let CellText::Table(format) | CellText::Sentence(format) = self
+            && let Some(number) = format.text(value)
+        {
+            return Cow::Owned(number);
+        }
+        let sentence = matches!(self, CellText::Sentence(_));
+        match value {
+            Value::Null => match self {
+                CellText::Label => "(none)".into(),
+                CellText::Sentence(_) => "no value".into(),
+                _ => "".into(),
+            },
+            Value::String(s) if sentence || self == CellText::Label => {
+                midnight_date(s).unwrap_or(s).into()
+            }
+            Value::String(s) => s.as_str().into(),
+            Value::Bool(b) if sentence => if *b { "yes" } else { "no" }.into(),
+            Value::Bool(b) => if *b { "true" } else { "false" }.into(),
+            Value::Number(n) => n.to_string().into(),
+            other => other.to_string().into(),
+        }
+    }
+}
+
+/// The date of a timestamp at midnight, `YYYY-MM-DD[T ]00:00:00[.000][Z|±hh[:mm]]`
+/// (a date column read as a timestamp), which says no more than the date.
+fn midnight_date(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let dash = |i: usize| b.get(i) == Some(&b'-');
+    let date = digits(0..4) && dash(4) && digits(5..7) && dash(7) && digits(8..10);
+    if !date || !matches!(b.get(10), Some(b'T' | b' ')) || b.get(11..19) != Some(b"00:00:00") {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        rest = fraction.trim_start_matches('0');
+        if rest.len() == fraction.len() {
+            return None;
+        }
+    }
+    let zone = rest.is_empty()
+        || rest == "Z"
+        || (rest.starts_with(['+', '-'])
+            && rest.len() <= 6
+            && rest[1..].bytes().all(|c| c.is_ascii_digit() || c == b':'));
+    zone.then(|| &s[..10])
+}
 
 /// How the numbers of one result column are shown.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,7 +185,8 @@ pub fn number(value: &Value) -> Option<f64> {
     n.is_finite().then_some(n)
 }
 
-/// Whether a database type name is a number type (PostgreSQL's or SQLite's).
+/// Whether a database type name is a number type (PostgreSQL's, or one
+/// SQLite may be declared with: `INTEGER`, `TINYINT`, `NUMBER(10)`, ...).
 pub fn is_numeric_type(type_name: &str) -> bool {
     let t = type_name.trim().to_ascii_lowercase();
     let base = t.split('(').next().unwrap_or_default().trim();
@@ -110,6 +199,9 @@ pub fn is_numeric_type(type_name: &str) -> bool {
             | "integer"
             | "int"
             | "bigint"
+            | "tinyint"
+            | "mediumint"
+            | "number"
             | "numeric"
             | "decimal"
             | "real"
@@ -343,6 +435,89 @@ mod tests {
         assert_eq!(formats[2].number_text(250050.95), "250,051");
         assert_eq!(NumberFormat::measure(500.0, true).number_text(1234.0), "1,234");
         assert_eq!(NumberFormat::measure(500.0, false).number_text(1234.0), "1,234.00");
+    }
+
+    /// One cell in every style: exact, table, label and sentence.
+    #[test]
+    fn cells_as_text() {
+        let check = |value: Value, format: NumberFormat, expected: [&str; 4]| {
+            let texts = [
+                CellText::Exact.text(&value),
+                CellText::Table(format).text(&value),
+                CellText::Label.text(&value),
+                CellText::Sentence(format).text(&value),
+            ];
+            assert_eq!(texts, expected, "{value}");
+        };
+        let measure = NumberFormat::measure(250_000.0, false);
+        let small = NumberFormat::measure(1.0, false);
+        let id = NumberFormat::of("order_id", true, 0, &[vec![json!(4061)]]);
+        let text = NumberFormat::of("city", false, 0, &[vec![json!("Paris")]]);
+        check(json!(null), measure, ["", "", "(none)", "no value"]);
+        check(json!(true), text, ["true", "true", "true", "yes"]);
+        check(json!(false), text, ["false", "false", "false", "no"]);
+        check(json!(4061), measure, ["4061", "4,061", "4061", "4,061"]);
+        check(json!(-1234567), measure, ["-1234567", "-1,234,567", "-1234567", "-1,234,567"]);
+        check(json!(4061), id, ["4061", "4061", "4061", "4061"]);
+        let max = "18446744073709551615";
+        check(json!(u64::MAX), measure, [max, "18,446,744,073,709,551,615", max, &grouped(max)]);
+        check(json!(250047.7), measure, ["250047.7", "250,048", "250047.7", "250,048"]);
+        check(json!(0.125), small, ["0.125", "0.13", "0.125", "0.13"]);
+        // `numeric` arrives as text to keep its precision; it is rounded for reading only.
+        check(json!("-98765.4321"), measure, ["-98765.4321", "-98,765", "-98765.4321", "-98,765"]);
+        check(json!("12.5"), small, ["12.5", "12.50", "12.5", "12.50"]);
+        let big = "123456789012345678901234567890.123456789";
+        check(json!(big), measure, [big, "1.235e29", big, "1.235e29"]);
+        let digits = "12345678901234567890123456789012345678901";
+        check(json!(digits), measure, [digits, &grouped(digits), digits, &grouped(digits)]);
+        check(json!("+12"), measure, ["+12", "12", "+12", "12"]);
+        check(json!("NaN"), measure, ["NaN", "NaN", "NaN", "NaN"]);
+        // In a text column, a number as text is text.
+        check(json!("12.50"), text, ["12.50", "12.50", "12.50", "12.50"]);
+        check(json!("2026-03-01"), text, ["2026-03-01", "2026-03-01", "2026-03-01", "2026-03-01"]);
+        let stamp = "2026-03-01T00:00:00Z";
+        check(json!(stamp), text, [stamp, stamp, "2026-03-01", "2026-03-01"]);
+        let stamp = "2026-03-01T00:00:00+02:00";
+        check(json!(stamp), text, [stamp, stamp, "2026-03-01", "2026-03-01"]);
+        let stamp = "2026-03-01T13:00:00Z";
+        check(json!(stamp), text, [stamp, stamp, stamp, stamp]);
+        // Formulas are text here; the CSV export escapes them on top.
+        check(json!("=1+1"), text, ["=1+1", "=1+1", "=1+1", "=1+1"]);
+        check(json!([1, "a"]), text, ["[1,\"a\"]", "[1,\"a\"]", "[1,\"a\"]", "[1,\"a\"]"]);
+        check(json!({"a": null}), text, [r#"{"a":null}"#; 4]);
+        // Exact text is the value itself, not a copy.
+        assert!(matches!(CellText::Exact.text(&json!("Paris")), Cow::Borrowed("Paris")));
+    }
+
+    #[test]
+    fn midnight_timestamps_are_dates() {
+        let cases = [
+            ("2026-03-01T00:00:00+00:00", Some("2026-03-01")),
+            ("2026-03-01 00:00:00", Some("2026-03-01")),
+            ("2026-03-01T00:00:00Z", Some("2026-03-01")),
+            ("2026-03-01T00:00:00.000000-05", Some("2026-03-01")),
+            ("2026-03-01T13:00:00+00:00", None),
+            ("2026-03-01T00:00:00.5Z", None),
+            ("2026-03-01T00:00:00.", None),
+            ("2026-03-01T00:00:00 and more", None),
+            ("2026-03-01", None),
+            ("é026-03-01T00:00:00Z", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(midnight_date(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn number_types() {
+        for t in
+            ["int4", "INTEGER", "numeric(10,2)", "double precision", "money", "TINYINT", "number"]
+        {
+            assert!(is_numeric_type(t), "{t}");
+        }
+        for t in ["text", "date", "bool", "jsonb", "", "interval"] {
+            assert!(!is_numeric_type(t), "{t}");
+        }
     }
 
     #[test]

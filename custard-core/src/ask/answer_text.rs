@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::ColumnMeta;
 use crate::format::{
-    column_words, decimal, grouped, is_identifier, is_numeric_type, number as as_number,
+    CellText, NumberFormat, column_words, grouped, is_identifier, is_numeric_type,
+    number as as_number,
 };
 
 /// A list of at most this many rows is named in full.
@@ -31,7 +32,7 @@ pub(crate) fn describe(columns: &[ColumnMeta], rows: &[Vec<Value>], truncated: b
         [] => "Nothing matched the question.".to_owned(),
         [row] => {
             let text = match columns {
-                [column] => single_value(column, &row[0]),
+                [column] => single_value(column, rows),
                 _ => Shape::of(columns, rows).single_row(columns, row),
             };
             if truncated {
@@ -74,8 +75,8 @@ struct Shape {
     measures: Vec<usize>,
     /// Other columns worth saying (not the label, an identifier or a measure).
     details: Vec<usize>,
-    /// The largest size of a number in each column, which sets how it is rounded.
-    scales: Vec<f64>,
+    /// How each column's numbers are shown (rounded by the size of the column's numbers).
+    formats: Vec<NumberFormat>,
 }
 
 impl Shape {
@@ -94,26 +95,20 @@ impl Shape {
         let details = (0..columns.len())
             .filter(|&i| !label.contains(&i) && !measure(i) && !is_identifier(&columns[i].name))
             .collect();
-        let scales = (0..columns.len())
-            .map(|i| {
-                rows.iter()
-                    .filter_map(|r| r.get(i).and_then(as_number))
-                    .map(f64::abs)
-                    .fold(0.0, f64::max)
-            })
+        let formats = (0..columns.len())
+            .map(|i| NumberFormat::of(&columns[i].name, numeric[i], i, rows))
             .collect();
-        Shape { label, naming, measures, details, scales }
+        Shape { label, naming, measures, details, formats }
     }
 
     /// Cell `i` of a row for people, rounded like the rest of its column.
-    fn show(&self, columns: &[ColumnMeta], row: &[Value], i: usize) -> Option<String> {
-        Some(show(&columns[i], row.get(i)?, self.scales.get(i).copied().unwrap_or(0.0)))
+    fn show(&self, row: &[Value], i: usize) -> Option<String> {
+        Some(show(*self.formats.get(i)?, row.get(i)?))
     }
 
     /// The text naming a row: its label's values.
-    fn name_of(&self, columns: &[ColumnMeta], row: &[Value]) -> String {
-        let parts: Vec<String> =
-            self.label.iter().filter_map(|&i| self.show(columns, row, i)).collect();
+    fn name_of(&self, row: &[Value]) -> String {
+        let parts: Vec<String> = self.label.iter().filter_map(|&i| self.show(row, i)).collect();
         parts.join(" ")
     }
 
@@ -131,7 +126,7 @@ impl Shape {
                 .iter()
                 .take(DETAILS_NAMED)
                 .filter_map(|&i| {
-                    let value = self.show(columns, row, i)?;
+                    let value = self.show(row, i)?;
                     Some(format!("the {} is {value}", phrase(&columns[i].name)))
                 })
                 .collect();
@@ -144,7 +139,7 @@ impl Shape {
             let all: Vec<usize> = (0..columns.len()).collect();
             return format!("{}.", capitalized(&listing(&facts(&all))));
         }
-        let name = self.name_of(columns, row);
+        let name = self.name_of(row);
         let said = self.said();
         if said.is_empty() {
             return format!("The answer is {name}.");
@@ -162,11 +157,11 @@ impl Shape {
             _ => None,
         };
         let item = |row: &Vec<Value>| -> String {
-            let name = self.name_of(columns, row);
+            let name = self.name_of(row);
             let values: Vec<String> = said
                 .iter()
                 .filter_map(|&i| {
-                    let value = self.show(columns, row, i)?;
+                    let value = self.show(row, i)?;
                     Some(match single_measure {
                         Some(_) => value,
                         None => format!("{} {value}", phrase(&columns[i].name)),
@@ -220,10 +215,13 @@ impl Shape {
     }
 }
 
-/// "The average total amount is 64.98." / "There are 4,061 orders."
-fn single_value(column: &ColumnMeta, value: &Value) -> String {
+/// "The average total amount is 64.98." / "There are 4,061 orders." (`rows`:
+/// the one row of the one column.)
+fn single_value(column: &ColumnMeta, rows: &[Vec<Value>]) -> String {
+    let value = &rows[0][0];
     let what = phrase(&column.name);
-    let shown = show(column, value, as_number(value).map_or(0.0, f64::abs));
+    let format = NumberFormat::of(&column.name, is_numeric_type(&column.type_name), 0, rows);
+    let shown = show(format, value);
     let whole = match value {
         Value::Number(n) => n.is_i64() || n.is_u64(),
         Value::String(s) => s.trim().parse::<i128>().is_ok(),
@@ -349,53 +347,11 @@ fn count(n: usize) -> String {
     grouped(&n.to_string())
 }
 
-/// A value for people: text as it is, a number rounded for reading like the
-/// others of its column (`scale`, the largest of them; an identifier's digits
+/// A value for people ([`CellText::Sentence`]): text as it is, a number
+/// rounded for reading like the others of its column (an identifier's digits
 /// as they are), a midnight timestamp as its date.
-fn show(column: &ColumnMeta, value: &Value, scale: f64) -> String {
-    let identifier = is_identifier(&column.name);
-    match value {
-        Value::Null => "no value".to_owned(),
-        Value::Number(n) if identifier => n.to_string(),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), ..) => grouped(&i.to_string()),
-            (None, Some(u), _) => grouped(&u.to_string()),
-            (None, None, Some(f)) => decimal(f, scale),
-            _ => n.to_string(),
-        },
-        Value::String(s) if is_numeric_type(&column.type_name) && !identifier => {
-            let t = s.trim();
-            if t.parse::<i128>().is_ok() {
-                grouped(t.trim_start_matches('+'))
-            } else {
-                match t.parse::<f64>() {
-                    Ok(f) if f.is_finite() => decimal(f, scale),
-                    _ => s.clone(),
-                }
-            }
-        }
-        Value::String(s) => midnight_date(s).unwrap_or(s).to_owned(),
-        Value::Bool(true) => "yes".to_owned(),
-        Value::Bool(false) => "no".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// The date part of `YYYY-MM-DD[T ]00:00:00[.000][Z|+00:00]`, a timestamp at midnight.
-fn midnight_date(s: &str) -> Option<&str> {
-    let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    let date = digits(0..4)
-        && b.get(4) == Some(&b'-')
-        && digits(5..7)
-        && b.get(7) == Some(&b'-')
-        && digits(8..10);
-    if !date || !matches!(b.get(10), Some(b'T' | b' ')) || b.get(11..19) != Some(b"00:00:00") {
-        return None;
-    }
-    let rest = s[19..].trim_start_matches(['.', '0']);
-    matches!(rest, "" | "Z" | "+00:00" | "+00" | "-00").then(|| &s[..10])
+fn show(format: NumberFormat, value: &Value) -> String {
+    CellText::Sentence(format).text(value).into_owned()
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! Chart suggestions: declarative specs chosen by rules from a result's shape.
 //! No generated code is ever executed; a client draws the spec.
 
+use serde::{Deserialize, Serialize};
+
 use crate::ColumnMeta;
 
-/// The kind of chart a result suits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The kind of chart a result suits. Serialised as its [`as_str`](Self::as_str)
+/// name, which hosts store and send (the server's history and API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChartKind {
     /// A measure over time.
@@ -14,8 +18,13 @@ pub enum ChartKind {
 }
 
 impl ChartKind {
+    /// Every kind, for hosts that list them (an API schema).
+    pub const ALL: &'static [ChartKind] = &[ChartKind::Line, ChartKind::Bar];
+
     /// The lowercase name used on the wire and in the UI.
     pub fn as_str(self) -> &'static str {
+        // A new kind fails to compile here until it is named, and a test
+        // checks that `ALL` holds it with its serde name.
         match self {
             ChartKind::Line => "line",
             ChartKind::Bar => "bar",
@@ -102,6 +111,22 @@ mod tests {
     }
 
     type Case<'a> = (&'a [(&'a str, &'a str)], usize, Option<ChartSpec>);
+
+    /// Hosts store and send a kind by its serde name and list `ALL` in their schemas.
+    #[test]
+    fn kinds_are_named_once() {
+        for &kind in ChartKind::ALL {
+            let name = serde_json::to_value(kind).expect("a name");
+            assert_eq!(name, kind.as_str());
+            assert_eq!(serde_json::from_value::<ChartKind>(name).expect("a kind"), kind);
+        }
+        // Every variant is in `ALL` (the match stops compiling when one is added).
+        let listed = |kind: ChartKind| match kind {
+            ChartKind::Line | ChartKind::Bar => ChartKind::ALL.contains(&kind),
+        };
+        assert!(listed(ChartKind::Line) && listed(ChartKind::Bar));
+        assert!(serde_json::from_str::<ChartKind>(r#""pie""#).is_err());
+    }
 
     #[test]
     fn chart_rules() {

@@ -4,10 +4,12 @@
 //! batch by row batch (RFC 4180, CRLF line ends, a header row). Text a
 //! spreadsheet would run as a formula is prefixed with `'`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
+use custard_core::format::{CellText, is_numeric_type};
 use custard_core::{Executor, Guard, RowBatch, RunLimits};
 use futures_util::stream::BoxStream;
 use serde_json::Value;
@@ -100,11 +102,10 @@ pub(crate) async fn export_csv(
             });
         }
     };
-    let names: Vec<std::borrow::Cow<'_, str>> =
-        columns.iter().map(|c| text_cell(&c.name)).collect();
+    let names: Vec<Cow<'_, str>> = columns.iter().map(|c| text_cell(c.name.as_str())).collect();
     let header_line = csv_bytes(&[names.iter().map(|n| n.as_bytes()).collect::<Vec<_>>()])
         .map_err(AppError::internal)?;
-    let numeric: Vec<bool> = columns.iter().map(|c| numeric_type(&c.type_name)).collect();
+    let numeric: Vec<bool> = columns.iter().map(|c| is_numeric_type(&c.type_name)).collect();
     let stream = futures_util::stream::unfold(
         (Some(header_line), rx, Some(run)),
         move |(header_line, mut rx, run)| {
@@ -118,7 +119,7 @@ pub(crate) async fn export_csv(
                 }
                 match rx.recv().await {
                     Some(RowBatch::Rows(rows)) => {
-                        let records: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
+                        let records: Vec<Vec<Cow<'_, str>>> = rows
                             .iter()
                             .map(|row| {
                                 row.iter()
@@ -174,57 +175,30 @@ pub(crate) async fn export_csv(
     Ok(CsvExport { filename, bytes: Box::pin(stream) })
 }
 
-/// A JSON value as one CSV cell: null empty, numbers as they are, text (and
-/// anything else, as JSON) through [`text_cell`]. In a column of a number
-/// type (`numeric` true), text that is a plain number (PostgreSQL sends
-/// `numeric` as text to keep its precision) stays as it is, so `-2` is `-2`.
-fn cell(value: &Value, numeric: bool) -> std::borrow::Cow<'_, str> {
+/// A JSON value as one CSV cell: its exact text ([`CellText::Exact`]: null
+/// empty, text as it is, anything else as JSON) made safe by [`text_cell`],
+/// except numbers. In a column of a number type (`numeric` true), text that
+/// is a plain number (PostgreSQL sends `numeric` as text to keep its
+/// precision) is a number too, so `-2` is `-2`.
+fn cell(value: &Value, numeric: bool) -> Cow<'_, str> {
+    let text = CellText::Exact.text(value);
     match value {
-        Value::Null => "".into(),
-        Value::String(s) if numeric && plain_number(s) => s.as_str().into(),
-        Value::String(s) => text_cell(s),
-        Value::Bool(b) => if *b { "true" } else { "false" }.into(),
-        Value::Number(n) => n.to_string().into(),
-        other => text_cell(&other.to_string()).into_owned().into(),
+        Value::Number(_) => text,
+        Value::String(s) if numeric && plain_number(s) => text,
+        _ => text_cell(text),
     }
 }
 
 /// Text as a CSV cell that a spreadsheet shows and does not run (OWASP's CSV
 /// injection guidance): a cell starting with `=`, `+`, `-`, `@`, a tab or a
 /// carriage return gets a leading `'`.
-fn text_cell(text: &str) -> std::borrow::Cow<'_, str> {
+fn text_cell<'a>(text: impl Into<Cow<'a, str>>) -> Cow<'a, str> {
+    let text = text.into();
     if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}").into()
     } else {
-        text.into()
+        text
     }
-}
-
-/// Whether a column's database type is a number type (`int4`, `numeric(10,2)`,
-/// `double precision`, SQLite's `INTEGER` and `REAL`, ...).
-fn numeric_type(type_name: &str) -> bool {
-    let base = type_name.split('(').next().unwrap_or_default().trim().to_ascii_lowercase();
-    matches!(
-        base.as_str(),
-        "int"
-            | "int2"
-            | "int4"
-            | "int8"
-            | "integer"
-            | "smallint"
-            | "bigint"
-            | "tinyint"
-            | "mediumint"
-            | "numeric"
-            | "decimal"
-            | "real"
-            | "float"
-            | "float4"
-            | "float8"
-            | "double"
-            | "double precision"
-            | "number"
-    )
 }
 
 /// A plain decimal number: an optional `-`, digits with at most one `.`, and
@@ -276,6 +250,8 @@ mod tests {
     /// formula is prefixed with `'`; numbers stay numbers.
     #[test]
     fn csv_cells_never_start_a_formula_but_numbers_stay_numbers() {
+        // A `numeric` beyond any float, written exactly.
+        const BIG: &str = "-123456789012345678901234567890.123456789";
         // (value, the column's type, the cell)
         let cases: &[(Value, &str, &str)] = &[
             (
@@ -299,6 +275,14 @@ mod tests {
             (json!("-12.50"), "numeric(10,2)", "-12.50"),
             (json!("-1e-7"), "double precision", "-1e-7"),
             (json!("-2"), "INTEGER", "-2"),
+            // The number types are the table's (`format::is_numeric_type`):
+            // `money` was written `'-12.34` before, unlike every other number.
+            (json!("-12.34"), "money", "-12.34"),
+            (json!("-3"), "TINYINT", "-3"),
+            (json!("-3"), "mediumint", "-3"),
+            (json!(BIG), "numeric", BIG),
+            (json!("2026-03-01T00:00:00Z"), "timestamptz", "2026-03-01T00:00:00Z"),
+            (json!(false), "bool", "false"),
             (json!("plain"), "text", "plain"),
             (json!("a=b"), "text", "a=b"),
             (json!(" =1"), "text", " =1"),
@@ -309,7 +293,11 @@ mod tests {
             (json!({"a": "=1"}), "jsonb", "{\"a\":\"=1\"}"),
         ];
         for (value, type_name, expected) in cases {
-            assert_eq!(cell(value, numeric_type(type_name)), *expected, "{value} as {type_name}");
+            assert_eq!(
+                cell(value, is_numeric_type(type_name)),
+                *expected,
+                "{value} as {type_name}"
+            );
         }
         // Column names are text too.
         assert_eq!(text_cell("=cmd"), "'=cmd");

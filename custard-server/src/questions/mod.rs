@@ -13,7 +13,6 @@ mod record;
 use std::time::{Duration, Instant};
 
 use custard_core::{Answer, AskRequest, AskStep, Turn, select_examples};
-use serde_json::json;
 
 use crate::auth::CurrentUser;
 use crate::error::{AppError, ErrorCode};
@@ -25,7 +24,7 @@ use crate::store::{
 };
 
 pub(crate) use export::{CsvExport, export_csv};
-pub(crate) use record::{ResultView, Timings};
+pub(crate) use record::{ChartView, ColumnView, ResultView, StoredTimings, Timings, json_text};
 
 /// Rows of an answer kept in the history to show it again.
 const HISTORY_ROWS: usize = 200;
@@ -114,8 +113,20 @@ pub(crate) async fn answer(
     let conversation = parse_conversation(body.conversation_id)?;
     let inner = state.inner();
     let org = current.org();
-    let connection =
-        inner.store.get_connection(org, &ConnectionId::from(body.connection_id)).await?;
+    let connection_id = ConnectionId::from(body.connection_id);
+    // The reads a question needs, at once (each is scoped to the caller's
+    // organisation by the store); a new conversation has no earlier turns.
+    let (connection, earlier, candidates) = tokio::try_join!(
+        inner.store.get_connection(org, &connection_id),
+        async {
+            if continues {
+                inner.store.conversation(org, &conversation, CONVERSATION_TURNS).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+        inner.store.approved_examples(org, &connection_id, EXAMPLE_CANDIDATES),
+    )?;
 
     let result = async {
         // Without an agent nothing can run: say so before spending a model call.
@@ -126,21 +137,12 @@ pub(crate) async fn answer(
             ))));
         }
         let pipeline = inner.pipelines.get(&connection).await?;
-        // A new conversation has no earlier turns to read.
-        let earlier = if continues {
-            inner.store.conversation(org, &conversation, CONVERSATION_TURNS).await?
-        } else {
-            Vec::new()
-        };
         let turns: Vec<Turn> = earlier
             .into_iter()
             .filter(|q| q.record.connection_id == connection.id && q.record.outcome == "ok")
             .map(|q| Turn { question: q.record.question, sql: q.record.sql, answer: q.record.answer })
             .collect();
-        let candidates: Vec<custard_core::Example> = inner
-            .store
-            .approved_examples(org, &connection.id, EXAMPLE_CANDIDATES)
-            .await?
+        let candidates: Vec<custard_core::Example> = candidates
             .into_iter()
             .map(|e| custard_core::Example { question: e.question, sql: e.sql })
             .collect();
@@ -180,8 +182,9 @@ pub(crate) async fn answer(
             truncated: answer.truncated,
             engine: answer.engine.clone(),
             attempts: u32::try_from(answer.attempts.len()).unwrap_or(u32::MAX),
-            timings_json: json!(Timings::new(answer, started)).to_string(),
-            result_json: Some(json!(ResultView::new(answer, HISTORY_ROWS)).to_string()),
+            // Serialised from views borrowing the answer: its rows are not copied.
+            timings_json: json_text(&StoredTimings::Answered(Timings::new(answer, started))),
+            result_json: Some(json_text(&ResultView::new(answer, HISTORY_ROWS))),
         },
         Err(failure) => NewQueryRecord {
             org_id: org.clone(),
@@ -197,7 +200,7 @@ pub(crate) async fn answer(
             truncated: false,
             engine: engine.clone(),
             attempts: failure.attempts,
-            timings_json: json!({"total_ms": ms(started.elapsed())}).to_string(),
+            timings_json: json_text(&StoredTimings::Failed { total_ms: ms(started.elapsed()) }),
             result_json: None,
         },
     };

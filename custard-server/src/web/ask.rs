@@ -23,6 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
+use custard_core::format::{CellText, NumberFormat, is_numeric_type};
 use custard_core::llm::OfflineEngine;
 use custard_core::{AskStep, SchemaIndex};
 use futures_util::Stream;
@@ -36,7 +37,7 @@ use crate::config::LlmSettings;
 use crate::connections::{self, status_of};
 use crate::error::{AppError, ErrorCode};
 use crate::pipelines::stored_schema;
-use crate::questions::{self, Answered, AskInput, Failure};
+use crate::questions::{self, Answered, AskInput, Failure, ResultView};
 use crate::state::AppState;
 use crate::store::ConnectionId;
 
@@ -387,8 +388,9 @@ pub(crate) struct Cell {
 
 impl Cell {
     /// A cell of a column shown in `format`; numbers get a sort key only in
-    /// number columns, and a readable text (`250,048`) in any.
-    fn new(value: &Value, format: &custard_core::format::NumberFormat) -> Self {
+    /// number columns, and a readable text (`250,048`) in any, with the
+    /// exact value behind it.
+    fn new(value: &Value, format: NumberFormat) -> Self {
         let number = match value {
             Value::Number(n) if format.numeric() => n.as_f64(),
             Value::String(s) if format.numeric() => {
@@ -396,14 +398,12 @@ impl Cell {
             }
             _ => None,
         };
-        let raw = match value {
-            Value::Null => String::new(),
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        match format.text(value) {
-            Some(text) if text != raw => Cell { text, number, exact: Some(raw), null: false },
-            _ => Cell { text: raw, number, exact: None, null: value.is_null() },
+        let exact = CellText::Exact.text(value);
+        let shown = CellText::Table(format).text(value);
+        if shown == exact {
+            Cell { text: exact.into_owned(), number, exact: None, null: value.is_null() }
+        } else {
+            Cell { text: shown.into_owned(), number, exact: Some(exact.into_owned()), null: false }
         }
     }
 }
@@ -446,13 +446,8 @@ pub(crate) struct CardInput<'a> {
     pub(crate) total_ms: Option<f64>,
     pub(crate) conversation_id: &'a str,
     pub(crate) connection_id: &'a str,
-    /// Column names and database type names.
-    pub(crate) columns: Vec<(String, String)>,
-    pub(crate) rows: &'a [Vec<Value>],
-    pub(crate) row_count: usize,
-    pub(crate) truncated: bool,
-    /// The chart: kind, x column and y columns.
-    pub(crate) chart: Option<(String, String, Vec<String>)>,
+    /// Columns, rows (all of them, or the history's first ones), counts and chart.
+    pub(crate) result: &'a ResultView<'a>,
     pub(crate) feedback: Option<bool>,
 }
 
@@ -460,39 +455,32 @@ pub(crate) struct CardInput<'a> {
 /// a numeric database type, or, when the type says nothing (SQLite
 /// expressions), JSON numbers in every non-null cell.
 fn numeric_column(type_name: &str, index: usize, rows: &[Vec<Value>]) -> bool {
-    let t = type_name.trim().to_ascii_lowercase();
-    let base = t.split('(').next().unwrap_or_default().trim();
-    match base {
-        "int2" | "int4" | "int8" | "smallint" | "integer" | "int" | "bigint" | "numeric"
-        | "decimal" | "real" | "float4" | "float8" | "float" | "double" | "double precision"
-        | "money" => true,
-        "" => {
-            let mut values = rows.iter().filter_map(|r| r.get(index)).filter(|v| !v.is_null());
-            let first = values.next();
-            first.is_some_and(Value::is_number) && values.all(Value::is_number)
-        }
-        _ => false,
+    if type_name.split('(').next().unwrap_or_default().trim().is_empty() {
+        let mut values = rows.iter().filter_map(|r| r.get(index)).filter(|v| !v.is_null());
+        let first = values.next();
+        return first.is_some_and(Value::is_number) && values.all(Value::is_number);
     }
+    is_numeric_type(type_name)
 }
 
 impl AnswerCard {
     /// The card of a card input.
     pub(crate) fn new(input: CardInput<'_>) -> Self {
-        let numeric: Vec<bool> = input
-            .columns
+        let result = input.result;
+        let (columns, rows) = (&result.columns, &*result.rows);
+        let numeric: Vec<bool> = columns
             .iter()
             .enumerate()
-            .map(|(i, (_, type_name))| numeric_column(type_name, i, input.rows))
+            .map(|(i, c)| numeric_column(&c.type_name, i, rows))
             .collect();
-        let formats: Vec<custard_core::format::NumberFormat> = (input.columns.iter().zip(&numeric))
+        let formats: Vec<NumberFormat> = (columns.iter().zip(&numeric))
             .enumerate()
-            .map(|(i, ((name, _), n))| {
-                custard_core::format::NumberFormat::of(name, *n, i, input.rows)
-            })
+            .map(|(i, (c, n))| NumberFormat::of(&c.name, *n, i, rows))
             .collect();
-        let chart_svg = input.chart.as_ref().and_then(|(kind, x, y)| {
-            chart::html(&format!("chart-{}", input.id), kind, x, y, &input.columns, input.rows)
-        });
+        let chart_svg = result
+            .chart
+            .as_ref()
+            .and_then(|c| chart::html(&format!("chart-{}", input.id), c, columns, rows));
         AnswerCard {
             id: input.id.to_owned(),
             question: input.question.to_owned(),
@@ -504,20 +492,18 @@ impl AnswerCard {
             total_ms: input.total_ms.map(super::duration_text),
             conversation_id: input.conversation_id.to_owned(),
             connection_id: input.connection_id.to_owned(),
-            rows: input
-                .rows
+            rows: rows
                 .iter()
-                .map(|row| row.iter().zip(&formats).map(|(v, f)| Cell::new(v, f)).collect())
+                .map(|row| row.iter().zip(&formats).map(|(v, f)| Cell::new(v, *f)).collect())
                 .collect(),
-            columns: input
-                .columns
+            columns: columns
                 .iter()
                 .zip(&numeric)
-                .map(|((name, _), numeric)| CardColumn { name: name.clone(), numeric: *numeric })
+                .map(|(c, numeric)| CardColumn { name: c.name.to_string(), numeric: *numeric })
                 .collect(),
-            row_count: input.row_count,
-            truncated: input.truncated,
-            partial: input.rows.len() < input.row_count,
+            row_count: result.row_count,
+            truncated: result.truncated,
+            partial: rows.len() < result.row_count,
             chart_svg,
             feedback: Feedback { id: input.id.to_owned(), correct: input.feedback, failed: false }
                 .render()
@@ -535,6 +521,8 @@ impl AnswerCard {
     /// The card of a fresh answer.
     pub(crate) fn from_answer(question: &str, answered: &Answered) -> Self {
         let answer = &answered.answer;
+        // Borrows the answer: its rows are not copied.
+        let result = ResultView::new(answer, answer.rows.len());
         AnswerCard::new(CardInput {
             id: answered.id.as_str(),
             question: question.trim(),
@@ -545,14 +533,7 @@ impl AnswerCard {
             total_ms: Some(answered.timings().total_ms),
             conversation_id: answered.conversation_id.as_str(),
             connection_id: answered.connection_id.as_str(),
-            columns: answer.columns.iter().map(|c| (c.name.clone(), c.type_name.clone())).collect(),
-            rows: &answer.rows,
-            row_count: answer.rows.len(),
-            truncated: answer.truncated,
-            chart: answer
-                .chart
-                .as_ref()
-                .map(|c| (c.kind.as_str().to_owned(), c.x.clone(), c.y.clone())),
+            result: &result,
             feedback: None,
         })
     }
@@ -749,6 +730,55 @@ mod tests {
         let message =
             format!("the offline engine {reason}; configure an LLM for questions like this");
         AppError::from_ask(AskError::Model(LlmError::new(LlmErrorCode::Abstained, message)))
+    }
+
+    /// The history shows an answer as it was given: the card of the stored
+    /// result is the card of the answer.
+    #[test]
+    fn a_stored_result_shows_the_same_card() {
+        use custard_core::{Answer, ChartKind, ChartSpec, ColumnMeta, Timings};
+        use serde_json::json;
+
+        let column = |name: &str, type_name: &str| ColumnMeta {
+            name: name.to_owned(),
+            type_name: type_name.to_owned(),
+        };
+        let answer = Answer {
+            text: "Revenue by status: paid 250,048 and open 12.50.".to_owned(),
+            sql: "SELECT status, revenue FROM t".to_owned(),
+            columns: vec![column("status", "text"), column("revenue", "numeric")],
+            rows: vec![vec![json!("paid"), json!("250047.70")], vec![json!("open"), json!("12.5")]],
+            truncated: false,
+            chart: Some(ChartSpec {
+                kind: ChartKind::Bar,
+                x: "status".to_owned(),
+                y: vec!["revenue".to_owned()],
+            }),
+            engine: "offline".to_owned(),
+            attempts: vec![],
+            timings: Timings::default(),
+        };
+        let card = |result: &ResultView<'_>| {
+            AnswerCard::new(CardInput {
+                id: "q1",
+                question: "Revenue by status?",
+                text: &answer.text,
+                sql: &answer.sql,
+                engine: &answer.engine,
+                attempts: 1,
+                total_ms: Some(4.2),
+                conversation_id: "v1",
+                connection_id: "c1",
+                result,
+                feedback: None,
+            })
+            .render()
+            .expect("a card")
+        };
+        let live = card(&ResultView::new(&answer, answer.rows.len()));
+        assert!(live.contains("250,048") && live.contains("<table class=\"bar-chart\""), "{live}");
+        let stored = questions::json_text(&ResultView::new(&answer, 200));
+        assert_eq!(card(&ResultView::read(&stored).expect("a stored result")), live);
     }
 
     #[test]

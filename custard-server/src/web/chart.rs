@@ -21,7 +21,11 @@ use std::fmt::{self, Write};
 use serde_json::Value;
 
 use super::Escaped;
-use custard_core::format::{NumberFormat, column_words, is_identifier, is_numeric_type, number};
+use crate::questions::{ChartView, ColumnView};
+use custard_core::ChartKind;
+use custard_core::format::{
+    CellText, NumberFormat, column_words, is_identifier, is_numeric_type, number,
+};
 
 /// The most bars a bar chart draws, an "Others" bar included.
 pub(crate) const MAX_BARS: usize = 12;
@@ -64,45 +68,26 @@ const WIDE: Canvas =
 const NARROW: Canvas =
     Canvas { width: 340.0, height: 260.0, font: 12.0, char_width: 7.1, class: "narrow" };
 
-/// The chart as HTML for a `<figure>`, or `None` for an unknown kind, a
+/// The chart as HTML for a `<figure>`, or `None` for a kind not drawn, a
 /// missing column, no rows or no numbers. `columns` are the result's names
 /// and database types; `id` names its caption, unique in the page.
 pub(crate) fn html(
     id: &str,
-    kind: &str,
-    x: &str,
-    y: &[String],
-    columns: &[(String, String)],
+    chart: &ChartView<'_>,
+    columns: &[ColumnView<'_>],
     rows: &[Vec<Value>],
 ) -> Option<String> {
-    let kind = Kind::parse(kind)?;
-    let index = |name: &str| columns.iter().position(|(c, _)| c == name);
-    let xi = index(x)?;
-    let yi = y.iter().map(|name| index(name)).collect::<Option<Vec<_>>>()?;
+    let index = |name: &str| columns.iter().position(|c| c.name == name);
+    let xi = index(&chart.x)?;
+    let yi = chart.y.iter().map(|name| index(name)).collect::<Option<Vec<_>>>()?;
     if yi.is_empty() {
         return None;
     }
-    match kind {
-        Kind::Bar => bar_chart(id, columns, xi, &yi, rows).ok().flatten(),
-        Kind::Line => line_chart(id, columns, xi, &yi, rows).ok().flatten(),
-    }
-}
-
-/// The kinds of chart drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Kind {
-    Line,
-    Bar,
-}
-
-impl Kind {
-    /// The kind a chart spec names.
-    fn parse(kind: &str) -> Option<Self> {
-        match kind {
-            "line" => Some(Kind::Line),
-            "bar" => Some(Kind::Bar),
-            _ => None,
-        }
+    match chart.kind {
+        ChartKind::Bar => bar_chart(id, columns, xi, &yi, rows).ok().flatten(),
+        ChartKind::Line => line_chart(id, columns, xi, &yi, rows).ok().flatten(),
+        // A kind core suggests but this page does not draw yet.
+        _ => None,
     }
 }
 
@@ -115,18 +100,18 @@ impl Kind {
 /// column when it is text; else the first text column; else x. Identifiers
 /// (`id`, `customer_id`, `sku`) label only when nothing else can.
 fn label_columns(
-    columns: &[(String, String)],
+    columns: &[ColumnView<'_>],
     x: usize,
     y: &[usize],
     rows: &[Vec<Value>],
 ) -> Vec<usize> {
-    let lower: Vec<String> = columns.iter().map(|(n, _)| compact(n)).collect();
+    let lower: Vec<String> = columns.iter().map(|c| compact(&c.name)).collect();
     let text = |i: usize| {
         !y.contains(&i)
-            && is_textual(&columns[i].1)
+            && is_textual(&columns[i].type_name)
             && rows.iter().any(|r| matches!(r.get(i), Some(Value::String(_))))
     };
-    let plain = |i: usize| text(i) && !is_identifier(&columns[i].0);
+    let plain = |i: usize| text(i) && !is_identifier(&columns[i].name);
     let all = || 0..columns.len();
     let exact = ["name", "title", "label", "fullname", "displayname"];
     if let Some(i) = all().find(|&i| text(i) && exact.contains(&lower[i].as_str())) {
@@ -285,7 +270,7 @@ struct BarRow {
 /// A bar chart as a caption and a table; `None` when there is nothing to draw.
 fn bar_chart(
     id: &str,
-    columns: &[(String, String)],
+    columns: &[ColumnView<'_>],
     x: usize,
     y: &[usize],
     rows: &[Vec<Value>],
@@ -297,9 +282,9 @@ fn bar_chart(
         return Ok(None);
     }
     let formats: Vec<NumberFormat> =
-        y.iter().map(|&i| NumberFormat::of(&columns[i].0, true, i, rows)).collect();
+        y.iter().map(|&i| NumberFormat::of(&columns[i].name, true, i, rows)).collect();
     let n = rows.len();
-    let additive = y.iter().all(|&i| adds_up(&columns[i].0));
+    let additive = y.iter().all(|&i| adds_up(&columns[i].name));
     let room = if n > MAX_BARS && additive { MAX_BARS - 1 } else { MAX_BARS };
     let kept = pick(&series[0], room);
 
@@ -338,9 +323,9 @@ fn bar_chart(
         bars.push(BarRow { label: format!("Others ({left_out})"), values, others: true });
     }
 
-    let measures: Vec<String> = y.iter().map(|&i| phrase(&columns[i].0)).collect();
+    let measures: Vec<String> = y.iter().map(|&i| phrase(&columns[i].name)).collect();
     let by = match labels.as_slice() {
-        [one] => phrase(&columns[*one].0),
+        [one] => phrase(&columns[*one].name),
         _ => "name".to_owned(),
     };
     let caption = format!("{} by {by}", capitalized(&listing(&measures)));
@@ -547,7 +532,7 @@ impl Data {
 /// A line chart as a caption and an SVG for wide and one for narrow screens.
 fn line_chart(
     id: &str,
-    columns: &[(String, String)],
+    columns: &[ColumnView<'_>],
     x: usize,
     y: &[usize],
     rows: &[Vec<Value>],
@@ -555,9 +540,9 @@ fn line_chart(
     let Some(data) = Data::extract(x, y, rows) else { return Ok(None) };
     let (low, high) = data.values().fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let Some(ticks) = ticks(low, high) else { return Ok(None) };
-    let names: Vec<String> = y.iter().map(|&i| columns[i].0.clone()).collect();
+    let names: Vec<String> = y.iter().map(|&i| columns[i].name.to_string()).collect();
     let measures: Vec<String> = names.iter().map(|n| phrase(n)).collect();
-    let caption = format!("{} by {}", capitalized(&listing(&measures)), phrase(&columns[x].0));
+    let caption = format!("{} by {}", capitalized(&listing(&measures)), phrase(&columns[x].name));
     let mut out = format!(
         r#"<figcaption class="chart-caption" id="{}">{}</figcaption><div class="line-chart">"#,
         Escaped(id),
@@ -570,40 +555,10 @@ fn line_chart(
     Ok(Some(out))
 }
 
-/// The x-axis text of a value; a timestamp at midnight shows as its date.
+/// The text of a category or an x-axis value ([`CellText::Label`]): a
+/// timestamp at midnight shows as its date.
 fn label(value: &Value) -> String {
-    match value {
-        Value::Null => "(none)".to_owned(),
-        Value::String(s) => midnight_date(s).unwrap_or(s).to_owned(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// The date part of `YYYY-MM-DD[T ]00:00:00[.000][Z|±hh[:mm]]`.
-fn midnight_date(s: &str) -> Option<&str> {
-    let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    let dash = |i: usize| b.get(i) == Some(&b'-');
-    let date = digits(0..4) && dash(4) && digits(5..7) && dash(7) && digits(8..10);
-    if !date || !matches!(b.get(10), Some(b'T' | b' ')) || b.get(11..19) != Some(b"00:00:00") {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(fraction) = rest.strip_prefix('.') {
-        rest = fraction.trim_start_matches('0');
-        if rest.len() == fraction.len() {
-            return None;
-        }
-    }
-    let zone = rest.is_empty()
-        || rest == "Z"
-        || (rest.starts_with(['+', '-'])
-            && rest.len() <= 6
-            && rest[1..].bytes().all(|c| c.is_ascii_digit() || c == b':'));
-    zone.then(|| &s[..10])
+    CellText::Label.text(value).into_owned()
 }
 
 /// At most [`MAX_LABEL_CHARS`] chars, cut with an ellipsis; control chars become spaces.
@@ -926,11 +881,11 @@ mod tests {
     use super::*;
 
     /// Columns from `name:type` pairs.
-    fn cols(spec: &[&str]) -> Vec<(String, String)> {
+    fn cols(spec: &[&str]) -> Vec<ColumnView<'static>> {
         spec.iter()
             .map(|s| {
                 let (name, type_name) = s.split_once(':').unwrap_or((s, "text"));
-                (name.to_owned(), type_name.to_owned())
+                ColumnView { name: name.to_owned().into(), type_name: type_name.to_owned().into() }
             })
             .collect()
     }
@@ -944,8 +899,14 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    /// A chart as the history stores it (`{"type": kind, ...}`); a kind
+    /// this server does not know reads as none.
+    fn spec(kind: &str, x: &str, y: &[&str]) -> Option<ChartView<'static>> {
+        serde_json::from_value(json!({"type": kind, "x": x, "y": names(y)})).ok()
+    }
+
     fn chart(kind: &str, x: &str, y: &[&str], columns: &[&str], data: Value) -> Option<String> {
-        html("chart-1", kind, x, &names(y), &cols(columns), &rows(data))
+        html("chart-1", &spec(kind, x, y)?, &cols(columns), &rows(data))
     }
 
     fn count(html: &str, needle: &str) -> usize {
@@ -1034,14 +995,14 @@ mod tests {
     fn label_choice() {
         let check = |columns: &[&str], x: &str, y: &[&str], want: &[&str]| {
             let columns = cols(columns);
-            let index = |n: &str| columns.iter().position(|(c, _)| c == n).unwrap();
+            let index = |n: &str| columns.iter().position(|c| c.name == n).unwrap();
             let row: Vec<Value> = columns
                 .iter()
-                .map(|(_, t)| if is_numeric_type(t) { json!(1) } else { json!("a") })
+                .map(|c| if is_numeric_type(&c.type_name) { json!(1) } else { json!("a") })
                 .collect();
             let y: Vec<usize> = y.iter().map(|n| index(n)).collect();
             let got = label_columns(&columns, index(x), &y, &[row]);
-            let got: Vec<&str> = got.iter().map(|&i| columns[i].0.as_str()).collect();
+            let got: Vec<&str> = got.iter().map(|&i| &*columns[i].name).collect();
             assert_eq!(got, want, "{columns:?}");
         };
         check(&["id:int4", "name", "price:numeric"], "id", &["price"], &["name"]);
@@ -1281,8 +1242,8 @@ mod tests {
     }
 
     fn html_id(id: &str) -> String {
-        html(id, "bar", "a", &names(&["b"]), &cols(&["a", "b:int4"]), &rows(json!([["x", 1]])))
-            .unwrap()
+        let bar = spec("bar", "a", &["b"]).unwrap();
+        html(id, &bar, &cols(&["a", "b:int4"]), &rows(json!([["x", 1]]))).unwrap()
     }
 
     #[test]

@@ -13,12 +13,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::ask::{AnswerCard, CardInput, ErrorCard};
 use super::{CheckedForm, Csrf, Layout, LocalTime, TokenForm, WebError, WebUser, page};
 use crate::error::{AppError, ErrorCode};
 use crate::flash::{Flash, Owner};
+use crate::questions::{ResultView, StoredTimings};
 use crate::state::AppState;
 use crate::store::{Asker, ConnectionId, OutcomeFilter, QueryFilter, QueryRecord, Role, UserId};
 use crate::{accounts, connections, questions};
@@ -173,8 +173,7 @@ impl HistoryParams {
 
 /// The request's total time of a record, for people.
 fn total_ms(record: &QueryRecord) -> Option<f64> {
-    let timings: Value = serde_json::from_str(&record.record.timings_json).ok()?;
-    timings["total_ms"].as_f64()
+    StoredTimings::read(&record.record.timings_json).map(|t| t.total_ms())
 }
 
 /// A question's rows, time and engine, for people: `12 rows · 42 ms · offline`.
@@ -344,28 +343,15 @@ pub(crate) async fn detail(
     let q = questions::get(&state, &user, &id).await?;
     let r = &q.record;
     let card = if r.outcome == "ok" {
-        let result: Value =
-            r.result_json.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
-        let columns = result["columns"]
-            .as_array()
-            .map(|cs| {
-                cs.iter()
-                    .map(|c| {
-                        let text = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-                        (text("name"), text("type"))
-                    })
-                    .collect()
+        // A stored result that does not read still shows the answer, its SQL
+        // and feedback, without rows.
+        let read = r.result_json.as_deref().map(ResultView::read).transpose();
+        let result = read
+            .unwrap_or_else(|e| {
+                tracing::warn!(query = %q.id, "the stored result does not read: {e}");
+                None
             })
-            .unwrap_or_default();
-        let rows: Vec<Vec<Value>> =
-            serde_json::from_value(result["rows"].clone()).unwrap_or_default();
-        let chart = result["chart"].as_object().map(|c| {
-            let y = c["y"].as_array().map_or_else(Vec::new, |y| {
-                y.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
-            });
-            let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-            (text("type"), text("x"), y)
-        });
+            .unwrap_or_else(|| ResultView { truncated: r.truncated, ..ResultView::default() });
         AnswerCard::new(CardInput {
             id: q.id.as_str(),
             question: &r.question,
@@ -376,11 +362,7 @@ pub(crate) async fn detail(
             total_ms: total_ms(&q),
             conversation_id: r.conversation_id.as_str(),
             connection_id: r.connection_id.as_str(),
-            columns,
-            rows: &rows,
-            row_count: result["row_count"].as_u64().map_or(rows.len(), |n| n as usize),
-            truncated: r.truncated,
-            chart,
+            result: &result,
             feedback: q.feedback,
         })
         .in_history()
