@@ -14,7 +14,8 @@ use axum::extract::ws::{
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use custard_core::wire::{
-    ErrorReport, Flow, Frame, MAX_FRAME_BYTES, Message, Origin, WireLimits, schema_to_json,
+    ErrorReport, Flow, Frame, MAX_FRAME_BYTES, Message, Origin, WireErrorCode, WireLimits,
+    schema_to_json,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -144,7 +145,7 @@ async fn serve(
         None
     })
     .await;
-    let refusal = |code: &str, message: String| {
+    let refusal = |code: WireErrorCode, message: String| {
         let text =
             Frame::new("hello", Message::Error(ErrorReport::new(code, message.clone()))).encode();
         (text, message)
@@ -153,14 +154,14 @@ async fn serve(
         Ok(Some(Ok(Frame { id, message: Message::Hello(hello) }))) => (id, hello),
         Ok(Some(Ok(frame))) => {
             let (text, reason) = refusal(
-                "unexpected_message",
+                WireErrorCode::UnexpectedMessage,
                 format!("the first frame must be `hello`, not `{}`", frame.message.type_name()),
             );
             refuse(&mut sink, text, reason).await;
             return;
         }
         Ok(Some(Err(e))) => {
-            let (text, reason) = refusal(e.code(), e.to_string());
+            let (text, reason) = refusal(e.error_code(), e.to_string());
             refuse(&mut sink, text, reason).await;
             return;
         }
@@ -171,7 +172,7 @@ async fn serve(
     };
     if hello.dialect() != Some(connection.dialect) {
         let (text, reason) = refusal(
-            "dialect_mismatch",
+            WireErrorCode::DialectMismatch,
             format!(
                 "this connection is for a {} database but the agent serves {}",
                 connection.dialect, hello.dialect
@@ -215,7 +216,7 @@ async fn serve(
         Ok(link) => link,
         Err(reason) => {
             tracing::warn!(connection = %connection.id, %reason, "agent refused");
-            let (text, reason) = refusal("too_many_agents", reason);
+            let (text, reason) = refusal(WireErrorCode::TooManyAgents, reason);
             refuse(&mut sink, text, reason).await;
             return;
         }
@@ -226,7 +227,7 @@ async fn serve(
     if !key_still_valid(store.as_ref(), &connection, key_hash).await {
         hub.unregister(&link);
         let (text, reason) = refusal(
-            "unauthorized",
+            WireErrorCode::Unauthorized,
             "the API key was rotated or revoked while connecting".to_owned(),
         );
         refuse(&mut sink, text, reason).await;
@@ -300,7 +301,7 @@ async fn serve(
                         break End { code: close_code::NORMAL, reason: "the agent closed the connection".into() };
                     }
                     Some(Ok(WsMessage::Binary(_))) => {
-                        let report = ErrorReport::new("malformed_frame", "frames are JSON text, not binary");
+                        let report = ErrorReport::new(WireErrorCode::Malformed, "frames are JSON text, not binary");
                         let _ = outbox.try_send(Frame::new("", Message::Error(report)));
                         continue;
                     }
@@ -318,12 +319,12 @@ async fn serve(
                 match frame.message {
                     Message::Pong => {}
                     Message::Hello(_) => {
-                        let report = ErrorReport::new("unexpected_message", "`hello` was already received");
+                        let report = ErrorReport::new(WireErrorCode::UnexpectedMessage, "`hello` was already received");
                         let _ = outbox.try_send(frame.reply(Message::Error(report)));
                     }
                     ref message if message.origin() == Origin::Server => {
                         let report = ErrorReport::new(
-                            "unexpected_message",
+                            WireErrorCode::UnexpectedMessage,
                             format!("the server does not accept `{}` messages", message.type_name()),
                         );
                         let _ = outbox.try_send(frame.reply(Message::Error(report)));
