@@ -147,6 +147,28 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs `f`, a read of one row by its key, with a read-only connection on
+    /// the calling thread: such a read takes microseconds, less than handing it
+    /// to a blocking thread and back (which [`SqliteStore::read`] does for
+    /// reads that may scan). Every question makes two of them.
+    fn lookup<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        Box::pin(async move {
+            let permit = Arc::clone(&readers.permits)
+                .acquire_owned()
+                .await
+                .map_err(|e| StoreError::Internal(format!("store readers closed: {e}")))?;
+            let mut lease = Lease::take(&readers, permit)?;
+            f(lease.conn())
+        })
+    }
+}
+
 /// A reader taken from the pool under a permit; dropping it puts the
 /// connection back before the permit is released.
 struct Lease<'a> {
@@ -376,7 +398,7 @@ impl Store for SqliteStore {
         org: &'a OrgId,
     ) -> BoxFuture<'a, Result<(Session, User, Membership), StoreError>> {
         let (id, org) = (session.clone(), org.clone());
-        self.read(move |conn| accounts::session_context(conn, &id, &org))
+        self.lookup(move |conn| accounts::session_context(conn, &id, &org))
     }
 
     fn revoke_session<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -585,7 +607,7 @@ impl Store for SqliteStore {
         id: &'a ConnectionId,
     ) -> BoxFuture<'a, Result<DbConnection, StoreError>> {
         let (org, id) = (org.clone(), id.clone());
-        self.read(move |conn| platform::select_connection(conn, &org, &id))
+        self.lookup(move |conn| platform::select_connection(conn, &org, &id))
     }
 
     fn connection_by_key_hash<'a>(

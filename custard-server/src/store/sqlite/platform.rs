@@ -421,7 +421,7 @@ pub(super) fn approved_examples(
     ensure_connection(&tx, org, id)?;
     // The WHERE repeats the partial index's condition word for word so SQLite uses it.
     let mut stmt = tx
-        .prepare(&format!(
+        .prepare_cached(&format!(
             "SELECT question, sql FROM queries
              WHERE connection_id = ?1 AND feedback = 1 AND outcome = 'ok' AND sql IS NOT NULL
              {NEWEST_FIRST}"
