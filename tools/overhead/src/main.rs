@@ -1,7 +1,9 @@
 //! What the platform adds to a question: questions per second and latency
 //! percentiles through `POST /api/v1/query` (server + agent + PostgreSQL, with
 //! an instant fake OpenAI-compatible model), next to the same SQL run directly
-//! with tokio-postgres at the same concurrency, in the same run.
+//! with tokio-postgres and next to the model's own HTTP round trip (the same
+//! request straight to the fake model), at the same concurrency, in the same
+//! run. The overhead is what the platform adds beyond both.
 //!
 //! ```text
 //! cargo run --release -p custard-overhead -- --questions 2000 --concurrency 8
@@ -109,6 +111,30 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
+    // The model's own round trip, as the server's client makes it: the issue's
+    // overhead is what Custard adds beyond it and beyond the SQL itself.
+    eprintln!("model: {} round trips at concurrency {}...", args.questions, args.concurrency);
+    let completions = format!("{}/chat/completions", model.base_url());
+    // The very request the server sent (its prompt, with the schema), replayed.
+    let prompt = model
+        .requests()
+        .last()
+        .and_then(|r| r.body.as_ref())
+        .map(|b| b.raw.clone())
+        .context("the model recorded no request during the warm-up")?;
+    let model_run = measure(args.questions, args.concurrency, |_| {
+        let (http, url, body) = (http.clone(), completions.clone(), prompt.clone());
+        async move {
+            let reply: Value =
+                http.post(url).json(&body).send().await?.error_for_status()?.json().await?;
+            if reply["choices"][0]["message"]["content"].as_str().is_none() {
+                bail!("the model answered no message: {reply}");
+            }
+            Ok(0)
+        }
+    })
+    .await?;
+
     eprintln!(
         "through custard: {} questions at concurrency {}...",
         args.questions, args.concurrency
@@ -124,9 +150,11 @@ async fn main() -> anyhow::Result<()> {
         args.questions, args.concurrency
     );
     println!("{:<28} {:>12} {:>9} {:>9} {:>9}", "", "requests/s", "p50 ms", "p95 ms", "p99 ms");
-    for (name, r) in
-        [("direct tokio-postgres", &direct), ("server + agent (POST /query)", &platform)]
-    {
+    for (name, r) in [
+        ("direct tokio-postgres", &direct),
+        ("model round trip (HTTP)", &model_run),
+        ("server + agent (POST /query)", &platform),
+    ] {
         println!(
             "{:<28} {:>12.0} {:>9.3} {:>9.3} {:>9.3}",
             name,
@@ -141,6 +169,10 @@ async fn main() -> anyhow::Result<()> {
         platform.percentile(50.0) - direct.percentile(50.0),
         platform.percentile(99.0) - direct.percentile(99.0),
         platform.throughput() / direct.throughput()
+    );
+    println!(
+        "overhead beyond the SQL and the model's round trip: p50 +{:.3} ms",
+        platform.percentile(50.0) - direct.percentile(50.0) - model_run.percentile(50.0)
     );
     let steps = steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mean: Vec<String> = steps
