@@ -4,6 +4,8 @@
 //! This is the one module that sees both surfaces, the JSON API ([`crate::api`])
 //! and the web pages ([`crate::web`]); neither imports the other.
 
+use std::io::Write as _;
+
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -97,13 +99,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if demo {
         let login =
             crate::demo::start(&state, address, stop.clone()).await.context("starting the demo")?;
-        // The console is the one place the demo password is shown.
-        println!(
+        // The console is the one place the demo password is shown. A closed
+        // stdout (a supervisor or a pipe that stopped reading) must not stop
+        // the server, as `println!` would by panicking.
+        let banner = format!(
             "\nCustard demo is running at http://{address}\n  \
              email:    {}\n  password: {}\n  \
              API docs: http://{address}/api/v1/docs\n",
             login.email, login.password
         );
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = writeln!(stdout, "{banner}").and_then(|()| stdout.flush()) {
+            tracing::warn!("could not print the demo's sign-in to stdout: {e}");
+        }
     }
     let limits = state.config().serve_limits();
     tokio::spawn({

@@ -701,3 +701,38 @@ async fn a_hostile_agent_cannot_flood_the_server() {
     })
     .await;
 }
+
+/// The demo prints its sign-in on stdout; a stdout nobody reads any more (a
+/// pipe closed by a supervisor or a tool that read what it needed) must not
+/// take the server down.
+#[tokio::test]
+async fn a_closed_stdout_does_not_stop_the_server() {
+    let scene = Scene::new("closed_stdout");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = tokio::process::Command::new(server_binary())
+        .args(["--demo", "--bind", &addr, "--data-dir"])
+        .arg(scene.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the server");
+    // Nobody will read the banner.
+    drop(child.stdout.take());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+    let healthy = |http: reqwest::Client| {
+        let url = format!("http://{addr}/health");
+        async move { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !healthy(http.clone()).await {
+        assert!(child.try_wait().expect("status").is_none(), "the server exited while starting");
+        assert!(Instant::now() < deadline, "the server did not answer within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The banner goes out once the demo is ready; give it time to be written.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(child.try_wait().expect("status").is_none(), "the server died writing to stdout");
+    assert!(healthy(http).await, "the server stopped answering");
+}

@@ -212,6 +212,8 @@ impl Server {
             let mut lines = BufReader::new(stdout).lines();
             while let Some(line) = lines.next_line().await? {
                 if let Some(password) = line.trim().strip_prefix("password:") {
+                    // Keep reading what else the server prints, so its stdout never closes.
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
                     return Ok(password.trim().to_owned());
                 }
             }
