@@ -42,6 +42,11 @@ pub(in crate::store) const MIGRATIONS: &[Migration] = &[
         name: "connection_names",
         sql: include_str!("../../../migrations/0004_connection_names.sql"),
     },
+    Migration {
+        version: 5,
+        name: "schema_summary",
+        sql: include_str!("../../../migrations/0005_schema_summary.sql"),
+    },
 ];
 
 /// The newest version this binary knows.

@@ -753,6 +753,34 @@ fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
 mod tests {
     use super::*;
 
+    /// A question reads its connection with the schema's fingerprint from an
+    /// index: never from the row that holds the schema's JSON, whose overflow
+    /// pages a large schema makes long.
+    #[tokio::test]
+    async fn reading_a_connection_never_reads_its_schema_json() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("custard.db")).expect("open");
+        let plan = store
+            .read(|conn| {
+                let sql = format!(
+                    "EXPLAIN QUERY PLAN {} WHERE c.org_id = ?1 AND c.id = ?2",
+                    rows::CONNECTION_SELECT
+                );
+                let mut stmt = conn.prepare(&sql).map_err(db_error)?;
+                let lines = stmt
+                    .query_map(["org", "id"], |r| r.get::<_, String>(3))
+                    .map_err(db_error)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db_error)?;
+                Ok(lines)
+            })
+            .await
+            .expect("plan");
+        let schemas: Vec<&String> = plan.iter().filter(|l| l.contains(" s ")).collect();
+        assert_eq!(schemas.len(), 1, "{plan:?}");
+        assert!(schemas[0].contains("USING COVERING INDEX connection_schemas_summary"), "{plan:?}");
+    }
+
     #[tokio::test]
     async fn connections_are_durable_and_enforce_foreign_keys() {
         let dir = tempfile::tempdir().expect("temp dir");

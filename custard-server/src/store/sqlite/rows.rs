@@ -245,11 +245,16 @@ impl FromSql for TokenKind {
 }
 
 /// A connection with its schema's fingerprint; `c` is `connections`, `s` `connection_schemas`.
+/// `s` is read from its summary index (migration 5) and never from the row,
+/// which holds the schema's JSON: `INDEXED BY` makes that a rule the planner
+/// cannot trade away (a query it cannot plan that way fails to prepare).
 pub(super) const CONNECTION_SELECT: &str = "
     SELECT c.id, c.org_id, c.name, c.dialect, c.key_prefix, c.instructions,
            s.fingerprint, s.refreshed_at, c.agent_version, c.last_seen_at,
            c.created_at, c.updated_at
-    FROM connections c LEFT JOIN connection_schemas s ON s.connection_id = c.id";
+    FROM connections c
+    LEFT JOIN connection_schemas s INDEXED BY connection_schemas_summary
+        ON s.connection_id = c.id";
 
 /// The columns [`query_from_row`] reads, in its order.
 pub(super) const QUERY_COLUMNS: &str = "
