@@ -145,7 +145,7 @@ async fn active_slow_queries(db: &ScratchDb) -> i64 {
     for _ in 0..100 {
         n = client
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%300000000%' \
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%300000000%' AND query NOT LIKE '%pg_stat_activity%' \
                  AND state = 'active' AND pid <> pg_backend_pid()",
                 &[],
             )

@@ -206,7 +206,7 @@ async fn active_slow_queries(db: &ScratchDb) -> i64 {
     for _ in 0..50 {
         n = client
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%300000000%' AND state = 'active' AND pid <> pg_backend_pid()",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%300000000%' AND query NOT LIKE '%pg_stat_activity%' AND state = 'active' AND pid <> pg_backend_pid()",
                 &[],
             )
             .await
@@ -482,7 +482,7 @@ async fn a_lost_session_cancels_its_queries_in_the_database() {
     let running = || async {
         let n: i64 = client
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow_answer%' \
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%slow_answer%' AND query NOT LIKE '%pg_stat_activity%' \
                  AND state = 'active' AND pid <> pg_backend_pid()",
                 &[],
             )
@@ -512,7 +512,7 @@ async fn running_slow_query(db: &ScratchDb) -> String {
     for _ in 0..100 {
         let row = client
             .query_opt(
-                "SELECT query FROM pg_stat_activity WHERE query LIKE '%300000000%' AND state = 'active' AND pid <> pg_backend_pid() LIMIT 1",
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%300000000%' AND query NOT LIKE '%pg_stat_activity%' AND state = 'active' AND pid <> pg_backend_pid() LIMIT 1",
                 &[],
             )
             .await

@@ -105,10 +105,33 @@ impl PostgresExecutor {
             Err(e) => {
                 // Missed deadline or cancelled by the caller: stop the server's work,
                 // and never reuse this connection.
-                let _ = cancel.cancel_query(NoTls).await;
+                stop(&client, &cancel).await;
                 drop(deadpool_postgres::Object::take(client));
                 Err(e)
             }
+        }
+    }
+}
+
+/// How long [`stop`] keeps cancelling, and how long it waits after each cancel.
+const STOP_PATIENCE: Duration = Duration::from_secs(2);
+const STOP_RETRY: Duration = Duration::from_millis(100);
+
+/// Cancels whatever the connection runs and makes sure it stopped.
+/// PostgreSQL ignores a cancel that arrives while it waits between two
+/// messages (the statement parsed, its Execute not read yet), and the
+/// envelope's messages are all sent up front; so cancel again until an empty
+/// query sent behind them answers, which it does once they have all ended.
+async fn stop(client: &tokio_postgres::Client, cancel: &CancelToken) {
+    let behind = client.batch_execute("");
+    let mut behind = std::pin::pin!(behind);
+    let deadline = Instant::now() + STOP_PATIENCE;
+    loop {
+        let _ = cancel.cancel_query(NoTls).await;
+        if tokio::time::timeout(STOP_RETRY, behind.as_mut()).await.is_ok()
+            || Instant::now() >= deadline
+        {
+            return;
         }
     }
 }
