@@ -318,10 +318,11 @@ async fn queries_run_on_the_search_path_the_guard_checked() {
     assert_eq!(read(shadow).await, vec![vec![json!("shadow")]]);
 }
 
-/// The driver holds a whole fetch in memory before any cap sees it, so rows
-/// are fetched by size: three concurrent runs of 490 rows of 2 MB each under a
-/// 20 kB byte cap must not pull ~1 GB each into memory (they did with fixed
-/// batches of 500 rows).
+/// Large rows never pile up before a cap sees them: rows come one at a time
+/// with the driver's backpressure, and a cap that stops the read cancels the
+/// rest, so three concurrent runs of 490 rows of 2 MB each under a 20 kB byte
+/// cap must not pull ~1 GB each into memory (they did once, with fixed fetches
+/// of 500 rows).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_rows_are_fetched_a_few_at_a_time() {
     let (_db, ex) = numbers_db().await;
