@@ -132,11 +132,7 @@ impl SqliteStore {
     {
         let readers = Arc::clone(&self.readers);
         Box::pin(async move {
-            // A permit means an idle connection is there to take.
-            let permit = Arc::clone(&readers.permits)
-                .acquire_owned()
-                .await
-                .map_err(|e| StoreError::Internal(format!("store readers closed: {e}")))?;
+            let permit = readers.permit().await?;
             tokio::task::spawn_blocking(move || {
                 let mut lease = Lease::take(&readers, permit)?;
                 f(lease.conn())
@@ -159,13 +155,20 @@ impl SqliteStore {
     {
         let readers = Arc::clone(&self.readers);
         Box::pin(async move {
-            let permit = Arc::clone(&readers.permits)
-                .acquire_owned()
-                .await
-                .map_err(|e| StoreError::Internal(format!("store readers closed: {e}")))?;
+            let permit = readers.permit().await?;
             let mut lease = Lease::take(&readers, permit)?;
             f(lease.conn())
         })
+    }
+}
+
+impl Readers {
+    /// Waits for a permit: holding one means an idle connection is there to take.
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Internal(format!("store readers closed: {e}")))
     }
 }
 
