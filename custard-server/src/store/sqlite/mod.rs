@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use custard_core::BoxFuture;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 use tokio::sync::Mutex;
 
@@ -81,8 +82,8 @@ impl SqliteStore {
         let mut conn = Connection::open_with_flags(&plain, flags)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {shown}: {e}")))?;
         configure(&conn)
+            .and_then(|()| plan_once(&conn).map_err(|e| e.to_string()))
             .map_err(|e| StoreError::Unavailable(format!("cannot configure {shown}: {e}")))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn)?;
         let readers = (0..READERS)
             .map(|_| open_reader(&plain))
@@ -211,8 +212,21 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "query_only", "ON")?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    plan_once(&conn)?;
     Ok(conn)
+}
+
+/// Keeps a connection's statements planned once: its statement cache, and
+/// the query planner's stability guarantee. Without the guarantee SQLite may
+/// plan a statement with a join or a partial index for the values bound to
+/// it, and marks it to be prepared again whenever they change, which the
+/// statement cache's reset does every time: the cached connection read of
+/// every question was parsed and planned anew. The store's statements are
+/// key lookups and index scans whose best plan does not depend on the values.
+fn plan_once(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
 }
 
 /// `query_row` through the connection's statement cache: the hot statements
@@ -782,6 +796,58 @@ mod tests {
         let schemas: Vec<&String> = plan.iter().filter(|l| l.contains(" s ")).collect();
         assert_eq!(schemas.len(), 1, "{plan:?}");
         assert!(schemas[0].contains("USING COVERING INDEX connection_schemas_summary"), "{plan:?}");
+    }
+
+    /// The reads of every question (its connection, the approved examples)
+    /// are parsed and planned once per connection, whatever values they are
+    /// given: a join and a partial index used to make SQLite plan them again
+    /// on every use.
+    #[tokio::test]
+    async fn a_question_s_reads_are_planned_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("custard.db")).expect("open");
+        let mut keys = Vec::new();
+        for name in ["ada", "grace"] {
+            let user = NewUser {
+                email: format!("{name}@example.com"),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+                first_name: name.to_owned(),
+                last_name: "Tester".to_owned(),
+            };
+            let signup = store.create_user_with_org(user, name.to_owned()).await.expect("sign up");
+            let org = signup.organization.id;
+            let new = NewConnection {
+                org_id: org.clone(),
+                name: name.to_owned(),
+                dialect: custard_core::Dialect::Postgres,
+                key_hash: format!("{name}-key-hash"),
+                key_prefix: "custard_AbCd".to_owned(),
+            };
+            let connection = store.create_connection(new).await.expect("connection");
+            keys.push((org, connection.id));
+        }
+        let uses = 6;
+        let statuses = store
+            .lookup(move |conn| {
+                for (org, id) in keys.iter().cycle().take(uses) {
+                    platform::select_connection(conn, org, id)?;
+                    platform::approved_examples(conn, org, id, 5)?;
+                }
+                let status = |sql: &str| -> Result<(i32, i32), StoreError> {
+                    let stmt = conn.prepare_cached(sql).map_err(db_error)?;
+                    let run = stmt.get_status(rusqlite::StatementStatus::Run);
+                    Ok((run, stmt.get_status(rusqlite::StatementStatus::RePrepare)))
+                };
+                Ok([
+                    status(&platform::select_connection_sql())?,
+                    status(&platform::approved_examples_sql())?,
+                ])
+            })
+            .await
+            .expect("reads");
+        // Run as often as asked (the very statements), and never prepared again.
+        let uses = i32::try_from(uses).expect("small");
+        assert_eq!(statuses, [(uses, 0), (uses, 0)]);
     }
 
     #[tokio::test]

@@ -71,8 +71,13 @@ pub(super) fn select_connection(
     org: &OrgId,
     id: &ConnectionId,
 ) -> Result<DbConnection, StoreError> {
-    let sql = format!("{CONNECTION_SELECT} WHERE c.org_id = ?1 AND c.id = ?2");
-    conn.cached_row(&sql, params![org, id], connection_from_row).map_err(db_error)
+    conn.cached_row(&select_connection_sql(), params![org, id], connection_from_row)
+        .map_err(db_error)
+}
+
+/// The statement of [`select_connection`].
+pub(super) fn select_connection_sql() -> String {
+    format!("{CONNECTION_SELECT} WHERE c.org_id = ?1 AND c.id = ?2")
 }
 
 /// The connection whose current key has this hash.
@@ -419,14 +424,7 @@ pub(super) fn approved_examples(
 ) -> Result<Vec<ApprovedExample>, StoreError> {
     let tx = conn.transaction().map_err(db_error)?;
     ensure_connection(&tx, org, id)?;
-    // The WHERE repeats the partial index's condition word for word so SQLite uses it.
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "SELECT question, sql FROM queries
-             WHERE connection_id = ?1 AND feedback = 1 AND outcome = 'ok' AND sql IS NOT NULL
-             {NEWEST_FIRST}"
-        ))
-        .map_err(db_error)?;
+    let mut stmt = tx.prepare_cached(&approved_examples_sql()).map_err(db_error)?;
     let rows = stmt
         .query_map([id], |row| Ok(ApprovedExample { question: row.get(0)?, sql: row.get(1)? }))
         .map_err(db_error)?;
@@ -442,6 +440,16 @@ pub(super) fn approved_examples(
         }
     }
     Ok(examples)
+}
+
+/// The statement of [`approved_examples`]: its WHERE repeats the partial
+/// index's condition word for word so SQLite uses the index.
+pub(super) fn approved_examples_sql() -> String {
+    format!(
+        "SELECT question, sql FROM queries
+         WHERE connection_id = ?1 AND feedback = 1 AND outcome = 'ok' AND sql IS NOT NULL
+         {NEWEST_FIRST}"
+    )
 }
 
 /// Questions matching `condition`, newest first; `params` are `?1` the
