@@ -24,6 +24,17 @@ const KEY_REFUSED: &str = "the server refused this agent's API key (rotated or d
     CUSTARD_API_KEY to the connection's current key from the Connections page, then restart the \
     agent";
 
+/// The runtime the agent binary runs on: one thread for everything.
+///
+/// An agent's work per question is small (a guard check, a few database
+/// round trips, a few frames), and on one thread none of it waits for another
+/// thread to wake up: on a two-core machine that takes about 0.2 ms off each
+/// question (`docs/performance.md`). The database does the heavy part in its
+/// own processes; SQLite queries run on blocking threads all the same.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     run_with_backoff(config, shutdown, Backoff::new()).await

@@ -13,5 +13,5 @@ mod startup;
 mod state;
 mod tls;
 
-pub use agent::{run, run_with_backoff};
+pub use agent::{run, run_with_backoff, runtime};
 pub use tls::install_crypto_provider;

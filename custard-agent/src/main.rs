@@ -73,14 +73,13 @@ fn main() -> ExitCode {
     // Before anything can use rustls: a build with no provider feature, or more
     // than one, would otherwise panic on the first wss:// connection.
     custard_agent::install_crypto_provider();
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: starting the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let runtime = match custard_agent::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         match cli.command {
             None => run(cli.run).await.map(|()| None),

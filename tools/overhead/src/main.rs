@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Everything runs on loopback in this process (server, agent, fake model and
-//! load), so on a small machine they share its cores; the numbers are a ratio
-//! measured side by side, not an absolute capacity.
+//! load), so on a small machine they share its cores; the agent has its own
+//! runtime on its own thread, the one its binary runs on. The numbers are a
+//! ratio measured side by side, not an absolute capacity.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -321,8 +322,14 @@ async fn start_platform(
         allow_privileged_role: true,
         ..AgentConfig::new(server_url, api_key, database_url)
     };
-    // The agent runs until the process exits.
-    tokio::spawn(custard_agent::run(config, CancellationToken::new()));
+    // The agent runs on its own runtime, the one its binary uses, as it runs
+    // in its own process next to the database; it lives until the process exits.
+    let agent_runtime = custard_agent::runtime()?;
+    std::thread::Builder::new().name("agent".into()).spawn(move || {
+        agent_runtime.block_on(async {
+            tokio::spawn(custard_agent::run(config, CancellationToken::new())).await
+        })
+    })?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let c: Value = http
