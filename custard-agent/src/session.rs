@@ -490,7 +490,22 @@ where
         };
         let limit = *clock.stall_limit.borrow();
         clock.sending_since.send_replace(Some(Instant::now()));
-        match tokio::time::timeout(limit, sink.send(message)).await {
+        // What else is queued already goes out with it, in one write (a small
+        // result's `columns`, `rows` and `done` reach the server together),
+        // up to about one large frame's worth, so the stall limit still
+        // measures the progress of about one frame.
+        let send = async {
+            let mut batch = message.len();
+            sink.feed(message).await?;
+            while batch < ROWS_FRAME_BYTES
+                && let Some(more) = ready(&mut control, &mut data)
+            {
+                batch += more.len();
+                sink.feed(more).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(limit, send).await {
             Ok(Ok(())) => {
                 clock.sending_since.send_replace(None);
             }
@@ -505,6 +520,14 @@ where
     }
     let _ = sink.close().await;
     Ok(())
+}
+
+/// A frame queued already (replies of the read loop first), without waiting.
+fn ready(
+    control: &mut mpsc::Receiver<WsMessage>,
+    data: &mut mpsc::Receiver<WsMessage>,
+) -> Option<WsMessage> {
+    control.try_recv().or_else(|_| data.try_recv()).ok()
 }
 
 /// The writer's deadline, and since when its current frame is being sent.
@@ -650,18 +673,28 @@ async fn run_query(
     let deadline = request.received + limits.timeout;
     let (tx, mut rx) = mpsc::channel::<RowBatch>(2);
     let execute = state.executor.run(&checked, &limits, tx);
+    // The `columns` frame waits for the first rows (or the end), so a small
+    // result's frames are queued together and go out in one write.
+    let mut columns: Option<WsMessage> = None;
+    let held = &mut columns;
     // Forwards batches. Ending early drops the receiver, which stops the query.
     let forward = async move {
         let batches = async {
             while let Some(batch) = rx.recv().await {
                 match batch {
-                    RowBatch::Columns(columns) => {
-                        let columns = columns.iter().map(WireColumnMeta::from).collect();
-                        if !send(Message::Columns(Columns { columns })).await {
-                            return Forwarded::Lost;
-                        }
+                    RowBatch::Columns(meta) => {
+                        let meta = meta.iter().map(WireColumnMeta::from).collect();
+                        *held = Some(text(&Frame::new(
+                            id,
+                            Message::Columns(Columns { columns: meta }),
+                        )));
                     }
                     RowBatch::Rows(rows) => {
+                        if let Some(columns) = held.take()
+                            && !out.send(columns).await
+                        {
+                            return Forwarded::Lost;
+                        }
                         for frame in rows_frames(id, rows) {
                             // Wait for the server to take earlier frames (a slow
                             // reader pauses this query, nothing else).
@@ -720,6 +753,12 @@ async fn run_query(
                 outcome = "ok",
                 "query ran"
             );
+            // A result without rows: its columns go just before `done`.
+            if let Some(columns) = columns.take()
+                && !out.send(columns).await
+            {
+                return;
+            }
             Message::Done(Done::from(&summary))
         }
         (Err(e), Forwarded::Finished) => {
