@@ -523,7 +523,7 @@ pub trait Store: Send + Sync + fmt::Debug {
 }
 
 /// Why a store operation failed; messages never contain secrets.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// No such row, or it belongs to another organisation, or a token is used or expired.

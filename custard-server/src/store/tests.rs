@@ -932,6 +932,46 @@ async fn history_pages_newest_first_and_filters_by_connection() {
     .await;
 }
 
+/// Questions that finish together are recorded together (the SQLite store
+/// commits them in one transaction); each caller gets its own row, a
+/// question about a connection deleted meanwhile fails alone, and every
+/// recorded question is there after the store is closed and opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_recorded_at_once_each_get_their_own_result() {
+    bounded(async {
+        let mut fx = Fixture::new();
+        let store = Arc::clone(&fx.store);
+        let Tenant { org, user, connection } = tenant(store.as_ref(), "ada@example.com").await;
+        let doomed = store.create_connection(new_connection(&org, "doomed")).await.expect("new");
+        store.delete_connection(&org, &doomed.id).await.expect("delete");
+        let conv = conversation_id("c1");
+        let asks = (0..40).map(|i| {
+            let target = if i % 10 == 7 { &doomed } else { &connection };
+            let query = new_query(target, &user, &conv, &format!("q{i}"));
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { (query.clone(), store.record_query(query).await) })
+        });
+        let mut ids = std::collections::HashSet::new();
+        for ask in asks.collect::<Vec<_>>() {
+            let (query, result) = ask.await.expect("task");
+            if query.connection_id == doomed.id {
+                assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+            } else {
+                let got = result.expect("recorded");
+                assert_eq!(got.record, query, "each caller gets its own question back");
+                assert!(ids.insert(got.id), "ids are unique");
+            }
+        }
+        assert_eq!(ids.len(), 36);
+        drop(store);
+        fx.reopen();
+        let listed = fx.store.list_queries(&org, page(None, 100, 0)).await.expect("list");
+        let listed: std::collections::HashSet<_> = listed.into_iter().map(|e| e.query.id).collect();
+        assert_eq!(listed, ids, "every question answered as recorded was recorded");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_of_history_is_at_most_two_hundred() {
     bounded(async {

@@ -2,10 +2,12 @@
 //!
 //! One writing connection behind an async mutex serves every write on a
 //! blocking thread (SQLite has a single writer anyway, and waiting callers
-//! hold no thread); reads go to a small pool of read-only connections, which
-//! WAL lets run beside a commit instead of queueing behind its fsync. WAL with
-//! `synchronous = FULL` makes each commit durable before the call returns, and
-//! a read that starts after a commit sees it.
+//! hold no thread); the history's inserts go through a thread of their own
+//! that commits together the questions that finished while its previous
+//! commit ran (group commit). Reads go to a small pool of read-only
+//! connections, which WAL lets run beside a commit instead of queueing behind
+//! its fsync. WAL with `synchronous = FULL` makes each commit durable before
+//! the call returns, and a read that starts after a commit sees it.
 //! Multi-statement writes use `BEGIN IMMEDIATE`, so they never fail half-way on
 //! a lock upgrade when another process shares the file.
 //!
@@ -52,6 +54,55 @@ pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
+    history: Arc<HistoryWriter>,
+}
+
+/// The most questions one history commit takes.
+const HISTORY_BATCH: usize = 64;
+
+/// Records asked questions on a thread of its own, which commits together
+/// the questions that finished while its previous commit ran (group commit):
+/// under load one fsync and one write of each index page serve several
+/// questions, and alone a question waits for nothing but its own commit.
+/// Each caller is answered once the commit holding its question is durable.
+#[derive(Debug)]
+struct HistoryWriter {
+    queue: std::sync::mpsc::Sender<PendingRecord>,
+}
+
+/// A question waiting to be recorded, and where its result goes.
+#[derive(Debug)]
+struct PendingRecord {
+    record: NewQueryRecord,
+    done: tokio::sync::oneshot::Sender<Result<QueryRecord, StoreError>>,
+}
+
+impl HistoryWriter {
+    /// Starts the thread; it ends when the last clone of the store is gone.
+    fn start(conn: Arc<Mutex<Connection>>) -> std::io::Result<Self> {
+        let (queue, pending) = std::sync::mpsc::channel::<PendingRecord>();
+        std::thread::Builder::new().name("custard-history".into()).spawn(move || {
+            while let Ok(first) = pending.recv() {
+                let mut batch = vec![first];
+                batch.extend(pending.try_iter().take(HISTORY_BATCH - 1));
+                let records: Vec<&NewQueryRecord> = batch.iter().map(|p| &p.record).collect();
+                // Shared with the store's other writes, in the order they ask for it.
+                let results = platform::record_queries(&mut conn.blocking_lock(), &records);
+                for (pending, result) in batch.into_iter().zip(results) {
+                    // A caller that went away still has its question recorded.
+                    let _ = pending.done.send(result);
+                }
+            }
+        })?;
+        Ok(HistoryWriter { queue })
+    }
+
+    async fn record(&self, record: NewQueryRecord) -> Result<QueryRecord, StoreError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let gone = || StoreError::Internal("the history writer stopped".to_owned());
+        self.queue.send(PendingRecord { record, done }).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
 }
 
 /// The read-only connections: a permit per connection, and the idle ones.
@@ -93,10 +144,15 @@ impl SqliteStore {
             permits: Arc::new(tokio::sync::Semaphore::new(readers.len())),
             idle: std::sync::Mutex::new(readers),
         };
+        let conn = Arc::new(Mutex::new(conn));
+        let history = HistoryWriter::start(Arc::clone(&conn)).map_err(|e| {
+            StoreError::Unavailable(format!("cannot start the history writer for {shown}: {e}"))
+        })?;
         Ok(SqliteStore {
             path: path.to_owned(),
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
             readers: Arc::new(readers),
+            history: Arc::new(history),
         })
     }
 
@@ -699,7 +755,8 @@ impl Store for SqliteStore {
         &self,
         record: NewQueryRecord,
     ) -> BoxFuture<'_, Result<QueryRecord, StoreError>> {
-        self.run(move |conn| platform::record_query(conn, &record))
+        let history = Arc::clone(&self.history);
+        Box::pin(async move { history.record(record).await })
     }
 
     fn list_queries<'a>(

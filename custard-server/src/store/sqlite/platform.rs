@@ -211,50 +211,76 @@ pub(super) fn record_agent_seen(
     found(changed)
 }
 
-/// Records an asked question in the history.
-pub(super) fn record_query(
+/// Records asked questions in the history, in one transaction: one commit
+/// (one fsync, each index page written once) for the questions that finished
+/// while the previous commit ran. Each question's result is its own (a
+/// question whose connection was deleted meanwhile is NotFound, the others
+/// are recorded); a failed commit fails them all.
+pub(super) fn record_queries(
     conn: &mut Connection,
-    record: &NewQueryRecord,
-) -> Result<QueryRecord, StoreError> {
-    let tx = write_tx(conn)?;
+    records: &[&NewQueryRecord],
+) -> Vec<Result<QueryRecord, StoreError>> {
+    let all = |e: StoreError| records.iter().map(|_| Err(e.clone())).collect();
+    let tx = match write_tx(conn) {
+        Ok(tx) => tx,
+        Err(e) => return all(e),
+    };
+    let mut recorded = Vec::with_capacity(records.len());
+    for record in records {
+        // A statement that fails (a constraint) is undone alone and the
+        // transaction goes on; one SQLite rolls back whole (an I/O error, a
+        // full disk) leaves nothing to commit, and what follows must not run
+        // on its own outside it.
+        recorded.push(insert_query(&tx, record));
+        if tx.is_autocommit() {
+            return all(StoreError::Unavailable(
+                "the history's transaction was rolled back".into(),
+            ));
+        }
+    }
+    match tx.commit().map_err(db_error) {
+        Ok(()) => recorded,
+        Err(e) => all(e),
+    }
+}
+
+/// Inserts one question into the history, inside the caller's transaction.
+fn insert_query(tx: &Connection, record: &NewQueryRecord) -> Result<QueryRecord, StoreError> {
     // The foreign key would refuse it too, but as an opaque constraint error.
-    ensure_connection(&tx, &record.org_id, &record.connection_id)?;
+    ensure_connection(tx, &record.org_id, &record.connection_id)?;
     let r = record;
-    let recorded = tx
-        .cached_row(
-            &format!(
-                "INSERT INTO queries
-                     (id, org_id, connection_id, user_id, conversation_id, question, sql,
-                      outcome, error_message, answer, row_count, truncated, engine, attempts,
-                      timings_json, result_json, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17)
-                 RETURNING {QUERY_COLUMNS}"
-            ),
-            params![
-                QueryId::random(),
-                r.org_id,
-                r.connection_id,
-                r.user_id,
-                r.conversation_id,
-                r.question,
-                r.sql,
-                r.outcome,
-                r.error_message,
-                r.answer,
-                r.row_count.map(RowCount),
-                r.truncated,
-                r.engine,
-                r.attempts,
-                r.timings_json,
-                r.result_json,
-                Millis::now(),
-            ],
-            query_from_row,
-        )
-        .map_err(db_error)?;
-    tx.commit().map_err(db_error)?;
-    Ok(recorded)
+    tx.cached_row(
+        &format!(
+            "INSERT INTO queries
+                 (id, org_id, connection_id, user_id, conversation_id, question, sql,
+                  outcome, error_message, answer, row_count, truncated, engine, attempts,
+                  timings_json, result_json, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17)
+             RETURNING {QUERY_COLUMNS}"
+        ),
+        params![
+            QueryId::random(),
+            r.org_id,
+            r.connection_id,
+            r.user_id,
+            r.conversation_id,
+            r.question,
+            r.sql,
+            r.outcome,
+            r.error_message,
+            r.answer,
+            r.row_count.map(RowCount),
+            r.truncated,
+            r.engine,
+            r.attempts,
+            r.timings_json,
+            r.result_json,
+            Millis::now(),
+        ],
+        query_from_row,
+    )
+    .map_err(db_error)
 }
 
 /// A page of history with who asked; filtering on another organisation's
