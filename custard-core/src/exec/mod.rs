@@ -333,7 +333,13 @@ pub(crate) fn json_size(value: &Value) -> u64 {
     match value {
         Value::Null => 4,
         Value::Bool(b) => 5 - u64::from(*b),
-        Value::Number(n) => n.to_string().len() as u64,
+        Value::Number(n) => {
+            // Counted as printed, without building the text: every numeric
+            // cell of every row passes here.
+            let mut width = Width(0);
+            let _ = std::fmt::Write::write_fmt(&mut width, format_args!("{n}"));
+            width.0
+        }
         Value::String(s) => escaped_len(s) + 2,
         Value::Array(a) => {
             let commas = a.len().saturating_sub(1) as u64;
@@ -343,6 +349,16 @@ pub(crate) fn json_size(value: &Value) -> u64 {
             let commas = o.len().saturating_sub(1) as u64;
             2 + commas + o.iter().map(|(k, v)| escaped_len(k) + 3 + json_size(v)).sum::<u64>()
         }
+    }
+}
+
+/// A `fmt::Write` that only counts the bytes written to it.
+struct Width(u64);
+
+impl std::fmt::Write for Width {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len() as u64;
+        Ok(())
     }
 }
 
