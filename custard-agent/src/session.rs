@@ -791,7 +791,97 @@ pub(crate) const fn protocol_version() -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
     use super::*;
+
+    /// A sink that writes down what the writer does with it.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Recorder {
+        fn note(&self, event: String) {
+            self.0.lock().expect("events").push(event);
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.0.lock().expect("events").clone()
+        }
+    }
+
+    impl Sink<WsMessage> for Recorder {
+        type Error = tungstenite::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(self: Pin<&mut Self>, item: WsMessage) -> Result<(), Self::Error> {
+            let text: String =
+                item.to_text().map(|t| t.chars().take(8).collect()).unwrap_or_default();
+            self.note(format!("send {text} {}", item.len()));
+            Ok(())
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.note("flush".into());
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.note("close".into());
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Runs the writer over what is queued (replies of the read loop, then
+    /// results) until both queues close, and returns what it did.
+    async fn written(control: &[WsMessage], data: &[WsMessage]) -> Vec<String> {
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
+        for m in control {
+            control_tx.try_send(m.clone()).expect("room");
+        }
+        for m in data {
+            data_tx.try_send(m.clone()).expect("room");
+        }
+        drop((control_tx, data_tx));
+        let (_limit, stall_limit) = watch::channel(Duration::from_secs(5));
+        let (sending_since, _since) = watch::channel(None);
+        let sink = Recorder::default();
+        let clock = WriterClock { stall_limit, sending_since };
+        write(sink.clone(), control_rx, data_rx, clock).await.expect("written");
+        sink.events()
+    }
+
+    /// What is queued together leaves in one write, the read loop's replies
+    /// first; a write stops growing at about one large frame.
+    #[tokio::test]
+    async fn queued_frames_leave_together_up_to_a_large_frame() {
+        let frame = |text: &str| WsMessage::text(text.to_owned());
+        let events =
+            written(&[frame("pong")], &[frame("columns"), frame("rows"), frame("done")]).await;
+        assert_eq!(
+            events,
+            ["send pong 4", "send columns 7", "send rows 4", "send done 4", "flush", "close"]
+        );
+
+        let big = |tag: &str| WsMessage::text(format!("{tag}{}", "x".repeat(ROWS_FRAME_BYTES / 2)));
+        let size = ROWS_FRAME_BYTES / 2 + 2;
+        let events = written(&[], &[big("r1"), big("r2"), big("r3")]).await;
+        assert_eq!(
+            events,
+            [
+                format!("send r1xxxxxx {size}"),
+                format!("send r2xxxxxx {size}"),
+                "flush".into(),
+                format!("send r3xxxxxx {size}"),
+                "flush".into(),
+                "close".into(),
+            ]
+        );
+    }
 
     #[test]
     fn the_id_of_a_frame_that_did_not_decode() {
