@@ -86,8 +86,15 @@ impl HistoryWriter {
                 let mut batch = vec![first];
                 batch.extend(pending.try_iter().take(HISTORY_BATCH - 1));
                 let records: Vec<&NewQueryRecord> = batch.iter().map(|p| &p.record).collect();
-                // Shared with the store's other writes, in the order they ask for it.
-                let results = platform::record_queries(&mut conn.blocking_lock(), &records);
+                // Shared with the store's other writes, in the order they ask
+                // for it. A panic fails this batch, not every later question.
+                let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    platform::record_queries(&mut conn.blocking_lock(), &records)
+                }))
+                .unwrap_or_else(|_| {
+                    let failed = StoreError::Internal("recording the history failed".to_owned());
+                    vec![Err(failed); records.len()]
+                });
                 for (pending, result) in batch.into_iter().zip(results) {
                     // A caller that went away still has its question recorded.
                     let _ = pending.done.send(result);
