@@ -146,6 +146,12 @@ impl ErrorCode {
         self.parts().1
     }
 
+    /// Whether answers with this code carry `Retry-After` (the refusals of a
+    /// limit): one second when the refusal did not say how long.
+    pub(crate) fn waits(self) -> bool {
+        matches!(self, ErrorCode::RateLimited | ErrorCode::TooManyQuestions | ErrorCode::ServerBusy)
+    }
+
     /// What the code means, from its doc comment (also the OpenAPI text).
     pub(crate) fn meaning(self) -> String {
         self.parts().2.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ")
@@ -253,7 +259,12 @@ impl AppError {
 
     /// The `Retry-After` header for this error, when it has one.
     pub(crate) fn retry_after_header(&self) -> Option<(axum::http::HeaderName, String)> {
-        self.retry_after.map(|secs| (axum::http::header::RETRY_AFTER, secs.to_string()))
+        let secs = match self.retry_after {
+            Some(secs) => secs,
+            None if self.code.waits() => 1,
+            None => return None,
+        };
+        Some((axum::http::header::RETRY_AFTER, secs.to_string()))
     }
 
     /// An internal error: the cause goes to the log, the client sees a generic message.
@@ -415,6 +426,11 @@ mod tests {
         }
         let plain = AppError::new(ErrorCode::NotFound, "no").into_response();
         assert!(!plain.headers().contains_key("retry-after"));
+        // Every refusal of a limit says how long to wait, as the API document promises.
+        for code in ErrorCode::ALL.iter().copied() {
+            let response = AppError::new(code, "no").into_response();
+            assert_eq!(response.headers().contains_key("retry-after"), code.waits(), "{code:?}");
+        }
     }
 
     /// A model's failure reaches tenants as its code and a generic sentence:

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -270,7 +272,20 @@ fn add_responses(
     for (status, codes) in by_status {
         let names: Vec<&str> = codes.iter().map(|(code, _)| code.as_str()).collect();
         let extensions: Extensions = [(RESPONSE_CODES, json!(names))].into_iter().collect();
-        let response = ResponseBuilder::new()
+        let mut response = ResponseBuilder::new();
+        let waiting: Vec<&str> =
+            codes.iter().filter(|(code, _)| code.waits()).map(|(code, _)| code.as_str()).collect();
+        if !waiting.is_empty() {
+            let header = HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
+                .description(Some(format!(
+                    "Seconds to wait before trying again; sent with `{}`.",
+                    waiting.join("`, `")
+                )))
+                .build();
+            response = response.header("Retry-After", header);
+        }
+        let response = response
             .description(bullets(&codes, false))
             .content(
                 "application/json",
@@ -474,6 +489,16 @@ mod tests {
                 }
                 let schema = &response["content"]["application/json"]["schema"]["$ref"];
                 assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+                // A response whose codes include a limit's refusal declares the header it sends.
+                let waits = codes
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|name| crate::ErrorCode::parse(name).is_some_and(crate::ErrorCode::waits));
+                let header = &response["headers"]["Retry-After"];
+                assert_eq!(header.is_object(), waits, "{method} {path} {status}: {response}");
+                if waits {
+                    assert_eq!(header["schema"]["type"], "integer", "{method} {path} {status}");
+                }
             }
         }
         assert!(errors > 100, "only {errors} declared errors");
