@@ -302,6 +302,38 @@ pub fn grouped(number: &str) -> String {
     out
 }
 
+/// A name in lowercase without separators: `First_Name` -> `firstname`, so
+/// column names compare whatever their style.
+pub fn compact(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// Whether a database type holds text that can name a row or a category (not
+/// a number, date, flag, document or blob).
+pub fn is_textual(type_name: &str) -> bool {
+    let t = type_name.trim().to_ascii_lowercase();
+    let other = ["date", "time", "bool", "json", "bytea", "blob", "uuid", "interval", "null"];
+    !is_numeric_type(&t) && !other.iter().any(|o| t.starts_with(o))
+}
+
+/// The first letter in upper case.
+pub fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+pub fn listing(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
 /// A column name as words for sentences and labels: `total_amount` ->
 /// `total amount`, `avg_price` -> `average price`, `unitPrice` -> `unit
 /// price`, acronyms (`GDP`) kept; empty when the name has no words.

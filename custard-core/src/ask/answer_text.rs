@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::ColumnMeta;
 use crate::format::{
-    CellText, NumberFormat, column_words, grouped, is_identifier, is_numeric_type,
-    number as as_number,
+    CellText, NumberFormat, capitalized, column_words, compact, grouped, is_identifier,
+    is_numeric_type, is_textual, listing, number as as_number,
 };
 
 /// A list of at most this many rows is named in full.
@@ -289,11 +289,6 @@ fn label_columns(columns: &[ColumnMeta], numeric: &[bool]) -> (Vec<usize>, bool)
     }
 }
 
-/// A name without separators: `first_name` -> `firstname`.
-fn compact(name: &str) -> String {
-    name.chars().filter(char::is_ascii_alphanumeric).collect()
-}
-
 /// Whether a column holds numbers: a numeric type, or numbers in every non-null cell.
 fn is_numeric(columns: &[ColumnMeta], rows: &[Vec<Value>], i: usize) -> bool {
     if is_numeric_type(&columns[i].type_name) {
@@ -301,13 +296,6 @@ fn is_numeric(columns: &[ColumnMeta], rows: &[Vec<Value>], i: usize) -> bool {
     }
     let mut values = rows.iter().filter_map(|r| r.get(i)).filter(|v| !v.is_null()).peekable();
     values.peek().is_some() && values.all(Value::is_number)
-}
-
-/// Whether a type holds text that can name a row (not a date, flag, document or blob).
-fn is_textual(type_name: &str) -> bool {
-    let t = type_name.trim().to_ascii_lowercase();
-    let non_text = ["date", "time", "bool", "json", "bytea", "blob", "uuid", "interval", "null"];
-    !is_numeric_type(&t) && !non_text.iter().any(|n| t.starts_with(n))
 }
 
 /// A column name as words ([`column_words`]), `value` when it has none.
@@ -322,24 +310,6 @@ fn is_plural(phrase: &str) -> bool {
     last.len() > 3
         && last.ends_with('s')
         && !["ss", "us", "is", "ys"].iter().any(|e| last.ends_with(e))
-}
-
-/// The first letter in upper case.
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-/// `a`, `a and b`, `a, b and c`.
-fn listing(items: &[String]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
 }
 
 /// A count for people: `4,061`.

@@ -24,7 +24,8 @@ use super::Escaped;
 use crate::questions::{ChartView, ColumnView};
 use custard_core::ChartKind;
 use custard_core::format::{
-    CellText, NumberFormat, column_words, is_identifier, is_numeric_type, number,
+    CellText, NumberFormat, capitalized, column_words, compact, is_identifier, is_textual, listing,
+    number,
 };
 
 /// The most bars a bar chart draws, an "Others" bar included.
@@ -133,19 +134,6 @@ fn label_columns(
     vec![all().find(|&i| plain(i)).unwrap_or(x)]
 }
 
-/// A name in lowercase without separators: `First_Name` -> `firstname`.
-fn compact(name: &str) -> String {
-    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
-}
-
-/// Whether a database type holds text that can name a category (not a number,
-/// date, flag, document or blob).
-fn is_textual(type_name: &str) -> bool {
-    let t = type_name.trim().to_ascii_lowercase();
-    let other = ["date", "time", "bool", "json", "bytea", "blob", "uuid", "interval", "null"];
-    !is_numeric_type(&t) && !other.iter().any(|o| t.starts_with(o))
-}
-
 /// A column name's words in lowercase: `unitPrice`, `unit_price` -> `unit`, `price`.
 fn name_words(name: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
@@ -222,15 +210,6 @@ fn phrase(name: &str) -> String {
     let plain = name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' '));
     let words = column_words(name);
     if !plain || words.is_empty() { name.to_owned() } else { words }
-}
-
-/// The first letter in upper case.
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 /// Whether the values are all there and sorted, up or down: the query ranked the rows.
@@ -583,15 +562,6 @@ impl Canvas {
     }
 }
 
-/// `a`, `a and b`, `a, b and c`.
-fn listing(names: &[String]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
-}
-
 /// Gridline values: a round step, from `min(0, low)` to a round value at or above `high`;
 /// `None` when the range is too extreme to draw.
 fn ticks(low: f64, high: f64) -> Option<Vec<f64>> {
@@ -876,6 +846,7 @@ fn write_legend(out: &mut String, canvas: &Canvas, legend: &[LegendItem<'_>]) ->
 
 #[cfg(test)]
 mod tests {
+    use custard_core::format::is_numeric_type;
     use serde_json::json;
 
     use super::*;
