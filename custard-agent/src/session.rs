@@ -40,6 +40,9 @@ const WRITER_CLOSE: Duration = Duration::from_secs(1);
 /// A writer whose frame has made no progress for this long when the session
 /// ends is not waited for.
 const WRITER_STUCK: Duration = Duration::from_millis(500);
+/// How long a run's `columns` frame waits for its first rows, so that a
+/// small result leaves in one write while a slow one is heard from early.
+const COLUMNS_WAIT: Duration = Duration::from_millis(10);
 /// A `rows` frame is split when its JSON grows past this.
 const ROWS_FRAME_BYTES: usize = 1024 * 1024;
 /// The most `rows` frames of one run the server may let the agent send ahead
@@ -475,8 +478,13 @@ where
     S: Sink<WsMessage, Error = tungstenite::Error> + Unpin,
 {
     let (mut control_open, mut data_open) = (true, true);
+    // A frame taken from the queue that did not fit in the previous write.
+    let mut carried: Option<WsMessage> = None;
     loop {
-        let message = tokio::select! {
+        let message = if let Some(message) = carried.take() {
+            message
+        } else {
+            tokio::select! {
             biased;
             message = control.recv(), if control_open => match message {
                 Some(m) => m,
@@ -487,19 +495,22 @@ where
                 None => { data_open = false; continue; }
             },
             else => break,
+            }
         };
         let limit = *clock.stall_limit.borrow();
         clock.sending_since.send_replace(Some(Instant::now()));
         // What else is queued already goes out with it, in one write (a small
         // result's `columns`, `rows` and `done` reach the server together),
-        // up to about one large frame's worth, so the stall limit still
-        // measures the progress of about one frame.
+        // up to one large frame's worth, so the stall limit still measures
+        // the progress of at most about one frame.
         let send = async {
             let mut batch = message.len();
             sink.feed(message).await?;
-            while batch < ROWS_FRAME_BYTES
-                && let Some(more) = ready(&mut control, &mut data)
-            {
+            while let Some(more) = ready(&mut control, &mut data) {
+                if batch + more.len() > ROWS_FRAME_BYTES {
+                    carried = Some(more);
+                    break;
+                }
                 batch += more.len();
                 sink.feed(more).await?;
             }
@@ -680,7 +691,24 @@ async fn run_query(
     // Forwards batches. Ending early drops the receiver, which stops the query.
     let forward = async move {
         let batches = async {
-            while let Some(batch) = rx.recv().await {
+            loop {
+                let batch = if held.is_some() {
+                    match tokio::time::timeout(COLUMNS_WAIT, rx.recv()).await {
+                        Ok(batch) => batch,
+                        // Slow to its first row: the server hears the columns now.
+                        Err(_) => {
+                            if let Some(columns) = held.take()
+                                && !out.send(columns).await
+                            {
+                                return Forwarded::Lost;
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    rx.recv().await
+                };
+                let Some(batch) = batch else { break };
                 match batch {
                     RowBatch::Columns(meta) => {
                         let meta = meta.iter().map(WireColumnMeta::from).collect();
@@ -867,16 +895,19 @@ mod tests {
             ["send pong 4", "send columns 7", "send rows 4", "send done 4", "flush", "close"]
         );
 
-        let big = |tag: &str| WsMessage::text(format!("{tag}{}", "x".repeat(ROWS_FRAME_BYTES / 2)));
-        let size = ROWS_FRAME_BYTES / 2 + 2;
-        let events = written(&[], &[big("r1"), big("r2"), big("r3")]).await;
+        let big = |tag: &str| WsMessage::text(format!("{tag}{}", "x".repeat(ROWS_FRAME_BYTES / 4)));
+        let size = ROWS_FRAME_BYTES / 4 + 2;
+        // Three of them fit in one write; the fourth, taken from the queue
+        // already, opens the next.
+        let events = written(&[], &[big("r1"), big("r2"), big("r3"), big("r4")]).await;
         assert_eq!(
             events,
             [
                 format!("send r1xxxxxx {size}"),
                 format!("send r2xxxxxx {size}"),
-                "flush".into(),
                 format!("send r3xxxxxx {size}"),
+                "flush".into(),
+                format!("send r4xxxxxx {size}"),
                 "flush".into(),
                 "close".into(),
             ]

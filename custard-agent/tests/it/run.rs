@@ -275,6 +275,36 @@ async fn discovery_streaming_and_the_agents_own_guard() {
     agent.stop().await;
 }
 
+/// A small result's `columns` waits for its rows so they leave together,
+/// but a query slow to its first row has its columns heard at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_query_s_columns_come_before_its_rows() {
+    let db = numbers().await;
+    let mut server = FakeServer::start().await;
+    let agent = start(config(&server.url, &db.url, 4));
+    let mut side = server.agent().await;
+
+    side.run("slow", SLOW, 60_000).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), side.recv())
+        .await
+        .expect("the columns of a slow query come before it ends");
+    assert_eq!(first.id, "slow");
+    assert!(
+        matches!(&first.message, Message::Columns(c) if c.columns[0].name == "count"),
+        "{first:?}"
+    );
+    side.send(Frame::new("c1", Message::Cancel(Cancel { target: "slow".into() }))).await;
+    assert_eq!(error_code(&side.reply_to("slow").await), "canceled");
+
+    side.run("small", "SELECT i FROM n WHERE i <= 3 ORDER BY i", 10_000).await;
+    let reply = side.reply_to("small").await;
+    assert!(
+        matches!(reply.as_slice(), [Message::Columns(_), Message::Rows(r), Message::Done(_)] if r.rows.len() == 3),
+        "{reply:?}"
+    );
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_cancellation_and_busy() {
     let db = numbers().await;
