@@ -143,16 +143,25 @@ impl AgentState {
         &self,
         options: &DiscoverOptions,
     ) -> Result<Schema, ExecError> {
-        let allowed = allowed_tables(&self.config, self.executor.discover(options).await?);
-        // The guard sees masked columns (to refuse them); the server never does.
-        let shared = without_masked_columns(&self.config, allowed.clone());
-        let guard = build_guard(&self.config, allowed.dialect, Some(allowed)).map_err(|e| {
-            ExecError::new(
-                custard_core::ExecErrorCode::Internal,
-                format!("building the guard: {e}"),
-            )
-        })?;
-        let catalog = Catalog { fingerprint: Some(shared.fingerprint()), guard };
+        let discovered = self.executor.discover(options).await?;
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            ExecError::new(custard_core::ExecErrorCode::Internal, format!("{what}: {e}"))
+        };
+        // Filtering, fingerprinting and indexing a schema of thousands of
+        // tables takes a while: not on the session's thread, which keeps
+        // answering the server meanwhile.
+        let config = self.config.clone();
+        let (shared, catalog) = tokio::task::spawn_blocking(move || {
+            let allowed = allowed_tables(&config, discovered);
+            // The guard sees masked columns (to refuse them); the server never does.
+            let shared = without_masked_columns(&config, allowed.clone());
+            let guard = build_guard(&config, allowed.dialect, Some(allowed))
+                .map_err(|e| internal("building the guard", &e))?;
+            let catalog = Catalog { fingerprint: Some(shared.fingerprint()), guard };
+            Ok::<_, ExecError>((shared, catalog))
+        })
+        .await
+        .map_err(|e| internal("reading the schema", &e))??;
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
         Ok(shared)
     }
