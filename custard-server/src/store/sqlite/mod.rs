@@ -67,7 +67,21 @@ const HISTORY_BATCH: usize = 64;
 /// Each caller is answered once the commit holding its question is durable.
 #[derive(Debug)]
 struct HistoryWriter {
-    queue: std::sync::mpsc::Sender<PendingRecord>,
+    /// `None` only while dropping.
+    queue: Option<std::sync::mpsc::Sender<PendingRecord>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HistoryWriter {
+    /// Closes the queue and waits for the thread to commit what it holds (a
+    /// question whose caller went away is still recorded), as the blocking
+    /// pool's tasks were waited for before.
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A question waiting to be recorded, and where its result goes.
@@ -81,33 +95,36 @@ impl HistoryWriter {
     /// Starts the thread; it ends when the last clone of the store is gone.
     fn start(conn: Arc<Mutex<Connection>>) -> std::io::Result<Self> {
         let (queue, pending) = std::sync::mpsc::channel::<PendingRecord>();
-        std::thread::Builder::new().name("custard-history".into()).spawn(move || {
-            while let Ok(first) = pending.recv() {
-                let mut batch = vec![first];
-                batch.extend(pending.try_iter().take(HISTORY_BATCH - 1));
-                let records: Vec<&NewQueryRecord> = batch.iter().map(|p| &p.record).collect();
-                // Shared with the store's other writes, in the order they ask
-                // for it. A panic fails this batch, not every later question.
-                let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    platform::record_queries(&mut conn.blocking_lock(), &records)
-                }))
-                .unwrap_or_else(|_| {
-                    let failed = StoreError::Internal("recording the history failed".to_owned());
-                    vec![Err(failed); records.len()]
-                });
-                for (pending, result) in batch.into_iter().zip(results) {
-                    // A caller that went away still has its question recorded.
-                    let _ = pending.done.send(result);
+        let thread =
+            std::thread::Builder::new().name("custard-history".into()).spawn(move || {
+                while let Ok(first) = pending.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(pending.try_iter().take(HISTORY_BATCH - 1));
+                    let records: Vec<&NewQueryRecord> = batch.iter().map(|p| &p.record).collect();
+                    // Shared with the store's other writes, in the order they ask
+                    // for it. A panic fails this batch, not every later question.
+                    let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        platform::record_queries(&mut conn.blocking_lock(), &records)
+                    }))
+                    .unwrap_or_else(|_| {
+                        let failed =
+                            StoreError::Internal("recording the history failed".to_owned());
+                        vec![Err(failed); records.len()]
+                    });
+                    for (pending, result) in batch.into_iter().zip(results) {
+                        // A caller that went away still has its question recorded.
+                        let _ = pending.done.send(result);
+                    }
                 }
-            }
-        })?;
-        Ok(HistoryWriter { queue })
+            })?;
+        Ok(HistoryWriter { queue: Some(queue), thread: Some(thread) })
     }
 
     async fn record(&self, record: NewQueryRecord) -> Result<QueryRecord, StoreError> {
         let (done, result) = tokio::sync::oneshot::channel();
         let gone = || StoreError::Internal("the history writer stopped".to_owned());
-        self.queue.send(PendingRecord { record, done }).map_err(|_| gone())?;
+        let queue = self.queue.as_ref().ok_or_else(gone)?;
+        queue.send(PendingRecord { record, done }).map_err(|_| gone())?;
         result.await.map_err(|_| gone())?
     }
 }
