@@ -28,7 +28,10 @@
 //! carries the id of its request** (all the `columns`, `rows` and `done` frames of a
 //! result carry the id of their `run`), which is how the server correlates them.
 //! [`Frame::reply`] builds such a frame. A `cancel` has its own id and names the
-//! `run` to stop in [`Cancel::target`].
+//! `run` to stop in [`Cancel::target`]. An `error` may come at any point of a
+//! reply, before its `columns` too: the Custard agent sends `columns` with the
+//! first `rows` (or `done`), or on its own when they take more than a few
+//! milliseconds, so a run that fails early is answered with its `error` alone.
 //!
 //! Flow control: an agent that lists the `flow` capability in `hello` may get
 //! a `flow` frame right after `welcome` (and before any request). From then on
