@@ -485,16 +485,16 @@ where
             message
         } else {
             tokio::select! {
-            biased;
-            message = control.recv(), if control_open => match message {
-                Some(m) => m,
-                None => { control_open = false; continue; }
-            },
-            message = data.recv(), if data_open => match message {
-                Some(m) => m,
-                None => { data_open = false; continue; }
-            },
-            else => break,
+                biased;
+                message = control.recv(), if control_open => match message {
+                    Some(m) => m,
+                    None => { control_open = false; continue; }
+                },
+                message = data.recv(), if data_open => match message {
+                    Some(m) => m,
+                    None => { data_open = false; continue; }
+                },
+                else => break,
             }
         };
         let limit = *clock.stall_limit.borrow();
@@ -684,8 +684,9 @@ async fn run_query(
     let deadline = request.received + limits.timeout;
     let (tx, mut rx) = mpsc::channel::<RowBatch>(2);
     let execute = state.executor.run(&checked, &limits, tx);
-    // The `columns` frame waits for the first rows (or the end), so a small
-    // result's frames are queued together and go out in one write.
+    // The `columns` frame waits for the first rows or the end (at most
+    // `COLUMNS_WAIT`), so a small result's frames are queued together and go
+    // out in one write.
     let mut columns: Option<WsMessage> = None;
     let held = &mut columns;
     // Forwards batches. Ending early drops the receiver, which stops the query.
