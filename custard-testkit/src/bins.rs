@@ -117,6 +117,24 @@ pub fn status_kib(pid: u32, field: &str) -> std::io::Result<u64> {
         })
 }
 
+/// The CPU time (user + system) a process has used so far, in seconds (Linux).
+pub fn cpu_seconds(pid: u32) -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of stat; `fields` starts at field 3.
+    // Both count clock ticks, 100 per second on Linux.
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) / 100.0),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("no CPU times in /proc/{pid}/stat"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +145,13 @@ mod tests {
         let peak = status_kib(std::process::id(), "VmHWM").expect("VmHWM");
         assert!(rss > 0 && peak >= rss, "rss {rss} KiB, peak {peak} KiB");
         assert!(status_kib(std::process::id(), "NoSuchField").is_err());
+        // Some CPU time is used between two readings that spin in between.
+        let before = cpu_seconds(std::process::id()).expect("CPU time");
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let after = cpu_seconds(std::process::id()).expect("CPU time");
+        assert!(after > before, "CPU time went from {before} to {after} s");
     }
 }

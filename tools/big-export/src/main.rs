@@ -1,8 +1,9 @@
 //! A big result end to end: a `ROWS`-row CSV export streamed from PostgreSQL
 //! through a real `custard-agent` process and a real `custard-server` process
 //! to this client, against `psql \copy` of the same query to /dev/null, in one
-//! run. It reports rows per second for both and their ratio, and the peak
-//! memory (VmHWM) of the server and the agent and this client's own.
+//! run. It reports rows per second for both and their ratio, the CPU time the
+//! server and the agent spent on the export, and the peak memory (VmHWM) of
+//! the server and the agent and this client's own.
 //! Loopback only; every step is bounded in time.
 //!
 //! ```sh
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use custard_testkit::ReadableDb;
-use custard_testkit::bins::{sibling_binary, status_kib};
+use custard_testkit::bins::{cpu_seconds, sibling_binary, status_kib};
 use custard_testkit::fake_openai::{Behaviour, FakeOpenAi};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -84,7 +85,12 @@ async fn main() -> anyhow::Result<()> {
     // The answer itself carries at most the answer cap; the export carries all.
     eprintln!("answered with {} rows (truncated: {})", answer["row_count"], answer["truncated"]);
 
-    // Through Custard: stream the export, counting lines, sampling memory.
+    // Through Custard: stream the export, counting lines, and the CPU time
+    // the server and the agent spend on it.
+    let cpu = |pid: Option<u32>| -> anyhow::Result<f64> {
+        Ok(cpu_seconds(pid.context("the process has exited")?)?)
+    };
+    let cpu_before = (cpu(server.child.id())?, cpu(agent.id())?);
     let started = Instant::now();
     let response = api
         .http
@@ -105,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let custard = started.elapsed();
+    let cpu_used = (cpu(server.child.id())? - cpu_before.0, cpu(agent.id())? - cpu_before.1);
     ensure!(lines == rows + 1, "the export had {lines} lines, not {rows} rows and a header");
 
     // Directly: psql \copy of the same query, as the test user.
@@ -138,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         custard.as_secs_f64()
     );
     println!("ratio {:.2} of psql \\copy", rate(custard) / rate(direct));
+    println!("CPU time during the export: server {:.2} s, agent {:.2} s", cpu_used.0, cpu_used.1);
     println!(
         "peak memory (VmHWM): server {:.1} MiB, agent {:.1} MiB, this client {:.1} MiB",
         server_peak as f64 / 1024.0,

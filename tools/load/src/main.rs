@@ -522,14 +522,7 @@ impl Process {
     fn sample(self) -> anyhow::Result<Sample> {
         let rss_kib = custard_testkit::bins::status_kib(self.0, "VmRSS")
             .with_context(|| format!("reading /proc/{}/status (is --server-pid right?)", self.0))?;
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0))?;
-        // Fields after the command (which may hold spaces) start after the last ')'.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of stat; `fields` starts at field 3.
-        // Both count clock ticks, 100 per second on Linux.
-        let cpu_seconds = (ticks(11) + ticks(12)) / 100.0;
+        let cpu_seconds = custard_testkit::bins::cpu_seconds(self.0)?;
         Ok(Sample { rss_kib, cpu_seconds })
     }
 }
