@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::store::StoreLocation;
+
 /// `custard-server` settings, with defaults that work on a fresh machine.
 #[derive(Clone, clap::Parser)]
 #[command(name = "custard-server", version, about = "Custard's hosted platform")]
@@ -15,6 +17,15 @@ pub struct ServerConfig {
     /// Where the SQLite store, the JWT secret and the email outbox live.
     #[arg(long, env = "CUSTARD_DATA_DIR", default_value = "./custard-data")]
     pub data_dir: PathBuf,
+    /// Where accounts, connections and the history are kept:
+    /// `sqlite:PATH` (by default `sqlite:<data dir>/custard.db`) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, a database several
+    /// replicas can share.
+    #[arg(long, env = "CUSTARD_STORE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
+    /// The most connections to a PostgreSQL store this replica opens.
+    #[arg(long, env = "CUSTARD_STORE_POOL_SIZE", default_value_t = 16)]
+    pub store_pool_size: usize,
     /// The base URL links in emails point to.
     #[arg(long, env = "CUSTARD_PUBLIC_URL", default_value = "http://127.0.0.1:8000")]
     pub public_url: String,
@@ -147,6 +158,14 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
+    /// Where the store is: `store_url`, or the SQLite file in the data dir.
+    pub fn store_location(&self) -> anyhow::Result<StoreLocation> {
+        match self.store_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            None => Ok(StoreLocation::Sqlite(self.data_dir.join("custard.db"))),
+            Some(url) => StoreLocation::parse(url),
+        }
+    }
+
     /// The connection caps and read deadline the server is served with.
     pub fn serve_limits(&self) -> crate::serve::ServeLimits {
         crate::serve::ServeLimits {
@@ -185,6 +204,7 @@ impl fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("bind", &self.bind)
             .field("data_dir", &self.data_dir)
+            .field("store", &self.store_location().map(|l| l.to_string()))
             .field("public_url", &self.public_url)
             .field("smtp", &self.smtp_url.is_some())
             .field("metrics_token", &self.metrics_token.is_some())

@@ -124,8 +124,9 @@ error_codes! {
     LlmMisconfigured => "llm_misconfigured", BAD_GATEWAY;
     /// The connection has no schema yet (no agent has reported one).
     SchemaUnavailable => "schema_unavailable", CONFLICT;
-    /// The server could not reach a dependency (store, email).
-    Unavailable => "unavailable", SERVICE_UNAVAILABLE;
+    /// The server's store (its database) cannot be reached, is overloaded or
+    /// took too long; try again after `Retry-After` seconds.
+    StoreUnavailable => "store_unavailable", SERVICE_UNAVAILABLE;
     /// A bug; the details are in the server log.
     Internal => "internal", INTERNAL_SERVER_ERROR;
 }
@@ -147,9 +148,16 @@ impl ErrorCode {
     }
 
     /// Whether answers with this code carry `Retry-After` (the refusals of a
-    /// limit): one second when the refusal did not say how long.
+    /// limit, and a store that may answer again soon): one second when the
+    /// refusal did not say how long.
     pub(crate) fn waits(self) -> bool {
-        matches!(self, ErrorCode::RateLimited | ErrorCode::TooManyQuestions | ErrorCode::ServerBusy)
+        matches!(
+            self,
+            ErrorCode::RateLimited
+                | ErrorCode::TooManyQuestions
+                | ErrorCode::ServerBusy
+                | ErrorCode::StoreUnavailable
+        )
     }
 
     /// What the code means, from its doc comment (also the OpenAPI text).
@@ -384,8 +392,10 @@ impl From<StoreError> for AppError {
                 "something this depended on changed meanwhile (your password, session or \
                  role): reload the page, or sign in again, and retry",
             ),
-            StoreError::Unavailable(_) => {
-                AppError::new(ErrorCode::Unavailable, "the store is unavailable; try again")
+            StoreError::Unavailable(reason) => {
+                // The reason is for the operator (it names hosts); the caller gets the code.
+                tracing::warn!(%reason, "the store is unavailable");
+                AppError::new(ErrorCode::StoreUnavailable, "the store is unavailable; try again")
             }
             other => AppError::internal(other),
         }

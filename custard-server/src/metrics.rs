@@ -159,7 +159,7 @@ mod tests {
         let mut all = vec!["custard-server", "--data-dir", data_dir];
         all.extend_from_slice(args);
         let config = crate::config::ServerConfig::parse_from(all);
-        let app = crate::routes::app(crate::AppState::open(config).expect("state"));
+        let app = crate::routes::app(crate::AppState::open(config).await.expect("state"));
         let mut request = axum::http::Request::builder().uri("/metrics");
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);

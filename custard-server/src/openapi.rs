@@ -332,11 +332,11 @@ mod tests {
     use crate::routes::app;
 
     /// The app on a fresh data directory (kept alive by the returned guard).
-    fn test_app() -> (Router, tempfile::TempDir) {
+    async fn test_app() -> (Router, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_str().expect("utf-8");
         let config = ServerConfig::parse_from(["custard-server", "--data-dir", data_dir]);
-        (app(AppState::open(config).expect("state")), dir)
+        (app(AppState::open(config).await.expect("state")), dir)
     }
 
     async fn call(app: &Router, method: Method, uri: &str) -> (StatusCode, String, String) {
@@ -388,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_document_is_openapi_3_and_complete() {
-        let (app, _dir) = test_app();
+        let (app, _dir) = test_app().await;
         let document = served_document(&app).await;
         let version = document["openapi"].as_str().expect("openapi version");
         assert!(version.starts_with("3."), "{version}");
@@ -450,7 +450,7 @@ mod tests {
         let problems = add_error_responses(&mut raw);
         assert!(problems.is_empty(), "{}", problems.join("\n"));
 
-        let (app, _dir) = test_app();
+        let (app, _dir) = test_app().await;
         let document = served_document(&app).await;
         let any = document[ANY_OPERATION_CODES].as_array().expect("the codes of any operation");
         let any: Vec<&str> = any.iter().filter_map(Value::as_str).collect();
@@ -507,7 +507,8 @@ mod tests {
         let cases: &[(&str, &str, u16, &[&str])] = &[
             ("GET", "/health", 500, &[]),
             ("GET", "/api/v1/auth/profile", 401, &["unauthorized"]),
-            ("GET", "/api/v1/auth/profile", 503, &[]),
+            ("GET", "/api/v1/auth/profile", 503, &["store_unavailable"]),
+            ("GET", "/ready", 503, &["store_unavailable"]),
             ("POST", "/api/v1/auth/logout", 403, &["forbidden"]),
             ("POST", "/api/v1/auth/login", 403, &["email_not_verified", "forbidden"]),
             ("POST", "/api/v1/auth/forgot-password", 503, &[]),
@@ -519,7 +520,7 @@ mod tests {
                 422,
                 &["invalid_question", "validation_error", "cannot_answer", "no_valid_query"],
             ),
-            ("POST", "/api/v1/query/stream", 503, &[]),
+            ("POST", "/api/v1/query/stream", 503, &["store_unavailable"]),
             (
                 "GET",
                 "/api/v1/queries/{id}/export.csv",
@@ -586,7 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_route_is_documented_and_every_documented_route_is_served() {
-        let (app, _dir) = test_app();
+        let (app, _dir) = test_app().await;
         let document = served_document(&app).await;
         let documented = operations(&document);
 
@@ -627,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_docs_page_and_its_assets_are_served_offline() {
-        let (app, _dir) = test_app();
+        let (app, _dir) = test_app().await;
         let (status, _, _) = call(&app, Method::GET, DOCS_PATH).await;
         assert!(status.is_redirection(), "{status}");
 

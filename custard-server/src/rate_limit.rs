@@ -3,6 +3,11 @@
 //! passwords quickly), wrong current passwords per account, invitations per
 //! organisation and per recipient, and questions per user and in flight per
 //! organisation. Every refusal says when to come back (`Retry-After`).
+//!
+//! Per-address and per-organisation limits count in this process. The
+//! per-account limits count in the store when servers share one
+//! ([`AttemptLimiter::shared`], [`FailureLimiter::shared`]), so spreading
+//! guesses at one account over several replicas gains nothing.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -12,11 +17,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, ErrorCode};
+use crate::store::Store;
 
 /// Attempts allowed per IP and per account, and how fast they come back.
 #[derive(Clone, Copy, Debug)]
@@ -83,27 +90,76 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
     }
 }
 
+/// Where the per-account counts of a limiter live.
+#[derive(Debug)]
+enum AccountCounts {
+    /// In this process.
+    Local(Keyed<[u8; 32]>),
+    /// In a store servers share, under `purpose:` and the account's SHA-256.
+    Shared(SharedCounts),
+}
+
+/// Per-account counts kept in a shared store.
+#[derive(Debug)]
+struct SharedCounts {
+    store: Arc<dyn Store>,
+    purpose: &'static str,
+    burst: u32,
+    every: Duration,
+}
+
+impl SharedCounts {
+    fn key(&self, account: &[u8; 32]) -> String {
+        format!("{}:{}", self.purpose, hex::encode(account))
+    }
+
+    /// Counts one attempt; `Err(wait)` over the limit. A store that cannot
+    /// count refuses the attempt (503): no limit is skipped.
+    async fn take(&self, account: &[u8; 32]) -> Result<Result<(), Duration>, AppError> {
+        let key = self.key(account);
+        let taken = self.store.take_attempt(&key, self.burst, self.every, Utc::now());
+        Ok(match taken.await? {
+            None => Ok(()),
+            Some(wait) => Err(wait),
+        })
+    }
+}
+
 /// Keyed limiters for one kind of attempt (login, signup, password reset).
 /// Accounts are keyed by the SHA-256 of the normalised email, so a key costs
 /// the same however long the email a client sends.
 #[derive(Debug)]
 pub struct AttemptLimiter {
     by_ip: Keyed<IpAddr>,
-    by_account: Keyed<[u8; 32]>,
+    by_account: AccountCounts,
 }
 
 impl AttemptLimiter {
-    /// A limiter with `limits`.
+    /// A limiter with `limits`, counting in this process.
     pub fn new(limits: Limits) -> Self {
         AttemptLimiter {
             by_ip: Keyed::new(limits.per_ip, limits.replenish),
-            by_account: Keyed::new(limits.per_account, limits.replenish),
+            by_account: AccountCounts::Local(Keyed::new(limits.per_account, limits.replenish)),
+        }
+    }
+
+    /// A limiter with `limits` whose per-account counts live in `store`,
+    /// shared by the servers using it, under `purpose` (one per kind of attempt).
+    pub fn shared(limits: Limits, store: Arc<dyn Store>, purpose: &'static str) -> Self {
+        AttemptLimiter {
+            by_ip: Keyed::new(limits.per_ip, limits.replenish),
+            by_account: AccountCounts::Shared(SharedCounts {
+                store,
+                purpose,
+                burst: limits.per_account,
+                every: limits.replenish,
+            }),
         }
     }
 
     /// Counts one attempt from `ip` on `account`; refuses when either is over
     /// its limit, with the wait in `Retry-After`.
-    pub fn check(&self, ip: IpAddr, account: Option<&str>) -> Result<(), AppError> {
+    pub async fn check(&self, ip: IpAddr, account: Option<&str>) -> Result<(), AppError> {
         let refused = |wait: Duration| {
             AppError::new(ErrorCode::RateLimited, "too many attempts; wait a minute and try again")
                 .retry_after(wait)
@@ -111,7 +167,10 @@ impl AttemptLimiter {
         self.by_ip.check(&ip).map_err(refused)?;
         if let Some(account) = account {
             let key = digest(&account.trim().to_lowercase());
-            self.by_account.check(&key).map_err(refused)?;
+            match &self.by_account {
+                AccountCounts::Local(counts) => counts.check(&key).map_err(refused)?,
+                AccountCounts::Shared(counts) => counts.take(&key).await?.map_err(refused)?,
+            }
         }
         Ok(())
     }
@@ -119,7 +178,9 @@ impl AttemptLimiter {
     /// Forgets keys that are back to full capacity, so memory stays bounded.
     pub fn prune(&self) {
         self.by_ip.prune();
-        self.by_account.prune();
+        if let AccountCounts::Local(counts) = &self.by_account {
+            counts.prune();
+        }
     }
 }
 
@@ -136,6 +197,8 @@ pub struct FailureLimiter {
     /// Per account: when its failures are all forgiven (a theoretical arrival time).
     forgiven_at: Mutex<HashMap<[u8; 32], Instant>>,
     checks: AtomicU32,
+    /// Set when the counts live in a shared store instead.
+    shared: Option<SharedCounts>,
 }
 
 impl FailureLimiter {
@@ -146,6 +209,21 @@ impl FailureLimiter {
             replenish: limits.replenish,
             forgiven_at: Mutex::new(HashMap::new()),
             checks: AtomicU32::new(0),
+            shared: None,
+        }
+    }
+
+    /// The same limits, counted in `store` under `purpose`, shared by the
+    /// servers using it.
+    pub fn shared(limits: Limits, store: Arc<dyn Store>, purpose: &'static str) -> Self {
+        FailureLimiter {
+            shared: Some(SharedCounts {
+                store,
+                purpose,
+                burst: limits.per_account.max(1),
+                every: limits.replenish,
+            }),
+            ..FailureLimiter::new(limits)
         }
     }
 
@@ -155,7 +233,17 @@ impl FailureLimiter {
 
     /// Counts one attempt of `account` as a failure, or refuses it (with the
     /// wait) when the account is over its limit.
-    pub fn begin(&self, account: &str) -> Result<(), AppError> {
+    pub async fn begin(&self, account: &str) -> Result<(), AppError> {
+        let refused = |wait: Duration| {
+            AppError::new(
+                ErrorCode::RateLimited,
+                "the current password was wrong too many times; wait a few minutes and try again",
+            )
+            .retry_after(wait)
+        };
+        if let Some(shared) = &self.shared {
+            return shared.take(&digest(account)).await?.map_err(refused);
+        }
         let now = Instant::now();
         let mut accounts = self.lock();
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
@@ -166,18 +254,22 @@ impl FailureLimiter {
         let debt = forgiven.saturating_duration_since(now);
         let allowed = self.replenish * (self.burst - 1);
         if debt > allowed {
-            return Err(AppError::new(
-                ErrorCode::RateLimited,
-                "the current password was wrong too many times; wait a few minutes and try again",
-            )
-            .retry_after(debt - allowed));
+            return Err(refused(debt - allowed));
         }
         *forgiven = (*forgiven).max(now) + self.replenish;
         Ok(())
     }
 
     /// Takes back the failure [`FailureLimiter::begin`] counted: the attempt succeeded.
-    pub fn forgive(&self, account: &str) {
+    pub async fn forgive(&self, account: &str) {
+        if let Some(shared) = &self.shared {
+            let key = shared.key(&digest(account));
+            if let Err(e) = shared.store.forgive_attempt(&key, shared.every, Utc::now()).await {
+                // The cost: one failure counted too many, which time pays back.
+                tracing::warn!(error = %e, "could not take back a counted password attempt");
+            }
+            return;
+        }
         let now = Instant::now();
         let mut accounts = self.lock();
         if let Some(forgiven) = accounts.get_mut(&digest(account)) {
@@ -326,8 +418,8 @@ impl QuestionLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ip_and_account_limits_apply_separately() {
+    #[tokio::test]
+    async fn ip_and_account_limits_apply_separately() {
         let limiter = AttemptLimiter::new(Limits {
             per_ip: 3,
             per_account: 2,
@@ -335,37 +427,51 @@ mod tests {
         });
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
-        assert!(limiter.check(a, Some("x@example.com")).is_ok());
-        assert!(limiter.check(b, Some("X@example.com ")).is_ok());
-        let third =
-            limiter.check(b, Some("x@example.com")).expect_err("the account is over its limit");
+        assert!(limiter.check(a, Some("x@example.com")).await.is_ok());
+        assert!(limiter.check(b, Some("X@example.com ")).await.is_ok());
+        let third = limiter
+            .check(b, Some("x@example.com"))
+            .await
+            .expect_err("the account is over its limit");
         assert_eq!(third.code, ErrorCode::RateLimited);
-        assert!(limiter.check(a, Some("y@example.com")).is_ok());
-        assert!(limiter.check(a, None).is_ok());
-        assert!(limiter.check(a, None).is_err(), "the IP is over its limit");
+        assert!(limiter.check(a, Some("y@example.com")).await.is_ok());
+        assert!(limiter.check(a, None).await.is_ok());
+        assert!(limiter.check(a, None).await.is_err(), "the IP is over its limit");
         limiter.prune();
     }
 
-    #[test]
-    fn refusals_say_when_to_come_back() {
+    #[tokio::test]
+    async fn refusals_say_when_to_come_back() {
         let limiter = AttemptLimiter::new(Limits {
             per_ip: 1,
             per_account: 1,
             replenish: Duration::from_secs(90),
         });
         let ip: IpAddr = [10, 0, 0, 1].into();
-        limiter.check(ip, None).expect("the first");
-        let refused = limiter.check(ip, None).expect_err("the second");
+        limiter.check(ip, None).await.expect("the first");
+        let refused = limiter.check(ip, None).await.expect_err("the second");
         let wait = refused.retry_after.expect("a Retry-After");
         assert!((1..=90).contains(&wait), "{wait}");
     }
 
     /// Only failures count; an account over its limit is refused before its
     /// password is tried, whatever comes at once; others are not touched.
-    #[test]
-    fn wrong_current_passwords_are_limited_per_account() {
+    #[tokio::test]
+    async fn wrong_current_passwords_are_limited_per_account() {
         let limits = Limits { per_ip: 100, per_account: 3, replenish: Duration::from_secs(60) };
-        let limiter = FailureLimiter::new(limits);
+        failures_are_limited(FailureLimiter::new(limits), FailureLimiter::new(limits)).await;
+        // The same, counted in a store.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SqliteStore::open(&dir.path().join("custard.db")).expect("store"),
+        );
+        let shared = || FailureLimiter::shared(limits, Arc::clone(&store), "password");
+        failures_are_limited(shared(), shared()).await;
+    }
+
+    /// Three failures at once, one more a minute; a success is forgiven.
+    /// `fresh` has counted nothing yet.
+    async fn failures_are_limited(limiter: FailureLimiter, fresh: FailureLimiter) {
         // (account, attempt succeeds, allowed)
         let steps = [
             ("ada", true, true),
@@ -380,11 +486,11 @@ mod tests {
             ("bob", false, true),
         ];
         for (i, (account, succeeds, allowed)) in steps.into_iter().enumerate() {
-            match limiter.begin(account) {
+            match limiter.begin(account).await {
                 Ok(()) => {
                     assert!(allowed, "step {i}: {account} was let through");
                     if succeeds {
-                        limiter.forgive(account);
+                        limiter.forgive(account).await;
                     }
                 }
                 Err(e) => {
@@ -396,13 +502,56 @@ mod tests {
             }
         }
         // Concurrent guesses each count before they are tried.
-        let limiter = FailureLimiter::new(limits);
-        let through = std::thread::scope(|scope| {
-            let tries: Vec<_> =
-                (0..20).map(|_| scope.spawn(|| limiter.begin("eve").is_ok())).collect();
-            tries.into_iter().map(|t| t.join().expect("thread")).filter(|ok| *ok).count()
-        });
+        let limiter = Arc::new(fresh);
+        let tries: Vec<_> = (0..20)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                tokio::spawn(async move { limiter.begin("eve").await.is_ok() })
+            })
+            .collect();
+        let mut through = 0;
+        for t in tries {
+            through += usize::from(t.await.expect("task"));
+        }
         assert_eq!(through, 3);
+    }
+
+    /// Sign-in attempts at one account spread over three servers that share
+    /// a PostgreSQL store are limited as if one server took them all; the
+    /// per-address limits stay each server's own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_spread_over_servers_is_limited_per_account() {
+        let db = custard_testkit::ScratchDb::create("limits").await;
+        let options = crate::store::PostgresOptions {
+            sharing: crate::store::Sharing::Routed,
+            ..Default::default()
+        };
+        let limits = Limits { per_ip: 1000, per_account: 5, replenish: Duration::from_secs(60) };
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let store: Arc<dyn Store> = Arc::new(
+                crate::store::PostgresStore::open(&db.url, &options).await.expect("store"),
+            );
+            servers.push(Arc::new(AttemptLimiter::shared(limits, store, "login")));
+        }
+        let tries: Vec<_> = (0..30)
+            .map(|i| {
+                let server = Arc::clone(&servers[i % 3]);
+                let ip: IpAddr = std::net::Ipv4Addr::new(10, 0, 0, i as u8).into();
+                tokio::spawn(async move { server.check(ip, Some("Ada@Example.com")).await })
+            })
+            .collect();
+        let mut through = 0;
+        for t in tries {
+            match t.await.expect("task") {
+                Ok(()) => through += 1,
+                Err(e) => assert_eq!(e.code, ErrorCode::RateLimited, "{e}"),
+            }
+        }
+        assert_eq!(through, 5, "the account's burst, over all servers together");
+        // Another account is not affected.
+        let ip: IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+        servers[0].check(ip, Some("grace@example.com")).await.expect("another account");
     }
 
     #[test]
@@ -494,8 +643,8 @@ mod tests {
         assert_eq!(limiter.in_flight.lock().unwrap().get("o1"), Some(&1));
     }
 
-    #[test]
-    fn keys_are_bounded_however_many_and_however_long() {
+    #[tokio::test]
+    async fn keys_are_bounded_however_many_and_however_long() {
         let limiter = AttemptLimiter::new(Limits {
             per_ip: 1,
             per_account: 1,
@@ -504,13 +653,16 @@ mod tests {
         let long = "x".repeat(6_000);
         for i in 0..(3 * PRUNE_EVERY) {
             let ip: IpAddr = std::net::Ipv6Addr::from(u128::from(i)).into();
-            let _ = limiter.check(ip, Some(&format!("{i}{long}@example.com")));
+            let _ = limiter.check(ip, Some(&format!("{i}{long}@example.com"))).await;
             if i % 256 == 0 {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
         // Pruned along the way: what is left is what came since the last pruning.
         assert!(limiter.by_ip.len() <= PRUNE_EVERY as usize, "{}", limiter.by_ip.len());
-        assert!(limiter.by_account.len() <= PRUNE_EVERY as usize, "{}", limiter.by_account.len());
+        let AccountCounts::Local(by_account) = &limiter.by_account else {
+            panic!("a local limiter counts locally")
+        };
+        assert!(by_account.len() <= PRUNE_EVERY as usize, "{}", by_account.len());
     }
 }

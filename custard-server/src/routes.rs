@@ -51,6 +51,7 @@ pub fn app(state: AppState) -> Router {
 pub(crate) fn endpoints() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(meta::health))
+        .routes(routes!(meta::ready))
         .routes(routes!(meta::status))
         .routes(routes!(meta::metrics))
         .routes(routes!(accounts::signup))
@@ -89,7 +90,7 @@ pub(crate) fn endpoints() -> OpenApiRouter<AppState> {
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let bind = config.bind;
     let demo = config.demo;
-    let state = AppState::open(config)?;
+    let state = AppState::open(config).await?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("listening on {bind}"))?;

@@ -23,7 +23,7 @@ use crate::pipelines::Pipelines;
 use crate::rate_limit::{
     AttemptLimiter, FailureLimiter, InvitationLimiter, Limits, QuestionLimiter,
 };
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresOptions, Store, StoreLocation};
 
 /// Shared by every handler.
 #[derive(Clone, Debug)]
@@ -63,20 +63,39 @@ pub(crate) struct Inner {
 }
 
 impl AppState {
-    /// Opens everything `config` names: the data dir, the SQLite store, the JWT
-    /// secret and the mailer.
-    pub fn open(config: ServerConfig) -> anyhow::Result<Self> {
-        Self::open_with_limits(config, Limits::default())
+    /// Opens everything `config` names: the data dir, the store (SQLite in
+    /// the data dir, or `CUSTARD_STORE_URL`), the JWT secret and the mailer.
+    pub async fn open(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::open_with_limits(config, Limits::default()).await
     }
 
     /// [`AppState::open`] with custom rate limits (tests use small ones).
-    pub fn open_with_limits(config: ServerConfig, limits: Limits) -> anyhow::Result<Self> {
+    pub async fn open_with_limits(config: ServerConfig, limits: Limits) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
-        let store =
-            SqliteStore::open(&config.data_dir.join("custard.db")).context("opening the store")?;
-        let jwt = crate::secrets::jwt_secret(&config.data_dir, config.jwt_secret.as_deref())?;
+        let location = config.store_location()?;
+        let options =
+            PostgresOptions { pool_size: config.store_pool_size, ..PostgresOptions::default() };
+        let store = location
+            .open(&options)
+            .await
+            .with_context(|| format!("opening the store at {location}"))?;
+        tracing::info!(%location, "store");
+        // A PostgreSQL store is there to be shared by replicas: so are the
+        // secret and the per-account limits.
+        let shared_store =
+            matches!(location, StoreLocation::Postgres(_)).then(|| Arc::clone(&store));
+        let jwt = crate::secrets::jwt_secret(
+            &config.data_dir,
+            config.jwt_secret.as_deref(),
+            shared_store.as_deref(),
+        )
+        .await?;
+        let attempts = |purpose| match &shared_store {
+            Some(store) => AttemptLimiter::shared(limits, Arc::clone(store), purpose),
+            None => AttemptLimiter::new(limits),
+        };
         let mailer = Mailer::from_settings(
             config.smtp_url.as_deref(),
             &config.data_dir,
@@ -95,7 +114,6 @@ impl AppState {
             QuestionLimiter::new(config.questions_per_minute, config.questions_in_flight_per_org);
         let hashing =
             PasswordHashing::new(config.password_hash_bound(), config.request_read_timeout());
-        let store: Arc<dyn Store> = Arc::new(store);
         let router = Arc::clone(&hub) as Arc<dyn AgentRouter>;
         let pipelines = Pipelines::new(
             Arc::clone(&store),
@@ -111,11 +129,14 @@ impl AppState {
                 mailer,
                 jwt,
                 access_lifetime: crate::auth::DEFAULT_ACCESS_LIFETIME,
-                login_limiter: AttemptLimiter::new(limits),
-                signup_limiter: AttemptLimiter::new(limits),
-                forgot_limiter: AttemptLimiter::new(limits),
-                reset_limiter: AttemptLimiter::new(limits),
-                password_failures: FailureLimiter::new(limits),
+                login_limiter: attempts("login"),
+                signup_limiter: attempts("signup"),
+                forgot_limiter: attempts("forgot"),
+                reset_limiter: attempts("reset"),
+                password_failures: match &shared_store {
+                    Some(store) => FailureLimiter::shared(limits, Arc::clone(store), "password"),
+                    None => FailureLimiter::new(limits),
+                },
                 invitation_limiter: InvitationLimiter::default(),
                 questions,
                 hashing,

@@ -22,6 +22,10 @@ const PASSWORD: &str = "correct horse battery staple";
 #[path = "it/accounts.rs"]
 mod accounts;
 
+/// The server on a PostgreSQL store that goes away and comes back.
+#[path = "it/store.rs"]
+mod store;
+
 struct Server {
     app: Router,
     state: AppState,
@@ -47,7 +51,7 @@ async fn server_with_flags(limits: Limits, flags: &[&str]) -> Server {
     ];
     args.extend_from_slice(flags);
     let config = ServerConfig::parse_from(args);
-    let state = AppState::open_with_limits(config, limits).expect("state");
+    let state = AppState::open_with_limits(config, limits).await.expect("state");
     Server { app: app(state.clone()), state, sink, _dir: dir }
 }
 

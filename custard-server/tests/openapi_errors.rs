@@ -55,7 +55,7 @@ struct Server {
 }
 
 impl Server {
-    fn new(limits: Limits) -> Self {
+    async fn new(limits: Limits) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let config = ServerConfig::parse_from([
@@ -63,7 +63,7 @@ impl Server {
             "--data-dir",
             data.to_str().expect("utf-8"),
         ]);
-        let state = AppState::open_with_limits(config, limits).expect("state");
+        let state = AppState::open_with_limits(config, limits).await.expect("state");
         Server { app: app(state), data, _dir: dir }
     }
 
@@ -274,7 +274,7 @@ async fn run(s: &Server, w: Option<&World>, cases: Vec<Case>) -> (Vec<String>, V
 #[tokio::test]
 async fn every_error_answered_is_declared_for_its_operation() {
     let limits = Limits { per_ip: 1000, per_account: 1000, replenish: Duration::from_millis(1) };
-    let s = Server::new(limits);
+    let s = Server::new(limits).await;
     let w = world(&s).await;
     let (idle, question, owner_id) = (&w.idle, &w.failed_question, &w.owner_id);
     let signup = |extra: Value| {
@@ -369,7 +369,8 @@ async fn every_error_answered_is_declared_for_its_operation() {
 /// The limits' refusals, on a server whose limits allow one attempt.
 #[tokio::test]
 async fn limits_refusals_are_declared() {
-    let s = Server::new(Limits { per_ip: 1, per_account: 1, replenish: Duration::from_secs(3600) });
+    let s = Server::new(Limits { per_ip: 1, per_account: 1, replenish: Duration::from_secs(3600) })
+        .await;
     let login = || Sent::Json(json!({"email": "someone@example.com", "password": "wrong"}));
     let reset = || Sent::Json(json!({"token": "nope", "new_password": NEW_PASSWORD}));
     let forgot = || Sent::Json(json!({"email": "someone@example.com"}));

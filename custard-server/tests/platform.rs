@@ -104,7 +104,7 @@ async fn platform(flags: &[&str]) -> Platform {
     args.extend_from_slice(flags);
     let config = ServerConfig::parse_from(args);
     let limits = Limits { per_ip: 1000, per_account: 1000, replenish: Duration::from_millis(1) };
-    let state = AppState::open_with_limits(config, limits).expect("state");
+    let state = AppState::open_with_limits(config, limits).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

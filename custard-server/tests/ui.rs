@@ -73,7 +73,7 @@ async fn verified_user(dir: &tempfile::TempDir) {
 async fn serve(dir: &tempfile::TempDir) -> String {
     let data_dir = dir.path().to_str().expect("utf-8");
     let config = ServerConfig::parse_from(["custard-server", "--data-dir", data_dir]);
-    let state = AppState::open(config).expect("state");
+    let state = AppState::open(config).await.expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();

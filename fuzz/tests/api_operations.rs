@@ -21,7 +21,7 @@ fn served_document() -> Value {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     rt.block_on(async move {
         let config = ServerConfig::parse_from(["custard-server", "--data-dir", &data_dir]);
-        let app = app(AppState::open(config).expect("the server's state"));
+        let app = app(AppState::open(config).await.expect("the server's state"));
         let request = Request::get("/api/v1/openapi.json").body(Body::empty()).expect("a request");
         let response = app.oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);

@@ -195,8 +195,10 @@ impl<'a> AskRequest<'a> {
         AskRequest { question, history: &[], examples: None, progress: None }
     }
 
-    /// The question trimmed, or [`AskError::InvalidQuestion`] when it is empty
-    /// or longer than [`MAX_QUESTION_BYTES`]: the one rule (and message) for
+    /// The question trimmed, or [`AskError::InvalidQuestion`] when it is empty,
+    /// longer than [`MAX_QUESTION_BYTES`], or holds a control character other
+    /// than a line break or tab (no person types one; a NUL cannot even be
+    /// stored in PostgreSQL's text): the one rule (and message) for
     /// questions, which the pipeline applies and hosts can apply before any
     /// other work.
     ///
@@ -208,6 +210,8 @@ impl<'a> AskRequest<'a> {
     /// assert_eq!(empty.code().as_str(), "invalid_question");
     /// assert_eq!(empty.to_string(), "the question is empty");
     /// assert!(AskRequest::check_question(&"x".repeat(MAX_QUESTION_BYTES + 1)).is_err());
+    /// assert!(AskRequest::check_question("how\0many?").is_err());
+    /// assert!(AskRequest::check_question("how many\nper\tcity?").is_ok());
     /// ```
     pub fn check_question(question: &str) -> Result<&str, AskError> {
         let question = question.trim();
@@ -219,6 +223,11 @@ impl<'a> AskRequest<'a> {
                 "the question is {} bytes long; the limit is {MAX_QUESTION_BYTES}",
                 question.len()
             )));
+        }
+        if question.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            return Err(AskError::InvalidQuestion(
+                "the question holds a control character; write it as plain text".into(),
+            ));
         }
         Ok(question)
     }

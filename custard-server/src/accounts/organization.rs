@@ -18,7 +18,7 @@ pub(crate) async fn create_organization_for(
     name: &str,
 ) -> Result<(Organization, Membership), AppError> {
     let name = validate_name("organization_name", name)?;
-    state.inner().signup_limiter.check(ip, Some(&user.email))?;
+    state.inner().signup_limiter.check(ip, Some(&user.email)).await?;
     Ok(state.inner().store.create_organization(&user.id, name).await?)
 }
 

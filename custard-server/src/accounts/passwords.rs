@@ -20,7 +20,7 @@ pub(crate) async fn request_password_reset(
     email: &str,
 ) -> Result<(), AppError> {
     let inner = state.inner();
-    inner.forgot_limiter.check(ip, Some(email))?;
+    inner.forgot_limiter.check(ip, Some(email)).await?;
     // The same answer whether or not the account exists, and no email round
     // trip in the response time: the token and the email happen in the background.
     if let Ok(user) = inner.store.get_user_by_email(email).await {
@@ -52,7 +52,7 @@ pub(crate) async fn reset_password_with_token(
     new_password: String,
 ) -> Result<User, AppError> {
     let inner = state.inner();
-    inner.reset_limiter.check(ip, None)?;
+    inner.reset_limiter.check(ip, None).await?;
     let invalid = |e: StoreError| match e {
         StoreError::NotFound => {
             AppError::new(ErrorCode::InvalidToken, "the reset link is unknown, used or expired")

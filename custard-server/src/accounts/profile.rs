@@ -36,15 +36,15 @@ pub(crate) async fn change_own_password(
     let inner = state.inner();
     let user = current.user();
     // Counted as a failure until it proves right, so concurrent guesses count too.
-    inner.password_failures.begin(user.id.as_str())?;
+    inner.password_failures.begin(user.id.as_str()).await?;
     match inner.hashing.verify(current_password, Some(user.password_hash.clone())).await {
-        Ok(true) => inner.password_failures.forgive(user.id.as_str()),
+        Ok(true) => inner.password_failures.forgive(user.id.as_str()).await,
         Ok(false) => {
             return Err(AppError::new(ErrorCode::Unauthorized, "the current password is wrong"));
         }
         // Not tried (the server is busy): not a failure.
         Err(e) => {
-            inner.password_failures.forgive(user.id.as_str());
+            inner.password_failures.forgive(user.id.as_str()).await;
             return Err(e);
         }
     }

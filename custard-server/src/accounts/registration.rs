@@ -40,7 +40,7 @@ pub(crate) async fn sign_up(
     request: NewAccount,
 ) -> Result<(User, bool), AppError> {
     let inner = state.inner();
-    inner.signup_limiter.check(ip, Some(&request.email))?;
+    inner.signup_limiter.check(ip, Some(&request.email)).await?;
     let email = validate_email(&request.email)?;
     let first_name = validate_name("first_name", &request.first_name)?;
     let last_name = validate_name("last_name", &request.last_name)?;
@@ -172,7 +172,7 @@ pub(crate) async fn resend_verification(
     email: &str,
 ) -> Result<(), AppError> {
     let inner = state.inner();
-    inner.signup_limiter.check(ip, Some(email))?;
+    inner.signup_limiter.check(ip, Some(email)).await?;
     let user = match inner.store.get_user_by_email(email).await {
         Ok(user) if !user.is_verified() => user,
         Ok(_) | Err(StoreError::NotFound) => return Ok(()),

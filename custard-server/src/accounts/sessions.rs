@@ -17,7 +17,7 @@ pub(crate) async fn check_credentials(
     password: String,
 ) -> Result<User, AppError> {
     let inner = state.inner();
-    inner.login_limiter.check(ip, Some(email))?;
+    inner.login_limiter.check(ip, Some(email)).await?;
     let found = match inner.store.get_user_by_email(email).await {
         Ok(user) => Some(user),
         Err(StoreError::NotFound) => None,

@@ -147,7 +147,7 @@ const SIGNUP_ERRORS: &[DeclaredError] = errors![
     Validation: "a missing field, a malformed email or name, or a weak password",
     RateLimited: "too many sign-ups from this address or for this email",
     ServerBusy,
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -200,7 +200,7 @@ const VERIFY_EMAIL_POST_ERRORS: &[DeclaredError] = errors![
     InvalidToken: "the link is unknown, used or expired",
     PayloadTooLarge,
     Validation: "no token",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -227,7 +227,7 @@ pub(crate) async fn verify_email_post(
 const VERIFY_EMAIL_GET_ERRORS: &[DeclaredError] = errors![
     InvalidToken: "the link is unknown, used or expired",
     Validation: "no `token` parameter",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -270,7 +270,7 @@ const LOGIN_ERRORS: &[DeclaredError] = errors![
     Validation: "a missing field",
     RateLimited: "too many attempts from this address or for this email",
     ServerBusy,
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -306,7 +306,7 @@ pub(crate) async fn login(
 const LOGOUT_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     Forbidden: "a session cookie without the page's CSRF token",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -341,7 +341,7 @@ pub(crate) struct SignedOutResponse {
 const LOGOUT_OTHERS_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     Forbidden: "a session cookie without the page's CSRF token",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -378,7 +378,7 @@ const RESEND_VERIFICATION_ERRORS: &[DeclaredError] = errors![
     PayloadTooLarge,
     Validation: "no email",
     RateLimited: "too many verification emails or sign-ups for this address or from this client",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -468,7 +468,7 @@ const RESET_PASSWORD_ERRORS: &[DeclaredError] = errors![
     Validation: "a missing field or a weak password (the account's email and names count as weak)",
     RateLimited: "too many attempts from this address",
     ServerBusy,
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -499,7 +499,7 @@ pub(crate) async fn reset_password(
 }
 
 /// Only the token is checked: the caller's user and role come with it.
-const PROFILE_ERRORS: &[DeclaredError] = errors![Unauthorized];
+const PROFILE_ERRORS: &[DeclaredError] = errors![Unauthorized, StoreUnavailable];
 
 /// The caller's profile
 ///
@@ -535,7 +535,7 @@ const UPDATE_PROFILE_ERRORS: &[DeclaredError] = errors![
     Forbidden: "a session cookie without the page's CSRF token",
     PayloadTooLarge,
     Validation: "an empty or too long name",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -582,7 +582,7 @@ const CHANGE_PASSWORD_ERRORS: &[DeclaredError] = errors![
     Validation: "a missing field or a weak password",
     RateLimited: "the current password was wrong too many times for this account",
     ServerBusy,
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -621,7 +621,7 @@ const ACCEPT_INVITATION_ERRORS: &[DeclaredError] = errors![
     Conflict: "already a member",
     PayloadTooLarge,
     Validation: "no token",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 

@@ -162,7 +162,7 @@ const CREATE_ERRORS: &[DeclaredError] = errors![
     NameTaken,
     PayloadTooLarge,
     Validation: "a bad name, an unknown `db_type` or an unknown field",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -191,7 +191,7 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-const LIST_ERRORS: &[DeclaredError] = errors![Unauthorized, Unavailable, Internal];
+const LIST_ERRORS: &[DeclaredError] = errors![Unauthorized, StoreUnavailable, Internal];
 
 /// List connections
 ///
@@ -220,7 +220,7 @@ pub(crate) async fn list(
 const GET_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     NotFound: "no such connection in the organisation",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -266,7 +266,7 @@ const UPDATE_ERRORS: &[DeclaredError] = errors![
     NameTaken,
     PayloadTooLarge,
     Validation: "a bad name, instructions too long or an unknown field",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -300,7 +300,7 @@ const DELETE_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     Forbidden: "not an owner or admin (or a session cookie without the page's CSRF token)",
     NotFound: "no such connection in the organisation",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -332,7 +332,7 @@ const ROTATE_KEY_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     Forbidden: "not an owner or admin (or a session cookie without the page's CSRF token)",
     NotFound: "no such connection in the organisation",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -364,7 +364,7 @@ const SCHEMA_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     NotFound: "no such connection in the organisation",
     SchemaUnavailable,
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -411,7 +411,7 @@ const REFRESH_SCHEMA_ERRORS: &[DeclaredError] = errors![
     AgentBusy,
     DatabaseUnavailable,
     PrivilegedRole,
-    Unavailable: "the store",
+    StoreUnavailable: "the store",
     QueryTimeout: "the agent did not report the schema in time",
     Internal,
 ];
@@ -444,7 +444,7 @@ pub(crate) async fn refresh_schema(
 }
 
 /// Errors before the stream starts; then it only ends.
-const EVENTS_ERRORS: &[DeclaredError] = errors![Unauthorized, Unavailable, Internal];
+const EVENTS_ERRORS: &[DeclaredError] = errors![Unauthorized, StoreUnavailable, Internal];
 
 /// Follow connection status
 ///
@@ -508,7 +508,7 @@ fn event_json(event: &StatusEvent, connection: Option<ConnectionView>) -> Value 
 const AGENT_SOCKET_ERRORS: &[DeclaredError] = errors![
     Unauthorized: "no key, a malformed, rotated or unknown key, or the key of another connection",
     Validation: "not a WebSocket upgrade request",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 

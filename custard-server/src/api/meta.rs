@@ -1,5 +1,5 @@
-//! `/health`, `/status` and `/metrics`: liveness, readiness and metrics for
-//! operators. Nothing here is about a tenant.
+//! `/health`, `/ready`, `/status` and `/metrics`: liveness, readiness and
+//! metrics for operators and load balancers. Nothing here is about a tenant.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,6 +8,7 @@ use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::error::AppError;
 use crate::openapi::{DeclaredError, errors};
 use crate::state::AppState;
 
@@ -34,6 +35,26 @@ const HEALTH_ERRORS: &[DeclaredError] = errors![];
 )]
 pub(crate) async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
+}
+
+/// `/ready` fails when the store does not answer.
+const READY_ERRORS: &[DeclaredError] =
+    errors![StoreUnavailable: "the store does not answer: send no traffic here for now"];
+
+/// Readiness for a load balancer
+///
+/// `200` when this replica can serve requests (its store answers); `503
+/// store_unavailable` when not, so a balancer sends traffic elsewhere.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "meta",
+    responses((status = 200, description = "Ready to serve", body = Health)),
+    extensions(("x-errors" = json!(READY_ERRORS))),
+)]
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
+    state.inner().store.ping().await?;
+    Ok(Json(Health { status: "ok" }))
 }
 
 /// The server's readiness; nothing about any tenant.

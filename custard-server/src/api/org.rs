@@ -109,7 +109,7 @@ pub(crate) struct RoleResponse {
     role: &'static str,
 }
 
-const ORGANIZATION_ERRORS: &[DeclaredError] = errors![Unauthorized, Unavailable, Internal];
+const ORGANIZATION_ERRORS: &[DeclaredError] = errors![Unauthorized, StoreUnavailable, Internal];
 
 /// The caller's organisation
 #[utoipa::path(
@@ -139,7 +139,7 @@ const DELETE_ORGANIZATION_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     Forbidden: "not an owner (or a session cookie without the page's CSRF token)",
     Conflict: "the caller stopped being an owner meanwhile",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -167,7 +167,7 @@ pub(crate) async fn delete_organization(
     Ok(StatusCode::NO_CONTENT)
 }
 
-const MEMBERS_ERRORS: &[DeclaredError] = errors![Unauthorized, Unavailable, Internal];
+const MEMBERS_ERRORS: &[DeclaredError] = errors![Unauthorized, StoreUnavailable, Internal];
 
 /// The organisation's members
 #[utoipa::path(
@@ -216,7 +216,7 @@ const INVITE_ERRORS: &[DeclaredError] = errors![
     Validation: "a malformed email or an unknown role",
     RateLimited: "too many invitations lately from the organisation or the sender, or to the \
         address",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -252,7 +252,7 @@ pub(crate) async fn invite(
 const LIST_INVITATIONS_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     Forbidden: "not an owner or admin",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -285,7 +285,7 @@ const REVOKE_INVITATION_ERRORS: &[DeclaredError] = errors![
     Forbidden: "not an owner or admin, or an admin revoking an invitation to be an owner (or a \
         session cookie without the page's CSRF token)",
     NotFound: "no such pending invitation in the organisation",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -320,7 +320,7 @@ const RESEND_INVITATION_ERRORS: &[DeclaredError] = errors![
     NotFound: "no such pending invitation in the organisation",
     RateLimited: "too many invitations lately from the organisation or the sender, or to the \
         address",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -363,7 +363,7 @@ const CHANGE_ROLE_ERRORS: &[DeclaredError] = errors![
     NotFound: "no such member in the organisation",
     PayloadTooLarge,
     Validation: "an unknown role, or the last owner would be demoted",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -403,7 +403,7 @@ const REMOVE_MEMBER_ERRORS: &[DeclaredError] = errors![
         without the page's CSRF token)",
     NotFound: "no such member in the organisation",
     Validation: "the last owner cannot leave",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 

@@ -83,7 +83,7 @@ const ASK_ERRORS: &[DeclaredError] = errors![
     DatabaseUnavailable,
     PrivilegedRole,
     LlmRateLimited,
-    Unavailable: "the store",
+    StoreUnavailable: "the store",
     QueryTimeout,
     LlmTimeout,
     Internal,
@@ -125,6 +125,7 @@ const ASK_STREAM_ERRORS: &[DeclaredError] = errors![
     Validation: "a missing or unknown field",
     RateLimited: "as for `POST /api/v1/query`",
     TooManyQuestions,
+    StoreUnavailable: "checking the token",
 ];
 
 /// Ask a question, following its progress
@@ -368,7 +369,7 @@ const LIST_ERRORS: &[DeclaredError] = errors![
     NotFound: "no such connection in the organisation",
     Validation: "a `limit` or `offset` that is not a number, an `outcome` other than `answered` \
         or `failed`, or a `q` longer than 200 characters",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -421,7 +422,7 @@ const DELETE_ERRORS: &[DeclaredError] = errors![
     Forbidden: "someone else asked it, and the caller is not an owner or admin (or a session \
         cookie without the page's CSRF token)",
     NotFound: "no such question in the organisation",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -454,7 +455,7 @@ pub(crate) async fn delete(
 const GET_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
     NotFound: "no such question in the organisation",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -498,7 +499,7 @@ const FEEDBACK_ERRORS: &[DeclaredError] = errors![
     NotFound: "no such question in the organisation",
     PayloadTooLarge,
     Validation: "no `correct`, or an unknown field",
-    Unavailable,
+    StoreUnavailable,
     Internal,
 ];
 
@@ -545,7 +546,7 @@ const EXPORT_CSV_ERRORS: &[DeclaredError] = errors![
     AgentBusy,
     DatabaseUnavailable,
     PrivilegedRole,
-    Unavailable: "the store",
+    StoreUnavailable: "the store",
     QueryTimeout,
     Internal,
 ];

@@ -24,7 +24,7 @@ use chrono::Utc;
 
 use super::{JwtSecret, cookie, decode_access};
 use crate::error::{AppError, ErrorCode};
-use crate::store::{OrgId, Role, SessionId, Store, User};
+use crate::store::{OrgId, Role, SessionId, Store, StoreError, User};
 
 /// What authenticating a request reads: the JWT secret and the store.
 pub(crate) trait AuthState: Send + Sync {
@@ -70,7 +70,11 @@ impl<S: AuthState> FromRequestParts<S> for CurrentUser {
                 token
             }
         };
-        CurrentUser::of_token(state, &token).await.map_err(|_| unauthorized())
+        // An invalid token reads the same whichever check refused it; a store
+        // that cannot answer is not the caller's fault (503, not 401).
+        CurrentUser::of_token(state, &token)
+            .await
+            .map_err(|e| if e.code == ErrorCode::Unauthorized { unauthorized() } else { e })
     }
 }
 
@@ -90,7 +94,10 @@ impl CurrentUser {
             .store()
             .session_context(&SessionId::from(claims.sid.clone()), &org)
             .await
-            .map_err(|_| unauthorized())?;
+            .map_err(|e| match e {
+                StoreError::NotFound => unauthorized(),
+                other => AppError::from(other),
+            })?;
         if !session.is_active(Utc::now()) || session.user_id.as_str() != claims.sub {
             return Err(unauthorized());
         }

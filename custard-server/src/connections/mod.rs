@@ -194,6 +194,14 @@ pub(crate) async fn update(
                 format!("instructions are limited to {MAX_INSTRUCTIONS_CHARS} characters"),
             ));
         }
+        // Line breaks and tabs are text; other control characters are not
+        // (and a NUL cannot be stored in PostgreSQL's text).
+        Some(text) if text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) => {
+            return Err(AppError::new(
+                ErrorCode::Validation,
+                "instructions may not hold control characters other than line breaks and tabs",
+            ));
+        }
         other => other.map(|t| t.trim().to_owned()),
     };
     let id = ConnectionId::from(id.to_owned());

@@ -27,6 +27,7 @@
 //! - a successful write is durable before its future resolves.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use custard_core::BoxFuture;
@@ -64,6 +65,7 @@ macro_rules! id_type {
 }
 
 mod platform;
+mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -73,7 +75,134 @@ pub use platform::{
     HistoryEntry, NewConnection, NewQueryRecord, OutcomeFilter, QueryDeletion, QueryFilter,
     QueryId, QueryRecord, StoredSchema,
 };
+pub use postgres::{PostgresOptions, PostgresStore, Sharing};
 pub use sqlite::SqliteStore;
+
+/// Where the store lives, as `CUSTARD_STORE_URL` names it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite file (`sqlite:PATH`).
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database (`postgres://...` or `postgresql://...`); the
+    /// URL may hold a password, so it is never shown.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// Reads `sqlite:PATH` or a PostgreSQL URL; anything else is an error
+    /// that says what is accepted.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            // `sqlite://PATH` is common too: take both.
+            let path = path.strip_prefix("//").unwrap_or(path);
+            anyhow::ensure!(!path.is_empty(), "CUSTARD_STORE_URL `sqlite:` needs a file path");
+            return Ok(StoreLocation::Sqlite(path.into()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Checked now, so a typo fails at start with the driver's reason
+            // (which never repeats the URL).
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| anyhow::anyhow!("CUSTARD_STORE_URL is not a PostgreSQL URL: {e}"))?;
+            return Ok(StoreLocation::Postgres(url.to_owned()));
+        }
+        let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+        anyhow::bail!(
+            "CUSTARD_STORE_URL must start with `sqlite:` or `postgres://`, not with the scheme {scheme:?}"
+        )
+    }
+
+    /// Opens the store here, migrating it; PostgreSQL is retried with backoff
+    /// for a while when unreachable.
+    pub async fn open(&self, options: &PostgresOptions) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            StoreLocation::Sqlite(path) => {
+                let path = path.clone();
+                let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await;
+                Arc::new(opened.map_err(|e| StoreError::Internal(e.to_string()))??)
+            }
+            StoreLocation::Postgres(url) => Arc::new(PostgresStore::open(url, options).await?),
+        })
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    /// The kind and place, without credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreLocation::Postgres(url) => {
+                let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+                    return f.write_str("postgres://(invalid)");
+                };
+                let hosts: Vec<String> = config
+                    .get_hosts()
+                    .iter()
+                    .map(|h| match h {
+                        tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                    })
+                    .collect();
+                let ports: Vec<String> = config.get_ports().iter().map(|p| p.to_string()).collect();
+                write!(
+                    f,
+                    "postgres://{}@{}:{}/{}",
+                    config.get_user().unwrap_or(""),
+                    hosts.join(","),
+                    ports.join(","),
+                    config.get_dbname().unwrap_or("")
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The arithmetic of [`Store::take_attempt`] (a generic cell rate algorithm)
+/// in microseconds, shared by the stores: the key's theoretical arrival time
+/// after one more attempt, when that attempt is admitted.
+pub(in crate::store) mod attempts {
+    use std::time::Duration;
+
+    use chrono::{DateTime, Utc};
+
+    /// Microseconds since the epoch.
+    pub(in crate::store) fn micros(t: DateTime<Utc>) -> i64 {
+        t.timestamp_micros()
+    }
+
+    /// A duration in microseconds, saturating.
+    pub(in crate::store) fn span(d: Duration) -> i64 {
+        i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    /// How far ahead of `now` the arrival time may run: `burst` attempts' worth.
+    pub(in crate::store) fn allowance(burst: u32, every: Duration) -> i64 {
+        span(every).saturating_mul(i64::from(burst.max(1)))
+    }
+
+    /// How long until an attempt would be admitted, given the key's arrival time.
+    pub(in crate::store) fn wait(tat: i64, now: i64, burst: u32, every: Duration) -> Duration {
+        let behind = tat.saturating_add(span(every)).saturating_sub(now);
+        let over = behind.saturating_sub(allowance(burst, every)).max(1);
+        Duration::from_micros(u64::try_from(over).unwrap_or(1))
+    }
+}
+
+/// One schema change of a store, shipped inside the binary.
+#[derive(Debug)]
+pub(in crate::store) struct Migration {
+    /// Strictly increasing from 1, without gaps; the file name starts with it.
+    pub(in crate::store) version: i64,
+    /// Short name, recorded for people reading `schema_migrations`.
+    pub(in crate::store) name: &'static str,
+    /// The SQL; no `BEGIN`/`COMMIT`, the runner owns the transaction.
+    pub(in crate::store) sql: &'static str,
+}
 
 /// Persistent state of the platform; handlers hold it as `Arc<dyn Store>`.
 ///
@@ -510,6 +639,38 @@ pub trait Store: Send + Sync + fmt::Debug {
         conversation: &'a ConversationId,
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>>;
+
+    /// The server secret kept under `name`, storing `candidate` first when
+    /// there is none: of servers asking at once, the first to store wins and
+    /// all get its value. For secrets every replica must share (the JWT
+    /// signing key when none is configured).
+    fn shared_secret<'a>(
+        &'a self,
+        name: &'a str,
+        candidate: String,
+    ) -> BoxFuture<'a, Result<String, StoreError>>;
+
+    /// Counts one attempt under `key` (a sign-in on one account, say) against
+    /// a limit of `burst` at once and one more every `every`, at `now`:
+    /// `None` when it is admitted (and counted), `Some(wait)` when it is over
+    /// the limit (and not counted), `wait` being how long until it would be
+    /// admitted. Atomic: servers sharing the store share the limit.
+    fn take_attempt<'a>(
+        &'a self,
+        key: &'a str,
+        burst: u32,
+        every: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<std::time::Duration>, StoreError>>;
+
+    /// Takes back one attempt [`Store::take_attempt`] counted under `key`
+    /// (it turned out to be no failure).
+    fn forgive_attempt<'a>(
+        &'a self,
+        key: &'a str,
+        every: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Questions about the connection marked correct and answered (outcome `ok`)
     /// with SQL, newest first, at most `limit`; a question asked again appears

@@ -1,4 +1,8 @@
-//! Store tests, written against `dyn Store` so a PostgreSQL store can reuse them.
+//! Store tests, written against `dyn Store` and run on both stores: each test
+//! is an `async fn(kind: Kind)`, and `on_both_stores!` at the end of the file
+//! makes it a test on SQLite (`sqlite::name`) and on PostgreSQL
+//! (`postgres::name`, a scratch database of its own). A test left out of
+//! that list is dead code, which the build refuses.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -6,13 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use custard_testkit::ScratchDb;
 use tempfile::TempDir;
 
+use super::postgres::{PostgresOptions, Sharing};
 use super::sqlite::migrations::{MIGRATIONS, latest_version};
 use super::*;
-
-/// Sessions signed out together, invitations seen by their recipients, organisations.
-mod accounts;
 
 /// Every test finishes within this or fails.
 const TEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -21,26 +24,144 @@ async fn bounded<F: Future>(test: F) -> F::Output {
     tokio::time::timeout(TEST_DEADLINE, test).await.expect("test timed out")
 }
 
-/// A fresh store in its own temporary data dir.
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Makes each listed `async fn(kind: Kind)` a test on each store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Sessions signed out together, invitations seen by their recipients,
+/// organisations (after the macro, which it uses).
+mod accounts;
+
+/// A fresh store: a file in its own temporary data dir, or a scratch
+/// PostgreSQL database dropped with the fixture.
 struct Fixture {
-    dir: TempDir,
+    place: Place,
     store: Arc<dyn Store>,
 }
 
+/// Where a fixture's data lives.
+enum Place {
+    Sqlite(TempDir),
+    Postgres(ScratchDb),
+}
+
 impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(SqliteStore::open(&db_path(&dir)).expect("open store"));
-        Fixture { dir, store }
+    async fn new(kind: Kind) -> Self {
+        let place = match kind {
+            Kind::Sqlite => Place::Sqlite(tempfile::tempdir().expect("temp dir")),
+            Kind::Postgres => Place::Postgres(ScratchDb::create("store").await),
+        };
+        let store = place.open().await;
+        Fixture { place, store }
     }
 
+    /// The SQLite file (SQLite-only tests).
     fn path(&self) -> PathBuf {
-        db_path(&self.dir)
+        match &self.place {
+            Place::Sqlite(dir) => db_path(dir),
+            Place::Postgres(_) => panic!("a PostgreSQL fixture has no file"),
+        }
     }
 
-    /// Closes the store and opens the same file again.
-    fn reopen(&mut self) {
-        self.store = Arc::new(SqliteStore::open(&self.path()).expect("reopen store"));
+    /// Closes the store and opens the same data again.
+    async fn reopen(&mut self) {
+        self.store = self.place.open().await;
+    }
+
+    /// A second store on the same data, as another process would open it.
+    async fn another(&self) -> Arc<dyn Store> {
+        self.place.open().await
+    }
+
+    /// Runs `sql` on the store's database directly, around the store.
+    async fn exec(&self, sql: &str) {
+        match &self.place {
+            Place::Sqlite(dir) => raw(&db_path(dir)).execute_batch(sql).expect(sql),
+            Place::Postgres(db) => db.client().await.batch_execute(sql).await.expect(sql),
+        }
+    }
+
+    /// The rows of `schema_migrations`: version, name and when, as text.
+    async fn applied_migrations(&self) -> Vec<(i64, String, String)> {
+        match &self.place {
+            Place::Sqlite(dir) => {
+                let conn = raw(&db_path(dir));
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT version, name, CAST(applied_at AS TEXT) FROM schema_migrations \
+                         ORDER BY version",
+                    )
+                    .expect("prepare");
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("rows")
+            }
+            Place::Postgres(db) => db
+                .client()
+                .await
+                .query(
+                    "SELECT version, name, applied_at::text FROM schema_migrations ORDER BY version",
+                    &[],
+                )
+                .await
+                .expect("migrations")
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+        }
+    }
+
+    /// The one integer `sql` selects, read directly from the store's database.
+    async fn scalar(&self, sql: &str) -> i64 {
+        match &self.place {
+            Place::Sqlite(dir) => raw(&db_path(dir)).query_row(sql, [], |r| r.get(0)).expect(sql),
+            Place::Postgres(db) => {
+                db.client().await.query_one(sql, &[]).await.expect(sql).get::<_, i64>(0)
+            }
+        }
+    }
+}
+
+impl Place {
+    async fn open(&self) -> Arc<dyn Store> {
+        self.try_open().await.expect("open store")
+    }
+
+    async fn try_open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Place::Sqlite(dir) => Arc::new(SqliteStore::open(&db_path(dir))?),
+            Place::Postgres(db) => {
+                // Tests open several stores on one database, as replicas would.
+                let options = PostgresOptions { sharing: Sharing::Routed, ..Default::default() };
+                Arc::new(PostgresStore::open(&db.url, &options).await?)
+            }
+        })
     }
 }
 
@@ -102,48 +223,57 @@ fn migrations_are_numbered_from_one_without_gaps() {
     assert_eq!(latest_version(), MIGRATIONS.len() as i64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrations_run_once_and_reopening_is_idempotent() {
+async fn migrations_run_once_and_reopening_is_idempotent(kind: Kind) {
     bounded(async {
-        let mut fx = Fixture::new();
+        let mut fx = Fixture::new(kind).await;
         fx.store.ping().await.expect("ping");
-        let path = fx.path();
-        let applied = || -> Vec<(i64, String, i64)> {
-            let conn = raw(&path);
-            let mut stmt = conn
-                .prepare("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
-                .expect("prepare");
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .expect("query")
-                .collect::<Result<_, _>>()
-                .expect("rows")
-        };
-        let first = applied();
-        let expected: Vec<_> = MIGRATIONS.iter().map(|m| (m.version, m.name.to_owned())).collect();
+        let first = fx.applied_migrations().await;
+        let expected: Vec<_> =
+            migrations_of(kind).iter().map(|m| (m.version, m.name.to_owned())).collect();
         let got: Vec<_> = first.iter().map(|(v, n, _)| (*v, n.clone())).collect();
         assert_eq!(got, expected);
-        fx.reopen();
-        fx.reopen();
-        assert_eq!(applied(), first, "reopening must not re-apply migrations");
+        fx.reopen().await;
+        fx.reopen().await;
+        assert_eq!(fx.applied_migrations().await, first, "reopening must not re-apply migrations");
         fx.store.ping().await.expect("ping after reopen");
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_from_a_newer_binary_is_refused() {
+#[test]
+fn postgres_migrations_are_numbered_from_one_without_gaps() {
+    let migrations = super::postgres::migrations::MIGRATIONS;
+    for (i, m) in migrations.iter().enumerate() {
+        assert_eq!(m.version, i as i64 + 1, "migration {}", m.name);
+    }
+    assert_eq!(super::postgres::migrations::latest_version(), migrations.len() as i64);
+}
+
+/// The migrations the store of this kind ships.
+fn migrations_of(kind: Kind) -> &'static [Migration] {
+    match kind {
+        Kind::Sqlite => MIGRATIONS,
+        Kind::Postgres => super::postgres::migrations::MIGRATIONS,
+    }
+}
+
+async fn a_database_from_a_newer_binary_is_refused(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
-        let newer = latest_version() + 1;
-        raw(&fx.path())
-            .execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, 'future', 0)",
-                [newer],
-            )
-            .expect("insert future migration");
-        match SqliteStore::open(&fx.path()) {
-            Err(StoreError::SchemaTooNew { found, known }) => {
-                assert_eq!((found, known), (newer, latest_version()));
+        let fx = Fixture::new(kind).await;
+        let known = migrations_of(kind).last().map_or(0, |m| m.version);
+        let newer = known + 1;
+        let applied_at = match kind {
+            Kind::Sqlite => "0",
+            Kind::Postgres => "now()",
+        };
+        fx.exec(&format!(
+            "INSERT INTO schema_migrations (version, name, applied_at) \
+             VALUES ({newer}, 'future', {applied_at})"
+        ))
+        .await;
+        match fx.place.try_open().await {
+            Err(StoreError::SchemaTooNew { found, known: k }) => {
+                assert_eq!((found, k), (newer, known));
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
@@ -151,8 +281,7 @@ async fn a_database_from_a_newer_binary_is_refused() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emails_are_unique_case_insensitively() {
+async fn emails_are_unique_case_insensitively(kind: Kind) {
     bounded(async {
         // (first email, second email, second is a conflict)
         let cases = [
@@ -163,7 +292,7 @@ async fn emails_are_unique_case_insensitively() {
             ("ada@example.com", "ada2@example.com", false),
         ];
         for (first, second, conflict) in cases {
-            let fx = Fixture::new();
+            let fx = Fixture::new(kind).await;
             let a = fx.store.create_user_with_org(new_user(first), "A".into()).await.expect(first);
             assert_eq!(a.user.email, normalize_email(first));
             let b = fx.store.create_user_with_org(new_user(second), "B".into()).await;
@@ -178,10 +307,9 @@ async fn emails_are_unique_case_insensitively() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_sign_up_leaves_nothing_behind() {
+async fn a_failed_sign_up_leaves_nothing_behind(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         // The organisation insert fails (empty name), after the user insert succeeded.
         let failed =
             fx.store.create_user_with_org(new_user("ada@example.com"), String::new()).await;
@@ -196,23 +324,19 @@ async fn a_failed_sign_up_leaves_nothing_behind() {
         // A duplicate sign-up creates no second organisation either.
         let dup = fx.store.create_user_with_org(new_user("ADA@example.com"), "Other".into()).await;
         assert!(matches!(dup, Err(StoreError::Conflict(ConflictKind::Email))), "{dup:?}");
-        let counts: (i64, i64, i64) = raw(&fx.path())
-            .query_row(
-                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM organizations),
-                        (SELECT count(*) FROM memberships)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .expect("counts");
+        let counts = (
+            fx.scalar("SELECT count(*) FROM users").await,
+            fx.scalar("SELECT count(*) FROM organizations").await,
+            fx.scalar("SELECT count(*) FROM memberships").await,
+        );
         assert_eq!(counts, (1, 1, 1));
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn organisation_scoped_queries_never_reach_another_organisation() {
+async fn organisation_scoped_queries_never_reach_another_organisation(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let a = store.create_user_with_org(new_user("a@example.com"), "A".into()).await.expect("a");
         let b = store.create_user_with_org(new_user("b@example.com"), "B".into()).await.expect("b");
@@ -266,10 +390,9 @@ async fn organisation_scoped_queries_never_reach_another_organisation() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_organisation_always_keeps_an_owner() {
+async fn an_organisation_always_keeps_an_owner(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let signup =
             store.create_user_with_org(new_user("o@example.com"), "Org".into()).await.expect("o");
@@ -321,12 +444,11 @@ async fn an_organisation_always_keeps_an_owner() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn of_concurrent_consumes_exactly_one_wins() {
+async fn of_concurrent_consumes_exactly_one_wins(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
-        // A second store on the same file races through its own connection.
-        let other: Arc<dyn Store> = Arc::new(SqliteStore::open(&fx.path()).expect("second store"));
+        let fx = Fixture::new(kind).await;
+        // A second store on the same data races through its own connections.
+        let other = fx.another().await;
         let user = fx.store.create_user(new_user("ada@example.com")).await.expect("user");
         for round in 0..5 {
             let hash = fresh_hash();
@@ -358,10 +480,9 @@ async fn of_concurrent_consumes_exactly_one_wins() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_are_valid_only_for_their_kind_and_until_they_expire() {
+async fn tokens_are_valid_only_for_their_kind_and_until_they_expire(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let user = store.create_user(new_user("ada@example.com")).await.expect("user");
         let expires = in_hours(1);
@@ -402,10 +523,9 @@ async fn tokens_are_valid_only_for_their_kind_and_until_they_expire() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_are_revoked_one_by_one_or_all_at_once() {
+async fn sessions_are_revoked_one_by_one_or_all_at_once(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let ada = store.create_user(new_user("ada@example.com")).await.expect("ada");
         let bob = store.create_user(new_user("bob@example.com")).await.expect("bob");
@@ -450,10 +570,9 @@ async fn sessions_are_revoked_one_by_one_or_all_at_once() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verification_and_reset_consume_their_token() {
+async fn verification_and_reset_consume_their_token(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let user = store.create_user(new_user("ada@example.com")).await.expect("user");
         assert!(!user.is_verified());
@@ -488,10 +607,9 @@ async fn verification_and_reset_consume_their_token() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invitations_admit_only_the_invited_email_once() {
+async fn invitations_admit_only_the_invited_email_once(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let owner =
             store.create_user_with_org(new_user("o@example.com"), "Org".into()).await.expect("o");
@@ -566,10 +684,9 @@ async fn invitations_admit_only_the_invited_email_once() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn profile_password_and_verification_updates() {
+async fn profile_password_and_verification_updates(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let user = store.create_user(new_user("ada@example.com")).await.expect("user");
         let profile = ProfileUpdate { first_name: "Augusta".into(), last_name: "King".into() };
@@ -602,10 +719,9 @@ async fn profile_password_and_verification_updates() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_survives_closing_and_reopening() {
+async fn data_survives_closing_and_reopening(kind: Kind) {
     bounded(async {
-        let mut fx = Fixture::new();
+        let mut fx = Fixture::new(kind).await;
         let signup = fx
             .store
             .create_user_with_org(new_user("ada@example.com"), "Analytical".into())
@@ -620,7 +736,7 @@ async fn data_survives_closing_and_reopening() {
             )
             .await
             .expect("session");
-        fx.reopen();
+        fx.reopen().await;
         let user = fx.store.get_user_by_email("ada@example.com").await.expect("user after reopen");
         assert_eq!(user, signup.user);
         assert_eq!(fx.store.get_session(&session.id).await.expect("session"), session);
@@ -716,10 +832,9 @@ fn page(connection_id: Option<&ConnectionId>, limit: u32, offset: u32) -> QueryF
     QueryFilter { connection_id: connection_id.cloned(), ..QueryFilter::page(limit, offset) }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_are_created_listed_updated_and_deleted() {
+async fn connections_are_created_listed_updated_and_deleted(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, connection: first, .. } = tenant(store, "ada@example.com").await;
         assert_eq!(
@@ -789,10 +904,9 @@ async fn connections_are_created_listed_updated_and_deleted() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_key_stops_matching_at_once() {
+async fn a_rotated_key_stops_matching_at_once(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, .. } = tenant(store, "ada@example.com").await;
         let new = new_connection(&org, "db");
@@ -833,10 +947,9 @@ async fn a_rotated_key_stops_matching_at_once() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemas_are_saved_replaced_and_shown_on_the_connection() {
+async fn schemas_are_saved_replaced_and_shown_on_the_connection(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, connection, .. } = tenant(store, "ada@example.com").await;
         let id = &connection.id;
@@ -858,9 +971,7 @@ async fn schemas_are_saved_replaced_and_shown_on_the_connection() {
             assert_eq!(shown.updated_at, connection.updated_at, "a schema is not a setting");
             last = Some(saved);
         }
-        let rows: i64 = raw(&fx.path())
-            .query_row("SELECT count(*) FROM connection_schemas", [], |r| r.get(0))
-            .expect("count");
+        let rows = fx.scalar("SELECT count(*) FROM connection_schemas").await;
         assert_eq!(rows, 1, "saving again replaces");
 
         store.record_agent_seen(&org, id, "0.3.1".into()).await.expect("seen");
@@ -873,10 +984,9 @@ async fn schemas_are_saved_replaced_and_shown_on_the_connection() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_pages_newest_first_and_filters_by_connection() {
+async fn history_pages_newest_first_and_filters_by_connection(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, user, connection: first } = tenant(store, "ada@example.com").await;
         let second = store.create_connection(new_connection(&org, "crm")).await.expect("second");
@@ -936,10 +1046,9 @@ async fn history_pages_newest_first_and_filters_by_connection() {
 /// commits them in one transaction); each caller gets its own row, a
 /// question about a connection deleted meanwhile fails alone, and every
 /// recorded question is there after the store is closed and opened again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn questions_recorded_at_once_each_get_their_own_result() {
+async fn questions_recorded_at_once_each_get_their_own_result(kind: Kind) {
     bounded(async {
-        let mut fx = Fixture::new();
+        let mut fx = Fixture::new(kind).await;
         let store = Arc::clone(&fx.store);
         let Tenant { org, user, connection } = tenant(store.as_ref(), "ada@example.com").await;
         let doomed = store.create_connection(new_connection(&org, "doomed")).await.expect("new");
@@ -964,7 +1073,7 @@ async fn questions_recorded_at_once_each_get_their_own_result() {
         }
         assert_eq!(ids.len(), 36);
         drop(store);
-        fx.reopen();
+        fx.reopen().await;
         let listed = fx.store.list_queries(&org, page(None, 100, 0)).await.expect("list");
         let listed: std::collections::HashSet<_> = listed.into_iter().map(|e| e.query.id).collect();
         assert_eq!(listed, ids, "every question answered as recorded was recorded");
@@ -972,10 +1081,9 @@ async fn questions_recorded_at_once_each_get_their_own_result() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_of_history_is_at_most_two_hundred() {
+async fn a_page_of_history_is_at_most_two_hundred(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, user, connection } = tenant(store, "ada@example.com").await;
         let conv = conversation_id("long");
@@ -996,10 +1104,9 @@ async fn a_page_of_history_is_at_most_two_hundred() {
 
 /// The history's filters: by person, outcome and text (`%`, `_` and `\`
 /// literal, ASCII case ignored), alone and together, each entry with who asked.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_filters_by_person_outcome_and_search_and_names_the_asker() {
+async fn history_filters_by_person_outcome_and_search_and_names_the_asker(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, user: owner, connection } = tenant(store, "ada@example.com").await;
         let mo = join(store, &org, "mo@example.com", Role::Member).await;
@@ -1098,10 +1205,9 @@ async fn history_filters_by_person_outcome_and_search_and_names_the_asker() {
 /// The asker may delete a question, an owner or admin any of the
 /// organisation's; anyone else is refused and nothing changes. Another
 /// organisation can neither see nor delete it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_question_needs_its_asker_or_an_owner_or_admin() {
+async fn deleting_a_question_needs_its_asker_or_an_owner_or_admin(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, user: owner, connection } = tenant(store, "ada@example.com").await;
         let admin = join(store, &org, "admin@example.com", Role::Admin).await.id;
@@ -1159,10 +1265,9 @@ async fn deleting_a_question_needs_its_asker_or_an_owner_or_admin() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_conversation_returns_its_newest_turns_oldest_first() {
+async fn a_conversation_returns_its_newest_turns_oldest_first(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, user, connection } = tenant(store, "ada@example.com").await;
         let (talk, other) = (conversation_id("talk"), conversation_id("other"));
@@ -1190,10 +1295,9 @@ async fn a_conversation_returns_its_newest_turns_oldest_first() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approved_examples_are_correct_answers_newest_first_once_per_question() {
+async fn approved_examples_are_correct_answers_newest_first_once_per_question(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, user, connection } = tenant(store, "ada@example.com").await;
         let elsewhere = store.create_connection(new_connection(&org, "crm")).await.expect("second");
@@ -1250,10 +1354,9 @@ async fn approved_examples_are_correct_answers_newest_first_once_per_question() 
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_connection_deletes_its_schema_and_history() {
+async fn deleting_a_connection_deletes_its_schema_and_history(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let Tenant { org, user, connection } = tenant(store, "ada@example.com").await;
         let kept = store.create_connection(new_connection(&org, "kept")).await.expect("kept");
@@ -1275,23 +1378,19 @@ async fn deleting_a_connection_deletes_its_schema_and_history() {
         assert_eq!(questions(&history), ["kept"]);
         let turns = store.conversation(&org, &conv, 10).await.expect("conversation");
         assert_eq!(questions(&turns), ["kept"]);
-        let counts: (i64, i64) = raw(&fx.path())
-            .query_row(
-                "SELECT (SELECT count(*) FROM connection_schemas), (SELECT count(*) FROM queries)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("counts");
+        let counts = (
+            fx.scalar("SELECT count(*) FROM connection_schemas").await,
+            fx.scalar("SELECT count(*) FROM queries").await,
+        );
         assert_eq!(counts, (1, 1), "only the kept connection's rows remain");
         assert!(store.get_schema(&org, &kept.id).await.is_ok());
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_calls_never_reach_another_organisation() {
+async fn platform_calls_never_reach_another_organisation(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let a = tenant(store, "a@example.com").await;
         let b = tenant(store, "b@example.com").await;
@@ -1399,10 +1498,9 @@ async fn platform_calls_never_reach_another_organisation() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_data_survives_closing_and_reopening() {
+async fn platform_data_survives_closing_and_reopening(kind: Kind) {
     bounded(async {
-        let mut fx = Fixture::new();
+        let mut fx = Fixture::new(kind).await;
         let Tenant { org, user, connection } = tenant(fx.store.as_ref(), "ada@example.com").await;
         let store = Arc::clone(&fx.store);
         store.save_schema(&org, &connection.id, "fp".into(), "{}".into()).await.expect("schema");
@@ -1414,7 +1512,7 @@ async fn platform_data_survives_closing_and_reopening() {
         let query = store.set_feedback(&org, &query.id, true).await.expect("feedback");
         let connection = store.get_connection(&org, &connection.id).await.expect("connection");
         drop(store);
-        fx.reopen();
+        fx.reopen().await;
         let store = fx.store.as_ref();
         assert_eq!(
             store.get_connection(&org, &connection.id).await.expect("connection"),
@@ -1429,7 +1527,7 @@ async fn platform_data_survives_closing_and_reopening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
     bounded(async {
-        let mut fx = Fixture::new();
+        let mut fx = Fixture::new(Kind::Sqlite).await;
         let signup = fx
             .store
             .create_user_with_org(new_user("ada@example.com"), "Analytical".into())
@@ -1440,7 +1538,7 @@ async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
         raw(&fx.path())
             .execute_batch(
                 "DROP TABLE queries; DROP TABLE connection_schemas; DROP TABLE connections;
-                 DROP TABLE one_time_tokens;
+                 DROP TABLE one_time_tokens; DROP TABLE server_secrets; DROP TABLE attempt_limits;
                  CREATE TABLE one_time_tokens (
                      id         TEXT PRIMARY KEY,
                      kind       TEXT NOT NULL
@@ -1461,7 +1559,7 @@ async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
                  DELETE FROM schema_migrations WHERE version > 1;",
             )
             .expect("roll back");
-        fx.reopen();
+        fx.reopen().await;
         let version: i64 = raw(&fx.path())
             .query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))
             .expect("version");
@@ -1480,10 +1578,9 @@ async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_names_are_unique_per_organisation_trimmed_and_case_insensitive() {
+async fn connection_names_are_unique_per_organisation_trimmed_and_case_insensitive(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let a = tenant(store, "a@example.com").await;
         let b = tenant(store, "b@example.com").await;
@@ -1523,7 +1620,7 @@ async fn connection_names_are_unique_per_organisation_trimmed_and_case_insensiti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_name_migration_renames_old_duplicates_deterministically() {
     bounded(async {
-        let mut fx = Fixture::new();
+        let mut fx = Fixture::new(Kind::Sqlite).await;
         let a = tenant(fx.store.as_ref(), "a@example.com").await;
         let b = tenant(fx.store.as_ref(), "b@example.com").await;
         let mut ids = vec![a.connection.id.clone()];
@@ -1545,7 +1642,7 @@ async fn the_name_migration_renames_old_duplicates_deterministically() {
         )
         .expect("duplicates");
         drop(conn);
-        fx.reopen();
+        fx.reopen().await;
 
         let names: Vec<(ConnectionId, String)> = fx
             .store
@@ -1574,10 +1671,9 @@ async fn the_name_migration_renames_old_duplicates_deterministically() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_context_reads_session_user_and_membership_together() {
+async fn session_context_reads_session_user_and_membership_together(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let ada = store.create_user_with_org(new_user("ada@example.com"), "Ada's".into()).await;
         let ada = ada.expect("ada");
@@ -1616,10 +1712,9 @@ async fn session_context_reads_session_user_and_membership_together() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_reads_give_their_connection_back() {
+async fn cancelled_reads_give_their_connection_back(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.clone();
         let ada = store.create_user(new_user("ada@example.com")).await.expect("ada");
         // Drop many reads at once mid-flight (a client that went away).
@@ -1659,10 +1754,9 @@ async fn cancelled_reads_give_their_connection_back() {
 /// Using one reset link, or changing the password, ends every other reset
 /// link of the account (and only that account's); looking a link up does not
 /// use it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_used_reset_link_or_a_new_password_ends_every_other_reset_link() {
+async fn a_used_reset_link_or_a_new_password_ends_every_other_reset_link(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let ada = store.create_user(new_user("ada@example.com")).await.expect("ada");
         let bob = store.create_user(new_user("bob@example.com")).await.expect("bob");
@@ -1732,10 +1826,9 @@ async fn a_used_reset_link_or_a_new_password_ends_every_other_reset_link() {
 
 /// Pending invitations are listed, read and revoked only within their
 /// organisation; a revoked one cannot be accepted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invitations_are_listed_and_revoked_within_their_organisation() {
+async fn invitations_are_listed_and_revoked_within_their_organisation(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let a = store.create_user_with_org(new_user("a@example.com"), "A".into()).await.expect("a");
         let b = store.create_user_with_org(new_user("b@example.com"), "B".into()).await.expect("b");
@@ -1780,10 +1873,9 @@ async fn invitations_are_listed_and_revoked_within_their_organisation() {
 /// A member's pending invitations end when the member is removed, and those
 /// the new role may not send end when the member is demoted; one that
 /// outlived its sender's right is refused when accepted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invitations_end_with_their_senders_right_to_send_them() {
+async fn invitations_end_with_their_senders_right_to_send_them(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let owner = store.create_user_with_org(new_user("o@example.com"), "O".into()).await;
         let owner = owner.expect("owner");
@@ -1823,9 +1915,8 @@ async fn invitations_end_with_their_senders_right_to_send_them() {
         // sender's membership goes without the store's removal).
         let third = join(store, org, "third@example.com", Role::Admin).await;
         let hash = invite(&third.id, "late@example.com", Role::Member).await;
-        raw(&fx.path())
-            .execute("DELETE FROM memberships WHERE user_id = ?1", [third.id.as_str()])
-            .expect("delete membership");
+        // Ids are hex, safe to write into the statement.
+        fx.exec(&format!("DELETE FROM memberships WHERE user_id = '{}'", third.id)).await;
         let late = store.create_user(new_user("late@example.com")).await.expect("late");
         let accepted = store.accept_invitation(&hash, &late.id, Utc::now()).await;
         assert!(matches!(accepted, Err(StoreError::NotFound)), "{accepted:?}");
@@ -1843,4 +1934,287 @@ async fn invitations_end_with_their_senders_right_to_send_them() {
         ));
     })
     .await;
+}
+
+/// Of servers asking for a shared secret at once, the first to store its
+/// candidate wins and every one gets that value, then and after a restart.
+async fn a_shared_secret_is_stored_once_and_the_same_for_all(kind: Kind) {
+    bounded(async {
+        let mut fx = Fixture::new(kind).await;
+        let others = [fx.another().await, fx.another().await];
+        let mut asking = Vec::new();
+        for i in 0..12 {
+            let store = if i % 3 == 0 { Arc::clone(&fx.store) } else { Arc::clone(&others[i % 2]) };
+            asking.push(tokio::spawn(async move {
+                store.shared_secret("jwt", format!("candidate {i}")).await
+            }));
+        }
+        let mut got = Vec::new();
+        for task in asking {
+            got.push(task.await.expect("task").expect("secret"));
+        }
+        assert!(got.iter().all(|v| *v == got[0]), "{got:?}");
+        assert!(got[0].starts_with("candidate "), "{got:?}");
+        fx.reopen().await;
+        let again = fx.store.shared_secret("jwt", "a later candidate".into()).await;
+        assert_eq!(again.expect("secret"), got[0]);
+        let other = fx.store.shared_secret("other", "its own".into()).await;
+        assert_eq!(other.expect("secret"), "its own", "names are separate");
+    })
+    .await;
+}
+
+/// An attempt limit: `burst` at once, then one more every period, and what
+/// was forgiven may be tried again; servers racing on one store admit no
+/// more than the limit between them.
+async fn attempts_are_limited_per_key_across_servers(kind: Kind) {
+    bounded(async {
+        let fx = Fixture::new(kind).await;
+        let every = Duration::from_secs(60);
+        let now = Utc::now();
+        for i in 0..3 {
+            let taken = fx.store.take_attempt("login:ada", 3, every, now).await.expect("take");
+            assert_eq!(taken, None, "attempt {i} is within the burst");
+        }
+        let over = fx.store.take_attempt("login:ada", 3, every, now).await.expect("take");
+        let wait = over.expect("the fourth is over the limit");
+        assert!(wait > Duration::from_secs(59) && wait <= every, "{wait:?}");
+        // Another key, and another purpose, are limited apart.
+        assert_eq!(fx.store.take_attempt("login:grace", 3, every, now).await.expect("g"), None);
+        assert_eq!(fx.store.take_attempt("reset:ada", 3, every, now).await.expect("r"), None);
+        // Forgiven, one more goes; a period later, one more again.
+        fx.store.forgive_attempt("login:ada", every, now).await.expect("forgive");
+        assert_eq!(fx.store.take_attempt("login:ada", 3, every, now).await.expect("t"), None);
+        assert!(fx.store.take_attempt("login:ada", 3, every, now).await.expect("t").is_some());
+        let later = now + TimeDelta::seconds(61);
+        assert_eq!(fx.store.take_attempt("login:ada", 3, every, later).await.expect("t"), None);
+
+        // A flood spread over three servers at once.
+        let servers = [Arc::clone(&fx.store), fx.another().await, fx.another().await];
+        let mut flood = Vec::new();
+        for i in 0..30 {
+            let store = Arc::clone(&servers[i % 3]);
+            flood.push(tokio::spawn(async move {
+                store.take_attempt("login:flooded", 5, every, now).await
+            }));
+        }
+        let mut admitted = 0;
+        for attempt in flood {
+            if attempt.await.expect("task").expect("take").is_none() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 5, "the burst, and not one more");
+    })
+    .await;
+}
+
+/// Text no stored row can hold (a NUL, which PostgreSQL's text refuses)
+/// finds nothing, on either store, rather than failing.
+async fn lookups_by_text_no_row_can_hold_find_nothing(kind: Kind) {
+    bounded(async {
+        let fx = Fixture::new(kind).await;
+        let store = fx.store.as_ref();
+        let t = tenant(store, "a@example.com").await;
+        let nul = "a\0b";
+        let found = store.get_user_by_email("a\0@example.com").await;
+        assert!(matches!(found, Err(StoreError::NotFound)), "{found:?}");
+        let found = store.get_connection(&t.org, &ConnectionId::from(nul.to_owned())).await;
+        assert!(matches!(found, Err(StoreError::NotFound)), "{found:?}");
+        let found = store.session_context(&SessionId::from(nul.to_owned()), &t.org).await;
+        assert!(matches!(found, Err(StoreError::NotFound)), "{found:?}");
+        let found = store.connection_by_key_hash(nul).await;
+        assert!(matches!(found, Err(StoreError::NotFound)), "{found:?}");
+    })
+    .await;
+}
+
+on_both_stores! {
+    lookups_by_text_no_row_can_hold_find_nothing,
+    attempts_are_limited_per_key_across_servers,
+    a_shared_secret_is_stored_once_and_the_same_for_all,
+    migrations_run_once_and_reopening_is_idempotent,
+    a_database_from_a_newer_binary_is_refused,
+    emails_are_unique_case_insensitively,
+    a_failed_sign_up_leaves_nothing_behind,
+    organisation_scoped_queries_never_reach_another_organisation,
+    an_organisation_always_keeps_an_owner,
+    of_concurrent_consumes_exactly_one_wins,
+    tokens_are_valid_only_for_their_kind_and_until_they_expire,
+    sessions_are_revoked_one_by_one_or_all_at_once,
+    verification_and_reset_consume_their_token,
+    invitations_admit_only_the_invited_email_once,
+    profile_password_and_verification_updates,
+    data_survives_closing_and_reopening,
+    connections_are_created_listed_updated_and_deleted,
+    a_rotated_key_stops_matching_at_once,
+    schemas_are_saved_replaced_and_shown_on_the_connection,
+    history_pages_newest_first_and_filters_by_connection,
+    questions_recorded_at_once_each_get_their_own_result,
+    a_page_of_history_is_at_most_two_hundred,
+    history_filters_by_person_outcome_and_search_and_names_the_asker,
+    deleting_a_question_needs_its_asker_or_an_owner_or_admin,
+    a_conversation_returns_its_newest_turns_oldest_first,
+    approved_examples_are_correct_answers_newest_first_once_per_question,
+    deleting_a_connection_deletes_its_schema_and_history,
+    platform_calls_never_reach_another_organisation,
+    platform_data_survives_closing_and_reopening,
+    connection_names_are_unique_per_organisation_trimmed_and_case_insensitive,
+    session_context_reads_session_user_and_membership_together,
+    cancelled_reads_give_their_connection_back,
+    a_used_reset_link_or_a_new_password_ends_every_other_reset_link,
+    invitations_are_listed_and_revoked_within_their_organisation,
+    invitations_end_with_their_senders_right_to_send_them,
+}
+
+/// A PostgreSQL store nobody answers for: opening tries again for a while,
+/// then fails saying why, rather than hanging or failing at the first try.
+#[tokio::test]
+async fn an_unreachable_postgres_store_is_retried_then_refused_with_the_reason() {
+    bounded(async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let url = format!("postgres://postgres@127.0.0.1:{port}/nothing");
+        let options = PostgresOptions {
+            open_patience: Duration::from_millis(1200),
+            ..PostgresOptions::default()
+        };
+        let started = std::time::Instant::now();
+        match PostgresStore::open(&url, &options).await {
+            Err(StoreError::Unavailable(reason)) => {
+                assert!(reason.contains("cannot reach the PostgreSQL store"), "{reason}");
+                assert!(reason.contains("refused") || reason.contains("connect"), "{reason}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        // It tried more than once (the first wait is 250 ms).
+        assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    })
+    .await;
+}
+
+/// A statement stuck behind another session's lock ends with Unavailable
+/// when the store's lock timeout passes: a call never hangs on the database.
+#[tokio::test]
+async fn a_postgres_call_stuck_on_a_lock_is_unavailable_not_a_hang() {
+    bounded(async {
+        let db = ScratchDb::create("store").await;
+        let options = PostgresOptions {
+            statement_timeout: Duration::from_millis(300),
+            ..PostgresOptions::default()
+        };
+        let store = PostgresStore::open(&db.url, &options).await.expect("open");
+        store.create_user(new_user("ada@example.com")).await.expect("user");
+        let mut holder = db.client().await;
+        let tx = holder.transaction().await.expect("begin");
+        tx.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await.expect("lock");
+        let stuck = store.get_user_by_email("ada@example.com").await;
+        assert!(matches!(stuck, Err(StoreError::Unavailable(_))), "{stuck:?}");
+        tx.rollback().await.expect("unlock");
+        assert!(store.get_user_by_email("ada@example.com").await.is_ok(), "answers again");
+    })
+    .await;
+}
+
+/// A server without routing between servers must be alone on its PostgreSQL
+/// store: a second one refuses to start, as does a routing one beside it,
+/// until it is gone; servers that route share the store.
+#[tokio::test]
+async fn a_postgres_store_is_held_by_one_server_unless_servers_route() {
+    bounded(async {
+        let db = ScratchDb::create("store").await;
+        let alone = PostgresOptions::default();
+        let routed = PostgresOptions { sharing: Sharing::Routed, ..PostgresOptions::default() };
+        let refused = |opened: Result<PostgresStore, StoreError>, why: &str| match opened {
+            Err(StoreError::Unavailable(reason)) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let first = PostgresStore::open(&db.url, &alone).await.expect("the first server");
+        refused(PostgresStore::open(&db.url, &alone).await, "only one may");
+        refused(PostgresStore::open(&db.url, &routed).await, "without routing");
+        // Gone (a crash closes its connections the same way): the store is
+        // free as soon as PostgreSQL has seen the connection close.
+        drop(first);
+        let mut shared = vec![open_soon(&db.url, &routed).await];
+        shared.push(PostgresStore::open(&db.url, &routed).await.expect("a second routing server"));
+        refused(PostgresStore::open(&db.url, &alone).await, "only one may");
+        drop(shared);
+        open_soon(&db.url, &alone).await.ping().await.expect("ping");
+    })
+    .await;
+}
+
+/// Opens the store, trying again for a few seconds while a server that just
+/// went away still holds it.
+async fn open_soon(url: &str, options: &PostgresOptions) -> PostgresStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match PostgresStore::open(url, options).await {
+            Ok(store) => return store,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the store stayed held: {e:?}"),
+        }
+    }
+}
+
+/// A server that loses the connection holding its claim answers nothing
+/// from the store (another may have taken it meanwhile) until it has the
+/// claim again.
+#[tokio::test]
+async fn a_server_that_lost_its_claim_answers_nothing_until_it_has_it_again() {
+    bounded(async {
+        let db = ScratchDb::create("store").await;
+        let alone = PostgresOptions::default();
+        let first = PostgresStore::open(&db.url, &alone).await.expect("the first server");
+        first.ping().await.expect("ping");
+        // End the connection that holds the claim (the advisory lock's holder).
+        let admin = db.client().await;
+        let ended: bool = admin
+            .query_one(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+                 JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("terminate")
+            .get(0);
+        assert!(ended);
+        let lost = poll_until(|| async { first.ping().await.is_err() }).await;
+        assert!(lost, "the first server noticed");
+        // Another server takes the store meanwhile; the first keeps out.
+        let second = open_soon(&db.url, &alone).await;
+        second.ping().await.expect("the second server answers");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            matches!(first.ping().await, Err(StoreError::Unavailable(_))),
+            "the first server must not answer while another holds the store"
+        );
+        // Gone again: the first takes its claim back and answers.
+        drop(second);
+        let back = poll_until(|| async { first.ping().await.is_ok() }).await;
+        assert!(back, "the first server took its claim back");
+    })
+    .await;
+}
+
+/// Whether `check` holds within ten seconds, asked every 50 ms.
+async fn poll_until<F, Fut>(check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

@@ -318,7 +318,7 @@ pub(crate) async fn error_pages(
 /// A message for people from an API error: the message capitalised as a
 /// sentence, or a generic one for errors on our side (never their details).
 pub(crate) fn sentence(error: &AppError) -> String {
-    if matches!(error.code, ErrorCode::Internal | ErrorCode::Unavailable) {
+    if matches!(error.code, ErrorCode::Internal | ErrorCode::StoreUnavailable) {
         return "Something went wrong on our side. Please try again.".to_owned();
     }
     let mut chars = error.message.chars();

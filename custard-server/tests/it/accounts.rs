@@ -64,7 +64,7 @@ async fn changing_the_password_signs_out_every_other_session_even_after_a_restar
             &smtp,
         ]);
         let restarted = Server {
-            app: app(AppState::open(config).expect("state")),
+            app: app(AppState::open(config).await.expect("state")),
             state: s.state.clone(),
             sink: SmtpSink::start().await,
             _dir: tempfile::tempdir().expect("tempdir"),

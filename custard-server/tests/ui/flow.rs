@@ -66,7 +66,7 @@ impl Server {
             "--llm-base-url",
             &model.base_url(),
         ]);
-        let state = AppState::open(config).expect("state");
+        let state = AppState::open(config).await.expect("state");
         let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, service).await });
         Server { base, sink, _dir: dir }

@@ -816,7 +816,7 @@ async fn setup(dir: &Path, stop: &CancellationToken) -> Result<Setup, String> {
     // High limits: the fuzzer should reach the handlers, not the rate limiter.
     let limits =
         Limits { per_ip: 1_000_000, per_account: 1_000_000, replenish: Duration::from_millis(1) };
-    let state = AppState::open_with_limits(config, limits).map_err(|e| format!("{e:#}"))?;
+    let state = AppState::open_with_limits(config, limits).await.map_err(|e| format!("{e:#}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

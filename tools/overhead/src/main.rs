@@ -288,7 +288,7 @@ async fn start_platform(
         "--questions-in-flight-per-org",
         "0",
     ])?;
-    let state = custard_server::AppState::open(config)?;
+    let state = custard_server::AppState::open(config).await?;
     let service =
         custard_server::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await });

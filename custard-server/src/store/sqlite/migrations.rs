@@ -7,18 +7,7 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::rows::{db_error, to_millis};
-use crate::store::StoreError;
-
-/// One schema change, shipped inside the binary.
-#[derive(Debug)]
-pub(in crate::store) struct Migration {
-    /// Strictly increasing from 1, without gaps; the file name starts with it.
-    pub(in crate::store) version: i64,
-    /// Short name, recorded for people reading `schema_migrations`.
-    pub(in crate::store) name: &'static str,
-    /// The SQL; no `BEGIN`/`COMMIT`, the runner owns the transaction.
-    pub(in crate::store) sql: &'static str,
-}
+use crate::store::{Migration, StoreError};
 
 /// Every migration, oldest first.
 pub(in crate::store) const MIGRATIONS: &[Migration] = &[
@@ -46,6 +35,11 @@ pub(in crate::store) const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "schema_summary",
         sql: include_str!("../../../migrations/0005_schema_summary.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "shared_state",
+        sql: include_str!("../../../migrations/0006_shared_state.sql"),
     },
 ];
 

@@ -24,11 +24,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use custard_core::BoxFuture;
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 use tokio::sync::Mutex;
 
 use self::migrations::migrate;
 use self::rows::db_error;
+use super::attempts;
 use super::{
     ApprovedExample, Connection as DbConnection, ConnectionId, ConnectionUpdate, ConversationId,
     HistoryEntry, Invitation, Member, Membership, NewConnection, NewQueryRecord, NewToken, NewUser,
@@ -44,6 +45,9 @@ mod rows;
 
 /// How long a statement waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One attempt in this many also deletes the attempt limits that have run out.
+const PRUNE_ATTEMPTS_ONE_IN: u32 = 256;
 
 /// Read-only connections: enough for the reads of a few concurrent requests.
 const READERS: usize = 4;
@@ -829,6 +833,91 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<QueryRecord>, StoreError>> {
         let (org, conversation) = (org.clone(), conversation.clone());
         self.read(move |conn| platform::conversation(conn, &org, &conversation, limit))
+    }
+
+    fn shared_secret<'a>(
+        &'a self,
+        name: &'a str,
+        candidate: String,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            tx.execute(
+                "INSERT INTO server_secrets (name, value, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO NOTHING",
+                rusqlite::params![name, candidate, rows::Millis::now()],
+            )
+            .map_err(db_error)?;
+            let value = tx
+                .query_row("SELECT value FROM server_secrets WHERE name = ?1", [&name], |r| {
+                    r.get(0)
+                })
+                .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            Ok(value)
+        })
+    }
+
+    fn take_attempt<'a>(
+        &'a self,
+        key: &'a str,
+        burst: u32,
+        every: Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<Duration>, StoreError>> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            let now_us = attempts::micros(now);
+            let admitted: Option<i64> = conn
+                .cached_row(
+                    "INSERT INTO attempt_limits (key, tat_us) VALUES (?1, ?2 + ?3)
+                     ON CONFLICT (key) DO UPDATE
+                         SET tat_us = max(attempt_limits.tat_us, ?2) + ?3
+                         WHERE max(attempt_limits.tat_us, ?2) + ?3 - ?2 <= ?4
+                     RETURNING tat_us",
+                    rusqlite::params![
+                        key,
+                        now_us,
+                        attempts::span(every),
+                        attempts::allowance(burst, every)
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            if rand::random_ratio(1, PRUNE_ATTEMPTS_ONE_IN) {
+                // Rows at full allowance say nothing: keep the table to recent keys.
+                conn.execute("DELETE FROM attempt_limits WHERE tat_us < ?1", [now_us])
+                    .map_err(db_error)?;
+            }
+            if admitted.is_some() {
+                return Ok(None);
+            }
+            let tat: i64 = conn
+                .cached_row("SELECT tat_us FROM attempt_limits WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })
+                .map_err(db_error)?;
+            Ok(Some(attempts::wait(tat, now_us, burst, every)))
+        })
+    }
+
+    fn forgive_attempt<'a>(
+        &'a self,
+        key: &'a str,
+        every: Duration,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE attempt_limits SET tat_us = max(tat_us - ?2, ?3) WHERE key = ?1",
+                rusqlite::params![key, attempts::span(every), attempts::micros(now)],
+            )
+            .map(drop)
+            .map_err(db_error)
+        })
     }
 
     fn approved_examples<'a>(

@@ -28,10 +28,9 @@ fn active(session: &Session) -> bool {
     session.is_active(Utc::now())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_password_change_signs_out_every_other_session_for_good() {
+async fn a_password_change_signs_out_every_other_session_for_good(kind: Kind) {
     bounded(async {
-        let mut fx = Fixture::new();
+        let mut fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let ada = verified_owner(store, "ada@example.com", "Ada's").await.user;
         let bob = verified_owner(store, "bob@example.com", "Bob's").await.user;
@@ -62,7 +61,7 @@ async fn a_password_change_signs_out_every_other_session_for_good() {
         assert_eq!(store.get_user(&ada.id).await.expect("ada").password_hash, "h2");
 
         // Across a restart: the others stay out, the changer and other users stay in.
-        fx.reopen();
+        fx.reopen().await;
         let store = fx.store.as_ref();
         for (i, s) in sessions.iter().enumerate() {
             let now = store.get_session(&s.id).await.expect("session");
@@ -86,10 +85,9 @@ async fn a_password_change_signs_out_every_other_session_for_good() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_password_change_ends_the_outstanding_reset_links() {
+async fn a_password_change_ends_the_outstanding_reset_links(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let ada = verified_owner(store, "ada@example.com", "Ada's").await.user;
         let session = store
@@ -111,10 +109,9 @@ async fn a_password_change_ends_the_outstanding_reset_links() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recipients_see_their_pending_invitations_with_organisation_and_sender() {
+async fn recipients_see_their_pending_invitations_with_organisation_and_sender(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let host = verified_owner(store, "host@example.com", "Host team").await;
         let other = verified_owner(store, "other@example.com", "Other team").await;
@@ -171,10 +168,9 @@ async fn recipients_see_their_pending_invitations_with_organisation_and_sender()
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invitation_is_accepted_by_id_only_by_its_verified_recipient() {
+async fn an_invitation_is_accepted_by_id_only_by_its_verified_recipient(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let host = verified_owner(store, "host@example.com", "Host team").await;
         let (org, owner) = (&host.organization.id, &host.user.id);
@@ -208,10 +204,9 @@ async fn an_invitation_is_accepted_by_id_only_by_its_verified_recipient() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invitation_sent_again_gets_a_new_link_expiry_and_sender() {
+async fn an_invitation_sent_again_gets_a_new_link_expiry_and_sender(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let host = verified_owner(store, "host@example.com", "Host team").await;
         let other = verified_owner(store, "other@example.com", "Other team").await;
@@ -255,10 +250,9 @@ async fn an_invitation_sent_again_gets_a_new_link_expiry_and_sender() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn organisations_are_created_and_deleted_with_everything_they_hold() {
+async fn organisations_are_created_and_deleted_with_everything_they_hold(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let doomed = tenant(store, "owner@example.com").await;
         let kept = tenant(store, "neighbour@example.com").await;
@@ -322,10 +316,9 @@ async fn organisations_are_created_and_deleted_with_everything_they_hold() {
 /// the old password cannot open a session after the change, a change
 /// checked against an old hash or from a signed-out session changes nothing,
 /// and taking over from a session signs it out (once).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_and_changes_stand_on_what_was_checked() {
+async fn sessions_and_changes_stand_on_what_was_checked(kind: Kind) {
     bounded(async {
-        let fx = Fixture::new();
+        let fx = Fixture::new(kind).await;
         let store = fx.store.as_ref();
         let ada = verified_owner(store, "ada@example.com", "Ada's").await.user;
         let old = ada.password_hash.clone();
@@ -363,4 +356,14 @@ async fn sessions_and_changes_stand_on_what_was_checked() {
         assert_eq!(store.get_user(&ada.id).await.expect("ada").password_hash, "h2");
     })
     .await;
+}
+
+on_both_stores! {
+    a_password_change_signs_out_every_other_session_for_good,
+    a_password_change_ends_the_outstanding_reset_links,
+    recipients_see_their_pending_invitations_with_organisation_and_sender,
+    an_invitation_is_accepted_by_id_only_by_its_verified_recipient,
+    an_invitation_sent_again_gets_a_new_link_expiry_and_sender,
+    organisations_are_created_and_deleted_with_everything_they_hold,
+    sessions_and_changes_stand_on_what_was_checked,
 }
