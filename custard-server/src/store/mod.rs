@@ -66,6 +66,7 @@ macro_rules! id_type {
 
 mod platform;
 mod postgres;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod tests;

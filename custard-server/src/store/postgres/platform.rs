@@ -15,6 +15,7 @@ use super::rows::{
     now, query_from_row, schema_from_row,
 };
 use super::{PostgresStore, retry, serializable, single};
+use crate::store::sql::{like_pattern, qualified_query_columns};
 use crate::store::{
     ApprovedExample, ConflictKind, Connection, ConnectionId, ConnectionUpdate, ConversationId,
     HistoryEntry, NewConnection, NewQueryRecord, OrgId, OutcomeFilter, QueryDeletion, QueryFilter,
@@ -396,27 +397,6 @@ async fn history_page(
     let statement = client.prepare_cached(sql).await?;
     let rows = client.query(&statement, values).await?;
     rows.iter().map(history_entry_from_row).collect()
-}
-
-/// A `LIKE` pattern (with `ESCAPE '\'`) for text containing `term` literally.
-fn like_pattern(term: &str) -> String {
-    let mut pattern = String::with_capacity(term.len() + 2);
-    pattern.push('%');
-    for c in term.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
-
-/// [`QUERY_COLUMNS`] prefixed with a table alias, for statements that join.
-fn qualified_query_columns(alias: &str) -> String {
-    let columns: Vec<String> =
-        QUERY_COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect();
-    columns.join(", ")
 }
 
 /// Deletes the question if `by` may: its asker, or an owner or admin.

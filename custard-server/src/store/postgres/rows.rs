@@ -11,6 +11,10 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
 
+pub(super) use crate::store::sql::{
+    INVITATION_COLUMNS, MEMBERSHIP_COLUMNS, ORG_COLUMNS, QUERY_COLUMNS, SESSION_COLUMNS,
+    TOKEN_COLUMNS, USER_COLUMNS, query_column_count,
+};
 use crate::store::{
     Asker, ConflictKind, Connection as DbConnection, ConnectionId, ConversationId, HistoryEntry,
     Invitation, Membership, NewQueryRecord, OneTimeToken, OrgId, Organization, QueryId,
@@ -188,19 +192,6 @@ impl<'a> FromSql<'a> for TokenKind {
     }
 }
 
-/// The columns [`user_from_row`] reads, in its order.
-pub(super) const USER_COLUMNS: &str =
-    "id, email, password_hash, first_name, last_name, email_verified_at, created_at, updated_at";
-/// The columns [`org_from_row`] reads, in its order.
-pub(super) const ORG_COLUMNS: &str = "id, name, created_at";
-/// The columns [`membership_from_row`] reads, in its order.
-pub(super) const MEMBERSHIP_COLUMNS: &str = "org_id, user_id, role, created_at";
-/// The columns [`session_from_row`] reads, in its order.
-pub(super) const SESSION_COLUMNS: &str = "id, user_id, created_at, expires_at, revoked_at";
-/// The columns [`token_from_row`] reads, in its order.
-pub(super) const TOKEN_COLUMNS: &str = "id, kind, user_id, email, org_id, role, created_at, \
-                                        expires_at, used_at, invited_by, revoked_at";
-
 /// A user from [`USER_COLUMNS`], starting at column `at`.
 pub(super) fn user_from_row(row: &Row, at: usize) -> Result<User, PgError> {
     Ok(User {
@@ -261,11 +252,6 @@ pub(super) fn token_from_row(row: &Row) -> Result<OneTimeToken, PgError> {
         revoked_at: row.try_get(10)?,
     })
 }
-
-/// An invitation's columns, its sender's email included (`t` is
-/// `one_time_tokens`, `u` its sender in `users`).
-pub(super) const INVITATION_COLUMNS: &str =
-    "t.id, t.email, t.role, t.invited_by, u.email, t.created_at, t.expires_at";
 
 /// Pending invitations (`$2` is now) with their organisation and sender,
 /// only those whose sender may still send them; callers add the condition
@@ -347,17 +333,6 @@ pub(super) fn schema_from_row(row: &Row) -> Result<StoredSchema, PgError> {
         json: row.try_get(1)?,
         refreshed_at: row.try_get(2)?,
     })
-}
-
-/// The columns [`query_from_row`] reads, in its order.
-pub(super) const QUERY_COLUMNS: &str = "
-    id, org_id, connection_id, user_id, conversation_id, question, sql, outcome,
-    error_message, answer, row_count, truncated, engine, attempts, timings_json,
-    result_json, feedback, created_at";
-
-/// How many columns [`QUERY_COLUMNS`] has.
-pub(super) fn query_column_count() -> usize {
-    QUERY_COLUMNS.split(',').count()
 }
 
 /// A recorded question from [`QUERY_COLUMNS`].

@@ -8,25 +8,16 @@ use custard_core::Dialect;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Type, ValueRef};
 use rusqlite::{Row, ToSql};
 
+pub(super) use crate::store::sql::{
+    INVITATION_COLUMNS, MEMBERSHIP_COLUMNS, ORG_COLUMNS, QUERY_COLUMNS, SESSION_COLUMNS,
+    TOKEN_COLUMNS, USER_COLUMNS, query_column_count,
+};
 use crate::store::{
     Asker, ConflictKind, Connection as DbConnection, ConnectionId, ConversationId, HistoryEntry,
     Invitation, Membership, NewQueryRecord, OneTimeToken, OrgId, Organization, QueryId,
     QueryRecord, ReceivedInvitation, Role, Session, SessionId, StoreError, StoredSchema, TokenId,
     TokenKind, User, UserId,
 };
-
-/// The columns [`user_from_row`] reads, in its order.
-pub(super) const USER_COLUMNS: &str =
-    "id, email, password_hash, first_name, last_name, email_verified_at, created_at, updated_at";
-/// The columns [`org_from_row`] reads, in its order.
-pub(super) const ORG_COLUMNS: &str = "id, name, created_at";
-/// The columns [`membership_from_row`] reads, in its order.
-pub(super) const MEMBERSHIP_COLUMNS: &str = "org_id, user_id, role, created_at";
-/// The columns [`session_from_row`] reads, in its order.
-pub(super) const SESSION_COLUMNS: &str = "id, user_id, created_at, expires_at, revoked_at";
-/// The columns [`token_from_row`] reads, in its order.
-pub(super) const TOKEN_COLUMNS: &str = "id, kind, user_id, email, org_id, role, created_at, expires_at, \
-                             used_at, invited_by, revoked_at";
 
 /// A user from [`USER_COLUMNS`].
 pub(super) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
@@ -85,9 +76,6 @@ pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<OneTimeToken> {
     })
 }
 
-/// An invitation's columns, its sender's email included.
-pub(super) const INVITATION_COLUMNS: &str =
-    "t.id, t.email, t.role, t.invited_by, u.email, t.created_at, t.expires_at";
 /// Pending invitations (`?2` is now) with their organisation and sender,
 /// only those whose sender may still send them (as `ensure_sender_may_invite`
 /// checks); callers add the condition on `?1`.
@@ -256,12 +244,6 @@ pub(super) const CONNECTION_SELECT: &str = "
     LEFT JOIN connection_schemas s INDEXED BY connection_schemas_summary
         ON s.connection_id = c.id";
 
-/// The columns [`query_from_row`] reads, in its order.
-pub(super) const QUERY_COLUMNS: &str = "
-    id, org_id, connection_id, user_id, conversation_id, question, sql, outcome,
-    error_message, answer, row_count, truncated, engine, attempts, timings_json,
-    result_json, feedback, created_at";
-
 /// A connection from [`CONNECTION_SELECT`].
 pub(super) fn connection_from_row(row: &Row<'_>) -> rusqlite::Result<DbConnection> {
     let dialect: String = row.get(3)?;
@@ -298,7 +280,7 @@ pub(super) fn schema_from_row(row: &Row<'_>) -> rusqlite::Result<StoredSchema> {
 /// when the account is gone).
 pub(super) fn history_entry_from_row(row: &Row<'_>) -> rusqlite::Result<HistoryEntry> {
     let query = query_from_row(row)?;
-    let n = QUERY_COLUMNS.split(',').count();
+    let n = query_column_count();
     let email: Option<String> = row.get(n)?;
     let asked_by = match email {
         Some(email) => Some(Asker {
