@@ -3,6 +3,7 @@
 //! backoff, until shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use custard_core::{
@@ -16,6 +17,12 @@ use crate::health::Reason;
 use crate::privileges::{self, PolicyReport};
 use crate::session::{self, SessionEnd};
 use crate::startup::{self, RoleCheckError, RoleReport};
+
+/// A session the server moved after at least this long is followed at once;
+/// a shorter one backs off as a lost connection does.
+const MOVE_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
+/// The most an agent waits before following a move, in milliseconds.
+const MOVE_JITTER_MS: u64 = 250;
 use crate::state::AgentState;
 use crate::tls;
 
@@ -117,7 +124,22 @@ pub async fn run_with_backoff(
                 tracing::error!("{reason}");
                 backoff.next_delay()
             }
-            SessionEnd::Lost { connected_for, reason } => {
+            SessionEnd::Moved { connected_for, reason } if connected_for >= MOVE_AT_ONCE_AFTER => {
+                // Another server behind the same address takes the session:
+                // connect again now (a moment's jitter, so a server's agents
+                // do not all arrive at once), and count it as a stable session.
+                tracing::info!(
+                    connected_secs = connected_for.as_secs(),
+                    "the server moves its agents: {reason}"
+                );
+                key_refused = false;
+                backoff.connection_ended(connected_for);
+                Duration::from_millis(rand::random_range(0..=MOVE_JITTER_MS))
+            }
+            // A server that sends its agents away right after they came is
+            // not to be followed in a tight loop.
+            SessionEnd::Moved { connected_for, reason }
+            | SessionEnd::Lost { connected_for, reason } => {
                 if !connected_for.is_zero() {
                     key_refused = false;
                 }

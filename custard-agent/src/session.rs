@@ -24,6 +24,7 @@ use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +83,15 @@ pub(crate) enum SessionEnd {
     KeyRefused(String),
     /// The server refused the connection for another reason.
     Refused(String),
+    /// The server is shutting down and asked its agents to connect again
+    /// (close code 1012, "service restart"), after this session had been up
+    /// for `connected_for`: another server behind the same address takes it.
+    Moved {
+        /// How long the session was up.
+        connected_for: Duration,
+        /// The server's words, for the log.
+        reason: String,
+    },
     /// The connection was lost or never made; worth trying again.
     Lost {
         /// How long the session was up (zero when it never started).
@@ -101,7 +111,7 @@ impl SessionEnd {
             SessionEnd::Lost { connected_for, .. } if connected_for.is_zero() => {
                 Reason::Unreachable
             }
-            SessionEnd::Lost { .. } => Reason::Lost,
+            SessionEnd::Lost { .. } | SessionEnd::Moved { .. } => Reason::Lost,
         }
     }
 }
@@ -293,10 +303,14 @@ pub(crate) async fn serve(state: &Arc<AgentState>, shutdown: &CancellationToken)
                 let text_frame = match message {
                     Some(Ok(WsMessage::Text(t))) => t,
                     Some(Ok(WsMessage::Close(frame))) => {
+                        let restart = frame.as_ref().is_some_and(|f| f.code == CloseCode::Restart);
                         let reason = frame.map_or("closed".into(), |f| {
                             let code = u16::from(f.code);
                             format!("closed by the server: {code} {}", untrusted(&f.reason))
                         });
+                        if restart {
+                            break SessionEnd::Moved { connected_for: connected_at.elapsed(), reason };
+                        }
                         break lost(reason);
                     }
                     Some(Ok(_)) => continue,

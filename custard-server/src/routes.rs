@@ -116,9 +116,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     let limits = state.config().serve_limits();
     tokio::spawn({
-        let stop = stop.clone();
+        let (stop, state) = (stop.clone(), state.clone());
         async move {
             shutdown_signal().await;
+            // Agents are asked to connect again elsewhere once the questions
+            // they run are done; the HTTP side stops accepting meanwhile.
+            state.drain_agents();
             stop.cancel();
         }
     });

@@ -150,6 +150,13 @@ impl AppState {
         })
     }
 
+    /// Starts shutting down the agent sessions: they take no new requests,
+    /// and close once what they run is done, asking their agents to connect
+    /// again (to another server behind the same address).
+    pub fn drain_agents(&self) {
+        self.inner.hub.drain();
+    }
+
     /// The configuration the server runs with.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config

@@ -76,6 +76,7 @@ mod injection;
 /// A server on a loopback socket, its email sink and data directory.
 struct Platform {
     app: Router,
+    state: AppState,
     addr: SocketAddr,
     sink: SmtpSink,
     /// Stops the real agents started by this test.
@@ -109,7 +110,7 @@ async fn platform(flags: &[&str]) -> Platform {
     let addr = listener.local_addr().expect("address");
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await });
-    Platform { app: app(state), addr, sink, stop: CancellationToken::new(), dir }
+    Platform { app: app(state.clone()), state, addr, sink, stop: CancellationToken::new(), dir }
 }
 
 impl Platform {
@@ -1077,6 +1078,48 @@ async fn in_flight_requests_fail_fast_when_the_agent_drops() {
             std::future::ready(cancelled)
         })
         .await;
+    })
+    .await;
+}
+
+/// A server shutting down lets its agents finish the questions they run,
+/// takes no new ones, then closes their sessions with 1012 ("service
+/// restart") so they connect again at once, to whichever server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_server_finishes_its_questions_then_moves_its_agents() {
+    bounded(async {
+        let p = platform(&["--agent-heartbeat-ms", "200"]).await;
+        let a = p.user("a@example.com", "Org A").await;
+        let (conn, key) = p.connection(&a, "Shop").await;
+        let pause = Duration::from_millis(800);
+        let agent = p.fake_agent(&conn, &key, Script::on_run(OnRun::Answer(pause))).await;
+        p.wait_for_schema(&a, &conn).await;
+        let asking = {
+            let (app, token, conn) = (p.app.clone(), a.clone(), conn.clone());
+            tokio::spawn(async move {
+                let body = json!({"connection_id": conn, "question": HOW_MANY});
+                let request = Platform::request("POST", "/api/v1/query", Some(&token), Some(&body));
+                app.oneshot(request).await.expect("infallible").status()
+            })
+        };
+        eventually("the question to reach the agent", || {
+            std::future::ready(!agent.frames("run").is_empty())
+        })
+        .await;
+        p.state.drain_agents();
+        let (status, reply) = p.ask(&a, &conn, HOW_MANY).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::SERVICE_UNAVAILABLE, "agent_offline"),
+            "no new question while draining: {reply}"
+        );
+        assert!(agent.seen().iter().all(|s| matches!(s, Seen::Frame(_))), "still open");
+        assert_eq!(asking.await.expect("task"), StatusCode::OK, "the question in flight finished");
+        let (close_code, reason) = agent.closed().await;
+        assert_eq!(
+            (close_code, reason.as_str()),
+            (1012, "the server is shutting down; connect again")
+        );
     })
     .await;
 }

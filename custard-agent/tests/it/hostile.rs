@@ -377,3 +377,33 @@ async fn a_hostile_server_cannot_push_the_agent_past_its_caps() {
     let stopped = terminate(&mut agent).await;
     println!("hostile server: SIGTERM to exit {stopped:?}");
 }
+
+/// A server shutting down closes with 1012 ("service restart"): an agent
+/// that had been up a while connects again at once (another server behind
+/// the same address takes it); one sent away right after it came backs off
+/// as after a lost connection, so a server cannot keep it in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_server_moves_its_agents_at_once_but_not_in_a_loop() {
+    let db = numbers("agent_moved").await;
+    let scene = Scene::new("agent-moved");
+    let mut server = FakeServer::start().await;
+    let mut agent = spawn_agent(&scene, "agent", &server.url, &db.url, &[]);
+    let restart = |reason: &str| {
+        WsMessage::Close(Some(CloseFrame { code: CloseCode::Restart, reason: reason.into() }))
+    };
+    // Up a while, then moved: followed at once.
+    let mut side = server.agent(10_000).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    side.ws.send(restart("the server is shutting down; connect again")).await.expect("close");
+    let mut again = tokio::time::timeout(WAIT, server.agent(10_000)).await.expect("back");
+    let log = wait_for_log(&mut agent, "the server moves its agents", 1).await;
+    assert!(!log.contains("disconnected:"), "a move is not a lost connection:\n{log}");
+    again.send(Frame::new("p", Message::Ping)).await;
+    assert_eq!(again.reply_to("p").await, [Message::Pong]);
+    // Moved again at once: treated as a lost connection, with its backoff.
+    again.ws.send(restart("again")).await.expect("close");
+    let _third = tokio::time::timeout(WAIT, server.agent(10_000)).await.expect("back again");
+    let log = wait_for_log(&mut agent, "disconnected:", 1).await;
+    assert_eq!(log.matches("the server moves its agents").count(), 1, "{log}");
+    terminate(&mut agent).await;
+}

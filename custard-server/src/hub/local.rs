@@ -44,6 +44,9 @@ pub struct LocalHub {
     events: broadcast::Sender<StatusEvent>,
     next_session: AtomicU64,
     online: AtomicUsize,
+    /// Cancelled when the server shuts down: sessions take no new requests,
+    /// finish what they run, and close asking their agents to connect again.
+    draining: CancellationToken,
 }
 
 /// The live sessions of one connection.
@@ -109,7 +112,20 @@ impl LocalHub {
             events: broadcast::channel(EVENT_BUFFER).0,
             next_session: AtomicU64::new(1),
             online: AtomicUsize::new(0),
+            draining: CancellationToken::new(),
         }
+    }
+
+    /// Starts shutting down: no session takes a new request; each closes,
+    /// asking its agent to connect again (elsewhere), once its requests in
+    /// flight are done.
+    pub fn drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Cancelled once [`LocalHub::drain`] was called.
+    pub(crate) fn draining(&self) -> &CancellationToken {
+        &self.draining
     }
 
     /// The hub's timing settings.
@@ -222,6 +238,12 @@ impl LocalHub {
     async fn acquire(&self, connection: &ConnectionId, wait: Duration) -> Result<Slot, ExecError> {
         let deadline = Instant::now() + wait;
         loop {
+            if self.draining.is_cancelled() {
+                return Err(ExecError::new(
+                    ExecErrorCode::AgentOffline,
+                    "this server is shutting down and takes no new queries; ask again",
+                ));
+            }
             let freed = {
                 let connections = lock(&self.connections);
                 let Some(entry) = connections.get(connection) else {

@@ -1,7 +1,7 @@
 //! The server on a PostgreSQL store (`--store-url`), in a private cluster the
 //! test can stop: requests get `503 store_unavailable` at once while the
 //! database is down (and `/ready` says so to a load balancer), and the same
-//! server answers again once it is back.
+//! server answers again once it is back (and holds its claim on it again).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,8 +51,23 @@ async fn a_postgres_store_that_goes_away_answers_503_and_comes_back() {
 
     let c = Arc::clone(&cluster);
     tokio::task::spawn_blocking(move || c.start_again()).await.expect("starting again");
-    let (status, reply) = s.call("GET", "/api/v1/connections", Some(&token), None).await;
-    assert_eq!(status, StatusCode::OK, "the pool replaces its dead connections: {reply}");
+    // The server answers again once it holds its claim on the store again
+    // (it retries with backoff, up to 4 s apart), and its pool has replaced
+    // the dead connections.
+    let back_at = Instant::now();
+    let recovered = loop {
+        let (status, reply) = s.call("GET", "/api/v1/connections", Some(&token), None).await;
+        if status == StatusCode::OK {
+            break back_at.elapsed();
+        }
+        assert_eq!(reply["error"]["code"], "store_unavailable", "{status} {reply}");
+        assert!(back_at.elapsed() < Duration::from_secs(20), "no recovery: {reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(s.call("GET", "/ready", None, None).await.0, StatusCode::OK);
-    eprintln!("store down: answered in {} ms", down_answer.as_millis());
+    eprintln!(
+        "store down: answered in {} ms; back up: answering again after {} ms",
+        down_answer.as_millis(),
+        recovered.as_millis()
+    );
 }
