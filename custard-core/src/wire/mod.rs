@@ -41,6 +41,14 @@
 //! query alone, and the server keeps reading the socket for every other
 //! request. Without a `flow` frame the agent sends rows as fast as it can.
 //!
+//! Closing: a server that shuts down closes its agents' sockets with close
+//! code 1012 ("service restart") once the requests they run are done; an
+//! agent connects again at once (another server may answer at the same
+//! address), unless the session was younger than a second, when it backs off
+//! as after a lost connection. A session closed with 1008 ("policy") was
+//! ended by the server for a reason in the close frame (a rotated key, a
+//! deleted connection).
+//!
 //! Decoding is defensive: the size cap is checked before parsing, a wrong `v` is
 //! [`WireError::UnsupportedVersion`], an unknown `type` is [`WireError::UnknownType`]
 //! (carrying the id when it could be read, so the peer can answer with an `error`
