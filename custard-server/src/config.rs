@@ -26,6 +26,10 @@ pub struct ServerConfig {
     /// The most connections to a PostgreSQL store this replica opens.
     #[arg(long, env = "CUSTARD_STORE_POOL_SIZE", default_value_t = 16)]
     pub store_pool_size: usize,
+    /// This server's name among replicas: the `replica` label of its
+    /// metrics (and its name in logs). By default the machine's host name.
+    #[arg(long, env = "CUSTARD_REPLICA_NAME")]
+    pub replica_name: Option<String>,
     /// The base URL links in emails point to.
     #[arg(long, env = "CUSTARD_PUBLIC_URL", default_value = "http://127.0.0.1:8000")]
     pub public_url: String,
@@ -158,6 +162,17 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
+    /// This server's name among replicas: `replica_name`, or the host name.
+    pub fn replica(&self) -> String {
+        self.replica_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .or_else(|| hostname::get().ok().and_then(|h| h.into_string().ok()))
+            .unwrap_or_else(|| "custard-server".to_owned())
+    }
+
     /// Where the store is: `store_url`, or the SQLite file in the data dir.
     pub fn store_location(&self) -> anyhow::Result<StoreLocation> {
         match self.store_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {

@@ -4,6 +4,7 @@
 //! Labels use the matched route (`/api/v1/queries/{id}`), never the raw path,
 //! so ids do not grow the label set; tenants never appear in labels.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,9 +50,12 @@ pub(crate) struct Metrics {
     agents_online: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("custard");
+impl Metrics {
+    /// The metrics of the server named `replica` (each series carries it as
+    /// its `replica` label, so replicas scraped together stay apart).
+    pub(crate) fn for_replica(replica: &str) -> Self {
+        let label = (Cow::Borrowed("replica"), Cow::Owned(replica.to_owned()));
+        let mut registry = Registry::with_prefix_and_labels("custard", std::iter::once(label));
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -182,13 +186,22 @@ mod tests {
 
     #[test]
     fn renders_counters_by_label() {
-        let metrics = Metrics::default();
+        let metrics = Metrics::for_replica("east-1");
         metrics.question("ok");
         metrics.question("ok");
         metrics.question("agent_offline");
         let text = metrics.render(3).expect("render");
-        assert!(text.contains("custard_questions_total{outcome=\"ok\"} 2"), "{text}");
-        assert!(text.contains("custard_questions_total{outcome=\"agent_offline\"} 1"), "{text}");
-        assert!(text.contains("custard_agents_online 3"), "{text}");
+        // Every series names the replica it comes from.
+        assert!(
+            text.contains("custard_questions_total{replica=\"east-1\",outcome=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "custard_questions_total{replica=\"east-1\",outcome=\"agent_offline\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("custard_agents_online{replica=\"east-1\"} 3"), "{text}");
     }
 }

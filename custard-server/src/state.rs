@@ -74,6 +74,7 @@ impl AppState {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
+        let replica = config.replica();
         let location = config.store_location()?;
         let options =
             PostgresOptions { pool_size: config.store_pool_size, ..PostgresOptions::default() };
@@ -144,7 +145,7 @@ impl AppState {
                 hub,
                 model,
                 pipelines,
-                metrics: Arc::new(Metrics::default()),
+                metrics: Arc::new(Metrics::for_replica(&replica)),
                 flashes: Flashes::default(),
             }),
         })
