@@ -18,13 +18,13 @@ use crate::privileges::{self, PolicyReport};
 use crate::session::{self, SessionEnd};
 use crate::startup::{self, RoleCheckError, RoleReport};
 
-/// A session the server moved after at least this long is followed at once;
-/// a shorter one backs off as a lost connection does.
-const MOVE_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
-/// The most an agent waits before following a move, in milliseconds.
-const MOVE_JITTER_MS: u64 = 250;
 use crate::state::AgentState;
 use crate::tls;
+
+/// The most an agent waits before following a move, in milliseconds: the
+/// agents of a server that shuts down spread over this second instead of
+/// reaching the others all at once.
+const MOVE_JITTER_MS: u64 = 1_000;
 
 /// What the log says, once, when the server refuses the API key.
 const KEY_REFUSED: &str = "the server refused this agent's API key (rotated or deleted?): set \
@@ -44,7 +44,9 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_with_backoff(config, shutdown, Backoff::new()).await
+    let backoff =
+        Backoff::with(Duration::from_millis(500), Duration::from_secs(30), config.stable_session);
+    run_with_backoff(config, shutdown, backoff).await
 }
 
 /// [`run`] with custom reconnect delays (tests use short ones).
@@ -124,10 +126,9 @@ pub async fn run_with_backoff(
                 tracing::error!("{reason}");
                 backoff.next_delay()
             }
-            SessionEnd::Moved { connected_for, reason } if connected_for >= MOVE_AT_ONCE_AFTER => {
+            SessionEnd::Moved { connected_for, reason } if backoff.is_stable(connected_for) => {
                 // Another server behind the same address takes the session:
-                // connect again now (a moment's jitter, so a server's agents
-                // do not all arrive at once), and count it as a stable session.
+                // connect again now, within a second's jitter.
                 tracing::info!(
                     connected_secs = connected_for.as_secs(),
                     "the server moves its agents: {reason}"
@@ -136,8 +137,9 @@ pub async fn run_with_backoff(
                 backoff.connection_ended(connected_for);
                 Duration::from_millis(rand::random_range(0..=MOVE_JITTER_MS))
             }
-            // A server that sends its agents away right after they came is
-            // not to be followed in a tight loop.
+            // Only a session that was stable is followed at once: a server
+            // that keeps sending its agents away soon after they came is not
+            // followed in a loop.
             SessionEnd::Moved { connected_for, reason }
             | SessionEnd::Lost { connected_for, reason } => {
                 if !connected_for.is_zero() {

@@ -40,10 +40,15 @@ impl Backoff {
         Duration::from_millis(rand::rng().random_range(0..=millis))
     }
 
+    /// Whether a connection that lasted `connected_for` counts as stable.
+    pub fn is_stable(&self, connected_for: Duration) -> bool {
+        connected_for >= self.stable_after
+    }
+
     /// Called when a connection ends after lasting `connected_for`: a stable
     /// connection starts the delays over.
     pub fn connection_ended(&mut self, connected_for: Duration) {
-        if connected_for >= self.stable_after {
+        if self.is_stable(connected_for) {
             self.attempt = 0;
         }
     }

@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// rotated or deleted key stays refused until someone acts).
     #[arg(long, env = "CUSTARD_KEY_REFUSED_RETRY_MS", default_value_t = DEFAULT_KEY_REFUSED_RETRY_MS, hide = true)]
     pub key_refused_retry_ms: u64,
+    /// Seconds after which a session counts as stable: the reconnect delays
+    /// start over when it ends, and a server that moves it (close code 1012)
+    /// is followed at once.
+    #[arg(long, env = "CUSTARD_STABLE_SESSION_SECS", default_value_t = DEFAULT_STABLE_SESSION_SECS, hide = true)]
+    pub stable_session_secs: u64,
 }
 
 impl fmt::Debug for RunArgs {
@@ -125,6 +130,8 @@ pub struct AgentConfig {
     pub health_file: Option<PathBuf>,
     /// The delay between attempts once the server refused the API key.
     pub key_refused_retry: Duration,
+    /// How long a session lasts to count as stable.
+    pub stable_session: Duration,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -155,6 +162,8 @@ pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Milliseconds between attempts with a refused API key, unless configured (5 minutes).
 pub const DEFAULT_KEY_REFUSED_RETRY_MS: u64 = 5 * 60 * 1000;
+/// A session that lasted a minute is stable (the wire protocol's rule).
+pub const DEFAULT_STABLE_SESSION_SECS: u64 = 60;
 
 impl AgentConfig {
     /// The policy of `allowed_schemas`, `allowed_tables` and `masked_columns`,
@@ -192,6 +201,7 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             health_file: None,
             key_refused_retry: Duration::from_millis(DEFAULT_KEY_REFUSED_RETRY_MS),
+            stable_session: Duration::from_secs(DEFAULT_STABLE_SESSION_SECS),
         }
     }
 }
@@ -254,6 +264,7 @@ impl RunArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             health_file: Some(self.health_file.clone()),
             key_refused_retry: Duration::from_millis(self.key_refused_retry_ms.max(1)),
+            stable_session: Duration::from_secs(self.stable_session_secs.max(1)),
         })
     }
 }

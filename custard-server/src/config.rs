@@ -26,8 +26,8 @@ pub struct ServerConfig {
     /// The most connections to a PostgreSQL store this replica opens.
     #[arg(long, env = "CUSTARD_STORE_POOL_SIZE", default_value_t = 16)]
     pub store_pool_size: usize,
-    /// This server's name among replicas: the `replica` label of its
-    /// metrics (and its name in logs). By default the machine's host name.
+    /// This server's name among replicas: the `custard_replica` label of its
+    /// metrics. By default the machine's host name.
     #[arg(long, env = "CUSTARD_REPLICA_NAME")]
     pub replica_name: Option<String>,
     /// The base URL links in emails point to.

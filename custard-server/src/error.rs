@@ -127,6 +127,9 @@ error_codes! {
     /// The server's store (its database) cannot be reached, is overloaded or
     /// took too long; try again after `Retry-After` seconds.
     StoreUnavailable => "store_unavailable", SERVICE_UNAVAILABLE;
+    /// The server is shutting down (this replica; others may answer); try
+    /// again after `Retry-After` seconds.
+    ShuttingDown => "shutting_down", SERVICE_UNAVAILABLE;
     /// A bug; the details are in the server log.
     Internal => "internal", INTERNAL_SERVER_ERROR;
 }
@@ -157,6 +160,7 @@ impl ErrorCode {
                 | ErrorCode::TooManyQuestions
                 | ErrorCode::ServerBusy
                 | ErrorCode::StoreUnavailable
+                | ErrorCode::ShuttingDown
         )
     }
 

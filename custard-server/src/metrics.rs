@@ -52,9 +52,10 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// The metrics of the server named `replica` (each series carries it as
-    /// its `replica` label, so replicas scraped together stay apart).
+    /// its `custard_replica` label, so replicas scraped together stay apart;
+    /// not `replica`, which Prometheus HA setups use for their own pairs).
     pub(crate) fn for_replica(replica: &str) -> Self {
-        let label = (Cow::Borrowed("replica"), Cow::Owned(replica.to_owned()));
+        let label = (Cow::Borrowed("custard_replica"), Cow::Owned(replica.to_owned()));
         let mut registry = Registry::with_prefix_and_labels("custard", std::iter::once(label));
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
@@ -193,15 +194,15 @@ mod tests {
         let text = metrics.render(3).expect("render");
         // Every series names the replica it comes from.
         assert!(
-            text.contains("custard_questions_total{replica=\"east-1\",outcome=\"ok\"} 2"),
+            text.contains("custard_questions_total{custard_replica=\"east-1\",outcome=\"ok\"} 2"),
             "{text}"
         );
         assert!(
             text.contains(
-                "custard_questions_total{replica=\"east-1\",outcome=\"agent_offline\"} 1"
+                "custard_questions_total{custard_replica=\"east-1\",outcome=\"agent_offline\"} 1"
             ),
             "{text}"
         );
-        assert!(text.contains("custard_agents_online{replica=\"east-1\"} 3"), "{text}");
+        assert!(text.contains("custard_agents_online{custard_replica=\"east-1\"} 3"), "{text}");
     }
 }

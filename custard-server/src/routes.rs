@@ -119,16 +119,23 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         let (stop, state) = (stop.clone(), state.clone());
         async move {
             shutdown_signal().await;
-            // Agents are asked to connect again elsewhere once the questions
-            // they run are done; the HTTP side stops accepting meanwhile.
-            state.drain_agents();
+            state.begin_shutdown();
             stop.cancel();
         }
     });
-    crate::serve::serve(listener, app(state), limits, stop.clone()).await?;
+    // Returns once no new connection is taken and the open requests are done
+    // (or the drain limit passed); the agents may still serve those until then.
+    crate::serve::serve(listener, app(state.clone()), limits, stop.clone()).await?;
     stop.cancel();
+    // Then the agents are asked to connect again, elsewhere.
+    state.drain_agents(AGENT_DRAIN).await;
     Ok(())
 }
+
+/// How long shutting down waits for the agent sessions to close, after the
+/// HTTP requests are done: a session's own limit, and its close and
+/// last-seen write.
+const AGENT_DRAIN: std::time::Duration = std::time::Duration::from_secs(12);
 
 /// Resolves on Ctrl-C or, on Unix, SIGTERM.
 async fn shutdown_signal() {

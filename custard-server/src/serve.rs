@@ -108,6 +108,9 @@ pub async fn serve(
             }
         });
     }
+    // Closed now, not when this returns: a client (an agent told to connect
+    // again) is refused at once instead of waiting in the backlog for the drain.
+    drop(listener);
     connections.close();
     if tokio::time::timeout(limits.drain, connections.wait()).await.is_err() {
         tracing::warn!(

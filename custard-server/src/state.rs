@@ -36,6 +36,9 @@ pub struct AppState {
 pub(crate) struct Inner {
     pub(crate) config: ServerConfig,
     pub(crate) started: Instant,
+    /// Cancelled when the server starts shutting down: live streams end and
+    /// `/ready` says so.
+    pub(crate) shutting_down: tokio_util::sync::CancellationToken,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) mailer: Mailer,
     pub(crate) jwt: JwtSecret,
@@ -126,6 +129,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 started: Instant::now(),
+                shutting_down: tokio_util::sync::CancellationToken::new(),
                 store,
                 mailer,
                 jwt,
@@ -151,11 +155,22 @@ impl AppState {
         })
     }
 
-    /// Starts shutting down the agent sessions: they take no new requests,
-    /// and close once what they run is done, asking their agents to connect
-    /// again (to another server behind the same address).
-    pub fn drain_agents(&self) {
-        self.inner.hub.drain();
+    /// Starts shutting down: live status streams end, and `/ready` answers
+    /// `503 shutting_down` so a load balancer sends no more traffic here.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.cancel();
+    }
+
+    /// Closes the agent sessions, each once what it runs is done, asking its
+    /// agent to connect again (to another server behind the same address);
+    /// resolves when they are gone, or after `limit`. Call it once the HTTP
+    /// requests are done, since they may still need the agents.
+    pub async fn drain_agents(&self, limit: Duration) {
+        let hub = &self.inner.hub;
+        hub.drain();
+        if tokio::time::timeout(limit, hub.drained()).await.is_err() {
+            tracing::warn!("agent sessions did not close within {} s; stopping", limit.as_secs());
+        }
     }
 
     /// The configuration the server runs with.

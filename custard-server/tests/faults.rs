@@ -356,6 +356,56 @@ async fn server_killed_under_load() {
 }
 
 // ---------------------------------------------------------------------------
+// Case 3b: the server is stopped (SIGTERM) under a question and started again
+
+/// SIGTERM lets the question in flight finish, stops taking connections,
+/// then closes the agent's session with 1012: the agent connects again at
+/// once, and is back online as soon as a server answers at the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stopped_under_a_question_moves_its_agent() {
+    let agent_bin = agent_binary().await;
+    let scene = Scene::new("faults-server-term");
+    bounded(&scene, async {
+        let shop = Shop::create("faults_term").await;
+        let mut rig = Rig::start(&scene, &[]).await;
+        // A second counts as a stable session here (a minute by default).
+        let mut agent = rig.agent(
+            &agent_bin,
+            "agent",
+            &shop.reader_url(),
+            &[("CUSTARD_STABLE_SESSION_SECS", "1")],
+        );
+        rig.wait_until("online with a schema", online_with_schema).await;
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let asking = rig.ask_in_background(SLOW);
+        shop.wait_for_active("slow_answer").await;
+        let stopping = Instant::now();
+        rig.server.process.signal("TERM");
+        let (status, answer) = asking.await.expect("the question's task");
+        assert_eq!(status, StatusCode::OK, "the question in flight is answered: {answer}");
+        let exited = rig.server.process.wait_exit(WAIT).await.expect("the server exits");
+        let stop_took = stopping.elapsed();
+        assert!(exited.success(), "a clean exit: {exited}");
+        let log = agent.log_text();
+        assert!(log.contains("the server moves its agents"), "the agent was moved:\n{log}");
+        assert!(!log.contains("disconnected:"), "not a lost connection:\n{log}");
+        rig.server.restart(&scene).await;
+        let back = Instant::now();
+        rig.wait_until("online after the restart", |c| c["status"] == "online").await;
+        let online_after = back.elapsed();
+        rig.assert_fast_answer().await;
+        agent.assert_running();
+        eprintln!(
+            "SIGTERM under a {SLOW_SECS} s question: server exited after {} ms; \
+             agent online {} ms after the restart",
+            stop_took.as_millis(),
+            online_after.as_millis()
+        );
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
 // Case 4: PostgreSQL restarts while the agent is connected
 
 /// A private cluster (the shared one stays up for other tests) restarts under

@@ -387,7 +387,9 @@ async fn a_restarting_server_moves_its_agents_at_once_but_not_in_a_loop() {
     let db = numbers("agent_moved").await;
     let scene = Scene::new("agent-moved");
     let mut server = FakeServer::start().await;
-    let mut agent = spawn_agent(&scene, "agent", &server.url, &db.url, &[]);
+    // A second counts as a stable session here (a minute by default).
+    let mut agent =
+        spawn_agent(&scene, "agent", &server.url, &db.url, &[("CUSTARD_STABLE_SESSION_SECS", "1")]);
     let restart = |reason: &str| {
         WsMessage::Close(Some(CloseFrame { code: CloseCode::Restart, reason: reason.into() }))
     };
@@ -402,8 +404,17 @@ async fn a_restarting_server_moves_its_agents_at_once_but_not_in_a_loop() {
     assert_eq!(again.reply_to("p").await, [Message::Pong]);
     // Moved again at once: treated as a lost connection, with its backoff.
     again.ws.send(restart("again")).await.expect("close");
-    let _third = tokio::time::timeout(WAIT, server.agent(10_000)).await.expect("back again");
+    let mut third = tokio::time::timeout(WAIT, server.agent(10_000)).await.expect("back again");
     let log = wait_for_log(&mut agent, "disconnected:", 1).await;
     assert_eq!(log.matches("the server moves its agents").count(), 1, "{log}");
+    // And a server that moves every stable session is followed at once each
+    // time, but no faster than a stable session lasts: never a tight loop.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        third.ws.send(restart("once more")).await.expect("close");
+        third = tokio::time::timeout(WAIT, server.agent(10_000)).await.expect("followed");
+    }
+    let log = wait_for_log(&mut agent, "the server moves its agents", 4).await;
+    assert!(server.attempts.load(std::sync::atomic::Ordering::SeqCst) <= 6, "{log}");
     terminate(&mut agent).await;
 }

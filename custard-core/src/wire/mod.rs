@@ -44,8 +44,8 @@
 //! Closing: a server that shuts down closes its agents' sockets with close
 //! code 1012 ("service restart") once the requests they run are done; an
 //! agent connects again at once (another server may answer at the same
-//! address), unless the session was younger than a second, when it backs off
-//! as after a lost connection. A session closed with 1008 ("policy") was
+//! address), unless the session was younger than a stable one (a minute),
+//! when it backs off as after a lost connection. A session closed with 1008 ("policy") was
 //! ended by the server for a reason in the close frame (a rotated key, a
 //! deleted connection).
 //!

@@ -473,7 +473,9 @@ pub(crate) async fn events(
     current: CurrentUser,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let router = state.inner().router.clone();
-    let updates = connections::status_updates(&state, current).await?;
+    // A server that shuts down ends its streams; browsers connect again.
+    let shutting_down = state.inner().shutting_down.clone().cancelled_owned();
+    let updates = connections::status_updates(&state, current).await?.take_until(shutting_down);
     let stream = updates.map(move |update| {
         let event = match update {
             StatusUpdate::Snapshot(c) => Event::default()

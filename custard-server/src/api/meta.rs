@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::openapi::{DeclaredError, errors};
 use crate::state::AppState;
 
@@ -37,14 +37,17 @@ pub(crate) async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// `/ready` fails when the store does not answer.
-const READY_ERRORS: &[DeclaredError] =
-    errors![StoreUnavailable: "the store does not answer: send no traffic here for now"];
+/// `/ready` fails when the store does not answer, or the server shuts down.
+const READY_ERRORS: &[DeclaredError] = errors![
+    StoreUnavailable: "the store does not answer: send no traffic here for now",
+    ShuttingDown,
+];
 
 /// Readiness for a load balancer
 ///
 /// `200` when this replica can serve requests (its store answers); `503
-/// store_unavailable` when not, so a balancer sends traffic elsewhere.
+/// store_unavailable` when not, and `503 shutting_down` once it is shutting
+/// down, so a balancer sends traffic elsewhere.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -53,6 +56,12 @@ const READY_ERRORS: &[DeclaredError] =
     extensions(("x-errors" = json!(READY_ERRORS))),
 )]
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
+    if state.inner().shutting_down.is_cancelled() {
+        return Err(AppError::new(
+            ErrorCode::ShuttingDown,
+            "this server is shutting down: send its traffic elsewhere",
+        ));
+    }
     state.inner().store.ping().await?;
     Ok(Json(Health { status: "ok" }))
 }

@@ -44,9 +44,12 @@ pub struct LocalHub {
     events: broadcast::Sender<StatusEvent>,
     next_session: AtomicU64,
     online: AtomicUsize,
-    /// Cancelled when the server shuts down: sessions take no new requests,
-    /// finish what they run, and close asking their agents to connect again.
+    /// Cancelled when the server shuts down, once its HTTP requests are done:
+    /// sessions finish what they still run and close, asking their agents to
+    /// connect again; no new session is taken.
     draining: CancellationToken,
+    /// Woken whenever a session leaves (for [`LocalHub::drained`]).
+    session_gone: Notify,
 }
 
 /// The live sessions of one connection.
@@ -113,14 +116,30 @@ impl LocalHub {
             next_session: AtomicU64::new(1),
             online: AtomicUsize::new(0),
             draining: CancellationToken::new(),
+            session_gone: Notify::new(),
         }
     }
 
-    /// Starts shutting down: no session takes a new request; each closes,
-    /// asking its agent to connect again (elsewhere), once its requests in
-    /// flight are done.
+    /// Starts shutting down: no new session is taken, and each closes, asking
+    /// its agent to connect again (elsewhere), once its requests in flight are
+    /// done. Call it once the server's HTTP requests are done; then
+    /// [`LocalHub::drained`] says when the sessions are gone.
     pub fn drain(&self) {
         self.draining.cancel();
+    }
+
+    /// Resolves once no session is left (call after [`LocalHub::drain`]).
+    pub async fn drained(&self) {
+        loop {
+            let gone = self.session_gone.notified();
+            tokio::pin!(gone);
+            // Registered before the check, so a session leaving in between wakes it.
+            gone.as_mut().enable();
+            if self.online.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            gone.await;
+        }
     }
 
     /// Cancelled once [`LocalHub::drain`] was called.
@@ -139,6 +158,9 @@ impl LocalHub {
     /// so one key cannot fill the server with sessions.
     pub(crate) fn register(&self, new: NewLink) -> Result<Arc<AgentLink>, String> {
         let mut connections = lock(&self.connections);
+        if self.draining.is_cancelled() {
+            return Err("the server is shutting down; connect again".to_owned());
+        }
         let per_connection = self.settings.max_agents_per_connection;
         let here = connections.get(&new.connection_id).map_or(0, |e| e.links.len());
         if per_connection > 0 && here >= per_connection {
@@ -207,6 +229,7 @@ impl LocalHub {
             }
         }
         drop(connections);
+        self.session_gone.notify_waiters();
         // Closing first: a request that registers after the clear below sees it
         // (`start` checks after inserting) instead of waiting for its deadline.
         link.closing.cancel();
@@ -238,12 +261,6 @@ impl LocalHub {
     async fn acquire(&self, connection: &ConnectionId, wait: Duration) -> Result<Slot, ExecError> {
         let deadline = Instant::now() + wait;
         loop {
-            if self.draining.is_cancelled() {
-                return Err(ExecError::new(
-                    ExecErrorCode::AgentOffline,
-                    "this server is shutting down and takes no new queries; ask again",
-                ));
-            }
             let freed = {
                 let connections = lock(&self.connections);
                 let Some(entry) = connections.get(connection) else {

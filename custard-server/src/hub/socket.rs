@@ -74,8 +74,11 @@ pub(crate) async fn agent_socket(
         })
 }
 
-/// How long a shutting-down server lets a session finish its requests.
-const DRAIN_LIMIT: Duration = Duration::from_secs(8);
+/// How long a shutting-down server lets a session finish its requests
+/// (after its HTTP requests are done, so normally they are done too).
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(8);
+/// What a session closed by a shutting-down server is told.
+const SHUTTING_DOWN: &str = "the server is shutting down; connect again";
 /// How often a draining session checks whether its requests are done.
 const DRAIN_CHECK: Duration = Duration::from_millis(20);
 
@@ -219,6 +222,12 @@ async fn serve(
     });
     let link = match link {
         Ok(link) => link,
+        Err(_) if hub.draining().is_cancelled() => {
+            // Shutting down: this agent belongs on another server.
+            let frame = CloseFrame { code: close_code::RESTART, reason: SHUTTING_DOWN.into() };
+            let _ = sink.send(WsMessage::Close(Some(frame))).await;
+            return;
+        }
         Err(reason) => {
             tracing::warn!(connection = %connection.id, %reason, "agent refused");
             let (text, reason) = refusal(WireErrorCode::TooManyAgents, reason);
@@ -282,6 +291,8 @@ async fn serve(
     // are done, or at this deadline.
     let mut drain_until: Option<Instant> = None;
     let mut drain_check = tokio::time::interval(DRAIN_CHECK);
+    // Idle until the drain, which resets it: no burst of missed ticks then.
+    drain_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let end = loop {
         tokio::select! {
             () = link.closing.cancelled() => {
@@ -290,13 +301,13 @@ async fn serve(
             }
             () = hub.draining().cancelled(), if drain_until.is_none() => {
                 drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                drain_check.reset_immediately();
             }
             _ = drain_check.tick(), if drain_until.is_some() => {
                 if link.in_flight() == 0 || drain_until.is_some_and(|until| Instant::now() >= until) {
                     // 1012, "service restart": the agent connects again at
                     // once, to whichever server now answers at this address.
-                    let reason = "the server is shutting down; connect again".to_owned();
-                    break End { code: close_code::RESTART, reason };
+                    break End { code: close_code::RESTART, reason: SHUTTING_DOWN.to_owned() };
                 }
             }
             _ = heartbeat.tick() => {
@@ -354,8 +365,13 @@ async fn serve(
             }
         }
     };
-    // Before the session leaves the hub: the status event of its leaving then
-    // reads when it was last seen from the store.
+    // The agent is told first (it may have somewhere to go at once); the
+    // session leaves the hub after its last-seen write, so the status event
+    // of its leaving reads that time from the store.
+    let reason = end.reason.clone();
+    // No request is routed to a session that is closing.
+    link.closing.cancel();
+    let _ = close_tx.send(end);
     let last_write = record_seen(store.as_ref(), &connection, &hello.agent_version);
     if tokio::time::timeout(LAST_SEEN_WRITE_LIMIT, last_write).await.is_err() {
         tracing::warn!(connection = %connection.id, "recording when the agent was last seen timed out");
@@ -364,10 +380,9 @@ async fn serve(
     tracing::info!(
         connection = %connection.id,
         session = link.session,
-        reason = %end.reason,
+        %reason,
         "agent disconnected"
     );
-    let _ = close_tx.send(end);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 

@@ -454,7 +454,8 @@ impl Store for PostgresStore {
                 let pruned = client
                     .execute(
                         "DELETE FROM attempt_limits WHERE key IN
-                             (SELECT key FROM attempt_limits WHERE tat_us < $1 LIMIT 1000)",
+                             (SELECT key FROM attempt_limits WHERE tat_us < $1 LIMIT 1000
+                              FOR UPDATE SKIP LOCKED)",
                         &[&(now_us - PRUNE_MARGIN_US)],
                     )
                     .await;
