@@ -76,7 +76,7 @@ pub(crate) async fn agent_socket(
 
 /// How long a shutting-down server lets a session finish its requests
 /// (after its HTTP requests are done, so normally they are done too).
-pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(8);
+const DRAIN_LIMIT: Duration = Duration::from_secs(8);
 /// What a session closed by a shutting-down server is told.
 const SHUTTING_DOWN: &str = "the server is shutting down; connect again";
 /// How often a draining session checks whether its requests are done.
