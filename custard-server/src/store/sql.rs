@@ -25,16 +25,27 @@ pub(in crate::store) const QUERY_COLUMNS: &str = "
     error_message, answer, row_count, truncated, engine, attempts, timings_json,
     result_json, feedback, created_at";
 
-/// How many columns [`QUERY_COLUMNS`] has.
-pub(in crate::store) fn query_column_count() -> usize {
-    QUERY_COLUMNS.split(',').count()
+/// How many columns a column list has.
+pub(in crate::store) fn column_count(columns: &str) -> usize {
+    columns.split(',').count()
 }
 
-/// [`QUERY_COLUMNS`] prefixed with a table alias, for statements that join.
+/// How many columns [`QUERY_COLUMNS`] has.
+pub(in crate::store) fn query_column_count() -> usize {
+    column_count(QUERY_COLUMNS)
+}
+
+/// A column list with each column prefixed by a table alias, for statements
+/// that join.
+pub(in crate::store) fn qualified(alias: &str, columns: &str) -> String {
+    let names: Vec<String> =
+        columns.split(',').map(|name| format!("{alias}.{}", name.trim())).collect();
+    names.join(", ")
+}
+
+/// [`QUERY_COLUMNS`] prefixed with a table alias.
 pub(in crate::store) fn qualified_query_columns(alias: &str) -> String {
-    let columns: Vec<String> =
-        QUERY_COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect();
-    columns.join(", ")
+    qualified(alias, QUERY_COLUMNS)
 }
 
 /// A `LIKE` pattern (with `ESCAPE '\'`) for text containing `term` literally.

@@ -14,24 +14,22 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
 use super::rows::{
     self, INVITATION_COLUMNS, MEMBERSHIP_COLUMNS, ORG_COLUMNS, PgError, RECEIVED_SELECT,
-    SESSION_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS, at_millis, found, invitation_from_row,
+    SESSION_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS, at_millis, invitation_from_row, matched,
     membership_from_row, org_from_row, received_from_row, session_from_row, token_from_row,
     user_from_row,
 };
-use super::{PostgresStore, retry, serializable, single};
+use super::{
+    Params, PostgresStore, all_rows, execute, one_row, opt_row, retry, serializable, single,
+};
+use crate::store::sql::{column_count, qualified};
 use crate::store::{
     ConnectionId, Invitation, Member, Membership, NewToken, NewUser, OneTimeToken, OrgId,
     Organization, ProfileUpdate, ReceivedInvitation, Role, Session, SessionGrant, SessionId,
     SignUp, StoreError, TokenId, TokenKind, User, UserId, normalize_email,
 };
-
-/// A statement's parameters.
-type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// The organisation's (`$1`) pending invitations at `$2`, or only the one
 /// with id `$3` when it is not NULL.
@@ -358,10 +356,7 @@ pub(super) async fn revoke_session(
 ) -> Result<(), StoreError> {
     single(store, |client| async move {
         let sql = "UPDATE sessions SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1";
-        match execute(&client, sql, &[&id.as_str(), &rows::now()]).await? {
-            0 => Err(StoreError::NotFound.into()),
-            _ => Ok(()),
-        }
+        matched(execute(&client, sql, &[&id.as_str(), &rows::now()]).await?)
     })
     .await
 }
@@ -633,10 +628,7 @@ pub(super) async fn revoke_invitation(
         let sql = "UPDATE one_time_tokens SET revoked_at = $3
                    WHERE id = $2 AND org_id = $1 AND kind = 'invitation' AND used_at IS NULL
                      AND revoked_at IS NULL AND expires_at > $3";
-        match execute(&client, sql, &[&org.as_str(), &id.as_str(), &now]).await? {
-            0 => Err(StoreError::NotFound.into()),
-            _ => Ok(()),
-        }
+        matched(execute(&client, sql, &[&org.as_str(), &id.as_str(), &now]).await?)
     })
     .await
 }
@@ -780,49 +772,6 @@ pub(super) async fn delete_organization(
         Ok(connections)
     })
     .await
-}
-
-/// `columns` (a column list of `rows`) with each column qualified by `alias`.
-fn qualified(alias: &str, columns: &str) -> String {
-    let names: Vec<String> =
-        columns.split(',').map(|name| format!("{alias}.{}", name.trim())).collect();
-    names.join(", ")
-}
-
-/// How many columns a column list of `rows` has.
-fn column_count(columns: &str) -> usize {
-    columns.split(',').count()
-}
-
-/// The row `sql` returns, if any (it returns at most one).
-async fn opt_row(
-    c: &impl GenericClient,
-    sql: &str,
-    params: Params<'_>,
-) -> Result<Option<Row>, PgError> {
-    let statement = c.prepare_cached(sql).await?;
-    Ok(c.query_opt(&statement, params).await?)
-}
-
-/// The row `sql` returns, or NotFound.
-async fn one_row(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<Row, PgError> {
-    found(opt_row(c, sql, params).await?)
-}
-
-/// Every row `sql` returns.
-async fn all_rows(
-    c: &impl GenericClient,
-    sql: &str,
-    params: Params<'_>,
-) -> Result<Vec<Row>, PgError> {
-    let statement = c.prepare_cached(sql).await?;
-    Ok(c.query(&statement, params).await?)
-}
-
-/// Runs `sql`; how many rows it changed.
-async fn execute(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<u64, PgError> {
-    let statement = c.prepare_cached(sql).await?;
-    Ok(c.execute(&statement, params).await?)
 }
 
 /// Inserts a user (`verified_at` for one whose invitation proved the email);

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use custard_core::BoxFuture;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use self::rows::PgError;
 use super::attempts;
@@ -386,6 +386,40 @@ where
 /// commits, or the commit fails and [`retry`] runs it again.
 async fn serializable(client: &mut Object) -> Result<Transaction<'_>, PgError> {
     Ok(client.build_transaction().isolation_level(IsolationLevel::Serializable).start().await?)
+}
+
+/// A statement's parameters.
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// The row `sql` returns, if any (it returns at most one).
+async fn opt_row(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Option<Row>, PgError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&statement, params).await?)
+}
+
+/// The row `sql` returns, or NotFound.
+async fn one_row(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<Row, PgError> {
+    rows::found(opt_row(c, sql, params).await?)
+}
+
+/// Every row `sql` returns.
+async fn all_rows(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, PgError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query(&statement, params).await?)
+}
+
+/// Runs `sql`; how many rows it changed.
+async fn execute(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Result<u64, PgError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.execute(&statement, params).await?)
 }
 
 /// Runs one statement-level read or write outside an explicit transaction.

@@ -12,9 +12,9 @@ use tokio_postgres::types::ToSql;
 
 use super::rows::{
     CONNECTION_SELECT, PgError, QUERY_COLUMNS, connection_from_row, found, history_entry_from_row,
-    now, query_from_row, schema_from_row,
+    matched, now, query_from_row, schema_from_row,
 };
-use super::{PostgresStore, retry, serializable, single};
+use super::{Params, PostgresStore, execute, retry, serializable, single};
 use crate::store::sql::{like_pattern, qualified_query_columns};
 use crate::store::{
     ApprovedExample, ConflictKind, Connection, ConnectionId, ConnectionUpdate, ConversationId,
@@ -126,18 +126,12 @@ pub(super) async fn update_connection(
         if let Some(name) = name {
             ensure_name_free(&tx, org, name, Some(id)).await?;
         }
-        let statement = tx
-            .prepare_cached(
-                "UPDATE connections
-                 SET name = coalesce($3, name), instructions = coalesce($4, instructions),
-                     updated_at = $5
-                 WHERE org_id = $1 AND id = $2",
-            )
-            .await?;
-        let changed = tx
-            .execute(&statement, &[&org.as_str(), &id.as_str(), name, instructions, &now()])
-            .await?;
-        matched(changed)?;
+        let sql = "UPDATE connections
+                   SET name = coalesce($3, name), instructions = coalesce($4, instructions),
+                       updated_at = $5
+                   WHERE org_id = $1 AND id = $2";
+        let params: Params = &[&org.as_str(), &id.as_str(), name, instructions, &now()];
+        matched(execute(&tx, sql, params).await?)?;
         let updated = select_connection(&tx, org, id).await?;
         tx.commit().await?;
         Ok(updated)
@@ -157,16 +151,10 @@ pub(super) async fn set_connection_key(
     retry(|| async move {
         let mut client = store.client().await?;
         let tx = serializable(&mut client).await?;
-        let statement = tx
-            .prepare_cached(
-                "UPDATE connections SET key_hash = $3, key_prefix = $4, updated_at = $5
-                 WHERE org_id = $1 AND id = $2",
-            )
-            .await?;
-        let changed = tx
-            .execute(&statement, &[&org.as_str(), &id.as_str(), key_hash, key_prefix, &now()])
-            .await?;
-        matched(changed)?;
+        let sql = "UPDATE connections SET key_hash = $3, key_prefix = $4, updated_at = $5
+                   WHERE org_id = $1 AND id = $2";
+        let params: Params = &[&org.as_str(), &id.as_str(), key_hash, key_prefix, &now()];
+        matched(execute(&tx, sql, params).await?)?;
         let updated = select_connection(&tx, org, id).await?;
         tx.commit().await?;
         Ok(updated)
@@ -181,9 +169,8 @@ pub(super) async fn delete_connection(
     id: &ConnectionId,
 ) -> Result<(), StoreError> {
     single(store, |client| async move {
-        let statement =
-            client.prepare_cached("DELETE FROM connections WHERE org_id = $1 AND id = $2").await?;
-        matched(client.execute(&statement, &[&org.as_str(), &id.as_str()]).await?)
+        let sql = "DELETE FROM connections WHERE org_id = $1 AND id = $2";
+        matched(execute(&client, sql, &[&org.as_str(), &id.as_str()]).await?)
     })
     .await
 }
@@ -423,9 +410,8 @@ pub(super) async fn delete_query(
         if asker != *by && !matches!(role, Role::Owner | Role::Admin) {
             return Ok(QueryDeletion::NotAllowed);
         }
-        let statement =
-            tx.prepare_cached("DELETE FROM queries WHERE org_id = $1 AND id = $2").await?;
-        matched(tx.execute(&statement, &[&org.as_str(), &id.as_str()]).await?)?;
+        let sql = "DELETE FROM queries WHERE org_id = $1 AND id = $2";
+        matched(execute(&tx, sql, &[&org.as_str(), &id.as_str()]).await?)?;
         tx.commit().await?;
         Ok(QueryDeletion::Deleted)
     })
@@ -558,11 +544,6 @@ async fn snapshot(client: &mut Object) -> Result<Transaction<'_>, PgError> {
         .read_only(true)
         .start()
         .await?)
-}
-
-/// NotFound when a write matched no row.
-fn matched(changed: u64) -> Result<(), PgError> {
-    if changed == 0 { Err(StoreError::NotFound.into()) } else { Ok(()) }
 }
 
 /// A question's connection deleted between the insert's read of it and the

@@ -130,6 +130,11 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Rows a write changed: none is NotFound.
+pub(super) fn matched(changed: u64) -> Result<(), PgError> {
+    if changed == 0 { Err(PgError::Store(StoreError::NotFound)) } else { Ok(()) }
+}
+
 /// The row, or NotFound.
 pub(super) fn found(row: Option<Row>) -> Result<Row, PgError> {
     row.ok_or(PgError::Store(StoreError::NotFound))
