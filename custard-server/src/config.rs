@@ -30,6 +30,26 @@ pub struct ServerConfig {
     /// metrics. By default the machine's host name.
     #[arg(long, env = "CUSTARD_REPLICA_NAME")]
     pub replica_name: Option<String>,
+    /// NATS, to route questions between replicas: `nats://HOST:4222` (or
+    /// `tls://`; several comma-separated; user and password may be in the
+    /// URL). Every replica sharing a PostgreSQL store needs it.
+    #[arg(long, env = "CUSTARD_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// A NATS credentials file (`.creds`: JWT and NKey seed).
+    #[arg(long, env = "CUSTARD_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
+    /// A PEM file of root certificates that NATS's TLS certificate chains to
+    /// (requires TLS).
+    #[arg(long, env = "CUSTARD_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// The first part of every NATS subject the replicas use; deployments
+    /// sharing one NATS account keep apart by it.
+    #[arg(long, env = "CUSTARD_NATS_SUBJECT_PREFIX", default_value = "custard")]
+    pub nats_subject_prefix: String,
+    /// How often two replicas relaying a question tell each other they are
+    /// still there, in milliseconds (three missed: gone).
+    #[arg(long, env = "CUSTARD_ROUTE_HEARTBEAT_MS", default_value_t = 1_000, hide = true)]
+    pub route_heartbeat_ms: u64,
     /// The base URL links in emails point to.
     #[arg(long, env = "CUSTARD_PUBLIC_URL", default_value = "http://127.0.0.1:8000")]
     pub public_url: String,
@@ -204,6 +224,31 @@ impl ServerConfig {
         }
     }
 
+    /// How to reach NATS, when routing between replicas is configured.
+    pub fn nats(&self) -> anyhow::Result<Option<crate::hub::NatsSettings>> {
+        let Some(url) = self.nats_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let prefix = self.nats_subject_prefix.trim();
+        let token = |t: &str| {
+            !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !prefix.split('.').all(token) {
+            anyhow::bail!(
+                "CUSTARD_NATS_SUBJECT_PREFIX must be dot-separated words of letters, digits, - and _ \
+                 (got {prefix:?})"
+            );
+        }
+        Ok(Some(crate::hub::NatsSettings {
+            url: url.to_owned(),
+            credentials: self.nats_credentials.clone(),
+            root_certificates: self.nats_ca.clone(),
+            replica: self.replica(),
+            heartbeat: std::time::Duration::from_millis(self.route_heartbeat_ms.max(50)),
+            subject_prefix: prefix.to_owned(),
+        }))
+    }
+
     /// How often a live status stream checks its session and membership again.
     pub fn session_recheck(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.session_recheck_ms.max(10))
@@ -220,6 +265,7 @@ impl fmt::Debug for ServerConfig {
             .field("bind", &self.bind)
             .field("data_dir", &self.data_dir)
             .field("store", &self.store_location().map(|l| l.to_string()))
+            .field("nats", &self.nats_url.as_deref().map(crate::hub::redact_nats_url))
             .field("public_url", &self.public_url)
             .field("smtp", &self.smtp_url.is_some())
             .field("metrics_token", &self.metrics_token.is_some())

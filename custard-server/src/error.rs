@@ -130,6 +130,9 @@ error_codes! {
     /// The server is shutting down (this replica; others may answer); try
     /// again after `Retry-After` seconds.
     ShuttingDown => "shutting_down", SERVICE_UNAVAILABLE;
+    /// This replica cannot reach the other replicas (NATS is unreachable);
+    /// try again after `Retry-After` seconds.
+    RoutingUnavailable => "routing_unavailable", SERVICE_UNAVAILABLE;
     /// A bug; the details are in the server log.
     Internal => "internal", INTERNAL_SERVER_ERROR;
 }
@@ -161,6 +164,7 @@ impl ErrorCode {
                 | ErrorCode::ServerBusy
                 | ErrorCode::StoreUnavailable
                 | ErrorCode::ShuttingDown
+                | ErrorCode::RoutingUnavailable
         )
     }
 

@@ -16,14 +16,14 @@ use crate::auth::{AuthState, JwtSecret};
 use crate::config::{LlmSettings, ServerConfig};
 use crate::flash::Flashes;
 use crate::hashing::{HashingStats, PasswordHashing};
-use crate::hub::{AgentRouter, HubSettings, LocalHub};
+use crate::hub::{AgentRouter, HubSettings, LocalHub, NatsRouter};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::pipelines::Pipelines;
 use crate::rate_limit::{
     AttemptLimiter, FailureLimiter, InvitationLimiter, Limits, QuestionLimiter,
 };
-use crate::store::{PostgresOptions, Store, StoreLocation};
+use crate::store::{PostgresOptions, Sharing, Store, StoreLocation};
 
 /// Shared by every handler.
 #[derive(Clone, Debug)]
@@ -55,8 +55,11 @@ pub(crate) struct Inner {
     pub(crate) hashing: PasswordHashing,
     /// The hub that holds this server's agent sockets.
     pub(crate) hub: Arc<LocalHub>,
-    /// The same hub, as handlers see it.
+    /// The agents of every replica (through NATS) or of this one (the hub),
+    /// as handlers see them.
     pub(crate) router: Arc<dyn AgentRouter>,
+    /// Routing between replicas, when configured (for `/ready`).
+    pub(crate) routing: Option<Arc<NatsRouter>>,
     /// The engine that writes SQL.
     pub(crate) model: Arc<dyn LanguageModel>,
     pub(crate) pipelines: Pipelines,
@@ -79,8 +82,14 @@ impl AppState {
         })?;
         let replica = config.replica();
         let location = config.store_location()?;
-        let options =
-            PostgresOptions { pool_size: config.store_pool_size, ..PostgresOptions::default() };
+        let nats = config.nats()?;
+        // A PostgreSQL store is shared only by replicas that route to each other.
+        let sharing = if nats.is_some() { Sharing::Routed } else { Sharing::Alone };
+        let options = PostgresOptions {
+            pool_size: config.store_pool_size,
+            sharing,
+            ..PostgresOptions::default()
+        };
         let store = location
             .open(&options)
             .await
@@ -118,7 +127,16 @@ impl AppState {
             QuestionLimiter::new(config.questions_per_minute, config.questions_in_flight_per_org);
         let hashing =
             PasswordHashing::new(config.password_hash_bound(), config.request_read_timeout());
-        let router = Arc::clone(&hub) as Arc<dyn AgentRouter>;
+        let routing = match nats {
+            Some(settings) => {
+                Some(Arc::new(NatsRouter::connect(Arc::clone(&hub), settings).await?))
+            }
+            None => None,
+        };
+        let router = match &routing {
+            Some(routing) => Arc::clone(routing) as Arc<dyn AgentRouter>,
+            None => Arc::clone(&hub) as Arc<dyn AgentRouter>,
+        };
         let pipelines = Pipelines::new(
             Arc::clone(&store),
             Arc::clone(&router),
@@ -146,6 +164,7 @@ impl AppState {
                 questions,
                 hashing,
                 router,
+                routing,
                 hub,
                 model,
                 pipelines,

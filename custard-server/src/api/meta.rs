@@ -37,17 +37,19 @@ pub(crate) async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// `/ready` fails when the store does not answer, or the server shuts down.
+/// `/ready` fails when the store or NATS does not answer, or the server shuts down.
 const READY_ERRORS: &[DeclaredError] = errors![
     StoreUnavailable: "the store does not answer: send no traffic here for now",
+    RoutingUnavailable: "NATS does not answer: send no traffic here for now",
     ShuttingDown,
 ];
 
 /// Readiness for a load balancer
 ///
-/// `200` when this replica can serve requests (its store answers); `503
-/// store_unavailable` when not, and `503 shutting_down` once it is shutting
-/// down, so a balancer sends traffic elsewhere.
+/// `200` when this replica can serve requests (its store answers, and NATS
+/// when it routes between replicas); `503 store_unavailable` or `503
+/// routing_unavailable` when not, and `503 shutting_down` once it is
+/// shutting down, so a balancer sends traffic elsewhere.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -63,6 +65,12 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Health>,
         ));
     }
     state.inner().store.ping().await?;
+    if state.inner().routing.as_ref().is_some_and(|r| !r.connected()) {
+        return Err(AppError::new(
+            ErrorCode::RoutingUnavailable,
+            "this server cannot reach NATS, so not the agents of the other servers",
+        ));
+    }
     Ok(Json(Health { status: "ok" }))
 }
 

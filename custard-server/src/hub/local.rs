@@ -398,7 +398,7 @@ fn cancel_frame(target: &str) -> Frame {
     Frame::new(format!("{target}-cancel"), Message::Cancel(Cancel { target: target.to_owned() }))
 }
 
-fn offline() -> ExecError {
+pub(super) fn offline() -> ExecError {
     ExecError::new(
         ExecErrorCode::AgentOffline,
         "no agent is connected for this connection; start its agent (the connection's page shows how to run it)",
@@ -640,6 +640,28 @@ impl AgentRouter for LocalHub {
 }
 
 impl LocalHub {
+    /// Whether a session of `connection` takes another request now.
+    pub(crate) fn has_room(&self, connection: &ConnectionId) -> bool {
+        lock(&self.connections)
+            .get(connection)
+            .is_some_and(|e| e.links.iter().any(|l| l.has_room()))
+    }
+
+    /// Every connection with a live session here, with its organisation and presence.
+    pub(crate) fn held(&self) -> Vec<(ConnectionId, OrgId, Presence)> {
+        let ids: Vec<(ConnectionId, OrgId)> = lock(&self.connections)
+            .iter()
+            .filter_map(|(id, entry)| Some((id.clone(), entry.links.first()?.org_id.clone())))
+            .collect();
+        ids.into_iter()
+            .map(|(id, org)| {
+                let presence = self.presence(&id);
+                (id, org, presence)
+            })
+            .filter(|(_, _, presence)| presence.agents > 0)
+            .collect()
+    }
+
     /// Asks one specific session for its schema (the socket task does this
     /// right after `hello` when the fingerprint changed).
     pub(crate) async fn discover_from(

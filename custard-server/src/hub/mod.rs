@@ -19,6 +19,7 @@
 
 mod executor;
 mod local;
+mod nats;
 mod socket;
 
 use std::fmt;
@@ -32,6 +33,7 @@ use crate::store::{ConnectionId, OrgId};
 
 pub use executor::AgentExecutor;
 pub use local::LocalHub;
+pub use nats::{NatsRouter, NatsSettings, PRESENCE_EVERY, redact as redact_nats_url};
 pub(crate) use socket::agent_socket;
 
 /// Routes requests to the agents of a connection.
@@ -114,6 +116,13 @@ impl StatusKind {
             StatusKind::AgentDisconnected => "agent_disconnected",
             StatusKind::SchemaRefreshed => "schema_refreshed",
         }
+    }
+
+    /// The kind named `name` ([`StatusKind::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [StatusKind::AgentConnected, StatusKind::AgentDisconnected, StatusKind::SchemaRefreshed]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
     }
 }
 

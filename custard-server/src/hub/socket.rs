@@ -126,6 +126,16 @@ async fn key_still_valid(store: &dyn Store, connection: &Connection, key_hash: &
     matches!(store.connection_by_key_hash(key_hash).await, Ok(c) if c.id == connection.id)
 }
 
+/// Whether the store says `key_hash` is no longer the connection's key (a
+/// store that does not answer says nothing: the session stays).
+async fn key_revoked(store: &dyn Store, connection: &Connection, key_hash: &str) -> bool {
+    match store.connection_by_key_hash(key_hash).await {
+        Ok(c) => c.id != connection.id,
+        Err(StoreError::NotFound) => true,
+        Err(_) => false,
+    }
+}
+
 /// How a session ended, for the log and the close frame.
 struct End {
     code: u16,
@@ -321,9 +331,16 @@ async fn serve(
                 if seen.due(last_heard) {
                     // In the background: the socket keeps being read meanwhile.
                     let (store, connection) = (Arc::clone(&store), connection.clone());
-                    let version = hello.agent_version.clone();
+                    let (version, link, key_hash) =
+                        (hello.agent_version.clone(), Arc::clone(&link), key_hash.to_owned());
                     tokio::spawn(async move {
                         record_seen(store.as_ref(), &connection, &version).await;
+                        // A rotation or deletion closes the session where it
+                        // happens and, through NATS, on every replica; should
+                        // that message be lost, this closes it within a minute.
+                        if key_revoked(store.as_ref(), &connection, &key_hash).await {
+                            link.close("the API key was rotated or revoked");
+                        }
                     });
                 }
                 let text = match message {
