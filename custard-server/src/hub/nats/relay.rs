@@ -150,6 +150,8 @@ fn holder_gone() -> ExecError {
 /// The asking replica's side of one request.
 pub(super) struct Call {
     link: Link,
+    /// Where the holder's frames come: `replies` is subscribed to it.
+    inbox: Subject,
     replies: Subscriber,
     /// Where `more`, `cancel` and `ping` go, once the holding replica said.
     control: Option<Subject>,
@@ -178,12 +180,13 @@ impl Call {
         // NATS has the subscription before any reply.
         let replies =
             link.client.subscribe(inbox.clone()).await.map_err(|e| unreachable_replicas(&e))?;
-        link.send(subject, Some(inbox), frame, headers).await?;
+        link.send(subject, Some(inbox.clone()), frame, headers).await?;
         let mut keepalive = tokio::time::interval(link.heartbeat);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
         Ok(Call {
             link: link.clone(),
+            inbox,
             replies,
             control: None,
             pieces: Pieces::default(),
@@ -201,7 +204,13 @@ impl Call {
                 message = self.replies.next() => {
                     let Some(message) = message else { return Err(holder_gone()) };
                     if message.status == Some(StatusCode::NO_RESPONDERS) {
-                        return Err(super::super::local::offline());
+                        // Before the holder took the request: no replica
+                        // holds an agent. After: the holder's control
+                        // subscription is gone, so is the holder.
+                        return Err(match self.control {
+                            None => super::super::local::offline(),
+                            Some(_) => holder_gone(),
+                        });
                     }
                     self.last_heard = Instant::now();
                     if let Some(control) = message.headers.as_ref().and_then(|h| h.get(CONTROL)) {
@@ -216,7 +225,15 @@ impl Call {
                     if self.last_heard.elapsed() > self.link.patience() {
                         return Err(holder_gone());
                     }
-                    self.control(Message::Ping).await;
+                    // Sent with this call's inbox as its reply subject: should
+                    // the holder's process be gone, NATS answers "no
+                    // responders" at once instead of the holder's silence
+                    // taking three heartbeats to tell.
+                    if let Some(control) = &self.control {
+                        let ping = Frame::new("run", Message::Ping);
+                        let inbox = Some(self.inbox.clone());
+                        let _ = self.link.send(control.clone(), inbox, &ping, HeaderMap::new()).await;
+                    }
                 }
             }
         }
