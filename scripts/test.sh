@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, docs and every test, against a real
-# PostgreSQL (started or installed by scripts/ensure-postgres.sh when needed).
+# PostgreSQL, NATS and nginx (started or installed by scripts/ensure-*.sh when
+# needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,12 @@ step() { printf '\n== %s ==\n' "$*"; }
 
 step "PostgreSQL"
 scripts/ensure-postgres.sh
+
+step "NATS"
+scripts/ensure-nats.sh
+
+step "nginx"
+scripts/ensure-nginx.sh
 
 step "Chromium"
 scripts/ensure-chromium.sh
