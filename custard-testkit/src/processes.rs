@@ -221,6 +221,42 @@ pub async fn start_server(
     }
 }
 
+/// Starts the `custard-server` binary at `binary` as one replica among several:
+/// its log named `name`, on `address` with `data_dir` and extra `args` (which
+/// may set `--public-url`, the balancer's address; without it links point at
+/// `address`), and waits up to `within` until `/ready` answers 200 (its store
+/// answers, so a balancer may send it traffic).
+pub async fn start_named_server(
+    scene: &Scene,
+    name: &str,
+    binary: &Path,
+    address: &str,
+    data_dir: &Path,
+    args: &[&str],
+    within: Duration,
+) -> Process {
+    let public_url = format!("http://{address}");
+    let mut server = Process::spawn(scene, name, binary, |c| {
+        c.args(["--bind", address]);
+        if !args.contains(&"--public-url") {
+            c.args(["--public-url", &public_url]);
+        }
+        c.arg("--data-dir").arg(data_dir).args(args);
+    });
+    let deadline = Instant::now() + within;
+    loop {
+        server.assert_running();
+        if http_status(address, "GET", "/ready", "").await == Some(200) {
+            return server;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "custard-server {name} was not ready on {address} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Starts the agent binary at `binary` for one connection (`name` names its
 /// log), with extra `CUSTARD_*` variables in `env`.
 pub fn start_agent(
