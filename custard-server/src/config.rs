@@ -246,6 +246,10 @@ impl ServerConfig {
             replica: self.replica(),
             heartbeat: std::time::Duration::from_millis(self.route_heartbeat_ms.max(50)),
             subject_prefix: prefix.to_owned(),
+            // Exports run ten times a question's timeout (questions/export.rs).
+            max_query_timeout: std::time::Duration::from_secs(
+                self.query_timeout_secs.max(1).saturating_mul(10),
+            ),
         }))
     }
 

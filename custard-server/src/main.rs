@@ -17,7 +17,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUSTARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+                // The NATS client's debug lines print server addresses with
+                // their credentials: never below info, whatever CUSTARD_LOG says.
+                .add_directive("async_nats=info".parse()?),
         )
         .init();
     let config = ServerConfig::parse();

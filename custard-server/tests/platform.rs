@@ -71,6 +71,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod injection;
 #[path = "platform/routing.rs"]
 mod routing;
+#[path = "platform/routing_attack.rs"]
+mod routing_attack;
 
 // ---------------------------------------------------------------------------
 // The server

@@ -232,6 +232,7 @@ async fn a_holder_gone_silent_mid_question_is_agent_disconnected() {
             .expect("subscribe");
         // It says it holds an agent of the connection, as a replica would.
         let snapshot = json!({
+            "type": "snapshot",
             "replica": "silent-holder",
             "held": [{"connection": conn, "org": "unknown", "agents": 1}],
         });

@@ -30,14 +30,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::{Client, ServerAddr, Subject, Subscriber};
 use chrono::Utc;
-use custard_core::{BoxFuture, CheckedSql, ExecError, RowSender, RunLimits, RunSummary, Schema};
+use custard_core::{
+    BoxFuture, CheckedSql, ExecError, ExecErrorCode, RowSender, RunLimits, RunSummary, Schema,
+};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use self::presence::{Change, ClusterPresence, Disconnect, Held, Snapshot};
+use self::presence::{Announcement, Change, ClusterPresence, Disconnect, Held, Snapshot};
 use self::relay::Link;
 use super::{AgentRouter, LocalHub, Presence, StatusEvent, StatusKind};
 use crate::store::{ConnectionId, OrgId};
@@ -52,6 +54,8 @@ const SNAPSHOT_PART: usize = 500;
 const HOLDERS: &str = "holders";
 /// Status events buffered for slow subscribers.
 const EVENT_BUFFER: usize = 1024;
+/// Requests of other replicas one replica serves at once.
+const MOST_SERVED: usize = 1024;
 /// How long a replica keeps trying to reach NATS when it starts.
 const CONNECT_FOR: Duration = Duration::from_secs(30);
 
@@ -73,6 +77,9 @@ pub struct NatsSettings {
     /// Subjects start with this (`custard`): deployments sharing one NATS
     /// account keep apart by it.
     pub subject_prefix: String,
+    /// The longest a query relayed to this replica may run, whatever the
+    /// asking replica says.
+    pub max_query_timeout: Duration,
 }
 
 impl std::fmt::Debug for NatsSettings {
@@ -84,20 +91,23 @@ impl std::fmt::Debug for NatsSettings {
             .field("replica", &self.replica)
             .field("heartbeat", &self.heartbeat)
             .field("subject_prefix", &self.subject_prefix)
+            .field("max_query_timeout", &self.max_query_timeout)
             .finish()
     }
 }
 
-/// `url` without user, password or token.
+/// `url` without user, password or token (with or without a scheme:
+/// `user:password@host:4222` is a NATS URL too).
 pub fn redact(url: &str) -> String {
     url.split(',')
         .map(|one| {
             let one = one.trim();
-            match (one.find("://"), one.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    format!("{}://***@{}", &one[..scheme], &one[at + 1..])
+            match one.rfind('@') {
+                Some(at) => {
+                    let scheme = one.find("://").filter(|&s| s < at).map_or("", |s| &one[..s + 3]);
+                    format!("{scheme}***@{}", &one[at + 1..])
                 }
-                _ => one.to_owned(),
+                None => one.to_owned(),
             }
         })
         .collect::<Vec<_>>()
@@ -157,15 +167,28 @@ impl NatsRouter {
             }
         };
         let subscriptions = Subscriptions {
-            changes: subscribe("events").await?,
-            snapshots: subscribe("presence").await?,
+            announcements: subscribe("presence").await?,
             syncs: subscribe("presence.sync").await?,
             disconnects: subscribe("disconnect").await?,
         };
         let shared = Arc::new(Shared {
             local: Arc::clone(&local),
-            link: Link { client, heartbeat: settings.heartbeat },
-            instance: format!("{}-{}", settings.replica, hex::encode(rand::random::<[u8; 6]>())),
+            link: Link {
+                client,
+                heartbeat: settings.heartbeat,
+                max_timeout: settings.max_query_timeout,
+                serving: Arc::new(tokio::sync::Semaphore::new(MOST_SERVED)),
+            },
+            // Part of subjects: only letters, digits, - and _.
+            instance: format!(
+                "{}-{}",
+                settings
+                    .replica
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                    .collect::<String>(),
+                hex::encode(rand::random::<[u8; 6]>())
+            ),
             prefix: settings.subject_prefix.clone(),
             others: Mutex::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
@@ -265,8 +288,7 @@ async fn connect_with_retry(
 
 /// The cluster-wide subjects every replica listens to.
 struct Subscriptions {
-    changes: Subscriber,
-    snapshots: Subscriber,
+    announcements: Subscriber,
     syncs: Subscriber,
     disconnects: Subscriber,
 }
@@ -296,17 +318,14 @@ async fn cluster(
             }
             event = local_events.recv() => match event {
                 Ok(event) => shared.local_change(event).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => shared.reconcile_all(),
+                Err(broadcast::error::RecvError::Lagged(_)) => shared.reconcile_all().await,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            Some(message) = subscriptions.changes.next() => {
-                if let Some(change) = decode::<Change>(&message) {
-                    shared.remote_change(change);
-                }
-            }
-            Some(message) = subscriptions.snapshots.next() => {
-                if let Some(snapshot) = decode::<Snapshot>(&message) {
-                    shared.remote_snapshot(snapshot);
+            Some(message) = subscriptions.announcements.next() => {
+                match decode::<Announcement>(&message) {
+                    Some(Announcement::Change(change)) => shared.remote_change(change),
+                    Some(Announcement::Snapshot(snapshot)) => shared.remote_snapshot(snapshot),
+                    None => {}
                 }
             }
             Some(message) = subscriptions.syncs.next() => {
@@ -328,7 +347,7 @@ async fn cluster(
             _ = tick.tick() => {
                 shared.publish_snapshot().await;
                 shared.expire();
-                shared.reconcile_all();
+                shared.reconcile_all().await;
             }
         }
     }
@@ -358,6 +377,12 @@ impl Shared {
         plain.then(|| self.subject(&format!("agents.{id}")))
     }
 
+    /// The subject of `connection`'s agents on the replica `instance` only.
+    fn agents_on(&self, connection: &ConnectionId, instance: &str) -> Option<Subject> {
+        let any = self.agents_subject(connection)?;
+        Some(Subject::from(format!("{any}.{instance}")))
+    }
+
     async fn publish(&self, subject: &Subject, value: &impl Serialize) {
         let Ok(payload) = serde_json::to_vec(value) else { return };
         if let Err(e) = self.link.client.publish(subject.clone(), payload.into()).await {
@@ -365,36 +390,56 @@ impl Shared {
         }
     }
 
-    /// Subscribes to `connection`'s subject while this replica holds a
-    /// session of it (and is not draining), and not otherwise.
-    fn reconcile(self: &Arc<Self>, connection: &ConnectionId) {
+    /// Subscribes to `connection`'s subjects while this replica holds a
+    /// session of it (and is not draining), and not otherwise. Run by the
+    /// cluster task only; a new subscription is in place (NATS has it)
+    /// before anything the task publishes next, its announcement included.
+    async fn reconcile(self: &Arc<Self>, connection: &ConnectionId) {
         let want = !self.local.draining().is_cancelled()
             && !self.stop.is_cancelled()
             && self.local.presence(connection).agents > 0;
-        let mut held = lock(&self.held);
-        if want && !held.contains_key(connection) {
-            let Some(subject) = self.agents_subject(connection) else { return };
-            let token = CancellationToken::new();
-            held.insert(connection.clone(), token.clone());
-            tokio::spawn(hold(Arc::clone(self), connection.clone(), subject, token));
-        } else if !want && let Some(token) = held.remove(connection) {
+        let held = lock(&self.held).contains_key(connection);
+        if want && !held {
+            let (Some(any), Some(mine)) =
+                (self.agents_subject(connection), self.agents_on(connection, &self.instance))
+            else {
+                return;
+            };
+            let client = &self.link.client;
+            let subscribed = async {
+                let queue = client.queue_subscribe(any, HOLDERS.to_owned()).await?;
+                let direct = client.subscribe(mine).await?;
+                Ok::<_, async_nats::SubscribeError>((queue, direct))
+            };
+            match subscribed.await {
+                Ok((queue, direct)) => {
+                    let token = CancellationToken::new();
+                    lock(&self.held).insert(connection.clone(), token.clone());
+                    tokio::spawn(hold(Arc::clone(self), connection.clone(), queue, direct, token));
+                }
+                // Tried again at the next presence tick.
+                Err(e) => {
+                    tracing::warn!(connection = %connection, "cannot take requests through NATS: {e}")
+                }
+            }
+        } else if !want && let Some(token) = lock(&self.held).remove(connection) {
             token.cancel();
         }
     }
 
-    fn reconcile_all(self: &Arc<Self>) {
+    async fn reconcile_all(self: &Arc<Self>) {
         let mut connections: Vec<ConnectionId> =
             self.local.held().into_iter().map(|(connection, _, _)| connection).collect();
         connections.extend(lock(&self.held).keys().cloned());
         for connection in connections {
-            self.reconcile(&connection);
+            self.reconcile(&connection).await;
         }
     }
 
     /// One of this replica's sessions came, went or refreshed its schema.
     async fn local_change(self: &Arc<Self>, event: StatusEvent) {
         if event.kind != StatusKind::SchemaRefreshed {
-            self.reconcile(&event.connection_id);
+            self.reconcile(&event.connection_id).await;
         }
         let here = self.local.presence(&event.connection_id);
         let change = Change {
@@ -408,7 +453,7 @@ impl Shared {
                 in_flight: here.in_flight,
             },
         };
-        self.publish(&self.subject("events"), &change).await;
+        self.publish(&self.subject("presence"), &Announcement::Change(change)).await;
         self.emit(event);
     }
 
@@ -506,44 +551,41 @@ impl Shared {
         let subject = self.subject("presence");
         for part in held.chunks(SNAPSHOT_PART) {
             let snapshot = Snapshot { replica: self.instance.clone(), held: part.to_vec() };
-            self.publish(&subject, &snapshot).await;
+            self.publish(&subject, &Announcement::Snapshot(snapshot)).await;
         }
     }
 }
 
-/// Serves the other replicas' requests for `connection` until `token` is cancelled.
+/// Serves the other replicas' requests for `connection`, from the subject
+/// of any holder (`queue`) and this replica's own (`direct`), until `token`
+/// is cancelled.
 async fn hold(
     shared: Arc<Shared>,
     connection: ConnectionId,
-    subject: Subject,
+    mut queue: Subscriber,
+    mut direct: Subscriber,
     token: CancellationToken,
 ) {
-    let client = &shared.link.client;
-    let mut requests = match client.queue_subscribe(subject, HOLDERS.to_owned()).await {
-        Ok(requests) => requests,
-        Err(e) => {
-            tracing::warn!(connection = %connection, "cannot take requests through NATS: {e}");
-            // Tried again at the next presence tick.
-            let mut held = lock(&shared.held);
-            // Still ours unless it was cancelled (and maybe replaced) meanwhile.
-            if !token.is_cancelled() {
-                held.remove(&connection);
-            }
-            return;
-        }
-    };
     loop {
-        tokio::select! {
+        let request = tokio::select! {
             () = token.cancelled() => {
-                let _ = requests.unsubscribe().await;
+                let _ = queue.unsubscribe().await;
+                let _ = direct.unsubscribe().await;
                 return;
             }
-            request = requests.next() => {
-                let Some(request) = request else { return };
-                let (link, local) = (shared.link.clone(), Arc::clone(&shared.local));
-                tokio::spawn(relay::serve_request(link, local, connection.clone(), request));
+            request = queue.next() => request,
+            request = direct.next() => request,
+        };
+        let Some(request) = request else {
+            // The client closed the subscription: subscribed again at the
+            // next tick, unless it was let go meanwhile.
+            if !token.is_cancelled() {
+                lock(&shared.held).remove(&connection);
             }
-        }
+            return;
+        };
+        let (link, local) = (shared.link.clone(), Arc::clone(&shared.local));
+        tokio::spawn(relay::serve_request(link, local, connection.clone(), request));
     }
 }
 
@@ -557,14 +599,29 @@ impl AgentRouter for NatsRouter {
     ) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
         Box::pin(async move {
             let shared = &self.shared;
+            let local = &shared.local;
             // An agent of this replica with room answers without a hop.
-            if shared.local.has_room(connection) {
-                return shared.local.run(connection, sql, limits, rows).await;
+            if local.has_room(connection) {
+                return local.run(connection, sql, limits, rows).await;
+            }
+            let grace = local.settings().grace;
+            if local.presence(connection).agents > 0 {
+                // Every agent here is busy: the least busy other replica
+                // holding some takes it, else it waits here for room.
+                let other = lock(&shared.others).holders(connection).into_iter().next();
+                if let Some(subject) = other.and_then(|o| shared.agents_on(connection, &o)) {
+                    let routed =
+                        relay::run(&shared.link, subject, sql, limits, grace, rows.clone()).await;
+                    // Gone since it last said: wait here instead.
+                    if !matches!(&routed, Err(e) if e.code == ExecErrorCode::AgentOffline) {
+                        return routed;
+                    }
+                }
+                return local.run(connection, sql, limits, rows).await;
             }
             let Some(subject) = shared.agents_subject(connection) else {
                 return Err(super::local::offline());
             };
-            let grace = shared.local.settings().grace;
             relay::run(&shared.link, subject, sql, limits, grace, rows).await
         })
     }

@@ -52,6 +52,17 @@ pub(super) struct Change {
     pub(super) held: Held,
 }
 
+/// What a replica announces on the presence subject: one subject for both
+/// kinds, so they arrive in the order they were sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum Announcement {
+    /// All its sessions (or a part of them).
+    Snapshot(Snapshot),
+    /// One change.
+    Change(Change),
+}
+
 /// Close a connection's sessions wherever they are (key rotated, connection deleted).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Disconnect {
@@ -62,6 +73,10 @@ pub(super) struct Disconnect {
     /// Sent to the agents in the close frame.
     pub(super) reason: String,
 }
+
+/// The most sessions (or requests in flight) one announcement may count for
+/// one connection; more is a bug or a forgery, and counts as this many.
+const MOST: usize = 1 << 16;
 
 /// One remote replica's sessions of one connection.
 #[derive(Clone, Debug)]
@@ -99,9 +114,9 @@ impl ClusterPresence {
                 replica.to_owned(),
                 Remote {
                     org: OrgId::from(held.org.clone()),
-                    agents: held.agents,
+                    agents: held.agents.min(MOST),
                     agent_version: held.agent_version.clone(),
-                    in_flight: held.in_flight,
+                    in_flight: held.in_flight.min(MOST),
                     seen: now,
                 },
             );
@@ -132,7 +147,23 @@ impl ClusterPresence {
 
     /// Agent sessions of `connection` on the other replicas.
     pub(super) fn remote_agents(&self, connection: &ConnectionId) -> usize {
-        self.by_connection.get(connection).map_or(0, |r| r.values().map(|r| r.agents).sum())
+        self.by_connection
+            .get(connection)
+            .map_or(0, |r| r.values().fold(0, |sum, r| sum.saturating_add(r.agents)))
+    }
+
+    /// The other replicas holding sessions of `connection`, the least busy
+    /// first (requests in flight per session, as last announced).
+    pub(super) fn holders(&self, connection: &ConnectionId) -> Vec<String> {
+        let Some(replicas) = self.by_connection.get(connection) else {
+            return Vec::new();
+        };
+        let mut holders: Vec<(&String, &Remote)> = replicas.iter().collect();
+        // a/b < c/d  <=>  a*d < c*b (agents is at least 1 here).
+        holders.sort_by(|(_, a), (_, b)| {
+            (a.in_flight.saturating_mul(b.agents)).cmp(&b.in_flight.saturating_mul(a.agents))
+        });
+        holders.into_iter().map(|(name, _)| name.clone()).collect()
     }
 
     /// `local` with the other replicas' sessions of `connection` added.
@@ -141,8 +172,8 @@ impl ClusterPresence {
             return local;
         };
         for remote in replicas.values() {
-            local.agents += remote.agents;
-            local.in_flight += remote.in_flight;
+            local.agents = local.agents.saturating_add(remote.agents);
+            local.in_flight = local.in_flight.saturating_add(remote.in_flight);
         }
         if local.agent_version.is_none() {
             local.agent_version =
@@ -182,6 +213,39 @@ mod tests {
         assert_eq!(presence.remote_agents(&c), 1);
         assert!(presence.record("r2", &held("c1", 0), now));
         assert_eq!(presence.add_to(&c, Presence::default()), Presence::default());
+    }
+
+    #[test]
+    fn forged_counts_are_capped_and_holders_come_least_busy_first() {
+        let mut presence = ClusterPresence::default();
+        let now = Instant::now();
+        let c = ConnectionId::from("c1".to_owned());
+        let mut forged = held("c1", usize::MAX);
+        forged.in_flight = usize::MAX;
+        presence.record("f1", &forged, now);
+        presence.record("f2", &forged, now);
+        assert_eq!(presence.remote_agents(&c), 2 * MOST);
+        let sum = presence.add_to(&c, Presence { agents: usize::MAX, ..Presence::default() });
+        assert_eq!(sum.agents, usize::MAX);
+
+        let mut presence = ClusterPresence::default();
+        let busy = Held { in_flight: 4, ..held("c1", 2) };
+        let idle = Held { in_flight: 1, ..held("c1", 2) };
+        presence.record("busy", &busy, now);
+        presence.record("idle", &idle, now);
+        assert_eq!(presence.holders(&c), ["idle", "busy"]);
+    }
+
+    #[test]
+    fn announcements_name_their_kind() {
+        let change = Announcement::Change(Change {
+            replica: "r1".to_owned(),
+            kind: "agent_connected".to_owned(),
+            held: held("c1", 1),
+        });
+        let text = serde_json::to_string(&change).expect("json");
+        assert!(text.starts_with(r#"{"type":"change","#), "{text}");
+        assert_eq!(serde_json::from_str::<Announcement>(&text).expect("back"), change);
     }
 
     #[test]

@@ -4,18 +4,22 @@
 //! Frames are the agent protocol's own (`custard_core::wire`), so the relay
 //! adds no format of its own: the asking replica sends `run` or `discover` to
 //! the connection's subject with a reply inbox; the holding replica answers
-//! like an agent would (`columns`, `rows`, `done`, `error`, `schema`), first
-//! with a `pong` naming, in a header, the subject to send `more`, `cancel`
-//! and `ping` to. Both sides hear from each other at least every heartbeat
-//! (`ping` one way, `pong` the other), so either notices within three
-//! heartbeats that the other is gone.
+//! like an agent would (`columns`, `rows`, `done`, `error`, `schema`), its
+//! first message naming, in a header, the subject to send `more`, `cancel`
+//! and `ping` to. Frames ready at the same time travel in one NATS message,
+//! one per line (a small result is one message). Both sides tell each other
+//! at least every heartbeat that they are still there (`ping` one way, `pong`
+//! the other), so either notices within three heartbeats that the other is
+//! gone; a `ping` also carries a reply inbox, so a holder whose process is
+//! gone is "no responders" at once.
 //!
 //! Flow control is the agent protocol's too: the holding replica sends at most
 //! [`WINDOW`] `rows` frames ahead of the asker's `more`; while the window is
 //! shut it stops taking rows from its agent, whose own window then pauses the
 //! query. A slow reader pauses its own query only.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::header::HeaderMap;
@@ -28,8 +32,8 @@ use custard_core::{
     CheckedSql, Dialect, ExecError, ExecErrorCode, Guard, RowBatch, RowSender, RunLimits,
     RunSummary, Schema,
 };
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{Semaphore, mpsc};
 
 use super::super::{AgentRouter, LocalHub};
 use crate::store::ConnectionId;
@@ -38,8 +42,8 @@ use crate::store::ConnectionId;
 pub(super) const WINDOW: u32 = 16;
 /// The asker acknowledges taken frames in steps of this many.
 const STEP: u32 = WINDOW / 2;
-/// On every piece of a frame but its last, when the frame is bigger than the
-/// NATS server takes in one message.
+/// On every piece of a message but its last, when the message is bigger than
+/// the NATS server takes in one.
 const PIECE: &str = "Custard-Piece";
 /// On the holding replica's first message: where `more`, `cancel` and `ping` go.
 const CONTROL: &str = "Custard-Control";
@@ -56,6 +60,12 @@ pub(super) struct Link {
     pub(super) client: Client,
     /// How often each side tells the other it is still there.
     pub(super) heartbeat: Duration,
+    /// The longest a query relayed to this replica may run, whatever the
+    /// asker says (the longest this replica's own questions and exports run).
+    pub(super) max_timeout: Duration,
+    /// Requests of other replicas this replica serves at once; beyond, it
+    /// answers `agent_busy` at once.
+    pub(super) serving: Arc<Semaphore>,
 }
 
 impl Link {
@@ -64,24 +74,27 @@ impl Link {
         self.heartbeat * 3
     }
 
-    /// Publishes `frame` to `subject` (in pieces when it is bigger than one
-    /// NATS message), with `headers` on its first piece.
+    /// Publishes `frames` to `subject` as one message, one frame per line (in
+    /// pieces when it is bigger than one NATS message), with `headers` on
+    /// its first piece.
     async fn send(
         &self,
         subject: Subject,
         reply: Option<Subject>,
-        frame: &Frame,
+        frames: &[Frame],
         mut headers: HeaderMap,
     ) -> Result<(), ExecError> {
-        let text = frame.encode();
+        let text = frames.iter().map(Frame::encode).collect::<Vec<_>>().join("\n");
         let piece = self.client.max_payload().saturating_sub(HEADER_ROOM).max(1024);
-        let bytes = text.into_bytes();
-        let mut pieces = bytes.chunks(piece).peekable();
-        while let Some(chunk) = pieces.next() {
-            if pieces.peek().is_some() {
+        let bytes = bytes::Bytes::from(text);
+        let mut start = 0;
+        loop {
+            let end = (start + piece).min(bytes.len());
+            let last = end == bytes.len();
+            if !last {
                 headers.insert(PIECE, "more");
             }
-            let payload = bytes::Bytes::copy_from_slice(chunk);
+            let payload = bytes.slice(start..end);
             let sent = match &reply {
                 Some(reply) => {
                     self.client
@@ -96,41 +109,61 @@ impl Link {
                 None => self.client.publish_with_headers(subject.clone(), headers, payload).await,
             };
             sent.map_err(|e| unreachable_replicas(&e))?;
+            if last {
+                return Ok(());
+            }
             headers = HeaderMap::new();
+            start = end;
         }
-        Ok(())
     }
 }
 
-/// Puts frames sent in pieces back together.
+/// Puts messages sent in pieces back together, and splits them into frames.
 #[derive(Debug, Default)]
 struct Pieces {
     buffer: Vec<u8>,
 }
 
 impl Pieces {
-    /// The frame `message` completes, if it does.
-    fn push(&mut self, message: &async_nats::Message) -> Result<Option<Frame>, ExecError> {
+    /// The frames `message` completes (none while pieces are missing).
+    fn push(&mut self, message: &async_nats::Message) -> Result<Vec<Frame>, ExecError> {
         let more = message.headers.as_ref().is_some_and(|h| h.get(PIECE).is_some());
         if self.buffer.len().saturating_add(message.payload.len()) > MAX_FRAME_BYTES {
             self.buffer.clear();
             return Err(ExecError::new(
                 ExecErrorCode::Internal,
-                "a replica sent a frame bigger than the agent protocol allows",
+                "a replica sent a message bigger than the agent protocol's frames may be",
             ));
         }
         self.buffer.extend_from_slice(&message.payload);
         if more {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let buffer = std::mem::take(&mut self.buffer);
         let text = String::from_utf8(buffer).map_err(|_| {
-            ExecError::new(ExecErrorCode::Internal, "a replica sent a frame that is not UTF-8")
+            ExecError::new(ExecErrorCode::Internal, "a replica sent a message that is not UTF-8")
         })?;
-        Frame::decode(&text).map(Some).map_err(|e| {
-            ExecError::new(ExecErrorCode::Internal, format!("a replica sent a bad frame: {e}"))
-        })
+        // Compact JSON has no raw line break: one frame per line.
+        text.split('\n')
+            .map(|line| {
+                Frame::decode(line).map_err(|e| {
+                    ExecError::new(
+                        ExecErrorCode::Internal,
+                        format!("a replica sent a bad frame: {e}"),
+                    )
+                })
+            })
+            .collect()
     }
+}
+
+/// Ticks every `period`, the first time one period from now (not at once:
+/// awaiting an interval's immediate first tick can cost a timer tick, about
+/// a millisecond, on every request).
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
 }
 
 fn unreachable_replicas(error: &dyn std::fmt::Display) -> ExecError {
@@ -147,17 +180,27 @@ fn holder_gone() -> ExecError {
     )
 }
 
+/// Where the holder of a call takes `more`, `cancel` and `ping`, once it said.
+type Control = Arc<Mutex<Option<Subject>>>;
+
+fn control_of(control: &Control) -> Option<Subject> {
+    control.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
 /// The asking replica's side of one request.
 pub(super) struct Call {
     link: Link,
-    /// Where the holder's frames come: `replies` is subscribed to it.
-    inbox: Subject,
     replies: Subscriber,
-    /// Where `more`, `cancel` and `ping` go, once the holding replica said.
-    control: Option<Subject>,
+    control: Control,
     pieces: Pieces,
+    /// Frames received and not yet taken.
+    ready: VecDeque<Frame>,
     last_heard: Instant,
-    keepalive: tokio::time::Interval,
+    /// When to check that the holder is still there.
+    check: tokio::time::Interval,
+    /// Pings the holder every heartbeat for as long as the call lives, even
+    /// while its caller is slow to take what came.
+    pinger: tokio::task::JoinHandle<()>,
     /// `rows` frames taken and not yet acknowledged.
     taken: u32,
     finished: bool,
@@ -180,18 +223,34 @@ impl Call {
         // NATS has the subscription before any reply.
         let replies =
             link.client.subscribe(inbox.clone()).await.map_err(|e| unreachable_replicas(&e))?;
-        link.send(subject, Some(inbox.clone()), frame, headers).await?;
-        let mut keepalive = tokio::time::interval(link.heartbeat);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        keepalive.tick().await;
+        link.send(subject, Some(inbox.clone()), std::slice::from_ref(frame), headers).await?;
+        let control = Control::default();
+        let pinger = {
+            let (link, control) = (link.clone(), Arc::clone(&control));
+            tokio::spawn(async move {
+                let ping = [Frame::new("run", Message::Ping)];
+                loop {
+                    tokio::time::sleep(link.heartbeat).await;
+                    // With this call's inbox as its reply subject: should the
+                    // holder's process be gone, NATS answers "no responders"
+                    // at once, not three heartbeats of silence later.
+                    if let Some(control) = control_of(&control) {
+                        let inbox = Some(inbox.clone());
+                        let _ = link.send(control, inbox, &ping, HeaderMap::new()).await;
+                    }
+                }
+            })
+        };
+        let check = every(link.heartbeat);
         Ok(Call {
             link: link.clone(),
-            inbox,
             replies,
-            control: None,
+            control,
             pieces: Pieces::default(),
+            ready: VecDeque::new(),
             last_heard: Instant::now(),
-            keepalive,
+            check,
+            pinger,
             taken: 0,
             finished: false,
         })
@@ -200,39 +259,37 @@ impl Call {
     /// The holding replica's next frame (its `pong`s only keep the call alive).
     pub(super) async fn next(&mut self) -> Result<Frame, ExecError> {
         loop {
+            if let Some(frame) = self.ready.pop_front() {
+                return Ok(frame);
+            }
             tokio::select! {
+                // What already came is read before silence is judged.
+                biased;
                 message = self.replies.next() => {
                     let Some(message) = message else { return Err(holder_gone()) };
+                    let control = control_of(&self.control);
                     if message.status == Some(StatusCode::NO_RESPONDERS) {
                         // Before the holder took the request: no replica
                         // holds an agent. After: the holder's control
                         // subscription is gone, so is the holder.
-                        return Err(match self.control {
+                        return Err(match control {
                             None => super::super::local::offline(),
                             Some(_) => holder_gone(),
                         });
                     }
                     self.last_heard = Instant::now();
-                    if let Some(control) = message.headers.as_ref().and_then(|h| h.get(CONTROL)) {
-                        self.control = Some(Subject::from(control.as_str()));
+                    if control.is_none()
+                        && let Some(subject) = message.headers.as_ref().and_then(|h| h.get(CONTROL))
+                    {
+                        *self.control.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(Subject::from(subject.as_str()));
                     }
-                    match self.pieces.push(&message)? {
-                        Some(Frame { message: Message::Pong, .. }) | None => {}
-                        Some(frame) => return Ok(frame),
-                    }
+                    let frames = self.pieces.push(&message)?;
+                    self.ready.extend(frames.into_iter().filter(|f| f.message != Message::Pong));
                 }
-                _ = self.keepalive.tick() => {
+                _ = self.check.tick() => {
                     if self.last_heard.elapsed() > self.link.patience() {
                         return Err(holder_gone());
-                    }
-                    // Sent with this call's inbox as its reply subject: should
-                    // the holder's process be gone, NATS answers "no
-                    // responders" at once instead of the holder's silence
-                    // taking three heartbeats to tell.
-                    if let Some(control) = &self.control {
-                        let ping = Frame::new("run", Message::Ping);
-                        let inbox = Some(self.inbox.clone());
-                        let _ = self.link.send(control.clone(), inbox, &ping, HeaderMap::new()).await;
                     }
                 }
             }
@@ -254,25 +311,24 @@ impl Call {
     }
 
     async fn control(&self, message: Message) {
-        if let Some(control) = &self.control {
+        if let Some(control) = control_of(&self.control) {
             // Lost on a broken connection: then the holder stops for want of pings.
-            let _ = self
-                .link
-                .send(control.clone(), None, &Frame::new("run", message), HeaderMap::new())
-                .await;
+            let frame = [Frame::new("run", message)];
+            let _ = self.link.send(control, None, &frame, HeaderMap::new()).await;
         }
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
+        self.pinger.abort();
         if self.finished {
             return;
         }
         // A caller that went away (or gave up) stops the query on the agent.
-        if let Some(control) = self.control.take() {
+        if let Some(control) = control_of(&self.control) {
             let link = self.link.clone();
-            let frame = Frame::new("run", Message::Cancel(Cancel { target: "run".to_owned() }));
+            let frame = [Frame::new("run", Message::Cancel(Cancel { target: "run".to_owned() }))];
             tokio::spawn(async move {
                 let _ = link.send(control, None, &frame, HeaderMap::new()).await;
             });
@@ -314,6 +370,10 @@ pub(super) async fn run(
     )
     .await
     .map_err(|_| timed_out())??;
+    // What the holder says it sent is not taken on its word: rows are
+    // counted here, as they arrive.
+    let started = Instant::now();
+    let mut row_count = 0u64;
     loop {
         let frame = tokio::time::timeout_at(deadline.into(), call.next())
             .await
@@ -322,10 +382,26 @@ pub(super) async fn run(
             Message::Columns(c) => {
                 RowBatch::Columns(c.columns.into_iter().map(Into::into).collect())
             }
-            Message::Rows(r) => RowBatch::Rows(r.rows),
+            Message::Rows(r) => {
+                let room = max_rows.saturating_sub(row_count);
+                let mut kept = r.rows;
+                let over = u64::try_from(kept.len()).unwrap_or(u64::MAX) > room;
+                kept.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+                row_count += u64::try_from(kept.len()).unwrap_or(u64::MAX);
+                if over {
+                    // More than asked for: the rest is dropped, and dropping
+                    // the call cancels the query.
+                    let kept = RowBatch::Rows(kept);
+                    let _ = tokio::time::timeout_at(deadline.into(), rows.send(kept)).await;
+                    let elapsed = started.elapsed();
+                    return Ok(RunSummary { row_count, truncated: true, bytes: 0, elapsed });
+                }
+                RowBatch::Rows(kept)
+            }
             Message::Done(done) => {
                 call.finish();
-                return Ok(RunSummary::from(&done));
+                let told = RunSummary::from(&done);
+                return Ok(RunSummary { row_count, elapsed: started.elapsed(), ..told });
             }
             Message::Error(report) => {
                 call.finish();
@@ -396,20 +472,28 @@ pub(super) async fn serve_request(
     let Some(reply) = request.reply.clone() else {
         return;
     };
-    let answer = |frame: Frame| {
+    let refuse = |code: ExecErrorCode, message: &str| {
         let (link, reply) = (link.clone(), reply.clone());
+        let frame = [Frame::new("run", Message::Error(ErrorReport::new(code, message)))];
         async move {
             let _ = link.send(reply, None, &frame, HeaderMap::new()).await;
         }
     };
-    let frame = match Pieces::default().push(&request) {
-        Ok(Some(frame)) => frame,
-        Ok(None) => {
-            answer(error_frame(ExecErrorCode::Internal, "a request must fit in one message")).await;
-            return;
-        }
+    let Ok(_serving) = Arc::clone(&link.serving).try_acquire_owned() else {
+        let busy = "this server is relaying as many questions as it takes; try again shortly";
+        refuse(ExecErrorCode::AgentBusy, busy).await;
+        return;
+    };
+    let frame = match Pieces::default().push(&request).map(Vec::into_iter) {
+        Ok(mut frames) => match (frames.next(), frames.next()) {
+            (Some(frame), None) => frame,
+            _ => {
+                refuse(ExecErrorCode::Internal, "a request is one frame, in one message").await;
+                return;
+            }
+        },
         Err(e) => {
-            answer(error_frame(e.code, &e.message)).await;
+            refuse(e.code, &e.message).await;
             return;
         }
     };
@@ -417,15 +501,16 @@ pub(super) async fn serve_request(
     let Ok(controls) = link.client.subscribe(control.clone()).await else {
         return;
     };
-    let mut accepted = HeaderMap::new();
-    accepted.insert(CONTROL, control.as_str());
-    if link
-        .send(reply.clone(), None, &Frame::new(frame.id.clone(), Message::Pong), accepted)
-        .await
-        .is_err()
-    {
-        return;
-    }
+    let heartbeat = every(link.heartbeat);
+    let mut served = Served {
+        link: &link,
+        reply,
+        control: Some(control),
+        controls,
+        id: frame.id.clone(),
+        last_heard: Instant::now(),
+        heartbeat,
+    };
     let headers = request.headers.unwrap_or_default();
     let result = match frame.message {
         Message::Run(run) => {
@@ -433,23 +518,13 @@ pub(super) async fn serve_request(
             match header(DIALECT).as_deref().and_then(|d| d.parse::<Dialect>().ok()) {
                 Some(dialect) => {
                     let max_bytes = header(MAX_BYTES).and_then(|b| b.parse().ok());
-                    let served =
-                        Served { link: &link, reply: &reply, controls, id: frame.id.clone() };
                     served.run(&local, &connection, dialect, run, max_bytes).await
                 }
                 None => Err(ExecError::new(ExecErrorCode::Internal, "a `run` without its dialect")),
             }
         }
         Message::Discover(request) => {
-            match local.discover(&connection, request.sample_values).await {
-                Ok(schema) => {
-                    let report =
-                        Frame::new(frame.id.clone(), Message::Schema(SchemaReport::new(&schema)));
-                    answer(report).await;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+            served.discover(&local, &connection, request.sample_values).await
         }
         other => Err(ExecError::new(
             ExecErrorCode::Internal,
@@ -457,27 +532,38 @@ pub(super) async fn serve_request(
         )),
     };
     if let Err(e) = result {
-        answer(Frame::new(frame.id, Message::Error(ErrorReport::from(&e)))).await;
+        served.send(vec![Message::Error(ErrorReport::from(&e))]).await;
     }
 }
 
-fn error_frame(code: ExecErrorCode, message: &str) -> Frame {
-    Frame::new("run", Message::Error(ErrorReport::new(code, message)))
-}
-
-/// A `run` being served for another replica.
+/// A request being served for another replica.
 struct Served<'a> {
     link: &'a Link,
-    reply: &'a Subject,
+    reply: Subject,
+    /// Named in the header of the first message, then `None`.
+    control: Option<Subject>,
     controls: Subscriber,
     id: String,
+    /// When the asker was last heard from.
+    last_heard: Instant,
+    heartbeat: tokio::time::Interval,
+}
+
+/// What a message from the asker says.
+enum Heard {
+    /// `more` frames may go.
+    More(u32),
+    /// Stop: the asker cancelled, or went away.
+    Stop,
+    /// A `ping`, or nothing this side understands.
+    Alive,
 }
 
 impl Served<'_> {
     /// Runs the query on a local session and relays its frames; `Ok` once the
     /// last frame (`done`) is sent, or when the asker went away.
     async fn run(
-        mut self,
+        &mut self,
         local: &LocalHub,
         connection: &ConnectionId,
         dialect: Dialect,
@@ -494,7 +580,7 @@ impl Served<'_> {
             .map_err(|rejection| ExecError::from(ErrorReport::from(&rejection)))?;
         let defaults = RunLimits::default();
         let limits = RunLimits {
-            timeout: Duration::from_millis(run.timeout_ms),
+            timeout: Duration::from_millis(run.timeout_ms).min(self.link.max_timeout),
             // 0: the asker set no cap of its own (the agent keeps its own).
             max_rows: if run.max_rows == 0 { u64::MAX } else { run.max_rows },
             max_bytes: max_bytes.unwrap_or(defaults.max_bytes),
@@ -506,61 +592,126 @@ impl Served<'_> {
         let mut ended: Option<Result<RunSummary, ExecError>> = None;
         let mut credit = WINDOW;
         let mut batches_open = true;
-        let mut last_heard = Instant::now();
-        let mut heartbeat = tokio::time::interval(self.link.heartbeat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        heartbeat.tick().await;
+        let mut outgoing = Vec::new();
         loop {
-            if let Some(Err(e)) = ended {
-                return Err(e);
+            // What is ready now goes out in one message.
+            if ended.is_none() {
+                ended = running.as_mut().now_or_never();
             }
-            if let (Some(Ok(summary)), false) = (&ended, batches_open) {
-                self.send(Message::Done(Done::from(summary))).await;
-                return Ok(());
+            while batches_open && credit > 0 {
+                match batches.try_recv() {
+                    Ok(batch) => outgoing.push(frame_of(batch, &mut credit)),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => batches_open = false,
+                }
+            }
+            match ended.take() {
+                Some(Err(e)) => return Err(e),
+                Some(Ok(summary)) if !batches_open => {
+                    outgoing.push(Message::Done(Done::from(&summary)));
+                    self.send(outgoing).await;
+                    return Ok(());
+                }
+                still => ended = still,
+            }
+            if !outgoing.is_empty() {
+                self.send(std::mem::take(&mut outgoing)).await;
             }
             tokio::select! {
                 result = &mut running, if ended.is_none() => ended = Some(result),
-                batch = batches.recv(), if batches_open && credit > 0 => {
-                    let Some(batch) = batch else {
-                        batches_open = false;
-                        continue;
-                    };
-                    let message = match batch {
-                        RowBatch::Columns(columns) => Message::Columns(Columns {
-                            columns: columns.iter().map(WireColumnMeta::from).collect(),
-                        }),
-                        RowBatch::Rows(rows) => {
-                            credit -= 1;
-                            Message::Rows(Rows { rows })
-                        }
-                    };
-                    self.send(message).await;
-                }
-                control = self.controls.next() => {
-                    let Some(control) = control else { return Ok(()) };
-                    last_heard = Instant::now();
-                    match Pieces::default().push(&control).map(|f| f.map(|f| f.message)) {
-                        Ok(Some(Message::More(more))) => {
-                            credit = credit.saturating_add(more.frames).min(WINDOW);
-                        }
-                        // Dropping the local run cancels the query on the agent.
-                        Ok(Some(Message::Cancel(_))) => return Ok(()),
-                        _ => {}
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > self.link.patience() {
-                        tracing::info!(connection = %connection, "the asking server went silent; cancelling its query");
+                batch = batches.recv(), if batches_open && credit > 0 => match batch {
+                    Some(batch) => outgoing.push(frame_of(batch, &mut credit)),
+                    None => batches_open = false,
+                },
+                // Dropping the local run cancels the query on the agent.
+                heard = hear(&mut self.controls, &mut self.last_heard) => match heard {
+                    Heard::More(frames) => credit = credit.saturating_add(frames).min(WINDOW),
+                    Heard::Stop => return Ok(()),
+                    Heard::Alive => {}
+                },
+                _ = self.heartbeat.tick() => {
+                    if !self.still_asked(connection) {
                         return Ok(());
                     }
-                    self.send(Message::Pong).await;
+                    self.send(vec![Message::Pong]).await;
                 }
             }
         }
     }
 
-    async fn send(&mut self, message: Message) {
-        let frame = Frame::new(self.id.clone(), message);
-        let _ = self.link.send(self.reply.clone(), None, &frame, HeaderMap::new()).await;
+    /// Asks a local session for the schema, telling the asker meanwhile
+    /// that this replica is still there.
+    async fn discover(
+        &mut self,
+        local: &LocalHub,
+        connection: &ConnectionId,
+        sample_values: u32,
+    ) -> Result<(), ExecError> {
+        let discovering = local.discover(connection, sample_values);
+        tokio::pin!(discovering);
+        loop {
+            tokio::select! {
+                schema = &mut discovering => {
+                    self.send(vec![Message::Schema(SchemaReport::new(&schema?))]).await;
+                    return Ok(());
+                }
+                heard = hear(&mut self.controls, &mut self.last_heard) => if let Heard::Stop = heard {
+                    return Ok(());
+                },
+                _ = self.heartbeat.tick() => {
+                    if !self.still_asked(connection) {
+                        return Ok(());
+                    }
+                    self.send(vec![Message::Pong]).await;
+                }
+            }
+        }
+    }
+
+    /// Whether the asker was heard from lately.
+    fn still_asked(&self, connection: &ConnectionId) -> bool {
+        let alive = self.last_heard.elapsed() <= self.link.patience();
+        if !alive {
+            tracing::info!(connection = %connection, "the asking server went silent; cancelling its request");
+        }
+        alive
+    }
+
+    /// Sends `messages` to the asker in one message (the first naming the
+    /// control subject).
+    async fn send(&mut self, messages: Vec<Message>) {
+        let frames: Vec<Frame> =
+            messages.into_iter().map(|m| Frame::new(self.id.clone(), m)).collect();
+        let mut headers = HeaderMap::new();
+        if let Some(control) = self.control.take() {
+            headers.insert(CONTROL, control.as_str());
+        }
+        let _ = self.link.send(self.reply.clone(), None, &frames, headers).await;
+    }
+}
+
+/// The asker's next message on `controls`, noting when it came.
+async fn hear(controls: &mut Subscriber, last_heard: &mut Instant) -> Heard {
+    let Some(message) = controls.next().await else {
+        return Heard::Stop;
+    };
+    *last_heard = Instant::now();
+    match Pieces::default().push(&message).as_deref() {
+        Ok([Frame { message: Message::More(more), .. }]) => Heard::More(more.frames),
+        Ok([Frame { message: Message::Cancel(_), .. }]) => Heard::Stop,
+        _ => Heard::Alive,
+    }
+}
+
+/// The frame of `batch`; a `rows` frame uses up one of `credit`.
+fn frame_of(batch: RowBatch, credit: &mut u32) -> Message {
+    match batch {
+        RowBatch::Columns(columns) => Message::Columns(Columns {
+            columns: columns.iter().map(WireColumnMeta::from).collect(),
+        }),
+        RowBatch::Rows(rows) => {
+            *credit -= 1;
+            Message::Rows(Rows { rows })
+        }
     }
 }
