@@ -50,6 +50,11 @@ pub struct ServerConfig {
     /// still there, in milliseconds (three missed: gone).
     #[arg(long, env = "CUSTARD_ROUTE_HEARTBEAT_MS", default_value_t = 1_000, hide = true)]
     pub route_heartbeat_ms: u64,
+    /// Load balancers whose `X-Forwarded-For` names the client (IP addresses
+    /// or CIDR ranges, comma-separated): per-address limits then count the
+    /// client's address, not the balancer's.
+    #[arg(long, env = "CUSTARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// The base URL links in emails point to.
     #[arg(long, env = "CUSTARD_PUBLIC_URL", default_value = "http://127.0.0.1:8000")]
     pub public_url: String,

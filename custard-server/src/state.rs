@@ -14,6 +14,7 @@ use custard_core::llm::{LanguageModel, OfflineEngine, OpenAiConfig, OpenAiModel}
 
 use crate::auth::{AuthState, JwtSecret};
 use crate::config::{LlmSettings, ServerConfig};
+use crate::extract::TrustedProxies;
 use crate::flash::Flashes;
 use crate::hashing::{HashingStats, PasswordHashing};
 use crate::hub::{AgentRouter, HubSettings, LocalHub, NatsRouter};
@@ -66,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     /// What the web pages show once after a form's redirect (new API keys).
     pub(crate) flashes: Flashes,
+    /// Whose `X-Forwarded-For` names the client.
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl AppState {
@@ -82,6 +85,8 @@ impl AppState {
         })?;
         let replica = config.replica();
         let location = config.store_location()?;
+        let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("CUSTARD_TRUSTED_PROXIES: {e}"))?;
         let nats = config.nats()?;
         // A PostgreSQL store is shared only by replicas that route to each other.
         let sharing = if nats.is_some() { Sharing::Routed } else { Sharing::Alone };
@@ -170,6 +175,7 @@ impl AppState {
                 pipelines,
                 metrics: Arc::new(Metrics::for_replica(&replica)),
                 flashes: Flashes::default(),
+                trusted_proxies,
             }),
         })
     }
@@ -205,6 +211,12 @@ impl AppState {
     /// What the server-wide bound on password hashing has done so far.
     pub fn password_hashing(&self) -> HashingStats {
         self.inner.hashing.stats()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.trusted_proxies.clone()
     }
 }
 
