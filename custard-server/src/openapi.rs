@@ -508,7 +508,7 @@ mod tests {
             ("GET", "/health", 500, &[]),
             ("GET", "/api/v1/auth/profile", 401, &["unauthorized"]),
             ("GET", "/api/v1/auth/profile", 503, &["store_unavailable"]),
-            ("GET", "/ready", 503, &["store_unavailable", "shutting_down"]),
+            ("GET", "/ready", 503, &["store_unavailable", "routing_unavailable", "shutting_down"]),
             ("POST", "/api/v1/auth/logout", 403, &["forbidden"]),
             ("POST", "/api/v1/auth/login", 403, &["email_not_verified", "forbidden"]),
             ("POST", "/api/v1/auth/forgot-password", 503, &[]),
