@@ -1,6 +1,6 @@
-//! The store: users, organisations, memberships, sessions and one-time tokens,
-//! and the platform's database connections, cached schemas and history of
-//! questions, behind one object-safe [`Store`] trait.
+//! The store: users, organisations, memberships, sessions, one-time tokens and
+//! personal access tokens, and the platform's database connections, cached
+//! schemas and history of questions, behind one object-safe [`Store`] trait.
 //!
 //! [`SqliteStore`] (a file in the data dir) is the embedded default; a PostgreSQL
 //! implementation of the same trait comes with scale-out. Domain types here are
@@ -18,6 +18,11 @@
 //! - sessions are rows, checked on every request: a password reset revokes
 //!   every session of the user, a password change every one but the
 //!   changer's, and a revoked session stays revoked across restarts;
+//! - personal access tokens are stored only as their SHA-256 hex, unique
+//!   across all users; one acts for its user in its one organisation only
+//!   while the user is a member of it (removing the member deletes them), and
+//!   a user has at most [`MAX_PERSONAL_TOKENS`] of them in an organisation,
+//!   however many are created at once;
 //! - an organisation always keeps at least one owner ([`StoreError::LastOwner`]);
 //! - agent API keys are stored only as their SHA-256 hex, unique across all
 //!   organisations; a recorded question is about a connection of its own
@@ -285,9 +290,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         role: Role,
     ) -> BoxFuture<'a, Result<Membership, StoreError>>;
 
-    /// Removes a member and ends the invitations they sent to the organisation
-    /// that are still pending, in one transaction; removing the last owner is
-    /// [`StoreError::LastOwner`].
+    /// Removes a member, ends the invitations they sent to the organisation
+    /// that are still pending and deletes their personal access tokens there,
+    /// in one transaction; removing the last owner is [`StoreError::LastOwner`].
     fn remove_member<'a>(
         &'a self,
         org: &'a OrgId,
@@ -355,6 +360,57 @@ pub trait Store: Send + Sync + fmt::Debug {
         password_hash: String,
         keep: &'a SessionId,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Stores a personal access token for its user in its organisation (only
+    /// the SHA-256 hex of its secret, `auth::hash_secret`) and returns it.
+    /// The user must be a member of the organisation (else NotFound), with
+    /// fewer than [`MAX_PERSONAL_TOKENS`] tokens there, expired ones included
+    /// (else [`ConflictKind::PersonalTokenLimit`]); checked and inserted in
+    /// one transaction, so tokens created at once never go past the limit.
+    fn create_personal_token<'a>(
+        &'a self,
+        token: NewPersonalToken<'a>,
+    ) -> BoxFuture<'a, Result<PersonalToken, StoreError>>;
+
+    /// The user's personal access tokens in the organisation, expired ones
+    /// included, newest first; NotFound when the user is not a member of it.
+    fn list_personal_tokens<'a>(
+        &'a self,
+        user: &'a UserId,
+        org: &'a OrgId,
+    ) -> BoxFuture<'a, Result<Vec<PersonalToken>, StoreError>>;
+
+    /// Deletes one of the user's personal access tokens in the organisation
+    /// (it stops working at once); NotFound for any other user's or
+    /// organisation's token, or an unknown one.
+    fn delete_personal_token<'a>(
+        &'a self,
+        user: &'a UserId,
+        org: &'a OrgId,
+        id: &'a PersonalTokenId,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// What authenticating a request by personal access token reads, in one
+    /// snapshot: the token whose secret hashes to `token_hash`, its user, and
+    /// the user's current membership in the token's organisation; NotFound
+    /// when any is missing (a member removed loses their tokens at once).
+    /// Expiry is not checked: the caller compares `expires_at` with now.
+    fn personal_token_context<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> BoxFuture<'a, Result<(PersonalToken, User, Membership), StoreError>>;
+
+    /// Records that the token was used at `at`: sets `last_used_at` only when
+    /// it is unset or more than [`PERSONAL_TOKEN_TOUCH_EVERY`] before `at`, so
+    /// a token is written at most once a minute however busy (and never
+    /// moved back by a server whose clock is behind). A token deleted
+    /// meanwhile is not an error: `Ok`, and nothing is written. Callers may
+    /// skip the call when the token they read was used less than a minute ago.
+    fn touch_personal_token<'a>(
+        &'a self,
+        id: &'a PersonalTokenId,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Stores a one-time token (only the SHA-256 hex of its secret, `auth::hash_secret`).
     fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<OneTimeToken, StoreError>>;
@@ -496,7 +552,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<(Organization, Membership), StoreError>>;
 
     /// Deletes the organisation with everything it holds (memberships,
-    /// invitations, connections with their schemas, history) in one
+    /// invitations, personal access tokens, connections with their schemas,
+    /// history) in one
     /// transaction, and returns the ids of the connections it had, so their
     /// agents can be sent away. Its members' accounts and sessions stay.
     /// Only for an owner: `by` is checked to be one in the same transaction
@@ -742,6 +799,9 @@ pub enum ConflictKind {
     /// Another connection of the organisation has this name (trimmed,
     /// case-insensitive).
     ConnectionName,
+    /// The user has [`MAX_PERSONAL_TOKENS`] personal access tokens in the
+    /// organisation already (delete one first).
+    PersonalTokenLimit,
 }
 
 impl fmt::Display for ConflictKind {
@@ -751,6 +811,9 @@ impl fmt::Display for ConflictKind {
             ConflictKind::Membership => "already a member of the organization",
             ConflictKind::ApiKey => "API key already in use",
             ConflictKind::ConnectionName => "connection name already in use",
+            ConflictKind::PersonalTokenLimit => {
+                "too many personal access tokens in the organization"
+            }
         })
     }
 }
@@ -771,6 +834,18 @@ id_type!(
     /// Identifies a one-time token row (never its secret).
     TokenId
 );
+id_type!(
+    /// Identifies a personal access token (never its secret).
+    PersonalTokenId
+);
+
+/// The most personal access tokens a user may have in one organisation,
+/// expired ones included.
+pub const MAX_PERSONAL_TOKENS: usize = 50;
+
+/// How long after a recorded use of a personal access token the next use is
+/// recorded ([`Store::touch_personal_token`]): one write a minute at most.
+pub const PERSONAL_TOKEN_TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// A member's role in an organisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1067,6 +1142,43 @@ pub struct OneTimeToken {
     pub used_at: Option<DateTime<Utc>>,
     /// When it was ended unused (revoked, or outdated by a newer one), if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A personal access token: lets its user act in one organisation through
+/// the API, with the role they have there at the time (never its secret or
+/// its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalToken {
+    /// The token's id.
+    pub id: PersonalTokenId,
+    /// The user it acts for.
+    pub user_id: UserId,
+    /// The one organisation it acts in.
+    pub org_id: OrgId,
+    /// What its user called it.
+    pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working, or never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was last used, to the minute ([`Store::touch_personal_token`]);
+    /// never when unset.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A personal access token to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPersonalToken<'a> {
+    /// The user it acts for; must be a member of `org_id`.
+    pub user_id: &'a UserId,
+    /// The organisation it acts in.
+    pub org_id: &'a OrgId,
+    /// What its user calls it (not empty).
+    pub name: &'a str,
+    /// The SHA-256 hex of its secret (`auth::hash_secret`), never the secret.
+    pub token_hash: &'a str,
+    /// When it stops working, or never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A pending invitation as the organisation lists it (never its token).

@@ -57,6 +57,9 @@ macro_rules! on_both_stores {
 /// organisations (after the macro, which it uses).
 mod accounts;
 
+/// Personal access tokens (after the macro, which it uses).
+mod tokens;
+
 /// A fresh store: a file in its own temporary data dir, or a scratch
 /// PostgreSQL database dropped with the fixture.
 struct Fixture {
@@ -1537,7 +1540,8 @@ async fn a_database_of_the_accounts_era_gains_the_platform_tables() {
         // left (the tokens table as the first migration made it; it is empty).
         raw(&fx.path())
             .execute_batch(
-                "DROP TABLE queries; DROP TABLE connection_schemas; DROP TABLE connections;
+                "DROP TABLE personal_tokens;
+                 DROP TABLE queries; DROP TABLE connection_schemas; DROP TABLE connections;
                  DROP TABLE one_time_tokens; DROP TABLE server_secrets; DROP TABLE attempt_limits;
                  CREATE TABLE one_time_tokens (
                      id         TEXT PRIMARY KEY,

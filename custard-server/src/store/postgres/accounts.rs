@@ -254,8 +254,8 @@ pub(super) async fn set_role(
     .await
 }
 
-/// Removes a member (the organisation keeps an owner) and ends the
-/// invitations they sent.
+/// Removes a member (the organisation keeps an owner), ends the invitations
+/// they sent and deletes their personal access tokens there.
 pub(super) async fn remove_member(
     store: &PostgresStore,
     org: &OrgId,
@@ -271,6 +271,7 @@ pub(super) async fn remove_member(
         let sql = "DELETE FROM memberships WHERE org_id = $1 AND user_id = $2";
         execute(&tx, sql, &[&org.as_str(), &user.as_str()]).await?;
         end_invitations_by(&tx, org, user, None, rows::now()).await?;
+        super::personal_tokens::delete_of_member(&tx, org, user).await?;
         Ok(tx.commit().await?)
     })
     .await
@@ -766,7 +767,8 @@ pub(super) async fn delete_organization(
             .iter()
             .map(|row| Ok(row.try_get::<_, ConnectionId>(0)?))
             .collect::<Result<Vec<_>, PgError>>()?;
-        // Memberships, invitations, connections, schemas and history cascade.
+        // Memberships, invitations, personal tokens, connections, schemas and
+        // history cascade.
         execute(&tx, "DELETE FROM organizations WHERE id = $1", &[&org.as_str()]).await?;
         tx.commit().await?;
         Ok(connections)
@@ -843,7 +845,7 @@ async fn select_org(c: &impl GenericClient, id: &OrgId) -> Result<Organization, 
 }
 
 /// A membership of `user` in `org`.
-async fn select_membership(
+pub(super) async fn select_membership(
     c: &impl GenericClient,
     org: &OrgId,
     user: &UserId,

@@ -13,11 +13,18 @@ use super::rows::PgError;
 use crate::store::{Migration, StoreError};
 
 /// Every migration, oldest first.
-pub(in crate::store) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+pub(in crate::store) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "personal_tokens",
+        sql: include_str!("../../../migrations/postgres/0002_personal_tokens.sql"),
+    },
+];
 
 /// The advisory lock key migrations hold (any constant no other code uses).
 const MIGRATION_LOCK: i64 = 0x6375_7374_6172_6401;

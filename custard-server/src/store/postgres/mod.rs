@@ -17,9 +17,9 @@
 //!
 //! This module holds the pool, opening and migrating ([`migrations`]), and the
 //! [`Store`] implementation, which hands each call to the module of its
-//! concern: [`accounts`] (users, organisations, sessions, one-time tokens)
-//! and [`platform`] (connections, schemas, the history); [`rows`] maps rows
-//! to the store's types and errors to [`StoreError`]s.
+//! concern: [`accounts`] (users, organisations, sessions, one-time tokens),
+//! [`personal_tokens`] and [`platform`] (connections, schemas, the history);
+//! [`rows`] maps rows to the store's types and errors to [`StoreError`]s.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,14 +36,16 @@ use self::rows::PgError;
 use super::attempts;
 use super::{
     ApprovedExample, Connection, ConnectionId, ConnectionUpdate, ConversationId, HistoryEntry,
-    Invitation, Member, Membership, NewConnection, NewQueryRecord, NewToken, NewUser, OneTimeToken,
-    OrgId, Organization, ProfileUpdate, QueryDeletion, QueryFilter, QueryId, QueryRecord,
-    ReceivedInvitation, Role, Session, SessionGrant, SessionId, SignUp, Store, StoreError,
-    StoredSchema, TokenId, TokenKind, User, UserId,
+    Invitation, Member, Membership, NewConnection, NewPersonalToken, NewQueryRecord, NewToken,
+    NewUser, OneTimeToken, OrgId, Organization, PersonalToken, PersonalTokenId, ProfileUpdate,
+    QueryDeletion, QueryFilter, QueryId, QueryRecord, ReceivedInvitation, Role, Session,
+    SessionGrant, SessionId, SignUp, Store, StoreError, StoredSchema, TokenId, TokenKind, User,
+    UserId,
 };
 
 mod accounts;
 pub(super) mod migrations;
+mod personal_tokens;
 mod platform;
 mod rows;
 
@@ -673,6 +675,45 @@ impl Store for PostgresStore {
         keep: &'a SessionId,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.bounded(accounts::change_password(self, id, old_hash, password_hash, keep))
+    }
+
+    fn create_personal_token<'a>(
+        &'a self,
+        token: NewPersonalToken<'a>,
+    ) -> BoxFuture<'a, Result<PersonalToken, StoreError>> {
+        self.bounded(personal_tokens::create(self, token))
+    }
+
+    fn list_personal_tokens<'a>(
+        &'a self,
+        user: &'a UserId,
+        org: &'a OrgId,
+    ) -> BoxFuture<'a, Result<Vec<PersonalToken>, StoreError>> {
+        self.bounded(personal_tokens::list(self, user, org))
+    }
+
+    fn delete_personal_token<'a>(
+        &'a self,
+        user: &'a UserId,
+        org: &'a OrgId,
+        id: &'a PersonalTokenId,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.bounded(personal_tokens::delete(self, user, org, id))
+    }
+
+    fn personal_token_context<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> BoxFuture<'a, Result<(PersonalToken, User, Membership), StoreError>> {
+        self.bounded(personal_tokens::context(self, token_hash))
+    }
+
+    fn touch_personal_token<'a>(
+        &'a self,
+        id: &'a PersonalTokenId,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.bounded(personal_tokens::touch(self, id, at))
     }
 
     fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<OneTimeToken, StoreError>> {

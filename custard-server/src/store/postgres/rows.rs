@@ -17,9 +17,9 @@ pub(super) use crate::store::sql::{
 };
 use crate::store::{
     Asker, ConflictKind, Connection as DbConnection, ConnectionId, ConversationId, HistoryEntry,
-    Invitation, Membership, NewQueryRecord, OneTimeToken, OrgId, Organization, QueryId,
-    QueryRecord, ReceivedInvitation, Role, Session, SessionId, StoreError, StoredSchema, TokenId,
-    TokenKind, User, UserId,
+    Invitation, Membership, NewQueryRecord, OneTimeToken, OrgId, Organization, PersonalToken,
+    PersonalTokenId, QueryId, QueryRecord, ReceivedInvitation, Role, Session, SessionId,
+    StoreError, StoredSchema, TokenId, TokenKind, User, UserId,
 };
 
 /// Why an operation on PostgreSQL failed, before it becomes a [`StoreError`]:
@@ -167,7 +167,16 @@ macro_rules! text_id_from_sql {
     )*};
 }
 
-text_id_from_sql!(UserId, OrgId, SessionId, TokenId, ConnectionId, QueryId, ConversationId);
+text_id_from_sql!(
+    UserId,
+    OrgId,
+    SessionId,
+    TokenId,
+    PersonalTokenId,
+    ConnectionId,
+    QueryId,
+    ConversationId
+);
 
 impl<'a> FromSql<'a> for Role {
     fn from_sql(
@@ -255,6 +264,24 @@ pub(super) fn token_from_row(row: &Row) -> Result<OneTimeToken, PgError> {
         used_at: row.try_get(8)?,
         invited_by: row.try_get(9)?,
         revoked_at: row.try_get(10)?,
+    })
+}
+
+/// The columns a personal access token's row mapping reads, in its order
+/// (the SQLite store's are the same).
+pub(super) const PERSONAL_TOKEN_COLUMNS: &str =
+    "id, user_id, org_id, name, created_at, expires_at, last_used_at";
+
+/// A personal access token from [`PERSONAL_TOKEN_COLUMNS`], starting at column `at`.
+pub(super) fn personal_token_from_row(row: &Row, at: usize) -> Result<PersonalToken, PgError> {
+    Ok(PersonalToken {
+        id: row.try_get(at)?,
+        user_id: row.try_get(at + 1)?,
+        org_id: row.try_get(at + 2)?,
+        name: row.try_get(at + 3)?,
+        created_at: row.try_get(at + 4)?,
+        expires_at: row.try_get(at + 5)?,
+        last_used_at: row.try_get(at + 6)?,
     })
 }
 

@@ -183,8 +183,8 @@ pub(super) fn set_role(
     Ok(membership)
 }
 
-/// Removes a member (the organisation keeps an owner) and ends the
-/// invitations they sent.
+/// Removes a member (the organisation keeps an owner), ends the invitations
+/// they sent and deletes their personal access tokens there.
 pub(super) fn remove_member(
     conn: &mut Connection,
     org: &OrgId,
@@ -198,6 +198,7 @@ pub(super) fn remove_member(
     tx.execute("DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2", params![org, user])
         .map_err(db_error)?;
     end_invitations_by(&tx, org, user, None, Millis::now())?;
+    super::personal_tokens::delete_of_member(&tx, org, user)?;
     tx.commit().map_err(db_error)
 }
 
@@ -636,7 +637,8 @@ pub(super) fn delete_organization(
         let rows = stmt.query_map([org], |r| r.get(0)).map_err(db_error)?;
         rows.collect::<rusqlite::Result<Vec<ConnectionId>>>().map_err(db_error)?
     };
-    // Memberships, invitations, connections, schemas and history cascade.
+    // Memberships, invitations, personal tokens, connections, schemas and
+    // history cascade.
     tx.execute("DELETE FROM organizations WHERE id = ?1", [org]).map_err(db_error)?;
     tx.commit().map_err(db_error)?;
     Ok(connections)

@@ -41,6 +41,11 @@ pub(in crate::store) const MIGRATIONS: &[Migration] = &[
         name: "shared_state",
         sql: include_str!("../../../migrations/0006_shared_state.sql"),
     },
+    Migration {
+        version: 7,
+        name: "personal_tokens",
+        sql: include_str!("../../../migrations/0007_personal_tokens.sql"),
+    },
 ];
 
 /// The newest version this binary knows.

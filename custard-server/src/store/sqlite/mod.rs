@@ -14,8 +14,9 @@
 //! This module holds the pool, opening and migrating ([`migrations`]), and the
 //! [`Store`] implementation, which hands each call's SQL to the module of its
 //! concern on the right connection: [`accounts`] (users, organisations,
-//! sessions, one-time tokens) and [`platform`] (connections, schemas, the
-//! history); [`rows`] maps rows to the store's types and back.
+//! sessions, one-time tokens), [`personal_tokens`] and [`platform`]
+//! (connections, schemas, the history); [`rows`] maps rows to the store's
+//! types and back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,14 +33,16 @@ use self::rows::db_error;
 use super::attempts;
 use super::{
     ApprovedExample, Connection as DbConnection, ConnectionId, ConnectionUpdate, ConversationId,
-    HistoryEntry, Invitation, Member, Membership, NewConnection, NewQueryRecord, NewToken, NewUser,
-    OneTimeToken, OrgId, Organization, ProfileUpdate, QueryDeletion, QueryFilter, QueryId,
-    QueryRecord, ReceivedInvitation, Role, Session, SessionGrant, SessionId, SignUp, Store,
-    StoreError, StoredSchema, TokenId, TokenKind, User, UserId, normalize_email,
+    HistoryEntry, Invitation, Member, Membership, NewConnection, NewPersonalToken, NewQueryRecord,
+    NewToken, NewUser, OneTimeToken, OrgId, Organization, PersonalToken, PersonalTokenId,
+    ProfileUpdate, QueryDeletion, QueryFilter, QueryId, QueryRecord, ReceivedInvitation, Role,
+    Session, SessionGrant, SessionId, SignUp, Store, StoreError, StoredSchema, TokenId, TokenKind,
+    User, UserId, normalize_email,
 };
 
 mod accounts;
 pub(super) mod migrations;
+mod personal_tokens;
 mod platform;
 mod rows;
 
@@ -533,6 +536,50 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         let (id, old_hash, keep) = (id.clone(), old_hash.to_owned(), keep.clone());
         self.run(move |conn| accounts::change_password(conn, &id, &old_hash, &password_hash, &keep))
+    }
+
+    fn create_personal_token<'a>(
+        &'a self,
+        token: NewPersonalToken<'a>,
+    ) -> BoxFuture<'a, Result<PersonalToken, StoreError>> {
+        let token = personal_tokens::OwnedNewToken::from(token);
+        self.run(move |conn| personal_tokens::create(conn, &token))
+    }
+
+    fn list_personal_tokens<'a>(
+        &'a self,
+        user: &'a UserId,
+        org: &'a OrgId,
+    ) -> BoxFuture<'a, Result<Vec<PersonalToken>, StoreError>> {
+        let (user, org) = (user.clone(), org.clone());
+        self.read(move |conn| personal_tokens::list(conn, &user, &org))
+    }
+
+    fn delete_personal_token<'a>(
+        &'a self,
+        user: &'a UserId,
+        org: &'a OrgId,
+        id: &'a PersonalTokenId,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (user, org, id) = (user.clone(), org.clone(), id.clone());
+        self.run(move |conn| personal_tokens::delete(conn, &user, &org, &id))
+    }
+
+    fn personal_token_context<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> BoxFuture<'a, Result<(PersonalToken, User, Membership), StoreError>> {
+        let token_hash = token_hash.to_owned();
+        self.lookup(move |conn| personal_tokens::context(conn, &token_hash))
+    }
+
+    fn touch_personal_token<'a>(
+        &'a self,
+        id: &'a PersonalTokenId,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let id = id.clone();
+        self.run(move |conn| personal_tokens::touch(conn, &id, at))
     }
 
     fn create_token(&self, token: NewToken) -> BoxFuture<'_, Result<OneTimeToken, StoreError>> {

@@ -14,9 +14,9 @@ pub(super) use crate::store::sql::{
 };
 use crate::store::{
     Asker, ConflictKind, Connection as DbConnection, ConnectionId, ConversationId, HistoryEntry,
-    Invitation, Membership, NewQueryRecord, OneTimeToken, OrgId, Organization, QueryId,
-    QueryRecord, ReceivedInvitation, Role, Session, SessionId, StoreError, StoredSchema, TokenId,
-    TokenKind, User, UserId,
+    Invitation, Membership, NewQueryRecord, OneTimeToken, OrgId, Organization, PersonalToken,
+    PersonalTokenId, QueryId, QueryRecord, ReceivedInvitation, Role, Session, SessionId,
+    StoreError, StoredSchema, TokenId, TokenKind, User, UserId,
 };
 
 /// A user from [`USER_COLUMNS`].
@@ -73,6 +73,24 @@ pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<OneTimeToken> {
         used_at: row.get::<_, Option<Millis>>(8)?.map(|m| m.0),
         invited_by: row.get(9)?,
         revoked_at: row.get::<_, Option<Millis>>(10)?.map(|m| m.0),
+    })
+}
+
+/// The columns a personal access token's row mapping reads, in its order
+/// (the PostgreSQL store's are the same).
+pub(super) const PERSONAL_TOKEN_COLUMNS: &str =
+    "id, user_id, org_id, name, created_at, expires_at, last_used_at";
+
+/// A personal access token from [`PERSONAL_TOKEN_COLUMNS`].
+pub(super) fn personal_token_from_row(row: &Row<'_>) -> rusqlite::Result<PersonalToken> {
+    Ok(PersonalToken {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        org_id: row.get(2)?,
+        name: row.get(3)?,
+        created_at: row.get::<_, Millis>(4)?.0,
+        expires_at: row.get::<_, Option<Millis>>(5)?.map(|m| m.0),
+        last_used_at: row.get::<_, Option<Millis>>(6)?.map(|m| m.0),
     })
 }
 
@@ -202,7 +220,16 @@ macro_rules! text_id_sql {
     )*};
 }
 
-text_id_sql!(UserId, OrgId, SessionId, TokenId, ConnectionId, QueryId, ConversationId);
+text_id_sql!(
+    UserId,
+    OrgId,
+    SessionId,
+    TokenId,
+    PersonalTokenId,
+    ConnectionId,
+    QueryId,
+    ConversationId
+);
 
 impl ToSql for Role {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
