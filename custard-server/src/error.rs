@@ -391,6 +391,11 @@ impl From<StoreError> for AppError {
                 ErrorCode::NameTaken,
                 "another connection in this organisation already has that name",
             ),
+            StoreError::Conflict(ConflictKind::PersonalTokenLimit) => AppError::new(
+                ErrorCode::Conflict,
+                "you already have as many personal access tokens in this organisation as allowed \
+                 (50): revoke one first",
+            ),
             StoreError::Conflict(_) => AppError::new(ErrorCode::Conflict, "it already exists"),
             StoreError::LastOwner => {
                 AppError::new(ErrorCode::Validation, "an organisation must keep at least one owner")

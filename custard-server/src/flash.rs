@@ -41,6 +41,13 @@ pub(crate) enum Flash {
         /// The key itself, shown once.
         api_key: String,
     },
+    /// A new personal access token (`web::account`'s settings page).
+    NewToken {
+        /// The token's id.
+        token_id: String,
+        /// The token itself, shown once.
+        secret: String,
+    },
     /// Ask the history's question again at once (`web::history`).
     Rerun,
     /// The address an email was sent to (`web::account`: sign up, forgot password).
@@ -66,11 +73,12 @@ impl Owner {
     }
 }
 
-// The key is a secret: `Debug` (and so any log line) shows only the kind.
+// Keys and tokens are secrets: `Debug` (and so any log line) shows only the kind.
 impl std::fmt::Debug for Flash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Flash::NewKey { .. } => f.write_str("Flash::NewKey(..)"),
+            Flash::NewToken { .. } => f.write_str("Flash::NewToken(..)"),
             Flash::Rerun => f.write_str("Flash::Rerun"),
             Flash::SentTo(_) => f.write_str("Flash::SentTo(..)"),
         }

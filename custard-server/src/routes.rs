@@ -12,7 +12,7 @@ use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{accounts, connections, meta, org, queries};
+use crate::api::{accounts, connections, meta, org, queries, tokens};
 use crate::config::ServerConfig;
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
@@ -71,6 +71,8 @@ pub(crate) fn endpoints() -> OpenApiRouter<AppState> {
         .routes(routes!(org::revoke_invitation))
         .routes(routes!(org::resend_invitation))
         .routes(routes!(org::change_role, org::remove_member))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
         .routes(routes!(connections::create, connections::list))
         .routes(routes!(connections::events))
         .routes(routes!(connections::get, connections::update, connections::delete))

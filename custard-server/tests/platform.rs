@@ -73,6 +73,8 @@ mod injection;
 mod routing;
 #[path = "platform/routing_attack.rs"]
 mod routing_attack;
+#[path = "platform/tokens.rs"]
+mod tokens;
 
 // ---------------------------------------------------------------------------
 // The server

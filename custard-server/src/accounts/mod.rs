@@ -1,6 +1,6 @@
 //! Accounts: the logic behind sign-up and email verification, sign-in and
 //! sessions, passwords, the profile, organisations, their members and
-//! invitations, shared by the JSON API (`api::accounts`, `api::org`) and the
+//! invitations, personal access tokens, shared by the JSON API (`api::accounts`, `api::org`) and the
 //! web pages (`web::account`).
 //!
 //! Functions take typed inputs (the state, the caller as the auth layer made
@@ -18,6 +18,7 @@ mod passwords;
 mod profile;
 mod registration;
 mod sessions;
+mod tokens;
 
 use crate::auth;
 use crate::error::{AppError, ErrorCode};
@@ -39,6 +40,9 @@ pub(crate) use profile::{change_own_password, set_names};
 pub(crate) use registration::{NewAccount, resend_verification, sign_up, verify_email_token};
 pub(crate) use sessions::{
     check_credentials, first_organization, open_session, sign_in, sign_out, sign_out_other_sessions,
+};
+pub(crate) use tokens::{
+    IssuedToken, MAX_TOKEN_DAYS, create_personal_token, personal_tokens, revoke_personal_token,
 };
 
 /// The longest name (of a person or an organisation), in characters.

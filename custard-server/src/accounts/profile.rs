@@ -35,6 +35,9 @@ pub(crate) async fn change_own_password(
 ) -> Result<(), AppError> {
     let inner = state.inner();
     let user = current.user();
+    // Before anything is checked: a personal access token may not change the
+    // password (nor test guesses of it).
+    let keep = current.session()?;
     // Counted as a failure until it proves right, so concurrent guesses count too.
     inner.password_failures.begin(user.id.as_str()).await?;
     match inner.hashing.verify(current_password, Some(user.password_hash.clone())).await {
@@ -50,9 +53,6 @@ pub(crate) async fn change_own_password(
     }
     check_password(&new_password, &user.email, &[&user.first_name, &user.last_name])?;
     let password_hash = inner.hashing.hash(new_password).await?;
-    inner
-        .store
-        .change_password(&user.id, &user.password_hash, password_hash, current.session())
-        .await?;
+    inner.store.change_password(&user.id, &user.password_hash, password_hash, keep).await?;
     Ok(())
 }

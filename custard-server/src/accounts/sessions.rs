@@ -103,5 +103,5 @@ pub(crate) async fn sign_out_other_sessions(
     state: &AppState,
     current: &CurrentUser,
 ) -> Result<u64, AppError> {
-    Ok(state.inner().store.revoke_other_sessions(&current.user().id, current.session()).await?)
+    Ok(state.inner().store.revoke_other_sessions(&current.user().id, current.session()?).await?)
 }

@@ -305,7 +305,8 @@ pub(crate) async fn login(
 
 const LOGOUT_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
-    Forbidden: "a session cookie without the page's CSRF token",
+    Forbidden: "a session cookie without the page's CSRF token, or a personal access token \
+        (it has no session)",
     StoreUnavailable,
     Internal,
 ];
@@ -327,7 +328,7 @@ pub(crate) async fn logout(
     State(state): State<AppState>,
     current: CurrentUser,
 ) -> Result<StatusCode, AppError> {
-    accounts::sign_out(&state, current.session()).await?;
+    accounts::sign_out(&state, current.session()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -340,7 +341,8 @@ pub(crate) struct SignedOutResponse {
 
 const LOGOUT_OTHERS_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
-    Forbidden: "a session cookie without the page's CSRF token",
+    Forbidden: "a session cookie without the page's CSRF token, or a personal access token \
+        (it has no session)",
     StoreUnavailable,
     Internal,
 ];
@@ -576,7 +578,8 @@ pub(crate) struct ChangePasswordRequest {
 const CHANGE_PASSWORD_ERRORS: &[DeclaredError] = errors![
     InvalidJson,
     Unauthorized: "no valid token, or the current password is wrong",
-    Forbidden: "a session cookie without the page's CSRF token",
+    Forbidden: "a session cookie without the page's CSRF token, or a personal access token \
+        (it has no session)",
     Conflict: "the password changed, or this session was signed out, meanwhile",
     PayloadTooLarge,
     Validation: "a missing field or a weak password",

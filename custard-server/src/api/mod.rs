@@ -13,3 +13,4 @@ pub(crate) mod connections;
 pub(crate) mod meta;
 pub(crate) mod org;
 pub(crate) mod queries;
+pub(crate) mod tokens;

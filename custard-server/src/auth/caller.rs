@@ -1,10 +1,13 @@
 //! Who is calling: the extractors that authenticate a request and the types
 //! only they (and this module) can make.
 //!
-//! - [`CurrentUser`]: the user of an active session who is a member of the
-//!   organisation the token is for. Everything organisation-scoped takes one
-//!   and passes [`CurrentUser::org`] to the store, so tenancy is not
-//!   remembered per handler.
+//! - [`CurrentUser`]: the user of an active session (or, on the API, of a
+//!   personal access token) who is a member of the organisation the token is
+//!   for. Everything organisation-scoped takes one and passes
+//!   [`CurrentUser::org`] to the store, so tenancy is not remembered per
+//!   handler. What only a session may do (sign out, change the password,
+//!   create tokens) asks [`CurrentUser::session`], which a token caller
+//!   does not have.
 //! - [`CurrentAdmin`] and [`CurrentOwner`]: a [`CurrentUser`] whose role was
 //!   checked. The logic of an operation reserved to owners and admins (or to
 //!   owners) takes one, so it cannot be reached without the check: a handler
@@ -22,9 +25,14 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::Utc;
 
-use super::{JwtSecret, cookie, decode_access};
+use super::{
+    JwtSecret, PERSONAL_TOKEN_PREFIX, cookie, decode_access, hash_secret, is_personal_token,
+};
 use crate::error::{AppError, ErrorCode};
-use crate::store::{OrgId, Role, SessionId, Store, StoreError, User};
+use crate::store::{OrgId, PersonalTokenId, Role, SessionId, Store, StoreError, User};
+
+/// How often at most a personal access token's `last_used_at` is written.
+const TOKEN_USE_WRITE_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// What authenticating a request reads: the JWT secret and the store.
 pub(crate) trait AuthState: Send + Sync {
@@ -35,13 +43,23 @@ pub(crate) trait AuthState: Send + Sync {
     fn store(&self) -> &dyn Store;
 }
 
-/// The signed-in user, their session and the organisation the token is for.
+/// The signed-in user, what they signed in with and the organisation the
+/// token is for.
 #[derive(Debug, Clone)]
 pub(crate) struct CurrentUser {
     user: User,
-    session: SessionId,
+    credential: Credential,
     org: OrgId,
     role: Role,
+}
+
+/// What a [`CurrentUser`] proved who they are with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Credential {
+    /// A session, opened with the password: its id.
+    Session(SessionId),
+    /// A personal access token: its id.
+    Token(PersonalTokenId),
 }
 
 impl<S: AuthState> FromRequestParts<S> for CurrentUser {
@@ -53,7 +71,14 @@ impl<S: AuthState> FromRequestParts<S> for CurrentUser {
         let header =
             parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = match header {
-            Some(h) => h.strip_prefix("Bearer ").ok_or_else(unauthorized)?.to_owned(),
+            Some(h) => {
+                let token = h.strip_prefix("Bearer ").ok_or_else(unauthorized)?.trim();
+                // A personal access token: the API's only (never a cookie).
+                if token.starts_with(PERSONAL_TOKEN_PREFIX) {
+                    return CurrentUser::of_personal_token(state, token).await;
+                }
+                token.to_owned()
+            }
             // A browser's session cookie: a request that changes something must
             // also prove it comes from our own page (CSRF).
             None => {
@@ -101,7 +126,52 @@ impl CurrentUser {
         if !session.is_active(Utc::now()) || session.user_id.as_str() != claims.sub {
             return Err(unauthorized());
         }
-        Ok(CurrentUser { user, session: session.id, org, role: membership.role })
+        Ok(CurrentUser {
+            user,
+            credential: Credential::Session(session.id),
+            org,
+            role: membership.role,
+        })
+    }
+
+    /// The user of a personal access token that exists, has not expired, and
+    /// whose user is still a member of its organisation (with the role they
+    /// have now).
+    pub(crate) async fn of_personal_token<S: AuthState + ?Sized>(
+        state: &S,
+        token: &str,
+    ) -> Result<Self, AppError> {
+        let unauthorized = || {
+            AppError::new(
+                ErrorCode::Unauthorized,
+                "the personal access token is not valid (it may have expired or been revoked)",
+            )
+        };
+        if !is_personal_token(token) {
+            return Err(unauthorized());
+        }
+        let store = state.store();
+        let (token, user, membership) =
+            store.personal_token_context(&hash_secret(token)).await.map_err(|e| match e {
+                StoreError::NotFound => unauthorized(),
+                other => AppError::from(other),
+            })?;
+        let now = Utc::now();
+        if token.expires_at.is_some_and(|at| at <= now) {
+            return Err(unauthorized());
+        }
+        if token.last_used_at.is_none_or(|at| now - at >= TOKEN_USE_WRITE_EVERY)
+            && let Err(e) = store.touch_personal_token(&token.id, now).await
+        {
+            // Not the caller's fault, and not worth refusing them for.
+            tracing::warn!(token = %token.id, "could not record the token's use: {e}");
+        }
+        Ok(CurrentUser {
+            user,
+            credential: Credential::Token(token.id),
+            org: token.org_id,
+            role: membership.role,
+        })
     }
 
     /// Whether the caller's session is still active and the caller still a
@@ -109,9 +179,23 @@ impl CurrentUser {
     /// it goes. A store error counts as no (the stream ends; the client may
     /// reconnect and be checked afresh).
     pub(crate) async fn still_valid(&self, store: &dyn Store) -> bool {
-        match store.session_context(&self.session, &self.org).await {
-            Ok((session, user, _)) => session.is_active(Utc::now()) && user.id == self.user.id,
-            Err(_) => false,
+        match &self.credential {
+            Credential::Session(id) => match store.session_context(id, &self.org).await {
+                Ok((session, user, _)) => session.is_active(Utc::now()) && user.id == self.user.id,
+                Err(_) => false,
+            },
+            Credential::Token(id) => {
+                let now = Utc::now();
+                let member = store.get_membership(&self.org, &self.user.id).await.is_ok();
+                member
+                    && store.list_personal_tokens(&self.user.id, &self.org).await.is_ok_and(
+                        |tokens| {
+                            tokens
+                                .iter()
+                                .any(|t| t.id == *id && t.expires_at.is_none_or(|at| at > now))
+                        },
+                    )
+            }
         }
     }
 
@@ -120,9 +204,17 @@ impl CurrentUser {
         self.role
     }
 
-    /// The store session the caller's token belongs to.
-    pub(crate) fn session(&self) -> &SessionId {
-        &self.session
+    /// The store session the caller signed in with; `forbidden` for a caller
+    /// with a personal access token, which may not do what needs one (sign
+    /// out, change the password, create tokens).
+    pub(crate) fn session(&self) -> Result<&SessionId, AppError> {
+        match &self.credential {
+            Credential::Session(id) => Ok(id),
+            Credential::Token(_) => Err(AppError::new(
+                ErrorCode::Forbidden,
+                "a personal access token cannot do this: sign in with your password",
+            )),
+        }
     }
 
     /// The organisation the caller acts in.
@@ -250,8 +342,12 @@ impl SessionUser {
     }
 }
 
-impl From<CurrentUser> for SessionUser {
-    fn from(current: CurrentUser) -> Self {
-        SessionUser { user: current.user, session: current.session }
+impl TryFrom<CurrentUser> for SessionUser {
+    type Error = AppError;
+
+    /// The session user of a caller who signed in with a session.
+    fn try_from(current: CurrentUser) -> Result<Self, AppError> {
+        let session = current.session()?.clone();
+        Ok(SessionUser { user: current.user, session })
     }
 }

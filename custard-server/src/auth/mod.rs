@@ -1,7 +1,9 @@
 //! Authentication: the account security primitives (password hashing and
 //! policy, random tokens and API keys, access JWTs), the browser's session
 //! cookie and CSRF tokens (`cookie`), and the extractors that say who is
-//! calling (`CurrentUser`, `CurrentAdmin`, `CurrentOwner`, `SessionUser`).
+//! calling (`CurrentUser`, `CurrentAdmin`, `CurrentOwner`, `SessionUser`),
+//! by a session (a JWT, as a bearer token or the browser's cookie) or, on
+//! the API only, a personal access token.
 //!
 //! The primitives are pure (no IO besides the operating system's CSPRNG), so
 //! their callers decide when to run them. Password hashing is slow on
@@ -24,6 +26,9 @@ pub use passwords::{
     MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, PasswordError, PasswordProblem, check_password_policy,
     dummy_verify, hash_password, needs_rehash, verify_password,
 };
-pub use tokens::{API_KEY_PREFIX, hash_secret, hashes_equal, is_api_key, new_api_key, new_secret};
+pub use tokens::{
+    API_KEY_PREFIX, PERSONAL_TOKEN_PREFIX, hash_secret, hashes_equal, is_api_key,
+    is_personal_token, new_api_key, new_personal_token, new_secret,
+};
 
 pub(crate) use caller::{AuthState, CurrentAdmin, CurrentOwner, CurrentUser, SessionUser};

@@ -1,6 +1,6 @@
-//! Random secrets (email verification, password reset, invitation tokens and
-//! agent API keys), the SHA-256 hashes the store keeps of them, and a
-//! constant-time comparison of those hashes.
+//! Random secrets (email verification, password reset, invitation tokens,
+//! agent API keys and personal access tokens), the SHA-256 hashes the store
+//! keeps of them, and a constant-time comparison of those hashes.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,6 +10,10 @@ use subtle::ConstantTimeEq as _;
 
 /// Every agent API key starts with this, so leaked keys are easy to spot.
 pub const API_KEY_PREFIX: &str = "custard_";
+
+/// Every personal access token starts with this (and so never looks like an
+/// agent API key, whose digits follow `custard_` at once).
+pub const PERSONAL_TOKEN_PREFIX: &str = "custard_pat_";
 
 /// Random bytes in every secret: 256 bits, twice ASVS's 128-bit floor.
 const SECRET_BYTES: usize = 32;
@@ -36,6 +40,22 @@ pub fn new_api_key() -> String {
     key.push_str(API_KEY_PREFIX);
     key.push_str(&base62(random_bytes()));
     key
+}
+
+/// A new personal access token: `custard_pat_` and 32 random bytes in base62
+/// (43 digits).
+pub fn new_personal_token() -> String {
+    let mut token = String::with_capacity(PERSONAL_TOKEN_PREFIX.len() + API_KEY_DIGITS);
+    token.push_str(PERSONAL_TOKEN_PREFIX);
+    token.push_str(&base62(random_bytes()));
+    token
+}
+
+/// Whether `text` has the shape of a personal access token (not whether one exists).
+pub fn is_personal_token(text: &str) -> bool {
+    text.strip_prefix(PERSONAL_TOKEN_PREFIX).is_some_and(|digits| {
+        digits.len() == API_KEY_DIGITS && digits.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 /// Whether `text` has the shape of an agent API key (not whether one exists).
@@ -104,6 +124,21 @@ mod tests {
         for count in ones {
             assert!((2800..=3600).contains(&count), "{ones:?}");
         }
+    }
+
+    #[test]
+    fn personal_tokens_have_their_own_format() {
+        let tokens: Vec<String> = (0..200).map(|_| new_personal_token()).collect();
+        for t in &tokens {
+            assert!(t.starts_with("custard_pat_"), "{t}");
+            assert_eq!(t.len(), 12 + 43, "{t}");
+            assert!(is_personal_token(t), "{t}");
+            // Never taken for an agent's key, nor a key for a token.
+            assert!(!is_api_key(t), "{t}");
+        }
+        assert!(!is_personal_token(&new_api_key()));
+        assert!(!is_personal_token("custard_pat_short"));
+        assert_eq!(tokens.iter().collect::<HashSet<_>>().len(), tokens.len());
     }
 
     #[test]

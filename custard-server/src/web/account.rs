@@ -72,6 +72,8 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/settings/invitations/{id}/revoke", get(to_settings).post(revoke_invitation))
         .route("/settings/invitations/{id}/resend", get(to_settings).post(resend_invitation))
         .route("/settings/organisation/delete", get(to_settings).post(delete_organization))
+        .route("/settings/tokens", get(to_settings).post(create_token))
+        .route("/settings/tokens/{id}/revoke", get(to_settings).post(revoke_token))
 }
 
 /// `GET` of a settings form's URL (a reload, a bookmark): the settings page.
@@ -237,7 +239,8 @@ impl Visitor {
     /// The signed-in user, member or not.
     fn user(&self) -> Option<SessionUser> {
         match self {
-            Visitor::Member(current) => Some(current.clone().into()),
+            // A page's visitor signed in with a session (the cookie's).
+            Visitor::Member(current) => SessionUser::try_from(current.clone()).ok(),
             Visitor::Adrift(user) => Some(user.clone()),
             Visitor::Nobody => None,
         }
@@ -1311,11 +1314,66 @@ struct InvitationRow {
     manageable: bool,
 }
 
+/// A personal access token as the settings page lists it (never its secret).
+#[derive(Debug)]
+struct TokenRow {
+    id: String,
+    name: String,
+    created: LocalTime,
+    /// When it stops working; `None`: never.
+    expires: Option<LocalTime>,
+    /// Whether it has stopped working already.
+    expired: bool,
+    /// When it was last used; `None`: never.
+    last_used: Option<LocalTime>,
+}
+
+/// A choice of the new-token form's lifetime select: its value and words.
+#[derive(Debug)]
+struct TokenLifetime {
+    value: &'static str,
+    label: &'static str,
+}
+
+/// The lifetimes a new token may be given on the page (the API takes any
+/// number of days up to [`accounts::MAX_TOKEN_DAYS`]).
+const TOKEN_LIFETIMES: &[TokenLifetime] = &[
+    TokenLifetime { value: "30", label: "30 days" },
+    TokenLifetime { value: "90", label: "90 days" },
+    TokenLifetime { value: "365", label: "365 days" },
+    TokenLifetime { value: "never", label: "No expiry" },
+];
+
+/// The lifetime the new-token form starts with.
+const DEFAULT_TOKEN_LIFETIME: &str = "90";
+
+/// A token just created, shown once in the tokens section.
+struct NewTokenPanel {
+    /// The token's id.
+    id: String,
+    /// Its name, as listed.
+    name: String,
+    /// `custard_pat_...`, shown this once.
+    secret: String,
+}
+
+// The secret stays out of `Debug` (and so of any log line).
+impl std::fmt::Debug for NewTokenPanel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewTokenPanel")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A confirmation, shown in the section of the change it confirms.
 #[derive(Debug, Default)]
 struct Notice {
     section: &'static str,
     text: &'static str,
+    /// A token created just before this view of the page, with its secret.
+    new_token: Option<NewTokenPanel>,
 }
 
 impl Notice {
@@ -1348,7 +1406,20 @@ struct SettingsPage {
     /// What was typed to confirm deleting the organisation.
     delete_confirm: String,
     password_hint: String,
+    /// The viewer's personal access tokens, newest first.
+    tokens: Vec<TokenRow>,
+    token_lifetimes: &'static [TokenLifetime],
+    /// The new-token form's name and lifetime.
+    token_name: String,
+    token_expires: String,
     problem: Problem,
+}
+
+impl SettingsPage {
+    /// Whether the new-token form's lifetime select has `value` selected.
+    fn lifetime_selected(&self, value: &str) -> bool {
+        self.token_expires == value
+    }
 }
 
 /// What a failed settings form keeps of its input.
@@ -1359,6 +1430,8 @@ struct Kept {
     invite_email: String,
     invite_role: String,
     delete_confirm: String,
+    token_name: String,
+    token_expires: String,
 }
 
 /// The settings page for `current`: its notice or problem, and kept input.
@@ -1371,9 +1444,10 @@ async fn settings_page(
     kept: Kept,
     problem: Problem,
 ) -> Response {
-    let (organization, members) = match tokio::try_join!(
+    let (organization, members, tokens) = match tokio::try_join!(
         accounts::organization(state, current),
-        accounts::members(state, current)
+        accounts::members(state, current),
+        accounts::personal_tokens(state, current)
     ) {
         Ok(found) => found,
         Err(e) => return WebError(e).into_response(),
@@ -1421,7 +1495,26 @@ async fn settings_page(
             }
         })
         .collect();
-    let problem = placed(problem, role, &members, &invitations);
+    let now = chrono::Utc::now();
+    let tokens: Vec<TokenRow> = tokens
+        .into_iter()
+        .map(|t| TokenRow {
+            id: t.id.as_str().to_owned(),
+            name: t.name,
+            created: LocalTime::relative(t.created_at),
+            expires: t.expires_at.map(LocalTime::relative),
+            expired: t.expires_at.is_some_and(|at| at <= now),
+            last_used: t.last_used_at.map(LocalTime::relative),
+        })
+        .collect();
+    let mut notice = notice;
+    // The new token's name as listed; one revoked meanwhile is not shown.
+    notice.new_token = notice.new_token.take().and_then(|mut panel| {
+        let token = tokens.iter().find(|t| t.id == panel.id)?;
+        panel.name.clone_from(&token.name);
+        Some(panel)
+    });
+    let problem = placed(problem, role, &members, &invitations, &tokens);
     let html = SettingsPage {
         layout: csrf.signed_in(current, "settings"),
         notice,
@@ -1443,6 +1536,14 @@ async fn settings_page(
         },
         delete_confirm: kept.delete_confirm,
         password_hint: password_hint(),
+        tokens,
+        token_lifetimes: TOKEN_LIFETIMES,
+        token_name: kept.token_name,
+        token_expires: if kept.token_expires.is_empty() {
+            DEFAULT_TOKEN_LIFETIME.to_owned()
+        } else {
+            kept.token_expires
+        },
         problem,
     }
     .render();
@@ -1458,15 +1559,18 @@ fn placed(
     role: Role,
     members: &[MemberRow],
     invitations: &[InvitationRow],
+    tokens: &[TokenRow],
 ) -> Problem {
     let admin = matches!(role, Role::Owner | Role::Admin);
     let listed = |field: &str| match field {
         "member_role" | "member_remove" => members.iter().any(|m| m.id == problem.item),
+        "token" => tokens.iter().any(|t| t.id == problem.item),
         _ => invitations.iter().any(|i| i.id == problem.item),
     };
     problem.field = match problem.field {
         "member_role" | "member_remove" if !listed(problem.field) => "members",
         "invitation" if !listed(problem.field) => "invitations",
+        "token" if !listed(problem.field) => "tokens",
         "invitation" | "invitations" | "invite" | "invite_email" | "invite_role" if !admin => {
             "organisation"
         }
@@ -1511,9 +1615,14 @@ fn notice(done: &str) -> Notice {
             "The invitation is sent again with a new link, which works for 7 days; the old \
              link no longer does.",
         ),
+        "token" => ("tokens", "The token is created."),
+        "token_revoked" => (
+            "tokens",
+            "The token is revoked: scripts and assistants that use it are refused from now on.",
+        ),
         _ => return Notice::default(),
     };
-    Notice { section, text }
+    Notice { section, text, new_token: None }
 }
 
 /// `GET /settings`: profile, password, sessions, and the organisation's
@@ -1526,12 +1635,14 @@ pub(crate) async fn settings(
 ) -> Response {
     let csrf = Csrf::of(&state, &headers);
     let done = query.map(|Query(q)| q.done).unwrap_or_default();
+    let mut notice = notice(&done);
+    notice.new_token = new_token_once(&state, &current);
     settings_page(
         &state,
         &csrf,
         &current,
         StatusCode::OK,
-        notice(&done),
+        notice,
         Kept::default(),
         Problem::default(),
     )
@@ -1877,6 +1988,138 @@ pub(crate) async fn delete_organization(
             let problem = Problem::at_field("delete_confirm", say(&e));
             let kept = Kept { delete_confirm: form.confirm, ..Kept::default() };
             refused(&state, &csrf, &current, &e, kept, problem).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Personal access tokens
+
+/// The settings page's path: where a new token's secret is shown.
+const SETTINGS: &str = "/settings";
+
+/// Keeps a new token's secret for the session's next view of the settings
+/// page, once (a flash: never in a URL, a cookie or the store).
+fn show_token_once(state: &AppState, current: &CurrentUser, issued: accounts::IssuedToken) {
+    if let Ok(session) = current.session() {
+        let flash = Flash::NewToken {
+            token_id: issued.token.id.as_str().to_owned(),
+            secret: issued.secret,
+        };
+        state.inner().flashes.put(&Owner::session(session), SETTINGS, flash);
+    }
+}
+
+/// The token [`show_token_once`] kept for this session, taken out: its
+/// panel, named once the page finds the token in its list.
+fn new_token_once(state: &AppState, current: &CurrentUser) -> Option<NewTokenPanel> {
+    let owner = Owner::session(current.session().ok()?);
+    match state.inner().flashes.take(&owner, SETTINGS)? {
+        Flash::NewToken { token_id, secret } => {
+            Some(NewTokenPanel { id: token_id, name: String::new(), secret })
+        }
+        _ => None,
+    }
+}
+
+/// What a refused lifetime gets told.
+const TOKEN_LIFETIME_HINT: &str =
+    "Choose how long the token works: 30, 90 or 365 days, or no expiry.";
+
+/// The lifetime select's value as days (`never`: until revoked).
+fn token_days(value: &str) -> Result<Option<u32>, AppError> {
+    match value.trim() {
+        "never" => Ok(None),
+        days => match days.parse() {
+            Ok(days) if (1..=accounts::MAX_TOKEN_DAYS).contains(&days) => Ok(Some(days)),
+            _ => Err(AppError::new(ErrorCode::Validation, TOKEN_LIFETIME_HINT)),
+        },
+    }
+}
+
+/// The new-token form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NewTokenForm {
+    #[serde(default)]
+    name: String,
+    /// Days (`30`, `90`, `365`) or `never`.
+    #[serde(default)]
+    expires_in_days: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /settings/tokens`: creates a personal access token and redirects
+/// to the page, which shows its secret once; a refusal (a bad name or
+/// lifetime, too many tokens) is shown by the form.
+pub(crate) async fn create_token(
+    State(state): State<AppState>,
+    WebUser(current): WebUser,
+    headers: HeaderMap,
+    Form(form): Form<NewTokenForm>,
+) -> Response {
+    let at = ("token_create", "");
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
+        Ok(csrf) => csrf,
+        Err(response) => return response,
+    };
+    let created = async {
+        let days = token_days(&form.expires_in_days)?;
+        accounts::create_personal_token(&state, &current, &form.name, days).await
+    };
+    match created.await {
+        Ok(issued) => {
+            show_token_once(&state, &current, issued);
+            done("token", "tokens")
+        }
+        Err(e) => {
+            let fields = [
+                ("name", "token_name"),
+                (TOKEN_LIFETIME_HINT, "token_expires"),
+                ("expires_in_days", "token_expires"),
+            ];
+            let mut problem = Problem::of(&e, &fields, "token_create");
+            if problem.field == "token_expires" {
+                problem.message = TOKEN_LIFETIME_HINT.to_owned();
+            } else if e.code == ErrorCode::Conflict {
+                problem.message = format!(
+                    "You have {} tokens in this organisation, the most there can be. Revoke one \
+                     you no longer use, then create this one.",
+                    crate::store::MAX_PERSONAL_TOKENS
+                );
+            }
+            let kept = Kept {
+                token_name: form.name,
+                token_expires: form.expires_in_days,
+                ..Kept::default()
+            };
+            refused(&state, &csrf, &current, &e, kept, problem).await
+        }
+    }
+}
+
+/// `POST /settings/tokens/{id}/revoke`: the token is refused from the next
+/// request on.
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    WebUser(current): WebUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let at = ("token", id.as_str());
+    let csrf = match settings_csrf(&state, &headers, &current, &form.csrf_token, at).await {
+        Ok(csrf) => csrf,
+        Err(response) => return response,
+    };
+    match accounts::revoke_personal_token(&state, &current, id.clone()).await {
+        Ok(()) => done("token_revoked", "tokens"),
+        Err(e) => {
+            let mut problem = Problem::of(&e, &[], "token").in_row(id);
+            if e.code == ErrorCode::NotFound {
+                problem.message = "This token is gone already: it was revoked.".to_owned();
+            }
+            refused(&state, &csrf, &current, &e, Kept::default(), problem).await
         }
     }
 }

@@ -118,7 +118,7 @@ pub(crate) async fn ask_page(
                     state
                         .inner()
                         .flashes
-                        .take(&crate::flash::Owner::session(user.session()), &target),
+                        .take(&crate::flash::Owner::session(user.session()?), &target),
                     Some(crate::flash::Flash::Rerun)
                 ),
             };

@@ -207,7 +207,12 @@ fn show_key_once(state: &AppState, user: &CurrentUser, key: IssuedKey, done: &st
     let connection_id = key.connection.id.as_str().to_owned();
     let target = detail_url(&connection_id);
     let flash = Flash::NewKey { connection_id, api_key: key.api_key };
-    state.inner().flashes.put(&Owner::session(user.session()), &target, flash);
+    // A page's user signed in with a session: it owns the flash.
+    let session = match user.session() {
+        Ok(session) => session,
+        Err(e) => return e.into_response(),
+    };
+    state.inner().flashes.put(&Owner::session(session), &target, flash);
     Redirect::to(&format!("{target}{done}")).into_response()
 }
 
@@ -403,7 +408,7 @@ pub(crate) async fn detail(
 ) -> Result<Response, WebError> {
     // The key of a connection just created or rotated, once.
     let new_key =
-        match state.inner().flashes.take(&Owner::session(user.session()), &detail_url(&id)) {
+        match state.inner().flashes.take(&Owner::session(user.session()?), &detail_url(&id)) {
             Some(Flash::NewKey { connection_id, api_key }) if connection_id == id => Some(api_key),
             _ => None,
         };

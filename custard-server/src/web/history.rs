@@ -411,7 +411,7 @@ pub(crate) async fn rerun(
 ) -> Result<Response, WebError> {
     let q = questions::get(&state, &user, &id).await?;
     let target = rerun_target(q.id.as_str());
-    state.inner().flashes.put(&Owner::session(user.session()), &target, Flash::Rerun);
+    state.inner().flashes.put(&Owner::session(user.session()?), &target, Flash::Rerun);
     Ok(Redirect::to(&target).into_response())
 }
 

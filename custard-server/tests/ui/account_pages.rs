@@ -548,3 +548,101 @@ async fn the_verification_email_is_sent_again_from_check_email_and_sign_in() {
     })
     .await;
 }
+
+/// The status of `GET /api/v1/connections` with `token` as the bearer.
+async fn connections_status(base: &str, token: &str) -> u16 {
+    let reply = reqwest::Client::new()
+        .get(format!("{base}/api/v1/connections"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("connections");
+    reply.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_personal_access_token_is_made_shown_once_used_and_revoked_on_settings() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        verified_user(&dir).await;
+        let base = serve(&dir).await;
+        let browser = Browser::start().await;
+        sign_in_as(&browser, &base, EMAIL, PASSWORD).await;
+        browser.wait_for_text(".who", EMAIL, RENDER_LIMIT).await;
+
+        browser.goto(&format!("{base}/settings")).await;
+        browser.wait_for_text("#tokens-title", "Personal access tokens", RENDER_LIMIT).await;
+        let explained = browser.text_of("#tokens .hint").await;
+        assert!(explained.contains("API") && explained.contains("shown once"), "{explained}");
+        browser.wait_for("#no-tokens", RENDER_LIMIT).await;
+        let create = "form[action='/settings/tokens'] button[type=submit]";
+
+        // A blank name comes back by its field, focused, with what was chosen kept.
+        browser.fill("#token_name", "   ").await;
+        run(&browser, "document.getElementById('token_expires').value = '30';", vec![]).await;
+        browser.click(create).await;
+        let error = browser.wait_for_text("#token_name-error", "Name must be", RENDER_LIMIT).await;
+        assert_eq!(error, "Name must be 1 to 100 characters.");
+        assert_in_view(&browser, "#token_name-error").await;
+        assert_eq!(focused(&browser).await, "token_name");
+        let kept = run(&browser, "return document.getElementById('token_expires').value;", vec![])
+            .await;
+        assert_eq!(kept, json!("30"), "the lifetime is kept");
+
+        // Created: the secret and an MCP configuration, once, never in the URL.
+        browser.fill("#token_name", "Claude Desktop").await;
+        browser.click(create).await;
+        browser.wait_for_text("#tokens .notice", "The token is created", RENDER_LIMIT).await;
+        let secret = browser.text_of("#token-secret").await;
+        assert!(secret.starts_with("custard_pat_"), "the secret is shown: {secret:?}");
+        assert_in_view(&browser, "#token-secret").await;
+        let url = browser.client().current_url().await.expect("url");
+        assert_eq!(url.path(), "/settings");
+        assert!(!url.as_str().contains(&secret), "the secret is not in the URL: {url}");
+        let title = browser.text_of("#new-token-title").await;
+        assert_eq!(title, "Your new token: Claude Desktop");
+        let copies = run(
+            &browser,
+            "return [...document.querySelectorAll('#new-token [data-copy]')].map(b => b.getAttribute('data-copy'));",
+            vec![],
+        )
+        .await;
+        assert_eq!(copies, json!(["#token-secret"]));
+        browser.screenshot("settings-new-token-desktop").await;
+        browser.set_size(390, 844).await;
+        run(&browser, "document.getElementById('new-token').scrollIntoView();", vec![]).await;
+        browser.screenshot("settings-new-token-phone").await;
+        browser.set_size(DESKTOP_SIZE.0, DESKTOP_SIZE.1).await;
+
+        // The token works on the API.
+        assert_eq!(connections_status(&base, &secret).await, 200, "the token is accepted");
+
+        // A reload: the secret is gone, the token listed (used now, expiring).
+        browser.client().refresh().await.expect("reload");
+        browser.wait_for_text("#tokens-title", "Personal access tokens", RENDER_LIMIT).await;
+        let source = browser.source().await;
+        assert!(!source.contains("id=\"token-secret\"") && !source.contains(&secret), "shown once");
+        let row = "#tokens tbody tr:first-child";
+        let cells = run(
+            &browser,
+            "return [...document.querySelectorAll(arguments[0] + ' td')].map(c => c.textContent.trim());",
+            vec![json!(row)],
+        )
+        .await;
+        let cell = |i: usize| cells[i].as_str().unwrap_or_default().to_owned();
+        assert_eq!(cell(0), "Claude Desktop", "{cells}");
+        assert!(!cell(1).is_empty() && !cell(1).contains("UTC"), "created, in local time: {cells}");
+        assert!(cell(2) != "never" && !cell(2).contains("UTC"), "it expires: {cells}");
+        assert!(cell(3) != "never", "it was used: {cells}");
+        assert!(!source.contains("UTC</time>"), "times shown in the browser's zone");
+
+        // Revoked: the row goes and the API refuses the token.
+        browser.click(&format!("{row} button[aria-label='Revoke the token Claude Desktop']")).await;
+        browser.wait_for_text("#tokens .notice", "The token is revoked", RENDER_LIMIT).await;
+        assert_in_view(&browser, "#tokens .notice").await;
+        browser.wait_for("#no-tokens", RENDER_LIMIT).await;
+        assert_eq!(connections_status(&base, &secret).await, 401, "the token is refused");
+        browser.close().await;
+    })
+    .await;
+}
