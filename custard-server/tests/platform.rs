@@ -75,6 +75,8 @@ mod routing;
 mod routing_attack;
 #[path = "platform/tokens.rs"]
 mod tokens;
+#[path = "platform/tokens_attack.rs"]
+mod tokens_attack;
 
 // ---------------------------------------------------------------------------
 // The server

@@ -28,6 +28,10 @@ pub(crate) async fn invite_by_email(
 ) -> Result<(TokenId, String, Role), AppError> {
     let email = validate_email(email)?;
     let role = parse_role(role)?;
+    if role == Role::Owner {
+        // Whoever holds a token must not make an owner that outlives it.
+        current.session()?;
+    }
     if role == Role::Owner && !current.is_owner() {
         return Err(AppError::new(ErrorCode::Forbidden, "only owners may invite owners"));
     }

@@ -44,6 +44,8 @@ pub(crate) async fn delete_own_organization(
     state: &AppState,
     current: &CurrentOwner,
 ) -> Result<(), AppError> {
+    // Not with a personal access token: deleting everything takes a session.
+    current.session()?;
     let inner = state.inner();
     let connections = inner.store.delete_organization(current.org(), &current.user().id).await?;
     for id in &connections {
@@ -70,6 +72,10 @@ pub(crate) async fn set_member_role(
     role: &str,
 ) -> Result<Membership, AppError> {
     let role = parse_role(role)?;
+    if role == Role::Owner {
+        // Whoever holds a token must not make an owner that outlives it.
+        current.session()?;
+    }
     let target = UserId::from(id);
     let existing = state.inner().store.get_membership(current.org(), &target).await?;
     if (role == Role::Owner || existing.role == Role::Owner) && !current.is_owner() {

@@ -1,12 +1,11 @@
 //! Personal access tokens: what a user creates (signed in with their
-//! password) to let a script or an AI assistant act as them in one
-//! organisation, through the API and MCP only; listed without their secrets
-//! and revoked by their user.
+//! password) to let a script act as them in one organisation, through the
+//! API only; listed without their secrets and revoked by their user.
 
 use chrono::{TimeDelta, Utc};
 
 use super::validate_name;
-use crate::auth::{self, CurrentUser};
+use crate::auth::{self, Credential, CurrentUser};
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 use crate::store::{NewPersonalToken, PersonalToken, PersonalTokenId};
@@ -15,10 +14,16 @@ use crate::store::{NewPersonalToken, PersonalToken, PersonalTokenId};
 pub(crate) const MAX_TOKEN_DAYS: u32 = 366;
 
 /// A token just created: the stored row and its secret, shown this once.
-#[derive(Debug)]
 pub(crate) struct IssuedToken {
     pub(crate) token: PersonalToken,
     pub(crate) secret: String,
+}
+
+// The secret stays out of `Debug` (and so of any log line).
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken").field("token", &self.token).finish_non_exhaustive()
+    }
 }
 
 /// Creates a token for the caller in their organisation, named `name`,
@@ -62,12 +67,22 @@ pub(crate) async fn personal_tokens(
     Ok(state.inner().store.list_personal_tokens(&current.user().id, current.org()).await?)
 }
 
-/// Revokes one of the caller's tokens; it is refused from the next request on.
+/// Revokes one of the caller's tokens; it is refused from the next request
+/// on. A caller with a token may revoke that token only: a stolen token
+/// cannot take the others away.
 pub(crate) async fn revoke_personal_token(
     state: &AppState,
     current: &CurrentUser,
     id: String,
 ) -> Result<(), AppError> {
     let id = PersonalTokenId::from(id);
+    if let Credential::Token(own) = current.credential()
+        && *own != id
+    {
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "a personal access token may revoke only itself: sign in to revoke others",
+        ));
+    }
     Ok(state.inner().store.delete_personal_token(&current.user().id, current.org(), &id).await?)
 }

@@ -620,7 +620,8 @@ const ACCEPT_INVITATION_ERRORS: &[DeclaredError] = errors![
     InvalidToken: "the invitation is unknown, used, expired, revoked, for another email, or from a \
         sender who may no longer send it",
     Unauthorized,
-    Forbidden: "a session cookie without the page's CSRF token",
+    Forbidden: "a session cookie without the page's CSRF token, or a personal access token \
+        (joining takes a session)",
     Conflict: "already a member",
     PayloadTooLarge,
     Validation: "no token",
@@ -647,6 +648,8 @@ pub(crate) async fn accept_invitation(
     current: CurrentUser,
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> Result<Json<MembershipResponse>, AppError> {
+    // Joining another organisation is the user's own act, not a token's.
+    current.session()?;
     let membership = accounts::join_by_invitation(&state, current.user(), &request.token).await?;
     Ok(Json(MembershipResponse {
         organization_id: membership.org_id.as_str().to_owned(),

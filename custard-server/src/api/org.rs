@@ -137,7 +137,8 @@ pub(crate) async fn organization(
 
 const DELETE_ORGANIZATION_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
-    Forbidden: "not an owner (or a session cookie without the page's CSRF token)",
+    Forbidden: "not an owner, a personal access token (deleting takes a session), or a session \
+        cookie without the page's CSRF token",
     Conflict: "the caller stopped being an owner meanwhile",
     StoreUnavailable,
     Internal,
@@ -210,8 +211,9 @@ pub(crate) struct InviteRequest {
 const INVITE_ERRORS: &[DeclaredError] = errors![
     InvalidJson,
     Unauthorized,
-    Forbidden: "not an owner or admin, or an admin inviting an owner (or a session cookie \
-        without the page's CSRF token)",
+    Forbidden: "not an owner or admin, an admin inviting an owner, a personal access token \
+        inviting an owner (that takes a session), or a session cookie without the page's CSRF \
+        token",
     PayloadTooLarge,
     Validation: "a malformed email or an unknown role",
     RateLimited: "too many invitations lately from the organisation or the sender, or to the \
@@ -358,8 +360,9 @@ pub(crate) struct RoleRequest {
 const CHANGE_ROLE_ERRORS: &[DeclaredError] = errors![
     InvalidJson,
     Unauthorized,
-    Forbidden: "not an owner or admin, or an admin touching the owner role (or a session cookie \
-        without the page's CSRF token)",
+    Forbidden: "not an owner or admin, an admin touching the owner role, a personal access token \
+        granting the owner role (that takes a session), or a session cookie without the page's \
+        CSRF token",
     NotFound: "no such member in the organisation",
     PayloadTooLarge,
     Validation: "an unknown role, or the last owner would be demoted",

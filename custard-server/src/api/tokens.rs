@@ -1,10 +1,11 @@
 //! `/api/v1/tokens`: the caller's personal access tokens. A token acts as
-//! its user in one organisation, with the user's role, on the API and MCP;
-//! it is shown once, when created, and stored only as a hash.
+//! its user in one organisation, with the user's role, on the API; it is
+//! shown once, when created, and stored only as a hash.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -29,7 +30,7 @@ pub(crate) struct CreateTokenRequest {
 }
 
 /// A token just created, with its secret: shown this once.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedToken {
     id: String,
     name: String,
@@ -40,6 +41,13 @@ pub(crate) struct CreatedToken {
     /// `null`: until revoked.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+}
+
+// The secret stays out of `Debug` (and so of any log line).
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken").field("id", &self.id).finish_non_exhaustive()
+    }
 }
 
 /// A token as listed: never its secret.
@@ -86,29 +94,34 @@ const CREATE_ERRORS: &[DeclaredError] = errors![
 
 /// Create a personal access token
 ///
-/// A token for scripts and AI assistants (MCP): it acts as the caller in
-/// the caller's organisation, with the caller's role, on the API and at
-/// `/mcp`, never in the web UI; it cannot create tokens or change the
-/// password. Its secret is in this reply only.
+/// A token for scripts: it acts as the caller in the caller's
+/// organisation, with the caller's role, on the API, never in the web UI;
+/// it cannot create tokens, sign out, change the password, join another
+/// organisation, delete the organisation or make an owner. Its secret is in
+/// this reply only (marked `Cache-Control: no-store`). Changing or resetting
+/// the password deletes the account's tokens.
 #[utoipa::path(
     post,
     path = "/api/v1/tokens",
     tag = "accounts",
     security(("access_token" = [])),
     request_body = CreateTokenRequest,
-    responses((status = 201, description = "The token, with its secret", body = CreatedToken)),
+    responses((status = 201, description = "The token, with its secret", body = CreatedToken,
+        headers(("Cache-Control" = String, description = "`no-store`: the secret is shown once")))),
     extensions(("x-errors" = json!(CREATE_ERRORS))),
 )]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiJson(body): ApiJson<CreateTokenRequest>,
-) -> Result<(StatusCode, Json<CreatedToken>), AppError> {
+) -> Result<impl IntoResponse, AppError> {
     let issued =
         accounts::create_personal_token(&state, &current, &body.name, body.expires_in_days).await?;
     let t = &issued.token;
     Ok((
         StatusCode::CREATED,
+        // The secret is shown once: no cache keeps it.
+        [(header::CACHE_CONTROL, "no-store")],
         Json(CreatedToken {
             id: t.id.to_string(),
             name: t.name.clone(),
@@ -143,7 +156,8 @@ pub(crate) async fn list_tokens(
 
 const REVOKE_ERRORS: &[DeclaredError] = errors![
     Unauthorized,
-    Forbidden: "a session cookie without the page's CSRF token",
+    Forbidden: "a session cookie without the page's CSRF token, or a personal access token \
+        revoking another token",
     NotFound: "no such token of the caller's in the organisation",
     StoreUnavailable,
     Internal,
@@ -151,7 +165,8 @@ const REVOKE_ERRORS: &[DeclaredError] = errors![
 
 /// Revoke a personal access token
 ///
-/// Refused from the next request on.
+/// Refused from the next request on. Called with a token, only that token
+/// may be revoked.
 #[utoipa::path(
     delete,
     path = "/api/v1/tokens/{id}",

@@ -217,6 +217,11 @@ impl CurrentUser {
         }
     }
 
+    /// What the caller signed in with.
+    pub(crate) fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
     /// The organisation the caller acts in.
     pub(crate) fn org(&self) -> &OrgId {
         &self.org

@@ -31,4 +31,6 @@ pub use tokens::{
     is_personal_token, new_api_key, new_personal_token, new_secret,
 };
 
-pub(crate) use caller::{AuthState, CurrentAdmin, CurrentOwner, CurrentUser, SessionUser};
+pub(crate) use caller::{
+    AuthState, Credential, CurrentAdmin, CurrentOwner, CurrentUser, SessionUser,
+};

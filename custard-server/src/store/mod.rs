@@ -348,9 +348,10 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Replaces the user's password hash `old_hash` (the one the caller
     /// checked the current password against) with `password_hash`, ends every
-    /// outstanding password-reset token of the user and revokes every session
-    /// of the user except `keep` (the one that made the change), in one
-    /// transaction; returns how many sessions were signed out.
+    /// outstanding password-reset token of the user, revokes every session
+    /// of the user except `keep` (the one that made the change) and deletes
+    /// the user's personal access tokens, in one transaction; returns how
+    /// many sessions were signed out.
     /// [`StoreError::Stale`] when the hash is no longer `old_hash` or `keep`
     /// was signed out meanwhile: then nothing changes.
     fn change_password<'a>(
@@ -442,8 +443,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<User, StoreError>>;
 
     /// Consumes a password-reset token, sets the new hash, ends every other
-    /// reset token of the user and revokes every session of the user, in one
-    /// transaction.
+    /// reset token of the user, revokes every session of the user and
+    /// deletes the user's personal access tokens, in one transaction.
     fn reset_password<'a>(
         &'a self,
         token_hash: &'a str,

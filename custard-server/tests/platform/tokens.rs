@@ -48,9 +48,20 @@ async fn a_token_acts_as_its_user_on_the_api_until_revoked() {
         }
         // The password still works: nothing was changed by the token.
         p.login("a@example.com").await;
+        // Nor, though its user is the owner, may it delete the organisation
+        // or make an owner: those take a session.
+        let (status, _) = p.call("DELETE", "/api/v1/org", Some(&secret), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a token deleted the organisation");
+        let owner = json!({"email": "o@example.com", "role": "owner"});
+        let (status, _) =
+            p.call("POST", "/api/v1/org/invitations", Some(&secret), Some(owner)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a token invited an owner");
+        let member = json!({"email": "m@example.com", "role": "member"});
+        p.ok(StatusCode::CREATED, "POST", "/api/v1/org/invitations", &secret, Some(member)).await;
 
-        // Revoked: refused from the next request on.
-        p.ok(StatusCode::NO_CONTENT, "DELETE", &format!("/api/v1/tokens/{id}"), &a, None).await;
+        // Revoked (by itself): refused from the next request on.
+        p.ok(StatusCode::NO_CONTENT, "DELETE", &format!("/api/v1/tokens/{id}"), &secret, None)
+            .await;
         let (status, reply) = p.call("GET", "/api/v1/connections", Some(&secret), None).await;
         assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "unauthorized"));
         let (status, _) =
@@ -83,8 +94,9 @@ async fn tokens_keep_to_their_organisation_and_their_users_role() {
             p.call("GET", &format!("/api/v1/connections/{a_conn}"), Some(&b_secret), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let path = format!("/api/v1/tokens/{a_token}");
+        // A token revokes only itself: any other id is refused, found or not.
         let (status, _) = p.call("DELETE", &path, Some(&b_secret), None).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "B revoked A's token");
+        assert_eq!(status, StatusCode::FORBIDDEN, "B's token revoked A's token");
         let (status, _) = p.call("DELETE", &path, Some(&b), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "B revoked A's token");
 

@@ -431,6 +431,7 @@ pub(super) async fn change_password(
         update_password(&tx, id, password_hash, at).await?;
         end_reset_tokens(&tx, id, at).await?;
         let signed_out = revoke_sessions_but(&tx, id, keep, at).await?;
+        delete_personal_tokens_of(&tx, id).await?;
         tx.commit().await?;
         Ok(signed_out)
     })
@@ -537,6 +538,7 @@ pub(super) async fn reset_password(
         let user = update_password(&tx, user_id, password_hash, at).await?;
         end_reset_tokens(&tx, user_id, at).await?;
         revoke_all_sessions(&tx, user_id, at).await?;
+        delete_personal_tokens_of(&tx, user_id).await?;
         tx.commit().await?;
         Ok(user)
     })
@@ -978,6 +980,12 @@ async fn join_by(
         return Err(StoreError::NotFound.into());
     }
     insert_membership(c, org, &user.id, role, rows::now()).await
+}
+
+/// Deletes every personal access token of the user, in every organisation:
+/// whoever knew the old password may have made some.
+async fn delete_personal_tokens_of(c: &impl GenericClient, user: &UserId) -> Result<u64, PgError> {
+    execute(c, "DELETE FROM personal_tokens WHERE user_id = $1", &[&user.as_str()]).await
 }
 
 /// Revokes every unrevoked session of the user; returns how many.

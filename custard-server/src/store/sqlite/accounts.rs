@@ -336,6 +336,7 @@ pub(super) fn change_password(
     update_password(&tx, id, password_hash, at)?;
     end_reset_tokens(&tx, id, at)?;
     let signed_out = revoke_sessions_but(&tx, id, keep, at)?;
+    delete_personal_tokens_of(&tx, id)?;
     tx.commit().map_err(db_error)?;
     Ok(signed_out)
 }
@@ -417,6 +418,7 @@ pub(super) fn reset_password(
     let user = update_password(&tx, user_id, password_hash, at)?;
     end_reset_tokens(&tx, user_id, at)?;
     revoke_all_sessions(&tx, user_id, at)?;
+    delete_personal_tokens_of(&tx, user_id)?;
     tx.commit().map_err(db_error)?;
     Ok(user)
 }
@@ -857,6 +859,13 @@ fn join_by(conn: &Connection, token: &OneTimeToken, user: &User) -> Result<Membe
         return Err(StoreError::NotFound);
     }
     insert_membership(conn, org, &user.id, role, Millis::now())
+}
+
+/// Deletes every personal access token of the user, in every organisation:
+/// whoever knew the old password may have made some.
+fn delete_personal_tokens_of(conn: &Connection, user: &UserId) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM personal_tokens WHERE user_id = ?1", [user]).map_err(db_error)?;
+    Ok(())
 }
 
 /// Revokes every unrevoked session of the user; returns how many.
