@@ -16,12 +16,13 @@ use super::*;
 static TESTS: AtomicU32 = AtomicU32::new(0);
 
 /// The NATS the tests use (`CUSTARD_TEST_NATS_URL`, else the one on this machine).
-fn nats_url() -> String {
+pub(super) fn nats_url() -> String {
     std::env::var("CUSTARD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
-/// Two replicas over one new store, routing through NATS; `flags` go to both.
-async fn two_replicas(flags: &[&str]) -> (Platform, Platform, ScratchDb) {
+/// Two replicas over one new store, routing through NATS with 200 ms
+/// heartbeats (so three missed are 600 ms); `flags` go to both.
+pub(super) async fn two_replicas(flags: &[&str]) -> (Platform, Platform, ScratchDb) {
     let store = ScratchDb::create("routing").await;
     let prefix =
         format!("custard-test-{}-{}", std::process::id(), TESTS.fetch_add(1, Ordering::Relaxed));
@@ -225,22 +226,7 @@ async fn a_holder_gone_silent_mid_question_is_agent_disconnected() {
         one.wait_for_agents(&a, &conn, 0).await;
 
         let client = async_nats::connect(nats_url()).await.expect("NATS answers");
-        let prefix = flag_value(&one, "--nats-subject-prefix");
-        let mut requests = client
-            .queue_subscribe(format!("{prefix}.agents.{conn}"), "holders".to_owned())
-            .await
-            .expect("subscribe");
-        // It says it holds an agent of the connection, as a replica would.
-        let snapshot = json!({
-            "type": "snapshot",
-            "replica": "silent-holder",
-            "held": [{"connection": conn, "org": "unknown", "agents": 1}],
-        });
-        client
-            .publish(format!("{prefix}.presence"), snapshot.to_string().into())
-            .await
-            .expect("publish");
-        client.flush().await.expect("flush");
+        let mut requests = bare_holder(&client, &subject_prefix(&one), &conn, "silent").await;
         one.wait_for_agents(&a, &conn, 1).await;
         let holder = tokio::spawn(async move {
             let request = requests.next().await.expect("a request");
@@ -269,11 +255,35 @@ async fn a_holder_gone_silent_mid_question_is_agent_disconnected() {
     .await;
 }
 
-/// The value given to `flag` when `platform` was started.
-fn flag_value(platform: &Platform, flag: &str) -> String {
-    let args = &platform.state.config().nats_subject_prefix;
-    assert_eq!(flag, "--nats-subject-prefix", "only the prefix is looked up");
-    args.clone()
+/// A bare NATS `client` playing a replica that holds an agent of
+/// `connection` (named `name` among replicas): subscribed to its subject,
+/// and announced; the requests that come to it.
+pub(super) async fn bare_holder(
+    client: &async_nats::Client,
+    prefix: &str,
+    connection: &str,
+    name: &str,
+) -> async_nats::Subscriber {
+    let requests = client
+        .queue_subscribe(format!("{prefix}.agents.{connection}"), "holders".to_owned())
+        .await
+        .expect("subscribe");
+    let snapshot = json!({
+        "type": "snapshot",
+        "replica": name,
+        "held": [{"connection": connection, "org": "unknown", "agents": 1}],
+    });
+    client
+        .publish(format!("{prefix}.presence"), snapshot.to_string().into())
+        .await
+        .expect("publish");
+    client.flush().await.expect("flush");
+    requests
+}
+
+/// The NATS subject prefix `platform` routes under.
+pub(super) fn subject_prefix(platform: &Platform) -> String {
+    platform.state.config().nats_subject_prefix.clone()
 }
 
 /// Rotating the key on one replica closes the agent's session on the other,

@@ -6,15 +6,13 @@
 //! their own NATS subject prefix, plus, where a precise peer is needed, a
 //! bare NATS client playing the other replica, or a raw agent.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use async_nats::HeaderMap;
 use custard_core::wire::{Cancel, Done as WireDone, Rows as WireRows, Run};
 use custard_testkit::ScratchDb;
 
-use super::*;
+use super::routing::{bare_holder, nats_url, subject_prefix};
 
-static TESTS: AtomicU32 = AtomicU32::new(0);
+use super::*;
 
 /// The longest one of these tests may take.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -23,33 +21,10 @@ async fn within<F: Future<Output = ()>>(test: F) {
     tokio::time::timeout(LIMIT, test).await.expect("the test finished within 30 s");
 }
 
-fn nats_url() -> String {
-    std::env::var("CUSTARD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
-
-/// Two replicas over one new store, routing through NATS with 200 ms
-/// heartbeats (so three missed are 600 ms); `flags` go to both.
+/// [`super::routing::two_replicas`], with the subject prefix they use.
 async fn two_replicas(flags: &[&str]) -> (Platform, Platform, ScratchDb, String) {
-    let store = ScratchDb::create("routing_attack").await;
-    let prefix =
-        format!("custard-attack-{}-{}", std::process::id(), TESTS.fetch_add(1, Ordering::Relaxed));
-    let nats = nats_url();
-    let mut all = vec![
-        "--store-url",
-        &store.url,
-        "--nats-url",
-        &nats,
-        "--nats-subject-prefix",
-        &prefix,
-        "--route-heartbeat-ms",
-        "200",
-    ];
-    all.extend_from_slice(flags);
-    let mut first = all.clone();
-    first.extend(["--replica-name", "one"]);
-    let one = platform(&first).await;
-    all.extend(["--replica-name", "two"]);
-    let two = platform(&all).await;
+    let (one, two, store) = super::routing::two_replicas(flags).await;
+    let prefix = subject_prefix(&one);
     (one, two, store, prefix)
 }
 
@@ -483,21 +458,7 @@ async fn a_peer_claiming_more_rows_than_it_sent_changes_no_answer() {
         tokio::time::sleep(Duration::from_millis(300)).await;
 
         let client = bare_client().await;
-        let mut requests = client
-            .queue_subscribe(format!("{prefix}.agents.{conn}"), "holders".to_owned())
-            .await
-            .expect("subscribe");
-        // It says it holds an agent of the connection, as a replica would.
-        let snapshot = json!({
-            "type": "snapshot",
-            "replica": "lying-holder",
-            "held": [{"connection": conn, "org": "unknown", "agents": 1}],
-        });
-        client
-            .publish(format!("{prefix}.presence"), snapshot.to_string().into())
-            .await
-            .expect("publish");
-        client.flush().await.expect("flush");
+        let mut requests = bare_holder(&client, &prefix, &conn, "lying").await;
         one.wait_for_agents(&a, &conn, 1).await;
         let holder = tokio::spawn(async move {
             let request = requests.next().await.expect("a request");
