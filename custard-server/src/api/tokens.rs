@@ -83,10 +83,13 @@ pub(crate) struct TokensResponse {
 }
 
 const CREATE_ERRORS: &[DeclaredError] = errors![
+    InvalidJson,
     Unauthorized,
     Forbidden: "called with a personal access token (a token makes no tokens), or a session \
         cookie without the page's CSRF token",
-    Validation: "a name that is empty or too long, or a lifetime out of range",
+    PayloadTooLarge,
+    Validation: "a missing or unknown field, a name that is empty or too long, or a lifetime out \
+        of range",
     Conflict: "the caller already has as many tokens in the organisation as allowed (50)",
     StoreUnavailable,
     Internal,
