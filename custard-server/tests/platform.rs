@@ -1042,6 +1042,7 @@ async fn in_flight_requests_fail_fast_when_the_agent_drops() {
         assert_eq!(agent.frames("run").len(), 1);
         let history = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
         assert_eq!(history["queries"][0]["outcome"], "agent_disconnected");
+        assert_eq!(history["queries"][0]["source"], "api", "asked through the API");
 
         // An agent that goes quiet mid-query without closing is dropped after
         // three silent heartbeats, and the question fails then.
@@ -2124,6 +2125,15 @@ async fn web_ask_streams_steps_then_the_rendered_answer_or_error() {
         assert!(answer.contains("<svg"), "a chart for a count per city: {answer}");
         assert!(answer.contains("the offline engine"), "the engine is named");
         assert!(answer.contains("/export.csv"), "a CSV link");
+        // The history says where each question was asked.
+        let recorded = p.ok(StatusCode::OK, "GET", "/api/v1/queries", &a, None).await;
+        let sources: Vec<(&Value, &Value)> = recorded["queries"]
+            .as_array()
+            .expect("queries")
+            .iter()
+            .map(|q| (&q["question"], &q["source"]))
+            .collect();
+        assert_eq!(sources[0], (&json!(question), &json!("web")), "{recorded}");
         let conversation = answer
             .split("data-conversation=\"")
             .nth(1)

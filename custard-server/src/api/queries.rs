@@ -24,7 +24,7 @@ use crate::openapi::{DeclaredError, errors};
 use crate::questions::{self, Answered, AskInput, CsvExport, ResultView, Timings};
 use crate::state::AppState;
 use crate::store::{
-    Asker, ConnectionId, HistoryEntry, OutcomeFilter, QueryFilter, QueryRecord, UserId,
+    Asker, ConnectionId, HistoryEntry, OutcomeFilter, QueryFilter, QueryRecord, QuerySource, UserId,
 };
 
 /// The most questions one page of the history lists.
@@ -111,7 +111,8 @@ pub(crate) async fn ask(
     ApiJson(body): ApiJson<AskBody>,
 ) -> Result<Json<AnswerView<'static>>, AppError> {
     let permit = questions::admit(&state, &current)?;
-    let answered = questions::answer(&state, &current, permit, body.into(), None).await;
+    let answered =
+        questions::answer(&state, &current, permit, QuerySource::Api, body.into(), None).await;
     answered.map(|a| Json(AnswerView::from(a))).map_err(|f| f.error)
 }
 
@@ -163,7 +164,15 @@ pub(crate) async fn ask_stream(
             );
         };
         let input = AskInput::from(body);
-        let event = match questions::answer(&state, &current, permit, input, Some(&progress)).await
+        let event = match questions::answer(
+            &state,
+            &current,
+            permit,
+            QuerySource::Api,
+            input,
+            Some(&progress),
+        )
+        .await
         {
             Ok(a) => {
                 Event::default().event("answer").data(questions::json_text(&AnswerView::from(a)))
@@ -245,6 +254,9 @@ pub(crate) struct QueryView {
     pub(crate) truncated: bool,
     pub(crate) engine: String,
     pub(crate) attempts: u32,
+    /// Where it was asked: `web` (the Ask page), `api` or `mcp`.
+    #[schema(example = "api")]
+    pub(crate) source: &'static str,
     /// The `Timings` of an answer; only `total_ms` for a failed question.
     // As stored (null if the stored text is not JSON).
     #[schema(value_type = Object)]
@@ -273,6 +285,7 @@ impl From<&QueryRecord> for QueryView {
             truncated: r.truncated,
             engine: r.engine.clone(),
             attempts: r.attempts,
+            source: r.source.as_str(),
             timings: RawValue::from_string(r.timings_json.clone()).ok(),
             feedback: q.feedback.map(|c| if c { "correct" } else { "incorrect" }),
             created_at: q.created_at.to_rfc3339(),
@@ -588,7 +601,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::store::{ConversationId, NewQueryRecord, OrgId, QueryId};
+    use crate::store::{ConversationId, NewQueryRecord, OrgId, QueryId, QuerySource};
 
     fn record(ok: bool) -> QueryRecord {
         QueryRecord {
@@ -609,6 +622,7 @@ mod tests {
                 attempts: 1,
                 timings_json: r#"{"total_ms":1.5}"#.to_owned(),
                 result_json: ok.then(|| r#"{"rows":[[1]]}"#.to_owned()),
+                source: QuerySource::Mcp,
             },
             feedback: ok.then_some(true),
             created_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
@@ -622,8 +636,8 @@ mod tests {
             "id": "q1", "connection_id": "c1", "conversation_id": "v1", "user_id": "u1",
             "question": "how many?", "sql_query": null, "outcome": "cannot_answer",
             "error_message": "no", "answer": null, "row_count": null, "truncated": false,
-            "engine": "offline", "attempts": 1, "timings": {"total_ms": 1.5}, "feedback": null,
-            "created_at": "2026-01-02T03:04:05+00:00",
+            "engine": "offline", "attempts": 1, "source": "mcp", "timings": {"total_ms": 1.5},
+            "feedback": null, "created_at": "2026-01-02T03:04:05+00:00",
         });
         assert_eq!(json!(QueryView::from(&record(false))), failed);
         let mut detail = failed;

@@ -20,7 +20,7 @@ use crate::rate_limit::QuestionPermit;
 use crate::state::AppState;
 use crate::store::{
     ConnectionId, ConversationId, HistoryEntry, NewQueryRecord, QueryDeletion, QueryFilter,
-    QueryId, QueryRecord,
+    QueryId, QueryRecord, QuerySource,
 };
 
 pub(crate) use export::{CsvExport, export_csv};
@@ -102,6 +102,7 @@ pub(crate) async fn answer(
     state: &AppState,
     current: &CurrentUser,
     _permit: QuestionPermit,
+    source: QuerySource,
     body: AskInput,
     progress: Option<&(dyn Fn(AskStep) + Send + Sync)>,
 ) -> Result<Answered, Failure> {
@@ -185,6 +186,7 @@ pub(crate) async fn answer(
             // Serialised from views borrowing the answer: its rows are not copied.
             timings_json: json_text(&StoredTimings::Answered(Timings::new(answer, started))),
             result_json: Some(json_text(&ResultView::new(answer, HISTORY_ROWS))),
+            source,
         },
         Err(failure) => NewQueryRecord {
             org_id: org.clone(),
@@ -202,6 +204,7 @@ pub(crate) async fn answer(
             attempts: failure.attempts,
             timings_json: json_text(&StoredTimings::Failed { total_ms: ms(started.elapsed()) }),
             result_json: None,
+            source,
         },
     };
     inner.metrics.question(&record.outcome);

@@ -79,7 +79,7 @@ mod tests;
 pub use platform::{
     ApprovedExample, Asker, Connection, ConnectionId, ConnectionUpdate, ConversationId,
     HistoryEntry, NewConnection, NewQueryRecord, OutcomeFilter, QueryDeletion, QueryFilter,
-    QueryId, QueryRecord, StoredSchema,
+    QueryId, QueryRecord, QuerySource, StoredSchema,
 };
 pub use postgres::{PostgresOptions, PostgresStore, Sharing};
 pub use sqlite::SqliteStore;

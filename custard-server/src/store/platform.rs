@@ -83,6 +83,35 @@ pub struct StoredSchema {
     pub refreshed_at: DateTime<Utc>,
 }
 
+/// Where a question was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuerySource {
+    /// The web UI's Ask page.
+    Web,
+    /// The JSON API (`POST /api/v1/query`).
+    Api,
+    /// An AI assistant, through MCP.
+    Mcp,
+}
+
+impl QuerySource {
+    /// The stable name stored and shown: `web`, `api` or `mcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuerySource::Web => "web",
+            QuerySource::Api => "api",
+            QuerySource::Mcp => "mcp",
+        }
+    }
+
+    /// The source named `name` ([`QuerySource::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [QuerySource::Web, QuerySource::Api, QuerySource::Mcp]
+            .into_iter()
+            .find(|source| source.as_str() == name)
+    }
+}
+
 /// One asked question to record, whatever its outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewQueryRecord {
@@ -116,6 +145,8 @@ pub struct NewQueryRecord {
     pub timings_json: String,
     /// The answer's columns, rows (capped) and chart as JSON, to show it again.
     pub result_json: Option<String>,
+    /// Where it was asked.
+    pub source: QuerySource,
 }
 
 /// A recorded question.

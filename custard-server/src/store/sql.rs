@@ -23,7 +23,7 @@ pub(in crate::store) const INVITATION_COLUMNS: &str =
 pub(in crate::store) const QUERY_COLUMNS: &str = "
     id, org_id, connection_id, user_id, conversation_id, question, sql, outcome,
     error_message, answer, row_count, truncated, engine, attempts, timings_json,
-    result_json, feedback, created_at";
+    result_json, feedback, created_at, source";
 
 /// How many columns a column list has.
 pub(in crate::store) fn column_count(columns: &str) -> usize {

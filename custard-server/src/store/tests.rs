@@ -788,6 +788,7 @@ fn new_query(
         attempts: 1,
         timings_json: r#"{"total_ms":3}"#.to_owned(),
         result_json: Some(r#"{"columns":["?column?"],"rows":[[1]]}"#.to_owned()),
+        source: QuerySource::Api,
     }
 }
 
@@ -999,6 +1000,7 @@ async fn history_pages_newest_first_and_filters_by_connection(kind: Kind) {
         for i in 0..8 {
             let connection = if i % 3 == 0 { &second } else { &first };
             let mut query = new_query(connection, &user, &conv, &format!("q{i}"));
+            query.source = [QuerySource::Web, QuerySource::Api, QuerySource::Mcp][i % 3];
             if i == 5 {
                 // The optional fields round-trip empty as well as full.
                 query.sql = None;

@@ -39,7 +39,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::pipelines::stored_schema;
 use crate::questions::{self, Answered, AskInput, Failure, ResultView};
 use crate::state::AppState;
-use crate::store::ConnectionId;
+use crate::store::{ConnectionId, QuerySource};
 
 /// The Ask page's routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
@@ -328,13 +328,16 @@ pub(crate) async fn ask(
             let data = serde_json::json!({"step": step.as_str(), "label": step_label(step)});
             let _ = steps.send(Event::default().event("step").data(data.to_string()));
         };
-        let event = match questions::answer(&state, &user, permit, body, Some(&progress)).await {
-            Ok(answered) => match AnswerCard::from_answer(&form.question, &answered).render() {
-                Ok(html) => Event::default().event("answer").data(no_cr(&html)),
-                Err(e) => error_event(&form.question, &Failure::from(AppError::internal(e))),
-            },
-            Err(failure) => error_event(&form.question, &failure),
-        };
+        let event =
+            match questions::answer(&state, &user, permit, QuerySource::Web, body, Some(&progress))
+                .await
+            {
+                Ok(answered) => match AnswerCard::from_answer(&form.question, &answered).render() {
+                    Ok(html) => Event::default().event("answer").data(no_cr(&html)),
+                    Err(e) => error_event(&form.question, &Failure::from(AppError::internal(e))),
+                },
+                Err(failure) => error_event(&form.question, &failure),
+            };
         let _ = tx.send(event);
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

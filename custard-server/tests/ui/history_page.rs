@@ -121,6 +121,7 @@ fn record(
         attempts: 1,
         timings_json: r#"{"total_ms":12.5}"#.to_owned(),
         result_json: answered.then(|| r#"{"columns":[],"rows":[],"row_count":1}"#.to_owned()),
+        source: custard_server::store::QuerySource::Web,
     }
 }
 

@@ -24,6 +24,11 @@ pub(in crate::store) const MIGRATIONS: &[Migration] = &[
         name: "personal_tokens",
         sql: include_str!("../../../migrations/postgres/0002_personal_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "query_source",
+        sql: include_str!("../../../migrations/postgres/0003_query_source.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold (any constant no other code uses).

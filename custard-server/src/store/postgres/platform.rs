@@ -268,9 +268,9 @@ pub(super) async fn record_query(
         "INSERT INTO queries
              (id, org_id, connection_id, user_id, conversation_id, question, sql, outcome,
               error_message, answer, row_count, truncated, engine, attempts, timings_json,
-              result_json, created_at)
+              result_json, created_at, source)
          SELECT $3, c.org_id, c.id, $4, $5, $6, $7, $8, $9, $10, $11::bigint, $12::boolean,
-                $13, $14::integer, $15, $16, $17::timestamptz
+                $13, $14::integer, $15, $16, $17::timestamptz, $18
          FROM connections c
          WHERE c.org_id = $1 AND c.id = $2
          RETURNING {QUERY_COLUMNS}"
@@ -279,7 +279,7 @@ pub(super) async fn record_query(
     let sql = &sql;
     single(store, |client| async move {
         let statement = client.prepare_cached(sql).await?;
-        let params: [&(dyn ToSql + Sync); 17] = [
+        let params: [&(dyn ToSql + Sync); 18] = [
             &r.org_id.as_str(),
             &r.connection_id.as_str(),
             &query_id.as_str(),
@@ -297,6 +297,7 @@ pub(super) async fn record_query(
             &r.timings_json,
             &r.result_json,
             &now(),
+            &r.source.as_str(),
         ];
         let row = client.query_opt(&statement, &params).await.map_err(connection_gone)?;
         query_from_row(&found(row)?)

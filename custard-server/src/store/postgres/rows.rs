@@ -18,8 +18,8 @@ pub(super) use crate::store::sql::{
 use crate::store::{
     Asker, ConflictKind, Connection as DbConnection, ConnectionId, ConversationId, HistoryEntry,
     Invitation, Membership, NewQueryRecord, OneTimeToken, OrgId, Organization, PersonalToken,
-    PersonalTokenId, QueryId, QueryRecord, ReceivedInvitation, Role, Session, SessionId,
-    StoreError, StoredSchema, TokenId, TokenKind, User, UserId,
+    PersonalTokenId, QueryId, QueryRecord, QuerySource, ReceivedInvitation, Role, Session,
+    SessionId, StoreError, StoredSchema, TokenId, TokenKind, User, UserId,
 };
 
 /// Why an operation on PostgreSQL failed, before it becomes a [`StoreError`]:
@@ -397,6 +397,12 @@ pub(super) fn query_from_row(row: &Row) -> Result<QueryRecord, PgError> {
             })?,
             timings_json: row.try_get(14)?,
             result_json: row.try_get(15)?,
+            source: {
+                let name: &str = row.try_get(18)?;
+                QuerySource::parse(name).ok_or_else(|| {
+                    StoreError::Internal(format!("unknown question source {name:?} in the history"))
+                })?
+            },
         },
         feedback: row.try_get(16)?,
         created_at: row.try_get(17)?,

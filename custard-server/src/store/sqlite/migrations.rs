@@ -46,6 +46,11 @@ pub(in crate::store) const MIGRATIONS: &[Migration] = &[
         name: "personal_tokens",
         sql: include_str!("../../../migrations/0007_personal_tokens.sql"),
     },
+    Migration {
+        version: 8,
+        name: "query_source",
+        sql: include_str!("../../../migrations/0008_query_source.sql"),
+    },
 ];
 
 /// The newest version this binary knows.

@@ -255,9 +255,9 @@ fn insert_query(tx: &Connection, record: &NewQueryRecord) -> Result<QueryRecord,
             "INSERT INTO queries
                  (id, org_id, connection_id, user_id, conversation_id, question, sql,
                   outcome, error_message, answer, row_count, truncated, engine, attempts,
-                  timings_json, result_json, created_at)
+                  timings_json, result_json, created_at, source)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17)
+                     ?17, ?18)
              RETURNING {QUERY_COLUMNS}"
         ),
         params![
@@ -278,6 +278,7 @@ fn insert_query(tx: &Connection, record: &NewQueryRecord) -> Result<QueryRecord,
             r.timings_json,
             r.result_json,
             Millis::now(),
+            r.source.as_str(),
         ],
         query_from_row,
     )

@@ -15,8 +15,8 @@ pub(super) use crate::store::sql::{
 use crate::store::{
     Asker, ConflictKind, Connection as DbConnection, ConnectionId, ConversationId, HistoryEntry,
     Invitation, Membership, NewQueryRecord, OneTimeToken, OrgId, Organization, PersonalToken,
-    PersonalTokenId, QueryId, QueryRecord, ReceivedInvitation, Role, Session, SessionId,
-    StoreError, StoredSchema, TokenId, TokenKind, User, UserId,
+    PersonalTokenId, QueryId, QueryRecord, QuerySource, ReceivedInvitation, Role, Session,
+    SessionId, StoreError, StoredSchema, TokenId, TokenKind, User, UserId,
 };
 
 /// A user from [`USER_COLUMNS`].
@@ -341,6 +341,16 @@ pub(super) fn query_from_row(row: &Row<'_>) -> rusqlite::Result<QueryRecord> {
             attempts: row.get(13)?,
             timings_json: row.get(14)?,
             result_json: row.get(15)?,
+            source: {
+                let name: String = row.get(18)?;
+                QuerySource::parse(&name).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        18,
+                        rusqlite::types::Type::Text,
+                        format!("unknown question source {name:?}").into(),
+                    )
+                })?
+            },
         },
         feedback: row.get(16)?,
         created_at: row.get::<_, Millis>(17)?.0,
