@@ -186,10 +186,18 @@ pub(in crate::store) mod attempts {
         i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
     }
 
-    /// How far ahead of `now` the arrival time may run: `burst` attempts' worth.
+    /// How far ahead of `now` the arrival time may run: `burst` attempts'
+    /// worth, and a little slack (under one attempt's worth, so never one
+    /// attempt more): attempts taken at once carry clock readings a few
+    /// milliseconds apart (on one server, or several), and one read later
+    /// but counted first must not cost the burst an attempt.
     pub(in crate::store) fn allowance(burst: u32, every: Duration) -> i64 {
-        span(every).saturating_mul(i64::from(burst.max(1)))
+        let slack = (span(every) / 2).min(CLOCK_SLACK_US);
+        span(every).saturating_mul(i64::from(burst.max(1))).saturating_add(slack)
     }
+
+    /// The most [`allowance`] adds for clock readings taken at once.
+    const CLOCK_SLACK_US: i64 = 1_000_000;
 
     /// How long until an attempt would be admitted, given the key's arrival time.
     pub(in crate::store) fn wait(tat: i64, now: i64, burst: u32, every: Duration) -> Duration {
