@@ -338,6 +338,10 @@ impl AppError {
                 AppError::new(ErrorCode::NoValidQuery, e.to_string())
             }
             AskError::Execution(e) => AppError::from_exec(e),
+            AskError::Rejected(r) => AppError::new(
+                ErrorCode::QueryRejected,
+                format!("the guard refused the SQL ({}): {}", r.code, r.message),
+            ),
             other => AppError::internal(other),
         }
     }

@@ -301,6 +301,9 @@ pub enum AskError {
     /// The database could not run a query for reasons a new query won't fix.
     #[error("{0}")]
     Execution(ExecError),
+    /// The guard refused SQL given to [`AskPipeline::run_sql`].
+    #[error("{0}")]
+    Rejected(crate::Rejection),
 }
 
 impl AskError {
@@ -327,6 +330,7 @@ impl AskError {
             AskError::CannotAnswer { .. } => AskErrorCode::CannotAnswer.into(),
             AskError::NoValidQuery { .. } => AskErrorCode::NoValidQuery.into(),
             AskError::Execution(e) => e.code.into(),
+            AskError::Rejected(r) => r.code.into(),
         }
     }
 }
@@ -380,6 +384,12 @@ impl AskPipeline {
         self.index.schema()
     }
 
+    /// The indexed schema, for retrieval outside a question (a tool listing
+    /// the tables relevant to a search).
+    pub fn index(&self) -> &SchemaIndex {
+        &self.index
+    }
+
     /// The name of the engine that writes SQL.
     pub fn engine(&self) -> String {
         self.model.name()
@@ -388,6 +398,46 @@ impl AskPipeline {
     /// Answers `question`; `history` holds earlier turns of the conversation.
     pub async fn ask(&self, question: &str, history: &[Turn]) -> Result<Answer, AskError> {
         self.ask_with(&AskRequest::new(question).history(history)).await
+    }
+
+    /// Runs SQL written by the caller, not the model, on the path a
+    /// question's SQL takes: the same guard (with the schema's identifiers
+    /// and the row cap), the same executor and limits, and the same
+    /// rule-built answer text and chart. A refusal is
+    /// [`AskError::Rejected`]; nothing is repaired.
+    ///
+    /// The answer's `engine` is `"sql"` and its one attempt holds the SQL.
+    pub async fn run_sql(&self, sql: &str) -> Result<Answer, AskError> {
+        let started = Instant::now();
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        let checked = self.guard.check(sql);
+        timings.guard = t.elapsed();
+        let checked = checked.map_err(AskError::Rejected)?;
+        let t = Instant::now();
+        let result = self.executor.query(&checked, &self.options.limits).await;
+        timings.execute = t.elapsed();
+        let result = result.map_err(AskError::Execution)?;
+        let t = Instant::now();
+        let text = answer_text::describe(&result.columns, &result.rows, result.summary.truncated);
+        let chart = chart::suggest(&result.columns, result.rows.len());
+        timings.answer = t.elapsed();
+        timings.total = started.elapsed();
+        Ok(Answer {
+            text,
+            sql: checked.query().to_owned(),
+            columns: result.columns,
+            rows: result.rows,
+            truncated: result.summary.truncated,
+            chart,
+            engine: "sql".to_owned(),
+            attempts: vec![Attempt {
+                reply: String::new(),
+                sql: Some(sql.to_owned()),
+                failure: None,
+            }],
+            timings,
+        })
     }
 
     /// Answers a question with per-question context: examples chosen for it and
