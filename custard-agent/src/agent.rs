@@ -165,7 +165,7 @@ pub async fn run_with_backoff(
 /// past the agent's policy, unless explicitly allowed (then only warns),
 /// printing the SQL that fixes it. Returns whether the check is still pending
 /// (the database was down).
-async fn check_role(
+pub(crate) async fn check_role(
     url: &str,
     config: &AgentConfig,
     policy: &AccessPolicy,
@@ -276,7 +276,10 @@ impl RoleChecks {
 
 /// The executor for the configured database; PostgreSQL connects lazily so a
 /// database that is down now is picked up when it comes back.
-fn open(config: &AgentConfig, policy: &AccessPolicy) -> anyhow::Result<Arc<dyn Executor>> {
+pub(crate) fn open(
+    config: &AgentConfig,
+    policy: &AccessPolicy,
+) -> anyhow::Result<Arc<dyn Executor>> {
     Ok(match DatabaseUrl::parse(&config.database_url)? {
         DatabaseUrl::Postgres(url) => {
             Arc::new(PostgresExecutor::new(&url, config.max_concurrency)?)

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod config;
 pub mod health;
 mod logs;
+pub mod mcp;
 pub mod privileges;
 mod session;
 mod startup;

@@ -4,7 +4,7 @@
 //! `run` (the default) keeps a session with the server and answers its
 //! requests; `check-sql` shows what the guard would let through; `discover`
 //! shows what schema would leave the network; `health` is for container
-//! health checks.
+//! health checks; `mcp` serves the database to an AI assistant over stdio.
 
 mod check_sql;
 
@@ -42,6 +42,10 @@ enum Command {
     CheckSql(check_sql::Args),
     /// Prints the schema exactly as the agent would send it to the server.
     Discover(DiscoverArgs),
+    /// Serves the database to an AI assistant over MCP on stdio (no server
+    /// involved): `get_schema`, `run_sql` and `ask`, read-only, with the
+    /// agent's policy and role check.
+    Mcp(Box<custard_agent::mcp::McpArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             Some(Command::Health { health_file }) => health(&health_file).map(Some),
             Some(Command::CheckSql(args)) => check_sql::run(args).await.map(|()| None),
             Some(Command::Discover(args)) => discover(args).await.map(|()| None),
+            Some(Command::Mcp(args)) => custard_agent::mcp::serve(*args).await.map(|()| None),
         }
     });
     match result {
