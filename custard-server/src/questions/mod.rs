@@ -19,8 +19,8 @@ use crate::error::{AppError, ErrorCode};
 use crate::rate_limit::QuestionPermit;
 use crate::state::AppState;
 use crate::store::{
-    ConnectionId, ConversationId, HistoryEntry, NewQueryRecord, QueryDeletion, QueryFilter,
-    QueryId, QueryRecord, QuerySource,
+    Connection, ConnectionId, ConversationId, HistoryEntry, NewQueryRecord, QueryDeletion,
+    QueryFilter, QueryId, QueryRecord, QuerySource,
 };
 
 pub(crate) use export::{CsvExport, export_csv};
@@ -131,17 +131,16 @@ pub(crate) async fn answer(
 
     let result = async {
         // Without an agent nothing can run: say so before spending a model call.
-        if inner.router.presence(&connection.id).agents == 0 {
-            return Err(Failure::from(AppError::from_exec(custard_core::ExecError::new(
-                custard_core::ExecErrorCode::AgentOffline,
-                "no agent is connected for this connection; start its agent (the connection's page shows how to run it)",
-            ))));
-        }
+        require_agent(state, &connection)?;
         let pipeline = inner.pipelines.get(&connection).await?;
         let turns: Vec<Turn> = earlier
             .into_iter()
             .filter(|q| q.record.connection_id == connection.id && q.record.outcome == "ok")
-            .map(|q| Turn { question: q.record.question, sql: q.record.sql, answer: q.record.answer })
+            .map(|q| Turn {
+                question: q.record.question,
+                sql: q.record.sql,
+                answer: q.record.answer,
+            })
             .collect();
         let candidates: Vec<custard_core::Example> = candidates
             .into_iter()
@@ -161,20 +160,118 @@ pub(crate) async fn answer(
                     }
                     _ => None,
                 };
-                Failure { error: app_error, sql, attempts: attempt_count(&ask_error), history_id: None }
+                Failure {
+                    error: app_error,
+                    sql,
+                    attempts: attempt_count(&ask_error),
+                    history_id: None,
+                }
             },
         )
     }
     .await;
 
     let engine = inner.model.name();
+    let asked = Asked { current, connection: &connection.id, conversation: &conversation, source };
+    let (id, answer) = record(state, asked, question, &engine, result, started).await?;
+    Ok(Answered {
+        id,
+        answer,
+        conversation_id: conversation,
+        connection_id: connection.id,
+        started,
+    })
+}
+
+/// Longest SQL [`run_sql`] takes, in bytes.
+pub(crate) const MAX_SQL_BYTES: usize = 32 * 1024;
+
+/// Runs SQL the caller wrote (an assistant's, over MCP) on the path a
+/// question's SQL takes: admitted under the question limits, checked by the
+/// connection's pipeline's guard (the stored schema's identifiers), run by
+/// its agents (which check again) and recorded in the history with the SQL
+/// as the question and `sql` as the engine, whatever the outcome.
+pub(crate) async fn run_sql(
+    state: &AppState,
+    current: &CurrentUser,
+    _permit: QuestionPermit,
+    source: QuerySource,
+    connection_id: String,
+    sql: &str,
+) -> Result<Answered, Failure> {
+    let started = Instant::now();
+    let sql = sql.trim();
+    if sql.is_empty() || sql.len() > MAX_SQL_BYTES {
+        return Err(Failure::from(AppError::new(
+            ErrorCode::Validation,
+            format!("sql must be 1 to {MAX_SQL_BYTES} bytes"),
+        )));
+    }
+    let inner = state.inner();
+    let connection =
+        inner.store.get_connection(current.org(), &ConnectionId::from(connection_id)).await?;
+    let result = async {
+        require_agent(state, &connection)?;
+        let pipeline = inner.pipelines.get(&connection).await?;
+        pipeline.run_sql(sql).await.map_err(|e| Failure {
+            error: AppError::from_ask(e),
+            sql: Some(sql.to_owned()),
+            attempts: 1,
+            history_id: None,
+        })
+    }
+    .await;
+    let conversation = ConversationId::random();
+    let asked = Asked { current, connection: &connection.id, conversation: &conversation, source };
+    let (id, answer) = record(state, asked, sql.to_owned(), "sql", result, started).await?;
+    Ok(Answered {
+        id,
+        answer,
+        conversation_id: conversation,
+        connection_id: connection.id,
+        started,
+    })
+}
+
+/// Refuses at once when no agent is connected: nothing could run.
+fn require_agent(state: &AppState, connection: &Connection) -> Result<(), Failure> {
+    if state.inner().router.presence(&connection.id).agents == 0 {
+        return Err(Failure::from(AppError::from_exec(custard_core::ExecError::new(
+            custard_core::ExecErrorCode::AgentOffline,
+            "no agent is connected for this connection; start its agent (the connection's page shows how to run it)",
+        ))));
+    }
+    Ok(())
+}
+
+/// Who asked what, where, for [`record`].
+struct Asked<'a> {
+    current: &'a CurrentUser,
+    connection: &'a ConnectionId,
+    conversation: &'a ConversationId,
+    source: QuerySource,
+}
+
+/// Records an admitted question (or SQL) in the history, whatever its
+/// outcome, and counts it; returns the answer with its history id, or the
+/// failure with it.
+async fn record(
+    state: &AppState,
+    asked: Asked<'_>,
+    question: String,
+    engine: &str,
+    result: Result<Answer, Failure>,
+    started: Instant,
+) -> Result<(QueryId, Answer), Failure> {
+    let inner = state.inner();
+    let Asked { current, connection, conversation, source } = asked;
     let record = match &result {
         Ok(answer) => NewQueryRecord {
-            org_id: org.clone(),
-            connection_id: connection.id.clone(),
+            org_id: current.org().clone(),
+            connection_id: connection.clone(),
             user_id: current.user().id.clone(),
             conversation_id: conversation.clone(),
-            question: question.clone(),
+            question,
             sql: Some(answer.sql.clone()),
             outcome: "ok".to_owned(),
             error_message: None,
@@ -189,18 +286,18 @@ pub(crate) async fn answer(
             source,
         },
         Err(failure) => NewQueryRecord {
-            org_id: org.clone(),
-            connection_id: connection.id.clone(),
+            org_id: current.org().clone(),
+            connection_id: connection.clone(),
             user_id: current.user().id.clone(),
             conversation_id: conversation.clone(),
-            question: question.clone(),
+            question,
             sql: failure.sql.clone(),
             outcome: failure.error.code.as_str().to_owned(),
             error_message: Some(failure.error.message.clone()),
             answer: None,
             row_count: None,
             truncated: false,
-            engine: engine.clone(),
+            engine: engine.to_owned(),
             attempts: failure.attempts,
             timings_json: json_text(&StoredTimings::Failed { total_ms: ms(started.elapsed()) }),
             result_json: None,
@@ -209,24 +306,16 @@ pub(crate) async fn answer(
     };
     inner.metrics.question(&record.outcome);
     let saved = inner.store.record_query(record).await;
-    let answer = match result {
-        Ok(answer) => answer,
+    match result {
+        Ok(answer) => Ok((saved?.id, answer)),
         Err(mut failure) => {
             match saved {
                 Ok(q) => failure.history_id = Some(q.id.as_str().to_owned()),
                 Err(e) => tracing::error!("could not record a failed question: {e}"),
             }
-            return Err(failure);
+            Err(failure)
         }
-    };
-    let saved = saved?;
-    Ok(Answered {
-        id: saved.id,
-        answer,
-        conversation_id: conversation,
-        connection_id: connection.id,
-        started,
-    })
+    }
 }
 
 /// A failed question: the API error plus what the history keeps of it.
