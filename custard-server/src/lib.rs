@@ -16,6 +16,7 @@ pub mod hub;
 #[cfg(test)]
 mod layers;
 pub mod mail;
+mod mcp;
 mod metrics;
 mod openapi;
 mod pipelines;

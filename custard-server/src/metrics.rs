@@ -40,6 +40,12 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: String,
+    outcome: String,
+}
+
 /// The server's metrics; cheap to update from any thread.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -47,6 +53,7 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     questions: Family<OutcomeLabels, Counter>,
+    mcp_tool_calls: Family<ToolLabels, Counter>,
     agents_online: Gauge,
 }
 
@@ -70,9 +77,15 @@ impl Metrics {
         );
         let questions = Family::<OutcomeLabels, Counter>::default();
         registry.register("questions", "Questions asked, by outcome", questions.clone());
+        let mcp_tool_calls = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "mcp_tool_calls",
+            "MCP tool calls, by tool and outcome (ok or an error code)",
+            mcp_tool_calls.clone(),
+        );
         let agents_online = Gauge::default();
         registry.register("agents_online", "Agent sessions connected", agents_online.clone());
-        Metrics { registry, requests, latency, questions, agents_online }
+        Metrics { registry, requests, latency, questions, mcp_tool_calls, agents_online }
     }
 }
 
@@ -80,6 +93,13 @@ impl Metrics {
     /// Counts a question by its outcome (`ok` or an error code).
     pub(crate) fn question(&self, outcome: &str) {
         self.questions.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// Counts an MCP tool call by its tool (one of the server's own names)
+    /// and outcome (`ok` or an error code).
+    pub(crate) fn mcp_tool_call(&self, tool: &'static str, outcome: &str) {
+        let labels = ToolLabels { tool: tool.to_owned(), outcome: outcome.to_owned() };
+        self.mcp_tool_calls.get_or_create(&labels).inc();
     }
 
     fn render(&self, agents_online: usize) -> Result<String, std::fmt::Error> {

@@ -29,6 +29,7 @@ pub fn app(state: AppState) -> Router {
     router
         .merge(openapi::docs(document))
         .merge(crate::web::pages())
+        .merge(crate::mcp::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::error_pages))
