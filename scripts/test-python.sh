@@ -8,23 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python=${PYTHON:-python3}
-if ! command -v "$python" >/dev/null 2>&1; then
-  echo "test-python: $python is missing (Debian: apt-get install python3 python3-venv)" >&2
-  exit 1
-fi
+scripts/ensure-python.sh
 venv=target/python-venv
-if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv" || {
-    echo "test-python: could not create a virtualenv (Debian: apt-get install python3-venv)" >&2
-    exit 1
-  }
-fi
 export VIRTUAL_ENV="$PWD/$venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
-requirements=bindings/python/requirements-test.txt
-# pip answers from what is installed when every pin is satisfied (no download).
-python -m pip install --quiet --disable-pip-version-check -r "$requirements"
 
 # A debug build: the tests are about behaviour, and it links in seconds.
 maturin develop --quiet --locked --manifest-path bindings/python/Cargo.toml

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, docs and every test, against a real
 # PostgreSQL, NATS and nginx (started or installed by scripts/ensure-*.sh when
-# needed).
+# needed), with the Python environment whose MCP SDK the MCP tests drive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,9 @@ scripts/ensure-nginx.sh
 
 step "Chromium"
 scripts/ensure-chromium.sh
+
+step "Python test environment (the MCP tests' client)"
+scripts/ensure-python.sh
 
 
 step "cargo fmt --check"

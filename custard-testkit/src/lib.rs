@@ -21,6 +21,9 @@
 //! [`processes::Scene`] (a test's folder and the logs printed when it fails)
 //! and [`processes::Process`] (a child that can be signalled, killed on drop).
 //!
+//! [`mcp_client::run`] drives an MCP server with the official Python SDK, a
+//! real and independent client.
+//!
 //! [`cluster::PostgresCluster`] is a private PostgreSQL cluster on its own
 //! port, for tests that stop or restart the database.
 
@@ -29,6 +32,7 @@ pub mod bins;
 pub mod browser;
 pub mod cluster;
 pub mod fake_openai;
+pub mod mcp_client;
 pub mod processes;
 pub mod smtp_sink;
 
@@ -170,7 +174,12 @@ impl Drop for ScratchDb {
 /// The repository's test data (`testdata/`: the security corpora and the
 /// evaluation set; see its README).
 pub fn testdata_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata")
+    workspace_dir().join("testdata")
+}
+
+/// The workspace's root folder.
+pub fn workspace_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// The six evaluation databases of `testdata/eval/defog`.
