@@ -43,13 +43,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("state", &["state"]),
     ("logic", &["accounts", "connections", "demo", "questions"]),
-    ("surfaces", &["api", "web"]),
+    ("surfaces", &["api", "mcp", "web"]),
     ("router", &["routes"]),
 ];
 
-/// Modules of the same layer that must not import each other: the JSON API
-/// and the web pages share logic, never handlers.
-const APART: &[(&str, &str)] = &[("api", "web")];
+/// Modules of the same layer that must not import each other: the JSON API,
+/// MCP and the web pages share logic, never handlers.
+const APART: &[(&str, &str)] = &[("api", "web"), ("api", "mcp"), ("mcp", "web")];
 
 /// One import of a top-level module by another, where it was first seen.
 #[derive(Debug, Clone)]
