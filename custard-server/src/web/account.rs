@@ -1412,6 +1412,8 @@ struct SettingsPage {
     /// The new-token form's name and lifetime.
     token_name: String,
     token_expires: String,
+    /// The server's MCP endpoint, for the new token's client configuration.
+    mcp_url: String,
     problem: Problem,
 }
 
@@ -1544,6 +1546,7 @@ async fn settings_page(
         } else {
             kept.token_expires
         },
+        mcp_url: format!("{}/mcp", state.config().public_url.trim_end_matches('/')),
         problem,
     }
     .render();

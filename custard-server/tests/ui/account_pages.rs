@@ -607,7 +607,13 @@ async fn a_personal_access_token_is_made_shown_once_used_and_revoked_on_settings
             vec![],
         )
         .await;
-        assert_eq!(copies, json!(["#token-secret"]));
+        assert_eq!(copies, json!(["#token-secret", "#token-mcp"]));
+        let config: Value =
+            serde_json::from_str(&browser.text_of("#token-mcp").await).expect("MCP config is JSON");
+        let server = &config["mcpServers"]["custard"];
+        assert_eq!(server["type"], json!("http"), "{config}");
+        assert!(server["url"].as_str().is_some_and(|u| u.ends_with("/mcp")), "{config}");
+        assert_eq!(server["headers"]["Authorization"], json!(format!("Bearer {secret}")));
         browser.screenshot("settings-new-token-desktop").await;
         browser.set_size(390, 844).await;
         run(&browser, "document.getElementById('new-token').scrollIntoView();", vec![]).await;
