@@ -3,7 +3,10 @@
 //! an instant fake OpenAI-compatible model), next to the same SQL run directly
 //! with tokio-postgres and next to the model's own HTTP round trip (the same
 //! request straight to the fake model), at the same concurrency, in the same
-//! run. The overhead is what the platform adds beyond both.
+//! run. The overhead is what the platform adds beyond both. The same SQL
+//! through the MCP endpoint's `run_sql` tool (`POST /mcp`, a personal access
+//! token) is measured too: the execution path of `POST /api/v1/query`
+//! without the model.
 //!
 //! ```text
 //! cargo run --release -p custard-overhead -- --questions 2000 --concurrency 8
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let model = FakeOpenAi::always(Behaviour::reply(format!("```sql\n{SQL}\n```"))).await;
     let data = tempfile::tempdir()?;
     let (base, token, connection) = start_platform(&data, &model, &db.url).await?;
+    let pat = personal_token(&base, &token).await?;
     let http = reqwest::Client::new();
     // Milliseconds per step as the server reports them, summed over questions.
     let steps: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
@@ -146,6 +150,15 @@ async fn main() -> anyhow::Result<()> {
         bail!("the two sides returned different row counts: {} vs {}", direct.rows, platform.rows);
     }
 
+    eprintln!("MCP run_sql: {} calls at concurrency {}...", args.questions, args.concurrency);
+    let mcp = measure(args.questions, args.concurrency, |_| {
+        run_sql_over_mcp(http.clone(), base.clone(), pat.clone(), connection.clone())
+    })
+    .await?;
+    if mcp.rows != direct.rows {
+        bail!("MCP returned {} rows, the direct SQL {}", mcp.rows, direct.rows);
+    }
+
     println!(
         "{} requests per side, concurrency {}, instant fake LLM",
         args.questions, args.concurrency
@@ -155,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         ("direct tokio-postgres", &direct),
         ("model round trip (HTTP)", &model_run),
         ("server + agent (POST /query)", &platform),
+        ("MCP run_sql (POST /mcp)", &mcp),
     ] {
         println!(
             "{:<28} {:>12.0} {:>9.3} {:>9.3} {:>9.3}",
@@ -175,6 +189,13 @@ async fn main() -> anyhow::Result<()> {
         "overhead beyond the SQL and the model's round trip: p50 +{:.3} ms",
         platform.percentile(50.0) - direct.percentile(50.0) - model_run.percentile(50.0)
     );
+    println!(
+        "MCP run_sql against POST /query: p50 {:+.3} ms, p99 {:+.3} ms; against the direct SQL: \
+         p50 +{:.3} ms",
+        mcp.percentile(50.0) - platform.percentile(50.0),
+        mcp.percentile(99.0) - platform.percentile(99.0),
+        mcp.percentile(50.0) - direct.percentile(50.0)
+    );
     let steps = steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mean: Vec<String> = steps
         .iter()
@@ -182,6 +203,51 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     println!("server-side mean ms per question: {}", mean.join(", "));
     Ok(())
+}
+
+/// A personal access token of the signed-in user, for `/mcp`.
+async fn personal_token(base: &str, token: &str) -> anyhow::Result<String> {
+    let created: Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/tokens"))
+        .bearer_auth(token)
+        .json(&json!({"name": "overhead"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(created["token"].as_str().context("no personal access token")?.to_owned())
+}
+
+/// One `run_sql` call over MCP's Streamable HTTP (stateless: one POST, a JSON
+/// reply), as an assistant's client sends it; the rows it returned.
+async fn run_sql_over_mcp(
+    http: reqwest::Client,
+    base: String,
+    pat: String,
+    connection: String,
+) -> anyhow::Result<u64> {
+    let call = json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "run_sql", "arguments": {"connection_id": connection, "sql": SQL}},
+    });
+    let reply: Value = http
+        .post(format!("{base}/mcp"))
+        .bearer_auth(&pat)
+        .header("accept", "application/json, text/event-stream")
+        .json(&call)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let result = &reply["result"];
+    if result["isError"] != json!(false) {
+        bail!("run_sql failed: {reply}");
+    }
+    result["structuredContent"]["row_count"].as_u64().context("no row count")
 }
 
 /// Latencies of one side.
