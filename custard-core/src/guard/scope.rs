@@ -696,6 +696,24 @@ impl<'g> Binder<'g> {
             }
             _ => Vec::new(),
         };
+        // A masked column the schema does not list (PostgreSQL's discovery
+        // shows only the columns the role may read, and a role made for the
+        // policy may not read it) is still the table's: `*` covers it.
+        if let (Some(index), Some(id)) = (self.index, id) {
+            let t = index.get(id);
+            let (schema, table) = (catalog_key(d, &t.schema), catalog_key(d, &t.name));
+            let mut hidden: Vec<&String> = self
+                .g
+                .masked_columns
+                .iter()
+                .filter(|(s, n, c)| {
+                    *s == schema && *n == table && !cols.iter().any(|x| x.name == *c)
+                })
+                .map(|(_, _, c)| c)
+                .collect();
+            hidden.sort();
+            cols.extend(hidden.into_iter().map(|name| Col { name: name.clone(), masked: true }));
+        }
         // An alias column list renames columns by position; what they read stays.
         for (col, new) in
             cols.iter_mut().zip(alias.map(|a| a.columns.as_slice()).unwrap_or_default())

@@ -368,6 +368,23 @@ fn masked_columns_cannot_be_read_any_way() {
         let r = check_rejected(&g, sql, RejectionCode::ColumnMasked);
         assert!(r.message.contains("masks"), "{sql}: {}", r.message);
     }
+    // A role made for the policy cannot read the masked column, so the
+    // schema it discovers does not list it: it is still refused, `*` too.
+    let mut undiscovered = shop_schema();
+    for t in &mut undiscovered.tables {
+        t.columns.retain(|c| !(t.name == "customers" && c.name == "email"));
+    }
+    let hidden = Guard::builder(Dialect::Postgres)
+        .schema(undiscovered)
+        .mask_columns(["public.customers.email"])
+        .build()
+        .expect("guard");
+    for sql in
+        ["SELECT * FROM customers", "SELECT c.* FROM customers c", "SELECT email FROM customers"]
+    {
+        check_rejected(&hidden, sql, RejectionCode::ColumnMasked);
+    }
+    check_ok(&hidden, "SELECT id, name FROM customers");
     let without_schema = Guard::builder(Dialect::Postgres)
         .mask_columns(["public.customers.email"])
         .build()
