@@ -73,6 +73,10 @@ impl ToolError {
                 "query_rejected",
                 format!("the guard refused the SQL ({}): {}", r.code, r.message),
             ),
+            // These messages are the executor's and the model's own; their
+            // `Display` starts with the code, which the error carries already.
+            AskError::Execution(e) => ToolError::new(error.code().as_str(), e.message.clone()),
+            AskError::Model(e) => ToolError::new(error.code().as_str(), e.message.clone()),
             other => ToolError::new(other.code().as_str(), other.to_string()),
         }
     }
@@ -243,6 +247,17 @@ mod tests {
         extra.insert("connection".into(), "x".into());
         let err = parse_args::<Args>(extra).expect_err("unknown");
         assert!(err.message.contains("unknown field `connection`"), "{}", err.message);
+    }
+
+    #[test]
+    fn errors_from_the_core_name_their_code_once() {
+        let denied = AskError::Execution(custard_core::ExecError::new(
+            custard_core::ExecErrorCode::PermissionDenied,
+            "permission denied for table customers",
+        ));
+        let err = ToolError::from_ask(&denied);
+        assert_eq!(err.code, "permission_denied");
+        assert_eq!(err.to_string(), "permission_denied: permission denied for table customers");
     }
 
     #[test]
