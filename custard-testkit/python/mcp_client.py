@@ -8,7 +8,8 @@ object on stdout with what the server answered:
      "calls": [{"tool": "run_sql", "arguments": {...}}, ...]}
 
     {"transport": "stdio", "command": "/path/custard-agent",
-     "args": ["mcp"], "env": {"CUSTARD_DATABASE_URL": "..."}, "calls": [...]}
+     "args": ["mcp"], "env": {"CUSTARD_DATABASE_URL": "..."}, "cwd": "/tmp/x",
+     "calls": [...]}
 
 Output:
 
@@ -44,7 +45,10 @@ async def run(plan: dict) -> dict:
             )
         elif plan["transport"] == "stdio":
             params = StdioServerParameters(
-                command=plan["command"], args=plan.get("args", []), env=plan.get("env")
+                command=plan["command"],
+                args=plan.get("args", []),
+                env=plan.get("env"),
+                cwd=plan.get("cwd"),
             )
             streams = await stack.enter_async_context(stdio_client(params))
         else:

@@ -5,6 +5,7 @@ mod discover;
 mod fake_server;
 mod health;
 mod hostile;
+mod mcp;
 mod privileges;
 mod run;
 mod startup;
