@@ -66,13 +66,13 @@ fn main() -> ExitCode {
         eprintln!("error: reading .env: {e}");
         return ExitCode::FAILURE;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUSTARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("CUSTARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // `mcp`: the MCP SDK logs every tool result (rows) at debug.
+    if let Ok(quiet) = "rmcp=warn".parse() {
+        filter = filter.add_directive(quiet);
+    }
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     // Before anything can use rustls: a build with no provider feature, or more
     // than one, would otherwise panic on the first wss:// connection.

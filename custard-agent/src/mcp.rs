@@ -190,8 +190,11 @@ impl Executor for AgentGuarded {
     ) -> BoxFuture<'a, Result<RunSummary, ExecError>> {
         Box::pin(async move {
             let config = &self.state.config;
+            // The tighter of the pipeline's row limit (in the checked SQL),
+            // the run's and the agent's, as the server's hub computes it.
+            let max_rows = query.row_limit().map_or(limits.max_rows, |l| l.min(limits.max_rows));
             let limits = RunLimits {
-                max_rows: limits.max_rows.min(config.max_rows),
+                max_rows: max_rows.min(config.max_rows),
                 max_bytes: limits.max_bytes.min(config.max_bytes),
                 timeout: limits.timeout.min(config.query_timeout),
                 ..limits.clone()
@@ -201,7 +204,12 @@ impl Executor for AgentGuarded {
                 .catalog()
                 .guard
                 .check_within(query.query(), limits.max_rows)
-                .map_err(|r| ExecError::new(ExecErrorCode::Rejected, r.to_string()))?;
+                .map_err(|r| {
+                ExecError::new(
+                    ExecErrorCode::Rejected,
+                    format!("the agent's guard refused the SQL ({}): {}", r.code, r.message),
+                )
+            })?;
             self.state.executor.run(&checked, &limits, rows).await
         })
     }

@@ -45,7 +45,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 pub use ask::{
     Answer, AskError, AskErrorCode, AskOptions, AskPipeline, AskRequest, AskStep, Attempt,
     AttemptFailure, AttemptStage, ChartKind, ChartSpec, MAX_HISTORY_TURNS, MAX_QUESTION_BYTES,
-    Progress, Timings,
+    MAX_SQL_BYTES, Progress, Timings,
 };
 pub use codes::{Code, InputErrorCode};
 pub use dialect::{Dialect, UnknownDialect};

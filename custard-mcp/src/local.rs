@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
-use custard_core::AskPipeline;
+use custard_core::{AskPipeline, AskRequest};
 use rmcp::handler::server::common::{schema_for_output, schema_for_type};
 use rmcp::model::{CallToolResult, Implementation, JsonObject, ServerCapabilities, ServerConfig};
 use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::{AskResult, SchemaResult, SqlResult, ToolError, parse_args, schema_result, success};
+use crate::{
+    AskResult, SchemaResult, SqlResult, ToolError, VALIDATION_ERROR, parse_args, schema_result,
+    success,
+};
 
 /// `get_schema`'s arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -93,6 +96,9 @@ impl LocalServer {
             Ok(args) => args,
             Err(e) => return e.into_result(),
         };
+        if let Err(e) = AskRequest::check_sql(&args.sql) {
+            return ToolError::new(VALIDATION_ERROR, e.to_string()).into_result();
+        }
         match self.pipeline.run_sql(&args.sql).await {
             Ok(answer) => {
                 let result = SqlResult::new(answer, None);

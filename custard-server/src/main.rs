@@ -20,7 +20,10 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
                 // The NATS client's debug lines print server addresses with
                 // their credentials: never below info, whatever CUSTARD_LOG says.
-                .add_directive("async_nats=info".parse()?),
+                .add_directive("async_nats=info".parse()?)
+                // The MCP SDK logs three lines per request at info, and every
+                // tool result (rows of any tenant) at debug.
+                .add_directive("rmcp=warn".parse()?),
         )
         .init();
     let config = ServerConfig::parse();

@@ -7,7 +7,8 @@
 //! request, and every tool reads it from there, so each tool works in the
 //! token's organisation with its user's role, through the same logic as the
 //! REST API ([`crate::connections`], [`crate::questions`]). A browser's
-//! `Origin` other than the server's own is refused (DNS rebinding).
+//! `Origin` other than the server's own (`CUSTARD_PUBLIC_URL`) is refused,
+//! as the specification asks against DNS rebinding.
 //!
 //! Tools: `list_connections`, `get_schema`, `ask` and `run_sql`; results
 //! and errors are `custard_mcp`'s, the errors carrying the REST API's codes.
@@ -58,14 +59,17 @@ const INSTRUCTIONS: &str = "Read-only access to the databases of your Custard or
 
 /// The `/mcp` route: the MCP service behind the personal-token check.
 pub(crate) fn routes(state: &AppState) -> Router<AppState> {
-    let mut config = StreamableHttpServerConfig::default()
+    let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
         .with_max_request_body_bytes(MAX_BODY_BYTES)
-        .enforce_origin_validation();
-    let (hosts, origins) = allowed_hosts_and_origins(&state.config().public_url);
-    config = config.with_allowed_hosts(hosts).with_allowed_origins(origins);
+        .enforce_origin_validation()
+        // A browser page cannot send the token by itself, so DNS rebinding
+        // gains nothing here, and a proxy may forward any `Host`: only the
+        // `Origin` (a browser's request) is checked.
+        .disable_allowed_hosts()
+        .with_allowed_origins(allowed_origins(&state.config().public_url));
     let tools = Tools { state: state.clone() };
     let service = StreamableHttpService::new(
         move || Ok(tools.clone()),
@@ -77,31 +81,14 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
 }
 
-/// The `Host` values and browser origins `/mcp` answers: the public URL's,
-/// and loopback's (for an assistant on the server's own machine).
-fn allowed_hosts_and_origins(public_url: &str) -> (Vec<String>, Vec<String>) {
-    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    let mut origins = Vec::new();
-    if let Some((scheme, rest)) = public_url.split_once("://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if !authority.is_empty() {
-            let host = match authority.rsplit_once(':') {
-                Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-                _ => authority,
-            };
-            hosts.push(authority.to_owned());
-            hosts.push(host.trim_start_matches('[').trim_end_matches(']').to_owned());
-            let default_port = if scheme == "https" { "443" } else { "80" };
-            let origin = if authority.contains(':') && !authority.ends_with(']') {
-                format!("{scheme}://{authority}")
-            } else {
-                format!("{scheme}://{authority}:{default_port}")
-            };
-            origins.push(origin);
-        }
-    }
-    hosts.dedup();
-    (hosts, origins)
+/// The browser origin `/mcp` answers besides none: the public URL's, as
+/// `scheme://host:port` (the port explicit, as the SDK's check wants it).
+fn allowed_origins(public_url: &str) -> Vec<String> {
+    let Ok(uri) = public_url.trim().parse::<axum::http::Uri>() else { return Vec::new() };
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else { return Vec::new() };
+    let scheme = scheme.to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+    vec![format!("{scheme}://{}:{port}", host.to_ascii_lowercase())]
 }
 
 /// The caller of `/mcp`: the user of a personal access token. Session
@@ -305,7 +292,12 @@ impl Tools {
                 .map_err(tool_error)?;
             let pipeline =
                 self.state.inner().pipelines.get(&connection).await.map_err(tool_error)?;
-            let (result, text) = schema_result(pipeline.index(), args.search.as_deref())?;
+            // Rendering a big schema is CPU work: off the async threads.
+            let (result, text) = tokio::task::spawn_blocking(move || {
+                schema_result(pipeline.index(), args.search.as_deref())
+            })
+            .await
+            .map_err(|e| tool_error(AppError::internal(e)))??;
             Ok::<_, ToolError>(custard_mcp::success(&result, text))
         }
         .await;
@@ -367,6 +359,8 @@ impl Tools {
         let result = async {
             let caller = caller(&parts)?;
             let args = parse_args::<SqlArgs>(arguments)?;
+            // Bad SQL text spends none of the caller's question budget.
+            questions::check_sql(&args.sql).map_err(tool_error)?;
             let permit = questions::admit(&self.state, caller).map_err(tool_error)?;
             let answered = questions::run_sql(
                 &self.state,
@@ -458,12 +452,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_and_origins_follow_the_public_url() {
-        let (hosts, origins) = allowed_hosts_and_origins("https://data.example.com/");
-        assert!(hosts.contains(&"data.example.com".to_owned()), "{hosts:?}");
-        assert_eq!(origins, ["https://data.example.com:443"]);
-        let (hosts, origins) = allowed_hosts_and_origins("http://127.0.0.1:8080");
-        assert!(hosts.contains(&"127.0.0.1:8080".to_owned()), "{hosts:?}");
-        assert_eq!(origins, ["http://127.0.0.1:8080"]);
+    fn the_allowed_origin_is_the_public_urls() {
+        assert_eq!(allowed_origins("https://data.example.com/"), ["https://data.example.com:443"]);
+        assert_eq!(
+            allowed_origins(" HTTP://Data.Example.com:8080 "),
+            ["http://data.example.com:8080"]
+        );
+        assert_eq!(allowed_origins("http://127.0.0.1:8000"), ["http://127.0.0.1:8000"]);
+        assert!(allowed_origins("not a url").is_empty());
     }
 }

@@ -117,7 +117,13 @@ pub(crate) async fn track(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    // Methods are whatever a client sends: any but the standard ones count
+    // as `other`, so requests cannot grow the label set.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -203,6 +209,35 @@ mod tests {
         assert_eq!(scrape(&token, Some("Bearer scrape-secret")).await, StatusCode::UNAUTHORIZED);
         assert_eq!(scrape(&token, Some("scrape-secret-1")).await, StatusCode::UNAUTHORIZED);
         assert_eq!(scrape(&token, Some("Bearer scrape-secret-1")).await, StatusCode::OK);
+    }
+
+    /// Any method a client makes up counts as `other`: requests cannot grow
+    /// the label set (`/mcp` answers every method with its own status).
+    #[tokio::test]
+    async fn made_up_methods_share_one_label() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_str().expect("utf-8");
+        let config = crate::config::ServerConfig::parse_from([
+            "custard-server",
+            "--data-dir",
+            data_dir,
+            "--metrics-token",
+            "scrape-secret-1",
+        ]);
+        let state = crate::AppState::open(config).await.expect("state");
+        let app = crate::routes::app(state.clone());
+        for method in ["ZZZ1", "ZZZ2", "GET"] {
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri("/mcp")
+                .body(Body::empty())
+                .expect("request");
+            app.clone().oneshot(request).await.expect("infallible");
+        }
+        let text = state.inner().metrics.render(0).expect("render");
+        assert!(!text.contains("ZZZ"), "{text}");
+        assert!(text.contains("method=\"other\",route=\"/mcp\",status=\"401\"} 2"), "{text}");
+        assert!(text.contains("method=\"GET\",route=\"/mcp\",status=\"401\"} 1"), "{text}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ use crate::store::{Connection, ConnectionId, Store, StoreError};
 
 /// Rows an answer carries.
 const ANSWER_ROWS: u64 = 1000;
+/// Bytes of rows (as JSON) an answer carries: past them it is cut short and
+/// marked truncated, whatever SQL a caller (or model) wrote.
+const ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The stored schema of a connection, parsed; `schema_unavailable` while no
 /// agent has reported one.
@@ -99,7 +102,11 @@ impl Pipelines {
         let executor = Arc::new(self.executor(connection));
         let options = AskOptions {
             max_rows: ANSWER_ROWS,
-            limits: RunLimits { timeout: self.query_timeout, ..RunLimits::default() },
+            limits: RunLimits {
+                timeout: self.query_timeout,
+                max_bytes: ANSWER_BYTES,
+                ..RunLimits::default()
+            },
             instructions: Some(connection.instructions.clone()).filter(|i| !i.is_empty()),
             ..AskOptions::default()
         };

@@ -232,6 +232,38 @@ impl<'a> AskRequest<'a> {
         Ok(question)
     }
 
+    /// The one rule for SQL a caller writes ([`AskPipeline::run_sql`]):
+    /// trimmed, not empty, at most [`MAX_SQL_BYTES`], and no control
+    /// characters but line breaks and tabs (a NUL could not even be kept in
+    /// a PostgreSQL history). Refused as [`AskError::InvalidQuestion`].
+    ///
+    /// ```
+    /// use custard_core::{AskRequest, MAX_SQL_BYTES};
+    ///
+    /// assert_eq!(AskRequest::check_sql(" SELECT 1\n").ok(), Some("SELECT 1"));
+    /// assert!(AskRequest::check_sql("").is_err());
+    /// assert!(AskRequest::check_sql("SELECT 1 -- \0").is_err());
+    /// assert!(AskRequest::check_sql(&"x".repeat(MAX_SQL_BYTES + 1)).is_err());
+    /// ```
+    pub fn check_sql(sql: &str) -> Result<&str, AskError> {
+        let sql = sql.trim();
+        if sql.is_empty() {
+            return Err(AskError::InvalidQuestion("the SQL is empty".into()));
+        }
+        if sql.len() > MAX_SQL_BYTES {
+            return Err(AskError::InvalidQuestion(format!(
+                "the SQL is {} bytes long; the limit is {MAX_SQL_BYTES}",
+                sql.len()
+            )));
+        }
+        if sql.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            return Err(AskError::InvalidQuestion(
+                "the SQL holds a control character other than a line break or a tab".into(),
+            ));
+        }
+        Ok(sql)
+    }
+
     /// Earlier turns of the conversation, oldest first.
     pub fn history(mut self, history: &'a [Turn]) -> Self {
         self.history = history;
@@ -256,6 +288,8 @@ impl<'a> AskRequest<'a> {
 pub const MAX_QUESTION_BYTES: usize = 8 * 1024;
 /// The most earlier turns of a conversation given to the model.
 pub const MAX_HISTORY_TURNS: usize = 10;
+/// The longest SQL [`AskPipeline::run_sql`] takes, in bytes.
+pub const MAX_SQL_BYTES: usize = 32 * 1024;
 /// The most repairs a pipeline makes, whatever its options say.
 const MAX_REPAIRS: usize = 5;
 
@@ -403,12 +437,14 @@ impl AskPipeline {
     /// Runs SQL written by the caller, not the model, on the path a
     /// question's SQL takes: the same guard (with the schema's identifiers
     /// and the row cap), the same executor and limits, and the same
-    /// rule-built answer text and chart. A refusal is
-    /// [`AskError::Rejected`]; nothing is repaired.
+    /// rule-built answer text and chart. SQL that breaks
+    /// [`AskRequest::check_sql`] is [`AskError::InvalidQuestion`], a
+    /// refusal [`AskError::Rejected`]; nothing is repaired.
     ///
     /// The answer's `engine` is `"sql"` and its one attempt holds the SQL.
     pub async fn run_sql(&self, sql: &str) -> Result<Answer, AskError> {
         let started = Instant::now();
+        let sql = AskRequest::check_sql(sql)?;
         let mut timings = Timings::default();
         let t = Instant::now();
         let checked = self.guard.check(sql);

@@ -28,6 +28,8 @@ pub(crate) use record::{ChartView, ColumnView, ResultView, StoredTimings, Timing
 
 /// Rows of an answer kept in the history to show it again.
 const HISTORY_ROWS: usize = 200;
+/// Bytes of those rows (as JSON) kept at most.
+const HISTORY_BYTES: usize = 256 * 1024;
 /// Approved examples considered per question, and shown to the model.
 const EXAMPLE_CANDIDATES: u32 = 500;
 /// Approved examples shown to the model.
@@ -183,9 +185,6 @@ pub(crate) async fn answer(
     })
 }
 
-/// Longest SQL [`run_sql`] takes, in bytes.
-pub(crate) const MAX_SQL_BYTES: usize = 32 * 1024;
-
 /// Runs SQL the caller wrote (an assistant's, over MCP) on the path a
 /// question's SQL takes: admitted under the question limits, checked by the
 /// connection's pipeline's guard (the stored schema's identifiers), run by
@@ -200,13 +199,7 @@ pub(crate) async fn run_sql(
     sql: &str,
 ) -> Result<Answered, Failure> {
     let started = Instant::now();
-    let sql = sql.trim();
-    if sql.is_empty() || sql.len() > MAX_SQL_BYTES {
-        return Err(Failure::from(AppError::new(
-            ErrorCode::Validation,
-            format!("sql must be 1 to {MAX_SQL_BYTES} bytes"),
-        )));
-    }
+    let sql = check_sql(sql)?;
     let inner = state.inner();
     let connection =
         inner.store.get_connection(current.org(), &ConnectionId::from(connection_id)).await?;
@@ -231,6 +224,12 @@ pub(crate) async fn run_sql(
         connection_id: connection.id,
         started,
     })
+}
+
+/// SQL a caller wrote, under the core's one rule for it
+/// ([`AskRequest::check_sql`]); a refusal is a `validation_error`.
+pub(crate) fn check_sql(sql: &str) -> Result<&str, AppError> {
+    AskRequest::check_sql(sql).map_err(|e| AppError::new(ErrorCode::Validation, e.to_string()))
 }
 
 /// Refuses at once when no agent is connected: nothing could run.
@@ -282,7 +281,7 @@ async fn record(
             attempts: u32::try_from(answer.attempts.len()).unwrap_or(u32::MAX),
             // Serialised from views borrowing the answer: its rows are not copied.
             timings_json: json_text(&StoredTimings::Answered(Timings::new(answer, started))),
-            result_json: Some(json_text(&ResultView::new(answer, HISTORY_ROWS))),
+            result_json: Some(json_text(&ResultView::within(answer, HISTORY_ROWS, HISTORY_BYTES))),
             source,
         },
         Err(failure) => NewQueryRecord {

@@ -60,6 +60,27 @@ impl<'a> ResultView<'a> {
     }
 }
 
+impl<'a> ResultView<'a> {
+    /// [`ResultView::new`] with at most `max_bytes` of rows (as JSON) too:
+    /// the history keeps what is needed to show an answer again, and one
+    /// answer of huge cells must not grow the store by megabytes. The
+    /// `row_count` stays the answer's.
+    pub(crate) fn within(answer: &'a Answer, max_rows: usize, max_bytes: usize) -> Self {
+        let mut view = ResultView::new(answer, max_rows);
+        let mut bytes = 0;
+        let kept = view
+            .rows
+            .iter()
+            .take_while(|row| {
+                bytes += serde_json::to_string(row).map_or(usize::MAX, |t| t.len() + 1);
+                bytes <= max_bytes
+            })
+            .count();
+        view.rows = Cow::Borrowed(&answer.rows[..kept]);
+        view
+    }
+}
+
 impl ResultView<'static> {
     /// A whole result, its parts moved in (an answer taken apart).
     pub(crate) fn owned(
@@ -278,6 +299,17 @@ mod tests {
         r#""rows":[[1,"12.50"]],"row_count":2,"truncated":false,"#,
         r#""chart":{"type":"bar","x":"a","y":["b"]}}"#
     );
+
+    #[test]
+    fn the_history_keeps_rows_within_a_byte_budget() {
+        let answer = answer();
+        // `[1,"12.50"]` and a line: 12 bytes; the second row does not fit in 20.
+        let view = ResultView::within(&answer, 10, 20);
+        assert_eq!(view.rows.len(), 1);
+        assert_eq!(view.row_count, 2, "the answer's count stays");
+        assert_eq!(ResultView::within(&answer, 10, 11).rows.len(), 0);
+        assert_eq!(ResultView::within(&answer, 1, 1 << 20).rows.len(), 1);
+    }
 
     #[test]
     fn a_result_is_written_from_the_answer_it_borrows() {
