@@ -69,6 +69,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[path = "platform/injection.rs"]
 mod injection;
+#[path = "platform/mcp.rs"]
+mod mcp;
 #[path = "platform/routing.rs"]
 mod routing;
 #[path = "platform/routing_attack.rs"]
