@@ -21,22 +21,18 @@ pub(super) fn nats_url() -> String {
 }
 
 /// Two replicas over one new store, routing through NATS with 200 ms
-/// heartbeats (so three missed are 600 ms); `flags` go to both.
+/// heartbeats (so three missed are 600 ms) unless `flags` name others;
+/// `flags` go to both.
 pub(super) async fn two_replicas(flags: &[&str]) -> (Platform, Platform, ScratchDb) {
     let store = ScratchDb::create("routing").await;
     let prefix =
         format!("custard-test-{}-{}", std::process::id(), TESTS.fetch_add(1, Ordering::Relaxed));
     let nats = nats_url();
-    let mut all = vec![
-        "--store-url",
-        &store.url,
-        "--nats-url",
-        &nats,
-        "--nats-subject-prefix",
-        &prefix,
-        "--route-heartbeat-ms",
-        "200",
-    ];
+    let mut all =
+        vec!["--store-url", &store.url, "--nats-url", &nats, "--nats-subject-prefix", &prefix];
+    if !flags.contains(&"--route-heartbeat-ms") {
+        all.extend(["--route-heartbeat-ms", "200"]);
+    }
     all.extend_from_slice(flags);
     let mut first = all.clone();
     first.extend(["--replica-name", "one"]);

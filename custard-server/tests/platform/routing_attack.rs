@@ -497,11 +497,14 @@ async fn a_peer_claiming_more_rows_than_it_sent_changes_no_answer() {
 
 /// Frames bigger than one NATS message (1 MiB by default) cross in pieces:
 /// an export whose agent frames are about 1 MiB each (the real agent's
-/// size), one row of 3 MiB, and a schema of about 2 MiB.
+/// size), one row of 3 MiB, and a schema of about 2 MiB. With the default
+/// heartbeat: moving megabytes on a loaded two-core machine can take longer
+/// than three of the other tests' 200 ms heartbeats, and this test is about
+/// the pieces, not about noticing a holder gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_bigger_than_a_nats_message_cross_in_pieces() {
     within(async {
-        let (one, two, _store, _) = two_replicas(&[]).await;
+        let (one, two, _store, _) = two_replicas(&["--route-heartbeat-ms", "1000"]).await;
         let a = one.user("a@example.com", "Org A").await;
         let (conn, key) = one.connection(&a, "Shop").await;
         let path = two.dir.path().join("wide.sqlite");
