@@ -38,7 +38,7 @@ use schemars::JsonSchema;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{CurrentUser, tokens::PERSONAL_TOKEN_PREFIX};
+use crate::auth::{CurrentUser, bearer_token, tokens::PERSONAL_TOKEN_PREFIX};
 use crate::connections::{self, Live};
 use crate::error::{AppError, ErrorCode};
 use crate::questions::{self, AskInput, Failure};
@@ -101,13 +101,7 @@ impl FromRequestParts<AppState> for McpCaller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| t.starts_with(PERSONAL_TOKEN_PREFIX));
+        let token = bearer_token(&parts.headers).filter(|t| t.starts_with(PERSONAL_TOKEN_PREFIX));
         let Some(token) = token else {
             return Err(AppError::new(
                 ErrorCode::Unauthorized,

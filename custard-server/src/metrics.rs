@@ -159,11 +159,7 @@ pub(crate) fn scrape(
         )
         .into_response();
     };
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    let offered = crate::auth::bearer_token(headers).unwrap_or_default();
     // Hashes first, so the comparison takes the same time whatever the lengths.
     if !hashes_equal(&hash_secret(offered), &hash_secret(expected)) {
         return AppError::new(ErrorCode::Unauthorized, "the metrics token is missing or wrong")
@@ -209,6 +205,8 @@ mod tests {
         assert_eq!(scrape(&token, Some("Bearer scrape-secret")).await, StatusCode::UNAUTHORIZED);
         assert_eq!(scrape(&token, Some("scrape-secret-1")).await, StatusCode::UNAUTHORIZED);
         assert_eq!(scrape(&token, Some("Bearer scrape-secret-1")).await, StatusCode::OK);
+        // The scheme's case does not matter (RFC 9110).
+        assert_eq!(scrape(&token, Some("bearer scrape-secret-1")).await, StatusCode::OK);
     }
 
     /// Any method a client makes up counts as `other`: requests cannot grow

@@ -62,17 +62,25 @@ pub(crate) enum Credential {
     Token(PersonalTokenId),
 }
 
+/// The credentials of an `Authorization: Bearer ...` header, trimmed; the
+/// scheme's case does not matter (RFC 9110). `None` without the header or
+/// with another scheme.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
+}
+
 impl<S: AuthState> FromRequestParts<S> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let unauthorized =
             || AppError::new(ErrorCode::Unauthorized, "sign in: a valid bearer token is required");
-        let header =
-            parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = parts.headers.contains_key(axum::http::header::AUTHORIZATION);
         let token = match header {
-            Some(h) => {
-                let token = h.strip_prefix("Bearer ").ok_or_else(unauthorized)?.trim();
+            true => {
+                let token = bearer_token(&parts.headers).ok_or_else(unauthorized)?;
                 // A personal access token: the API's only (never a cookie).
                 if token.starts_with(PERSONAL_TOKEN_PREFIX) {
                     return CurrentUser::of_personal_token(state, token).await;
@@ -81,7 +89,7 @@ impl<S: AuthState> FromRequestParts<S> for CurrentUser {
             }
             // A browser's session cookie: a request that changes something must
             // also prove it comes from our own page (CSRF).
-            None => {
+            false => {
                 let token = cookie::cookie_value(&parts.headers, cookie::SESSION_COOKIE)
                     .ok_or_else(unauthorized)?;
                 if !parts.method.is_safe()
@@ -354,5 +362,27 @@ impl TryFrom<CurrentUser> for SessionUser {
     fn try_from(current: CurrentUser) -> Result<Self, AppError> {
         let session = current.session()?.clone();
         Ok(SessionUser { user: current.user, session })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_read_whatever_its_case() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            headers
+        };
+        assert_eq!(bearer_token(&with("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&with("bearer abc ")), Some("abc"));
+        assert_eq!(bearer_token(&with("BEARER abc")), Some("abc"));
+        assert_eq!(bearer_token(&with("Basic abc")), None);
+        assert_eq!(bearer_token(&with("Bearerabc")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
     }
 }

@@ -32,5 +32,5 @@ pub use tokens::{
 };
 
 pub(crate) use caller::{
-    AuthState, Credential, CurrentAdmin, CurrentOwner, CurrentUser, SessionUser,
+    AuthState, Credential, CurrentAdmin, CurrentOwner, CurrentUser, SessionUser, bearer_token,
 };

@@ -95,14 +95,9 @@ async fn authenticate(
     headers: &HeaderMap,
 ) -> Result<(Connection, String), AppError> {
     let refuse = |message: &str| AppError::new(ErrorCode::Unauthorized, message);
-    let key = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            refuse("send the connection's API key as `Authorization: Bearer custard_...`")
-        })?;
+    let key = auth::bearer_token(headers).ok_or_else(|| {
+        refuse("send the connection's API key as `Authorization: Bearer custard_...`")
+    })?;
     if !auth::is_api_key(key) {
         return Err(refuse("the API key is malformed; copy it again from the connection's setup"));
     }
