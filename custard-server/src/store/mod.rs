@@ -741,7 +741,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Questions about the connection marked correct and answered (outcome `ok`)
     /// with SQL, newest first, at most `limit`; a question asked again appears
-    /// once, with its newest SQL.
+    /// once, with its newest SQL. SQL a caller wrote (engine `sql`, whose
+    /// question is the SQL itself) is never an example.
     fn approved_examples<'a>(
         &'a self,
         org: &'a OrgId,

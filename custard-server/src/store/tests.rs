@@ -1355,6 +1355,17 @@ async fn approved_examples_are_correct_answers_newest_first_once_per_question(ki
         let after =
             pairs(store.approved_examples(&org, &connection.id, 10).await.expect("examples"));
         assert_eq!(after, expected[1..]);
+
+        // SQL a caller wrote (MCP's `run_sql`, engine `sql`) is recorded with
+        // the SQL as its question: marked correct, it is still no example.
+        let mut written = new_query(&connection, &user, &conv, "SELECT 9 FROM t");
+        written.sql = Some("SELECT 9 FROM t".to_owned());
+        written.engine = "sql".to_owned();
+        let written = store.record_query(written).await.expect("record");
+        store.set_feedback(&org, &written.id, true).await.expect("feedback");
+        let still =
+            pairs(store.approved_examples(&org, &connection.id, 10).await.expect("examples"));
+        assert_eq!(still, expected[1..]);
     })
     .await;
 }

@@ -507,6 +507,7 @@ const APPROVED_EXAMPLES: &str = "
     SELECT question, sql FROM (
         SELECT DISTINCT ON (question) question, sql, created_at, seq FROM queries
         WHERE connection_id = $1 AND feedback AND outcome = 'ok' AND sql IS NOT NULL
+          AND engine <> 'sql'
         ORDER BY question, created_at DESC, seq DESC
     ) newest
     ORDER BY created_at DESC, seq DESC

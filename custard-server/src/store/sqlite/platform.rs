@@ -455,6 +455,7 @@ pub(super) fn approved_examples_sql() -> String {
     format!(
         "SELECT question, sql FROM queries
          WHERE connection_id = ?1 AND feedback = 1 AND outcome = 'ok' AND sql IS NOT NULL
+           AND engine <> 'sql'
          {NEWEST_FIRST}"
     )
 }
