@@ -306,3 +306,35 @@ async fn ask_with_reports_steps_and_uses_the_examples_given() {
         "the example given for this question is in the prompt"
     );
 }
+
+/// SQL a caller wrote runs on a question's path: the pipeline's guard (the
+/// schema's names, the row cap), its executor, the rule-built answer; the
+/// model is never asked, and nothing that writes or breaks the text rule runs.
+#[tokio::test]
+async fn run_sql_checks_and_runs_the_callers_sql_without_the_model() {
+    let shop = shop().await;
+    let server = FakeOpenAi::start([]).await;
+    let pipeline = shop.pipeline(model(&server, false)).await;
+
+    let answer = pipeline
+        .run_sql("SELECT city, count(*) AS n FROM customers GROUP BY city ORDER BY city")
+        .await
+        .expect("ran");
+    assert_eq!(answer.rows, [vec![json!("Paris"), json!(2)], vec![json!("Rome"), json!(1)]]);
+    assert_eq!(answer.engine, "sql");
+    assert_eq!(answer.attempts.len(), 1);
+    assert!(!answer.truncated);
+    assert!(!answer.text.is_empty());
+    assert!(server.requests().is_empty(), "the model is not asked");
+
+    let refused = pipeline.run_sql("DELETE FROM customers").await.expect_err("a write");
+    assert!(matches!(refused, AskError::Rejected(_)), "{refused:?}");
+    assert_eq!(refused.code().as_str(), "data_modifying");
+    let unknown = pipeline.run_sql("SELECT nme FROM customers").await.expect_err("a typo");
+    assert_eq!(unknown.code().as_str(), "unknown_column");
+    for bad in ["", "SELECT 1 -- \0"] {
+        let err = pipeline.run_sql(bad).await.expect_err("text rule");
+        assert_eq!(err.code().as_str(), "invalid_question", "{bad:?}");
+    }
+    assert_eq!(shop.customer_count().await, 3, "nothing was written");
+}
